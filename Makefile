@@ -1,0 +1,36 @@
+# Every target bootstraps what it needs: a pinned uv in .tools/, the locked .venv,
+# and the Debian packages the tests and benchmarks run against.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: venv sysdeps test lint demo bench ui clean
+
+$(STAMP): pyproject.toml uv.lock scripts/bootstrap.sh
+	@scripts/bootstrap.sh
+	@rm -f $(VENV)/.synced-*
+	@touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	@scripts/sysdeps.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv sysdeps lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+demo: venv
+	$(PY) -m scripts.demo
+
+bench: venv sysdeps
+	$(PY) -m bench
+
+ui: venv
+	$(PY) -m scripts.ui
+
+clean:
+	rm -rf .demo .bench

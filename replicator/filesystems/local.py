@@ -1,0 +1,194 @@
+"""Local (POSIX) file system: also the stand-in for an on-prem cluster in the demo."""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from replicator.errors import UsageError
+from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
+
+
+def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
+    if stat_mod.S_ISDIR(st.st_mode):
+        kind = DIR
+    elif stat_mod.S_ISLNK(st.st_mode):
+        kind = LINK
+    else:
+        kind = FILE
+    return FileInfo(
+        path=path,
+        kind=kind,
+        size=st.st_size if kind == FILE else 0,
+        mtime_ns=st.st_mtime_ns,
+        mode=stat_mod.S_IMODE(st.st_mode),
+        inode=(st.st_dev, st.st_ino),
+    )
+
+
+def _link_info(path: str, lst: os.stat_result) -> FileInfo:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return FileInfo(path=path, kind=LINK, mtime_ns=lst.st_mtime_ns, target_kind=None)
+    target = _info_from_stat(path, st)
+    return FileInfo(
+        path=path,
+        kind=LINK,
+        size=target.size,
+        mtime_ns=target.mtime_ns,
+        mode=target.mode,
+        target_kind=target.kind,
+        inode=target.inode,
+    )
+
+
+class _LocalWriter(Writer):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._f = open(path, "wb")  # noqa: SIM115
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._f.write(data)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def abort(self) -> None:
+        self._f.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class LocalFileSystem(FileSystem):
+    scheme = "file"
+    capabilities = Capabilities(
+        hash_kinds=(),
+        mtime_precision_ns=1,
+        atomic_rename=True,
+        can_set_mtime=True,
+        can_set_mode=True,
+        directories=True,
+        parallel_write=True,
+        symlinks=True,
+    )
+
+    def __init__(self, **options: Any) -> None:
+        self._options = dict(options)
+
+    @classmethod
+    def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost"):
+            raise UsageError(f"file URI with a host is not supported: {uri}")
+        path = unquote(parts.path) or "/"
+        return cls(), os.path.normpath(path)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def uri(self, path: str) -> str:
+        return path
+
+    def join(self, root: str, rel: str) -> str:
+        return os.path.join(root, rel) if rel else root
+
+    # metadata
+    def list_dir(self, path: str) -> list[FileInfo]:
+        out: list[FileInfo] = []
+        with os.scandir(path) as it:
+            for entry in it:
+                full = entry.path
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished between readdir and stat
+                if stat_mod.S_ISLNK(st.st_mode):
+                    out.append(_link_info(full, st))
+                else:
+                    out.append(_info_from_stat(full, st))
+        return out
+
+    def stat(self, path: str) -> FileInfo | None:
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat_mod.S_ISLNK(st.st_mode):
+            return _link_info(path, st)
+        return _info_from_stat(path, st)
+
+    # data
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115
+        if offset:
+            f.seek(offset)
+        return f  # type: ignore[return-value]
+
+    def open_write(
+        self, path: str, *, mtime_ns: int | None = None, expect_version: str | None = None
+    ) -> Writer:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return _LocalWriter(path)
+
+    # namespace
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def delete_file(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def delete_dir(self, path: str) -> None:
+        try:
+            os.rmdir(path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def set_times(self, path: str, mtime_ns: int) -> None:
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def set_mode(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+
+    # ranges: a preallocated temporary written at offsets by several workers
+    def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        return {"path": path, "size": size}
+
+    def write_part(self, handle: dict, index: int, offset: int, chunks: Iterable[bytes]) -> dict:
+        fd = os.open(handle["path"], os.O_WRONLY)
+        written = 0
+        try:
+            for data in chunks:
+                view = memoryview(data)
+                while view:
+                    n = os.pwrite(fd, view, offset + written)
+                    written += n
+                    view = view[n:]
+        finally:
+            os.close(fd)
+        return {"index": index, "offset": offset, "size": written}
+
+    def complete_parallel_write(self, handle: dict, parts: list[dict]) -> None:
+        total = sum(p["size"] for p in parts)
+        if total != handle["size"]:
+            raise OSError(f"parallel write of {handle['path']} wrote {total} of {handle['size']} bytes")
+
+    def abort_parallel_write(self, handle: dict) -> None:
+        self.delete_file(handle["path"])

@@ -1,0 +1,93 @@
+"""The run report: what a run did, as plain data. The CLI prints it with ``--json``;
+Dagster turns it into asset metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MAX_FAILURES_LISTED = 100
+
+
+def utc_iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+    retryable: bool = False
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    source: str
+    destination: str
+    command: str = "copy"
+    dry_run: bool = False
+    checksum: bool = False
+    executor: str = "local"
+    started_at: float = 0.0
+    finished_at: float | None = None
+    files_listed: int = 0
+    bytes_listed: int = 0
+    files_copied: int = 0  # new + updated
+    files_updated: int = 0
+    bytes_copied: int = 0
+    files_skipped: int = 0  # unchanged
+    files_held_back: int = 0  # too new (--min-age)
+    symlinks_skipped: int = 0
+    files_deleted: int = 0
+    dirs_created: int = 0
+    files_failed: int = 0
+    files_recovered: int = 0  # journal entries of an interrupted run completed at start
+    verified: bool = True  # every copied file matched size (+ checksum) after staging
+    delete_refused: str | None = None
+    marker: str | None = None
+    failures: list[Failure] = field(default_factory=list)
+    error: str | None = None  # a run-level error (not one file's)
+
+    @property
+    def ok(self) -> bool:
+        return self.files_failed == 0 and self.error is None and self.delete_refused is None
+
+    @property
+    def status(self) -> str:
+        if self.dry_run:
+            return "dry_run" if self.ok else "failed"
+        return "ok" if self.ok else "failed"
+
+    @property
+    def duration_s(self) -> float:
+        end = self.finished_at if self.finished_at is not None else self.started_at
+        return max(0.0, end - self.started_at)
+
+    @property
+    def throughput_mb_s(self) -> float:
+        d = self.duration_s
+        return round(self.bytes_copied / (1 << 20) / d, 3) if d > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def add_failure(self, path: str, error: str, retryable: bool = False) -> None:
+        self.files_failed += 1
+        if len(self.failures) < MAX_FAILURES_LISTED:
+            self.failures.append(Failure(path, error, retryable))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status
+        d["ok"] = self.ok
+        d["duration_s"] = round(self.duration_s, 3)
+        d["throughput_mb_s"] = self.throughput_mb_s
+        d["started_at"] = utc_iso(self.started_at)
+        d["finished_at"] = utc_iso(self.finished_at)
+        d["copy_finished"] = utc_iso(self.finished_at) if self.ok and not self.dry_run else None
+        return d
