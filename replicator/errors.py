@@ -69,9 +69,7 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError)):
         return True
-    if isinstance(exc, OSError) and exc.errno in _RETRYABLE_ERRNOS:
-        return True
-    return False
+    return bool(isinstance(exc, OSError) and exc.errno in _RETRYABLE_ERRNOS)
 
 
 def describe(exc: BaseException) -> str:

@@ -50,6 +50,7 @@ class RunReport:
     delete_refused: str | None = None
     marker: str | None = None
     failures: list[Failure] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)  # planned work (capped)
     error: str | None = None  # a run-level error (not one file's)
 
     @property

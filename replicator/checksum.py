@@ -1,0 +1,63 @@
+"""CRC32C computed while streaming, and combined across ranges of one file."""
+
+from __future__ import annotations
+
+import google_crc32c
+
+_POLY = 0x82F63B78  # CRC32C (Castagnoli), reflected
+
+
+def extend(crc: int, data: bytes | memoryview) -> int:
+    return google_crc32c.extend(crc, data)
+
+
+def format_crc32c(crc: int) -> str:
+    return f"crc32c:{crc:08x}"
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    total = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            total ^= mat[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, mat[n]) for n in range(32)]
+
+
+def combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, for CRC32C)."""
+    if len2 <= 0:
+        return crc1
+    odd = [_POLY] + [1 << n for n in range(31)]
+    even = _gf2_square(odd)
+    odd = _gf2_square(even)
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def crc32c_of_stream(chunks) -> tuple[int, int]:
+    """(crc, size) of an iterable of byte chunks."""
+    crc = 0
+    size = 0
+    for data in chunks:
+        crc = google_crc32c.extend(crc, data)
+        size += len(data)
+    return crc, size

@@ -1,0 +1,236 @@
+"""The ``replicator`` command: parses, calls the library, prints. Nothing else.
+
+Exit codes: 0 success, 1 differences or failed files, 2 bad usage or bad input.
+With ``--json`` the last line of stdout is one JSON object, the run report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from replicator.errors import ReplicatorError
+from replicator.options import CopyOptions, parse_preserve
+from replicator.secrets import redact
+
+log = logging.getLogger("replicator")
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root.setLevel(level)
+    for noisy in ("urllib3", "botocore", "s3transfer", "asyncio", "paramiko", "fsspec", "google"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    click.echo(redact(json.dumps(data, default=str, sort_keys=True)))
+
+
+def _fail(exc: ReplicatorError, as_json: bool) -> None:
+    message = redact(str(exc))
+    click.echo(f"replicator: error: {message}", err=True)
+    if as_json:
+        _emit_json({"status": "error", "ok": False, "error": message, "exit_code": exc.exit_code})
+    sys.exit(exc.exit_code)
+
+
+def _filters(f):
+    f = click.option("--include", multiple=True, metavar="GLOB",
+                     help="Copy only paths matching GLOB (repeatable). No '/' in GLOB: matches file names anywhere; '**' crosses directories.")(f)
+    f = click.option("--exclude", multiple=True, metavar="GLOB",
+                     help="Leave out paths matching GLOB (repeatable); wins over --include; excluded destination files are never deleted.")(f)
+    f = click.option("--copy-links", "-L", is_flag=True,
+                     help="Follow symlinks (default: skip and count them). Loops are refused.")(f)
+    return f
+
+
+def _common(f):
+    f = click.option("--json", "as_json", is_flag=True, help="Print the run report as one JSON object on the last line of stdout.")(f)
+    f = click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="replication-platform")
+def main() -> None:
+    """Incremental, verified, resumable replication of directory trees.
+
+    SRC and DST are local paths or URIs (file://, and the schemes of the installed back ends).
+    A state store (SQLite, default ~/.replicator/state.db) remembers what was copied, so a rerun
+    copies only what changed and finishes anything an interrupted run left half-published.
+    """
+
+
+def _copy_options(**kw: Any) -> CopyOptions:
+    return CopyOptions(
+        delete=kw.get("delete", False),
+        dry_run=kw.get("dry_run", False),
+        checksum=kw.get("checksum", False),
+        workers=kw.get("workers", 8),
+        include=tuple(kw.get("include") or ()),
+        exclude=tuple(kw.get("exclude") or ()),
+        min_age_s=kw.get("min_age") or 0.0,
+        bandwidth_mbps=kw.get("bandwidth"),
+        preserve=parse_preserve(kw.get("preserve", "times")),
+        state_path=kw.get("state"),
+        executor=kw.get("executor", "local"),
+        max_delete=kw.get("max_delete", "50%"),
+        marker=kw.get("marker"),
+        copy_links=kw.get("copy_links", False),
+        retries=kw.get("retries", 3),
+    ).validated()
+
+
+def _print_summary(report, *, err: bool) -> None:
+    d = report.to_dict()
+    verb = "would copy" if report.dry_run else "copied"
+    lines = [
+        f"{report.command} {report.source} -> {report.destination}: {d['status']}",
+        f"  {verb} {report.files_copied:,} files ({report.files_updated:,} updated), "
+        f"{report.bytes_copied:,} bytes; skipped {report.files_skipped:,} unchanged; "
+        f"{'would delete' if report.dry_run else 'deleted'} {report.files_deleted:,}",
+    ]
+    if report.files_held_back:
+        lines.append(f"  held back {report.files_held_back:,} files newer than --min-age")
+    if report.symlinks_skipped:
+        lines.append(f"  skipped {report.symlinks_skipped:,} symlinks (use --copy-links to follow)")
+    if report.files_recovered:
+        lines.append(f"  completed {report.files_recovered:,} files published by an interrupted run")
+    if not report.dry_run:
+        lines.append(f"  {d['duration_s']}s, {d['throughput_mb_s']} MiB/s, verified={report.verified}")
+    if report.marker:
+        lines.append(f"  marker {report.marker}")
+    if report.delete_refused:
+        lines.append(f"  {report.delete_refused}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for f in report.failures[:20]:
+        lines.append(f"  FAILED {f.path}: {f.error}")
+    if report.files_failed > 20:
+        lines.append(f"  ... and {report.files_failed - 20} more failures (see --json)")
+    click.echo(redact("\n".join(lines)), err=err)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--delete", is_flag=True, help="Delete destination files that are not in the source.")
+@click.option("--max-delete", default="50%", show_default=True, metavar="N|P%",
+              help="Refuse a run that would delete more than this many files or share of the destination.")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing.")
+@click.option("--checksum", "-c", is_flag=True, help="Compare and verify by CRC32C content checksum, not size+mtime.")
+@click.option("--workers", "-w", default=8, show_default=True, type=click.IntRange(1, 1024), help="Parallel transfers.")
+@_filters
+@click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+              help="Leave files modified less than SECONDS ago alone (still being written).")
+@click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), metavar="MBPS",
+              help="Limit total transfer rate to MBPS MiB/s, shared by all workers.")
+@click.option("--preserve", default="times", show_default=True, metavar="times,perms",
+              help="Attributes to keep on the destination.")
+@click.option("--state", metavar="PATH", help="State store (SQLite). Default: ~/.replicator/state.db.")
+@click.option("--executor", type=click.Choice(["local", "spark"]), default="local", show_default=True)
+@click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
+              help="Retries per file for retryable errors (with backoff).")
+@_common
+def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
+    """Copy the tree SRC to DST: new and changed files only, verified, published atomically."""
+    _setup_logging(verbose, quiet)
+    from replicator import api
+    from replicator.progress import ConsoleProgress
+
+    try:
+        opts = _copy_options(**kw)
+        progress = None if quiet or opts.dry_run else ConsoleProgress()
+        report = api.copy(src, dst, opts, progress=progress)
+    except ReplicatorError as exc:
+        _fail(exc, as_json)
+        return
+    if opts.dry_run and not as_json:
+        for a in report.actions:
+            click.echo(f"{a['action']:<7} {a['path']}")
+    _print_summary(report, err=as_json)
+    if as_json:
+        _emit_json(report.to_dict())
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--delete", is_flag=True, help="Include deletions of destination-only files.")
+@click.option("--checksum", "-c", is_flag=True, help="Decide by content checksum.")
+@_filters
+@click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS")
+@click.option("--state", metavar="PATH", help="State store (SQLite). Default: ~/.replicator/state.db.")
+@_common
+def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
+    """Show what `copy` would do (copy / update / delete per path), doing nothing."""
+    _setup_logging(verbose, quiet)
+    from replicator import api
+
+    try:
+        report = api.plan(src, dst, _copy_options(**kw))
+    except ReplicatorError as exc:
+        _fail(exc, as_json)
+        return
+    if not as_json:
+        for a in report.actions:
+            click.echo(f"{a['action']:<7} {a['path']}")
+    _print_summary(report, err=as_json)
+    if as_json:
+        _emit_json(report.to_dict())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@_filters
+@click.option("--marker", metavar="NAME", help="Ignore the marker file NAME at the destination root.")
+@click.option("--workers", "-w", default=8, show_default=True, type=click.IntRange(1, 1024))
+@_common
+def verify(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
+    """Compare SRC and DST by content (CRC32C). Exit 0 when identical, 1 with the differences."""
+    _setup_logging(verbose, quiet)
+    from replicator import api
+
+    try:
+        report = api.verify(src, dst, _copy_options(**kw))
+    except ReplicatorError as exc:
+        _fail(exc, as_json)
+        return
+    out_err = as_json
+    status = "identical" if report.identical else "DIFFERENT"
+    click.echo(f"verify {report.source} -> {report.destination}: {status} "
+               f"({report.files_compared:,} files compared, {report.bytes_compared:,} bytes)", err=out_err)
+    for p in report.missing:
+        click.echo(f"  missing   {p}", err=out_err)
+    for p in report.extra:
+        click.echo(f"  extra     {p}", err=out_err)
+    for d in report.differing:
+        click.echo(f"  differing {d['path']} ({d['reason']})", err=out_err)
+    for e in report.errors:
+        click.echo(f"  error     {e}", err=out_err)
+    if as_json:
+        _emit_json(report.to_dict())
+    sys.exit(report.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,157 @@
+"""The decision: what to do with one path (DistCp ``CopyMapper.FileAction``,
+rclone ``operations.NeedTransfer``). :func:`decide` is pure; :func:`iter_decisions`
+streams the join of the source listing, the manifest and (when listed) the
+destination out of the state store and applies it row by row."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from replicator.filesystems.base import DIR, FILE
+from replicator.manifest import StateStore
+
+
+class Action(enum.StrEnum):
+    COPY = "copy"  # not at the destination
+    UPDATE = "update"  # at the destination, but different
+    SKIP = "skip"  # unchanged (or held back, or not ours to touch)
+    DELETE = "delete"  # at the destination only, and --delete
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    kind: str
+    size: int
+    mtime_ns: int
+    checksum: str | None = None
+
+
+def same(a: Side, b: Side, *, checksum: bool, precision_ns: int) -> bool:
+    """Unchanged: same size and mtime within the coarser precision; or same checksum."""
+    if a.kind != b.kind:
+        return False
+    if a.kind == DIR:
+        return True
+    if a.size != b.size:
+        return False
+    if checksum:
+        return a.checksum is not None and a.checksum == b.checksum
+    return abs(a.mtime_ns - b.mtime_ns) < max(precision_ns, 1)
+
+
+def decide(
+    src: Side | None,
+    recorded: Side | None,
+    dst: Side | None,
+    *,
+    dst_listed: bool,
+    checksum: bool = False,
+    precision_ns: int = 1,
+    delete: bool = False,
+    held: bool = False,
+) -> Action:
+    """What to do with one path.
+
+    ``src``: the source entry (None: not in the source). ``recorded``: the manifest row of the
+    last copy (None: never recorded). ``dst``: the destination entry, meaningful only when
+    ``dst_listed``. ``held``: the source file is too new to copy this run (``--min-age``).
+    """
+    if src is None:
+        if dst_listed and dst is not None and delete:
+            return Action.DELETE
+        return Action.SKIP
+    if held:
+        return Action.SKIP
+    if dst_listed:
+        if dst is None:
+            return Action.COPY
+        if recorded is not None and same(recorded, dst, checksum=False, precision_ns=precision_ns):
+            # the destination is what we last wrote: compare the source with that record
+            return Action.SKIP if same(src, recorded, checksum=checksum, precision_ns=precision_ns) else Action.UPDATE
+        return Action.SKIP if same(src, dst, checksum=checksum, precision_ns=precision_ns) else Action.UPDATE
+    if recorded is not None:
+        return Action.SKIP if same(src, recorded, checksum=checksum, precision_ns=precision_ns) else Action.UPDATE
+    return Action.COPY
+
+
+@dataclass(slots=True)
+class Decision:
+    action: Action
+    rel: str
+    kind: str
+    size: int
+    mtime_ns: int
+    mode: int | None
+    src_checksum: str | None
+    dst_version: str | None
+    dst_kind: str | None
+
+
+ChecksumFn = Callable[[str, str, int], str | None]  # (side "src"/"dst", rel, size) -> checksum
+
+
+def iter_decisions(
+    store: StateStore,
+    pair_id: int,
+    *,
+    dst_listed: bool,
+    checksum: bool,
+    precision_ns: int,
+    delete: bool,
+    checksum_of: ChecksumFn | None = None,
+) -> Iterator[Decision]:
+    """Stream decisions for every path in the source listing (``temp.src``), then for
+    destination-only paths (``temp.dst``) when it was listed. Rows come from SQLite in
+    path order, one at a time."""
+    dst_join = "LEFT JOIN temp.dst d ON d.path = s.path" if dst_listed else ""
+    dst_cols = "d.kind, d.size, d.mtime_ns, d.checksum, d.version" if dst_listed else "NULL, NULL, NULL, NULL, NULL"
+    query = f"""
+        SELECT s.path, s.kind, s.size, s.mtime_ns, s.mode, s.checksum, s.held,
+               f.kind, f.size, f.mtime_ns, f.checksum, {dst_cols}
+        FROM temp.src s
+        LEFT JOIN files f ON f.pair_id = ? AND f.path = s.path
+        {dst_join}
+        ORDER BY s.path
+    """
+    cur = store.db.cursor()
+    for (path, kind, size, mtime, mode, s_sum, held, f_kind, f_size, f_mtime, f_sum,
+         d_kind, d_size, d_mtime, d_sum, d_version) in cur.execute(query, (pair_id,)):
+        src = Side(kind, size, mtime, s_sum)
+        rec = Side(f_kind, f_size, f_mtime, f_sum) if f_kind is not None else None
+        dst = Side(d_kind, d_size, d_mtime, d_sum) if d_kind is not None else None
+        if checksum and kind == FILE and not held and checksum_of is not None:
+            # hash only what size alone cannot settle
+            other = dst if dst_listed else rec
+            if other is not None and other.size == size:
+                src = Side(kind, size, mtime, _want(s_sum) or checksum_of("src", path, size))
+                if rec is not None and rec.checksum and (
+                    not dst_listed or (dst is not None and same(rec, dst, checksum=False, precision_ns=precision_ns))
+                ):
+                    dst_sum = rec.checksum  # the record stands for the destination
+                elif dst is not None and _want(d_sum):
+                    dst_sum = d_sum
+                else:
+                    dst_sum = checksum_of("dst", path, size)
+                if rec is not None:
+                    rec = Side(rec.kind, rec.size, rec.mtime_ns, dst_sum)
+                if dst is not None:
+                    dst = Side(dst.kind, dst.size, dst.mtime_ns, dst_sum)
+        action = decide(src, rec, dst, dst_listed=dst_listed, checksum=checksum,
+                        precision_ns=precision_ns, delete=delete, held=bool(held))
+        yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind)
+    if dst_listed:
+        extra = """
+            SELECT d.path, d.kind, d.size, d.mtime_ns, d.version FROM temp.dst d
+            WHERE NOT EXISTS (SELECT 1 FROM temp.src s WHERE s.path = d.path)
+            ORDER BY d.path
+        """
+        for path, kind, size, mtime, version in store.db.cursor().execute(extra):
+            action = decide(None, None, Side(kind, size, mtime), dst_listed=True, delete=delete)
+            yield Decision(action, path, kind, size, mtime, None, None, version, kind)
+
+
+def _want(value: str | None) -> str | None:
+    """Only crc32c checksums are comparable with what we compute."""
+    return value if value and value.startswith("crc32c:") else None

@@ -1,0 +1,481 @@
+"""The copy run: list -> diff -> plan -> execute -> publish -> record (DESIGN.md data flow).
+
+The driver (this module) is the only writer of the state store. Publishing goes
+through the journal: a file is journalled as ``staging`` before its bytes are
+written, as ``staged`` once verified, and is recorded in the manifest (and dropped
+from the journal) after its rename, in batches. :func:`recover` completes whatever an
+interrupted run left in the journal, so nothing is published twice or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+
+from replicator import checksum as crc
+from replicator.diff import Action, iter_decisions
+from replicator.errors import ReplicatorError, describe
+from replicator.executors import get_executor
+from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filesystems.registry import resolve
+from replicator.filters import Filter
+from replicator.listing import ListingStats, walk
+from replicator.manifest import StateStore
+from replicator.options import CopyOptions, parse_max_delete
+from replicator.plan import make_bins, split_ranges
+from replicator.progress import Progress
+from replicator.report import RunReport, utc_iso
+from replicator.transfer import (
+    Outcome,
+    StageContext,
+    Task,
+    Throttle,
+    finish_ranges,
+    temp_name,
+)
+
+log = logging.getLogger("replicator")
+MAX_ACTIONS_LISTED = 10_000
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+
+
+def _uri_key(fs: FileSystem, root: str) -> str:
+    return fs.uri(root).rstrip("/") or "/"
+
+
+def _load_listing(store: StateStore, table: str, batches: Iterator[list]) -> None:
+    store.new_listing(table)
+    buf: list[tuple] = []
+    for batch in batches:
+        buf.extend(e.row() for e in batch)
+        if len(buf) >= 20_000:
+            store.add_listing(table, buf)
+            buf = []
+    if buf:
+        store.add_listing(table, buf)
+
+
+def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) -> int:
+    """Finish what an interrupted run left in the journal. Returns files recorded."""
+    entries = store.journal_entries(pair_id)
+    if not entries:
+        return 0
+    recorded: list[tuple] = []
+    dropped: list[str] = []
+    forget: list[str] = []
+    for path, _run_id, state, tmp, size, mtime_ns, checksum in entries:
+        final = dst_fs.join(dst_root, path)
+        if state == "staging":
+            if tmp:
+                dst_fs.delete_file(tmp)  # partial bytes, never published
+            else:
+                forget.append(path)  # an in-place write may or may not have completed
+            dropped.append(path)
+            continue
+        # staged: verified bytes exist under tmp, or were already renamed into place
+        if tmp and dst_fs.stat(tmp) is not None:
+            dst_fs.rename(tmp, final)
+            recorded.append((path, FILE, size, mtime_ns, checksum))
+            continue
+        info = dst_fs.stat(final)
+        times_ok = (not dst_fs.capabilities.can_set_mtime or info is None
+                    or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns
+                    or not tmp)
+        if info is not None and info.size == size and times_ok:
+            recorded.append((path, FILE, size, mtime_ns, checksum))
+        else:
+            forget.append(path)
+            dropped.append(path)
+    with store.transaction() as db:
+        store.record(pair_id, recorded, db)
+        store.forget(pair_id, forget, db)
+        store.journal_clear(pair_id, [r[0] for r in recorded] + dropped, db)
+    if recorded:
+        log.info("recovered %d file(s) published by an interrupted run", len(recorded))
+    return len(recorded)
+
+
+class _Run:
+    def __init__(self, source: str, destination: str, opts: CopyOptions,
+                 progress: Progress | None, command: str) -> None:
+        self.opts = opts
+        self.progress = progress
+        self.src_fs, self.src_root = resolve(source)
+        self.dst_fs, self.dst_root = resolve(destination)
+        self.run_id = new_run_id()
+        self.report = RunReport(
+            run_id=self.run_id,
+            source=_uri_key(self.src_fs, self.src_root),
+            destination=_uri_key(self.dst_fs, self.dst_root),
+            command=command,
+            dry_run=opts.dry_run,
+            checksum=opts.checksum,
+            executor=opts.executor,
+            started_at=time.time(),
+        )
+        self.precision = max(self.src_fs.capabilities.mtime_precision_ns,
+                             self.dst_fs.capabilities.mtime_precision_ns)
+        self.filter = Filter(tuple(opts.include), tuple(opts.exclude))
+        self.dst_dirs = self.dst_fs.capabilities.directories
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> RunReport:
+        opts = self.opts
+        state_path = opts.resolved_state_path
+        store = StateStore(state_path, create=not opts.dry_run)
+        try:
+            if opts.dry_run:
+                pair_id = self._existing_pair(store)
+            else:
+                pair_id = store.pair_id(self.report.source, self.report.destination)
+                store.lock_pair(pair_id)
+                self.report.files_recovered = recover(store, pair_id, self.dst_fs, self.dst_root)
+                store.start_run(pair_id, self.run_id, self.report.started_at)
+            try:
+                self._run(store, pair_id)
+            except ReplicatorError as exc:
+                self.report.error = describe(exc)
+                if exc.exit_code == 2:
+                    raise
+            finally:
+                self.report.finished_at = time.time()
+                if not opts.dry_run:
+                    store.finish_run(self.run_id, self.report.status, self.report.to_dict())
+        finally:
+            store.close()
+            if self.progress:
+                self.progress.on_finish()
+        return self.report
+
+    def _existing_pair(self, store: StateStore) -> int:
+        row = store.db.execute("SELECT id FROM pairs WHERE source=? AND destination=?",
+                               (self.report.source, self.report.destination)).fetchone()
+        return row[0] if row else -1
+
+    def _run(self, store: StateStore, pair_id: int) -> None:
+        opts, report = self.opts, self.report
+        # 1. list the source
+        stats = ListingStats()
+        _load_listing(store, "src", walk(
+            self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
+            copy_links=opts.copy_links, workers=opts.listing_workers,
+            on_error=self._listing_error, stats=stats))
+        report.files_listed, report.bytes_listed = stats.files, stats.bytes
+        report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
+        # 2. list the destination when the manifest cannot stand for it
+        dst_listed = opts.delete or not store.has_records(pair_id)
+        dst_files = 0
+        if dst_listed:
+            dst_stats = ListingStats()
+            batches = self._walk_dst(dst_stats)
+            _load_listing(store, "dst", batches)
+            dst_files = dst_stats.files
+        # 3. decide
+        counts = self._decide(store, pair_id, dst_listed)
+        n_delete = counts["delete"]
+        share, count = parse_max_delete(opts.max_delete)
+        if n_delete:
+            limit = count if count is not None else int(share * dst_files)  # type: ignore[operator]
+            if n_delete > limit:
+                report.delete_refused = (
+                    f"refusing to delete {n_delete} of {dst_files} destination files "
+                    f"(limit {opts.max_delete}); nothing was changed. Pass --max-delete to allow it."
+                )
+                return
+        if self.progress:
+            self.progress.on_plan(counts["copy_files"], counts["copy_bytes"])
+        if opts.dry_run:
+            report.files_copied = counts["copy_files"]
+            report.files_updated = counts["update_files"]
+            report.bytes_copied = counts["copy_bytes"]
+            report.files_deleted = n_delete
+            return
+        # 4. directories, then files, then deletes, then the marker
+        self._make_dirs(store, pair_id)
+        self._adopt(store, pair_id)
+        self._transfer(store, pair_id)
+        if n_delete:
+            if report.files_failed:
+                log.warning("not deleting: %d file(s) failed to copy", report.files_failed)
+            else:
+                self._delete(store, pair_id)
+        if opts.marker and report.ok:
+            self._write_marker()
+
+    def _walk_dst(self, stats: ListingStats):
+        info = self.dst_fs.stat(self.dst_root)
+        if info is None:
+            return iter(())
+        names = frozenset({self.opts.marker}) if self.opts.marker else frozenset()
+        return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
+                    stats=stats, exclude_root_names=names, on_error=self._listing_error)
+
+    def _listing_error(self, rel: str, exc: BaseException) -> None:
+        self.report.add_failure(rel, describe(exc))
+
+    # ------------------------------------------------------------------ decide
+    def _checksum_of(self, side: str, rel: str, size: int) -> str | None:
+        fs, root = (self.src_fs, self.src_root) if side == "src" else (self.dst_fs, self.dst_root)
+        path = fs.join(root, rel)
+        try:
+            value = 0
+            for data in fs.read_chunks(path, 0, None, self.opts.chunk_size):
+                value = crc.extend(value, data)
+            return crc.format_crc32c(value)
+        except FileNotFoundError:
+            return None
+
+    def _decide(self, store: StateStore, pair_id: int, dst_listed: bool) -> dict[str, int]:
+        db = store.db
+        db.execute("DROP TABLE IF EXISTS temp.work")
+        db.execute("CREATE TEMP TABLE work (seq INTEGER PRIMARY KEY, action TEXT, path TEXT, kind TEXT,"
+                   " size INTEGER, mtime_ns INTEGER, mode INTEGER, checksum TEXT, dst_version TEXT,"
+                   " dst_kind TEXT)")
+        counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0}
+        rows: list[tuple] = []
+        listed = self.report.actions
+        for d in iter_decisions(store, pair_id, dst_listed=dst_listed, checksum=self.opts.checksum,
+                                precision_ns=self.precision, delete=self.opts.delete,
+                                checksum_of=self._checksum_of):
+            action = d.action
+            if action is Action.SKIP:
+                if dst_listed and d.dst_kind is not None and d.kind == d.dst_kind:
+                    # unchanged but maybe not recorded (first run against an existing copy,
+                    # or lost state): record it so the next run trusts the manifest
+                    rows.append(("adopt", d.rel, d.kind, d.size, d.mtime_ns, d.mode,
+                                 d.src_checksum, None, d.dst_kind))
+                if d.kind == FILE:
+                    counts["skip"] += 1
+                continue
+            if d.kind == DIR and not self.dst_dirs:
+                continue
+            if action is Action.DELETE:
+                counts["delete"] += d.kind == FILE
+            elif d.kind == FILE:
+                counts["copy_files"] += 1
+                counts["copy_bytes"] += d.size
+                counts["update_files"] += action is Action.UPDATE
+            rows.append((action.value, d.rel, d.kind, d.size, d.mtime_ns, d.mode,
+                         d.src_checksum, d.dst_version, d.dst_kind))
+            if self.opts.dry_run and len(listed) < MAX_ACTIONS_LISTED:
+                listed.append({"action": action.value, "path": d.rel, "kind": d.kind,
+                               "size": d.size})
+            if len(rows) >= 10_000:
+                self._add_work(store, rows)
+                rows = []
+        if rows:
+            self._add_work(store, rows)
+        self.report.files_skipped = counts["skip"]
+        if dst_listed:  # manifest rows for paths gone from both sides are stale
+            with store.transaction() as tx:
+                tx.execute("""DELETE FROM files WHERE pair_id=? AND path NOT IN (SELECT path FROM temp.src)
+                              AND path NOT IN (SELECT path FROM temp.dst)""", (pair_id,))
+        return counts
+
+    @staticmethod
+    def _add_work(store: StateStore, rows: list[tuple]) -> None:
+        with store.transaction() as db:
+            db.executemany("INSERT INTO temp.work (action, path, kind, size, mtime_ns, mode, checksum,"
+                           " dst_version, dst_kind) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    # ------------------------------------------------------------------ execute
+    def _make_dirs(self, store: StateStore, pair_id: int) -> None:
+        made: list[tuple] = []
+        for path, mtime_ns in store.db.execute(
+            "SELECT path, mtime_ns FROM temp.work WHERE kind='d' AND action IN ('copy','update') ORDER BY path"
+        ).fetchall():
+            target = self.dst_fs.join(self.dst_root, path)
+            try:
+                self.dst_fs.makedirs(target)
+            except Exception as exc:
+                self.report.add_failure(path, describe(exc))
+                continue
+            made.append((path, DIR, 0, mtime_ns, None))
+        if made:
+            with store.transaction() as db:
+                store.record(pair_id, made, db)
+            self.report.dirs_created = len(made)
+
+    def _adopt(self, store: StateStore, pair_id: int) -> None:
+        cur = store.db.execute(
+            "SELECT path, kind, size, mtime_ns, checksum FROM temp.work WHERE action='adopt'")
+        while True:
+            rows = cur.fetchmany(10_000)
+            if not rows:
+                return
+            with store.transaction() as db:
+                store.record(pair_id, rows, db)
+
+    def _tasks(self, store: StateStore) -> Iterator[Task]:
+        cur = store.db.cursor()
+        cur.execute("SELECT seq, action, path, size, mtime_ns, mode, dst_version, dst_kind FROM temp.work"
+                    " WHERE kind='f' AND action IN ('copy','update') ORDER BY seq")
+        big = self.opts.multipart_threshold
+        ranged = self.dst_fs.capabilities.parallel_write
+        for seq, action, path, size, mtime_ns, mode, version, dst_kind in cur:
+            if dst_kind == DIR:
+                self.report.add_failure(path, f"destination {path} is a directory; source is a file")
+                continue
+            task = Task(seq, path, action, size, mtime_ns, mode, version)
+            if ranged and size >= big:
+                parts = split_ranges(size, self.opts.part_size)
+                task.nparts = len(parts)
+            yield task  # a ranged file is expanded into its ranges by _bins, once journalled
+
+    def _bins(self, store: StateStore, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
+        """Bins of tasks; each bin is journalled as ``staging`` before it is handed out."""
+        for b in make_bins(self._tasks(store)):
+            store.journal_staging(pair_id, self.run_id, [(t.rel, ctx.staged_path(t.rel)) for t in b])
+            out: list[Task] = []
+            for t in b:
+                if t.nparts > 1:
+                    target = ctx.staged_path(t.rel) or ctx.dst_path(t.rel)
+                    try:
+                        handle = self.dst_fs.begin_parallel_write(target, t.size, t.mtime_ns)
+                    except Exception as exc:
+                        self._fail(store, pair_id, t.rel, describe(exc))
+                        continue
+                    t.handle = handle
+                    self._ranged[t.rel] = (t, [])
+                    for index, offset, length in split_ranges(t.size, self.opts.part_size):
+                        out.append(Task(t.seq, t.rel, t.action, t.size, t.mtime_ns, t.mode,
+                                        t.dst_version, (index, offset, length), t.nparts, handle))
+                else:
+                    out.append(t)
+            if out:
+                yield out
+
+    def _fail(self, store: StateStore, pair_id: int, rel: str, error: str, retryable: bool = False) -> None:
+        self.report.add_failure(rel, error, retryable)
+        with store.transaction() as db:
+            store.journal_clear(pair_id, [rel], db)
+        if self.progress:
+            self.progress.on_file(rel, False)
+
+    def _transfer(self, store: StateStore, pair_id: int) -> None:
+        opts = self.opts
+        ctx = StageContext(
+            self.src_fs, self.src_root, self.dst_fs, self.dst_root, self.run_id,
+            checksum=opts.checksum, preserve=opts.preserve, chunk_size=opts.chunk_size,
+            retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
+            progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
+        )
+        self._ranged: dict[str, tuple[Task, list[dict]]] = {}
+        executor = get_executor(opts.executor, opts.workers, opts.executor_options)
+        batch: list[Outcome] = []
+        last_flush = time.monotonic()
+        failed_ranged: set[str] = set()
+        try:
+            for out in executor.run(self._bins(store, pair_id, ctx), ctx):
+                if out.part is not None or (not out.ok and out.rel in self._ranged):
+                    out = self._range_done(out, ctx, failed_ranged)
+                    if out is None:
+                        continue
+                if not out.ok:
+                    self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable)
+                    continue
+                batch.append(out)
+                if len(batch) >= opts.batch_files or time.monotonic() - last_flush > 0.5:
+                    self._publish(store, pair_id, batch)
+                    batch = []
+                    last_flush = time.monotonic()
+            if batch:
+                self._publish(store, pair_id, batch)
+        finally:
+            executor.close()
+
+    def _range_done(self, out: Outcome, ctx: StageContext, failed: set[str]) -> Outcome | None:
+        task, parts = self._ranged[out.rel]
+        if not out.ok:
+            if out.rel in failed:
+                return None
+            failed.add(out.rel)
+            try:
+                self.dst_fs.abort_parallel_write(task.handle or {})
+            except Exception:
+                pass
+            return out
+        if out.rel in failed:
+            return None
+        parts.append(out.part)  # type: ignore[arg-type]
+        if len(parts) < task.nparts:
+            return None
+        del self._ranged[out.rel]
+        return finish_ranges(task, parts, ctx)
+
+    def _publish(self, store: StateStore, pair_id: int, batch: list[Outcome]) -> None:
+        store.journal_staged(pair_id, [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch])
+        done: list[tuple] = []
+        failed: list[str] = []
+        for o in batch:
+            if o.tmp is not None:
+                try:
+                    self.dst_fs.rename(o.tmp, self.dst_fs.join(self.dst_root, o.rel))
+                except Exception as exc:
+                    self.report.add_failure(o.rel, describe(exc))
+                    try:
+                        self.dst_fs.delete_file(o.tmp)
+                    except Exception:
+                        pass
+                    failed.append(o.rel)
+                    if self.progress:
+                        self.progress.on_file(o.rel, False)
+                    continue
+            done.append((o.rel, FILE, o.size, o.mtime_ns, o.checksum))
+            self.report.files_copied += 1
+            self.report.bytes_copied += o.size
+            if self.progress:
+                self.progress.on_file(o.rel, True)
+        with store.transaction() as db:
+            store.record(pair_id, done, db)
+            store.journal_clear(pair_id, [d[0] for d in done] + failed, db)
+        if done:
+            updated = store.db.execute(
+                f"SELECT COUNT(*) FROM temp.work WHERE action='update' AND path IN ({','.join('?' * len(done))})",
+                [d[0] for d in done]).fetchone()[0]
+            self.report.files_updated += updated
+
+    def _delete(self, store: StateStore, pair_id: int) -> None:
+        rows = store.db.execute(
+            "SELECT path, kind FROM temp.work WHERE action='delete' ORDER BY path DESC").fetchall()
+        gone: list[str] = []
+        for path, kind in rows:  # reverse path order: children before their directory
+            target = self.dst_fs.join(self.dst_root, path)
+            try:
+                if kind == DIR:
+                    self.dst_fs.delete_dir(target)
+                else:
+                    self.dst_fs.delete_file(target)
+                    self.report.files_deleted += 1
+            except Exception as exc:
+                self.report.add_failure(path, describe(exc))
+                continue
+            gone.append(path)
+        with store.transaction() as db:
+            store.forget(pair_id, gone, db)
+
+    def _write_marker(self) -> None:
+        name = self.opts.marker or "_SUCCESS.json"
+        final = self.dst_fs.join(self.dst_root, name)
+        summary = self.report.to_dict()
+        summary.pop("actions", None)
+        summary.pop("failures", None)
+        summary["finished_at"] = summary["copy_finished"] = utc_iso(time.time())
+        data = json.dumps(summary, indent=2, sort_keys=True).encode()
+        tmp = temp_name(final, self.run_id) if self.dst_fs.capabilities.atomic_rename else None
+        with self.dst_fs.open_write(tmp or final) as w:
+            w.write(data)
+        if tmp:
+            self.dst_fs.rename(tmp, final)
+        self.report.marker = self.dst_fs.uri(final)
+
+
+def run_copy(source: str, destination: str, options: CopyOptions, *,
+             progress: Progress | None = None, command: str = "copy") -> RunReport:
+    return _Run(source, destination, options, progress, command).run()

@@ -1,0 +1,327 @@
+"""Transfer: copy one file (or one range of a big file) to a staged location and
+verify it. Runs in worker threads or Spark tasks, so it never touches the state
+store: it returns an :class:`Outcome` and the driver publishes and records.
+
+Staging: where the destination can rename atomically, bytes go to a temporary name
+next to the target (``.rtmp-<run>-<name>``); the old copy stays in place until the
+driver renames. Where it cannot (object stores), bytes go straight to the final key
+and the object appears whole only when the upload completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from replicator import checksum as crc
+from replicator.errors import (
+    SourceChangedError,
+    SourceReadError,
+    VerificationError,
+    describe,
+    is_retryable,
+)
+from replicator.filesystems.base import FileSystem
+from replicator.filters import TEMP_PREFIX
+from replicator.progress import Progress
+
+NAME_MAX = 255
+
+
+def temp_name(final: str, run_id: str) -> str:
+    """Deterministic staged name next to ``final`` (a retried task reuses it)."""
+    head, name = posixpath.split(final) if "/" in final else ("", final)
+    candidate = f"{TEMP_PREFIX}{run_id}-{name}"
+    if len(candidate.encode()) > NAME_MAX:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:24]
+        candidate = f"{TEMP_PREFIX}{run_id}-{digest}"
+    return posixpath.join(head, candidate) if head else candidate
+
+
+class Throttle:
+    """Token bucket shared by all workers of a process (``--bandwidth``, MiB/s)."""
+
+    def __init__(self, mib_per_s: float | None) -> None:
+        self.rate = mib_per_s * (1 << 20) if mib_per_s else None
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def consume(self, n: int) -> None:
+        if not self.rate or n <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now)
+            self._next = start + n / self.rate
+            wait = start - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+@dataclass(slots=True)
+class Task:
+    """One file, or one range of one file when ``part`` is set."""
+
+    seq: int
+    rel: str
+    action: str
+    size: int
+    mtime_ns: int
+    mode: int | None = None
+    dst_version: str | None = None
+    part: tuple[int, int, int] | None = None  # (index, offset, length)
+    nparts: int = 1
+    handle: dict | None = None  # parallel-write handle, for ranges
+
+
+@dataclass(slots=True)
+class Outcome:
+    seq: int
+    rel: str
+    ok: bool
+    size: int = 0
+    mtime_ns: int = 0
+    checksum: str | None = None
+    crc: int | None = None  # raw crc32c (ranges combine it)
+    tmp: str | None = None  # staged name; None when written in place
+    error: str | None = None
+    retryable: bool = False
+    part: dict | None = None
+    bytes_moved: int = 0
+    attempts: int = 1
+
+
+@dataclass
+class StageContext:
+    """Everything a worker needs; pickles to plain options for Spark tasks."""
+
+    src_fs: FileSystem
+    src_root: str
+    dst_fs: FileSystem
+    dst_root: str
+    run_id: str
+    checksum: bool = False
+    preserve: frozenset[str] = frozenset({"times"})
+    chunk_size: int = 8 << 20
+    retries: int = 3
+    retry_backoff_s: float = 0.5
+    progress: Progress | None = field(default=None, repr=False)
+    throttle: Throttle | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["progress"] = None
+        state["throttle"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def src_path(self, rel: str) -> str:
+        return self.src_fs.join(self.src_root, rel)
+
+    def dst_path(self, rel: str) -> str:
+        return self.dst_fs.join(self.dst_root, rel)
+
+    def staged_path(self, rel: str) -> str | None:
+        if not self.dst_fs.capabilities.atomic_rename:
+            return None
+        return temp_name(self.dst_path(rel), self.run_id)
+
+
+def _local_pair(ctx: StageContext) -> bool:
+    return ctx.src_fs.scheme == "file" and ctx.dst_fs.scheme == "file"
+
+
+def stage(task: Task, ctx: StageContext) -> Outcome:
+    """Stage and verify one task, retrying retryable errors with backoff."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            out = _stage_range(task, ctx) if task.part else _stage_file(task, ctx)
+            out.attempts = attempt
+            return out
+        except Exception as exc:
+            retryable = is_retryable(exc)
+            if retryable and attempt <= ctx.retries:
+                time.sleep(ctx.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+                continue
+            if isinstance(exc, PermissionError):
+                exc = SourceReadError(f"cannot read {task.rel}: permission denied")
+            return Outcome(task.seq, task.rel, ok=False, error=describe(exc),
+                           retryable=retryable, attempts=attempt)
+
+
+def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
+    info = ctx.src_fs.stat(ctx.src_path(task.rel))
+    if info is None:
+        raise SourceReadError(f"source vanished: {task.rel}")
+    return info.size, info.mtime_ns, info.mode
+
+
+def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> Iterator[bytes]:
+    for data in ctx.src_fs.read_chunks(path, offset, length, ctx.chunk_size):
+        if ctx.throttle:
+            ctx.throttle.consume(len(data))
+        if ctx.progress:
+            ctx.progress.on_bytes(len(data))
+        yield data
+
+
+def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int) -> int:
+    """Kernel copy (copy_file_range) for local -> local when no checksum is asked."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+        infd, outfd = fsrc.fileno(), fdst.fileno()
+        done = 0
+        step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
+        while True:
+            if ctx.throttle:
+                ctx.throttle.consume(step)
+            try:
+                n = os.copy_file_range(infd, outfd, step)
+            except OSError:
+                n = os.sendfile(outfd, infd, None, step)
+            if n == 0:
+                break
+            done += n
+            if ctx.progress:
+                ctx.progress.on_bytes(n)
+        return done
+
+
+def _stage_file(task: Task, ctx: StageContext) -> Outcome:
+    src = ctx.src_path(task.rel)
+    final = ctx.dst_path(task.rel)
+    tmp = ctx.staged_path(task.rel)
+    size0, mtime0, mode0 = _source_stat(ctx, task)
+    mode = mode0 if mode0 is not None else task.mode
+    dst_fs = ctx.dst_fs
+    crc_value: int | None = None
+    try:
+        if tmp is not None and _local_pair(ctx) and not ctx.checksum:
+            written = _copy_local_fast(ctx, src, tmp, size0)
+        else:
+            expect = task.dst_version if task.action == "update" else "0"
+            writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
+            crc_value, written = 0, 0
+            try:
+                for data in _chunks(ctx, src, 0, None):
+                    crc_value = crc.extend(crc_value, data)
+                    written += len(data)
+                    writer.write(data)
+                # a source that grew or shrank while being read must not be published
+                size1, mtime1, _ = _source_stat(ctx, task)
+                if written != size0 or size1 != size0 or mtime1 != mtime0:
+                    raise SourceChangedError(f"source changed during copy: {task.rel}")
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+        size1, mtime1, _ = _source_stat(ctx, task)
+        if written != size0 or size1 != size0 or mtime1 != mtime0:
+            raise SourceChangedError(f"source changed during copy: {task.rel}")
+        staged = tmp or final
+        _verify_staged(ctx, staged, size0, crc_value, task.rel)
+        if tmp is not None:
+            if "times" in ctx.preserve and dst_fs.capabilities.can_set_mtime:
+                dst_fs.set_times(tmp, mtime0)
+            if "perms" in ctx.preserve and mode is not None and dst_fs.capabilities.can_set_mode:
+                dst_fs.set_mode(tmp, mode)
+        if ctx.checksum and crc_value is None:
+            crc_value = _crc_of(dst_fs, staged, ctx.chunk_size)
+    except BaseException:
+        if tmp is not None:
+            _quiet_delete(dst_fs, tmp)
+        raise
+    return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0,
+                   checksum=crc.format_crc32c(crc_value) if crc_value is not None else None,
+                   crc=crc_value, tmp=tmp, bytes_moved=written)
+
+
+def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | None, rel: str) -> None:
+    info = ctx.dst_fs.stat(staged)
+    if info is None or info.size != size:
+        got = "nothing" if info is None else f"{info.size} bytes"
+        raise VerificationError(f"staged copy of {rel}: expected {size} bytes, found {got}")
+    if (crc_value is not None and info.checksum and info.checksum.startswith("crc32c:")
+            and info.checksum != crc.format_crc32c(crc_value)):
+        raise VerificationError(f"staged copy of {rel}: store checksum {info.checksum} != "
+                                    f"{crc.format_crc32c(crc_value)}")
+    if ctx.checksum and crc_value is not None:
+        again = _crc_of(ctx.dst_fs, staged, ctx.chunk_size)
+        if again != crc_value:
+            raise VerificationError(f"staged copy of {rel}: checksum mismatch on re-read")
+
+
+def _crc_of(fs: FileSystem, path: str, chunk_size: int) -> int:
+    value = 0
+    for data in fs.read_chunks(path, 0, None, chunk_size):
+        value = crc.extend(value, data)
+    return value
+
+
+def _quiet_delete(fs: FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except Exception:
+        pass
+
+
+def _stage_range(task: Task, ctx: StageContext) -> Outcome:
+    index, offset, length = task.part  # type: ignore[misc]
+    src = ctx.src_path(task.rel)
+    crc_value = 0
+    moved = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal crc_value, moved
+        for data in _chunks(ctx, src, offset, length):
+            crc_value = crc.extend(crc_value, data)
+            moved += len(data)
+            yield data
+
+    part = ctx.dst_fs.write_part(task.handle or {}, index, offset, counted())
+    if moved != length:
+        raise SourceChangedError(f"source changed during copy: {task.rel} (range {index} short)")
+    part = dict(part)
+    part.update({"index": index, "offset": offset, "length": length, "crc": crc_value})
+    return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
+                   crc=crc_value, part=part, bytes_moved=moved)
+
+
+def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
+    """Driver side, after every range of a file landed: assemble, check, stage."""
+    tmp = ctx.staged_path(task.rel)
+    parts = sorted(parts, key=lambda p: p["index"])
+    try:
+        ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
+        value = parts[0]["crc"]
+        for p in parts[1:]:
+            value = crc.combine(value, p["crc"], p["length"])
+        size1, mtime1, mode = _source_stat(ctx, task)
+        if size1 != task.size or mtime1 != task.mtime_ns:
+            raise SourceChangedError(f"source changed during copy: {task.rel}")
+        staged = tmp or ctx.dst_path(task.rel)
+        _verify_staged(ctx, staged, task.size, value, task.rel)
+        if tmp is not None:
+            if "times" in ctx.preserve and ctx.dst_fs.capabilities.can_set_mtime:
+                ctx.dst_fs.set_times(tmp, task.mtime_ns)
+            if "perms" in ctx.preserve and mode is not None and ctx.dst_fs.capabilities.can_set_mode:
+                ctx.dst_fs.set_mode(tmp, mode)
+    except Exception as exc:
+        try:
+            ctx.dst_fs.abort_parallel_write(task.handle or {})
+        except Exception:
+            pass
+        return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc))
+    return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
+                   checksum=crc.format_crc32c(value), crc=value, tmp=tmp)
