@@ -178,6 +178,7 @@ def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
 @_filters
 @click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS")
 @click.option("--state", metavar="PATH", help="State store (SQLite). Default: ~/.replicator/state.db.")
+@click.option("--marker", metavar="NAME", help="The marker file NAME at the destination root is ours: never a delete.")
 @_common
 def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
     """Show what `copy` would do (copy / update / delete per path), doing nothing."""

@@ -38,9 +38,10 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
                 out.append(re.escape(c))
             else:
                 body = pattern[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
+                negate = body.startswith("!")
+                body = body[1:] if negate else body
+                body = body.replace("\\", "\\\\").replace("[", "\\[")
+                out.append(f"[{'^' if negate else ''}{body}]")
                 i = j
         else:
             out.append(re.escape(c))

@@ -184,8 +184,6 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int) -> int:
         done = 0
         step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
         while True:
-            if ctx.throttle:
-                ctx.throttle.consume(step)
             try:
                 n = os.copy_file_range(infd, outfd, step)
             except OSError:
@@ -193,6 +191,8 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int) -> int:
             if n == 0:
                 break
             done += n
+            if ctx.throttle:
+                ctx.throttle.consume(n)  # charge what moved, after the fact
             if ctx.progress:
                 ctx.progress.on_bytes(n)
         return done

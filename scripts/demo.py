@@ -1,0 +1,21 @@
+"""`make demo`: the engine from its CLI, then the Dagster platform run (when present)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from scripts import demo_cli
+
+
+def main() -> None:
+    demo_cli.main()
+    if importlib.util.find_spec("scripts.demo_platform") is not None:
+        from scripts import demo_platform
+
+        print("\n== platform demo (Dagster)")
+        demo_platform.main()
+    print("\ndemo: done")
+
+
+if __name__ == "__main__":
+    main()

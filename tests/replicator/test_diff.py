@@ -1,0 +1,57 @@
+"""The decision table (DistCp CopyMapper.FileAction, rclone NeedTransfer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.diff import Action, Side, decide, same
+
+F = "f"
+D = "d"
+S = 1_000_000_000  # one second in ns
+
+
+def f(size: int, mtime: int, checksum: str | None = None) -> Side:
+    return Side(F, size, mtime, checksum)
+
+
+CASES = [
+    # name, src, recorded, dst, dst_listed, kwargs, expected
+    ("new file, nothing known", f(1, S), None, None, False, {}, Action.COPY),
+    ("new file, destination listed and empty", f(1, S), None, None, True, {}, Action.COPY),
+    ("recorded and unchanged", f(1, S), f(1, S), None, False, {}, Action.SKIP),
+    ("recorded, size changed", f(2, S), f(1, S), None, False, {}, Action.UPDATE),
+    ("recorded, mtime changed", f(1, 2 * S), f(1, S), None, False, {}, Action.UPDATE),
+    ("recorded, mtime within precision", f(1, S + 500), f(1, S), None, False, {"precision_ns": S}, Action.SKIP),
+    ("recorded, mtime beyond precision", f(1, 3 * S), f(1, S), None, False, {"precision_ns": S}, Action.UPDATE),
+    ("no record, destination same", f(1, S), None, f(1, S), True, {}, Action.SKIP),
+    ("no record, destination differs in size", f(1, S), None, f(2, S), True, {}, Action.UPDATE),
+    ("no record, destination older", f(1, 2 * S), None, f(1, S), True, {}, Action.UPDATE),
+    ("FTP-like 1 s precision on destination", f(1, S + 123_456_789), None, f(1, S), True, {"precision_ns": S}, Action.SKIP),
+    ("recorded but gone from destination", f(1, S), f(1, S), None, True, {}, Action.COPY),
+    ("recorded but destination changed by someone", f(1, S), f(1, S), f(9, S), True, {}, Action.UPDATE),
+    ("checksum mode, same content", f(1, S, "crc32c:01"), f(1, 5 * S, "crc32c:01"), None, False, {"checksum": True}, Action.SKIP),
+    ("checksum mode, different content", f(1, S, "crc32c:01"), f(1, S, "crc32c:02"), None, False, {"checksum": True}, Action.UPDATE),
+    ("checksum mode, unknown checksum", f(1, S, "crc32c:01"), f(1, S), None, False, {"checksum": True}, Action.UPDATE),
+    ("held back (too new)", f(1, S), None, None, True, {"held": True}, Action.SKIP),
+    ("held back, recorded and changed", f(2, S), f(1, S), None, False, {"held": True}, Action.SKIP),
+    ("only at destination, no --delete", None, None, f(1, S), True, {}, Action.SKIP),
+    ("only at destination, --delete", None, None, f(1, S), True, {"delete": True}, Action.DELETE),
+    ("only in manifest, not listed, --delete", None, f(1, S), None, False, {"delete": True}, Action.SKIP),
+    ("directory new", Side(D, 0, S), None, None, True, {}, Action.COPY),
+    ("directory exists", Side(D, 0, S), None, Side(D, 0, 7 * S), True, {}, Action.SKIP),
+    ("directory recorded", Side(D, 0, S), Side(D, 0, 2 * S), None, False, {}, Action.SKIP),
+    ("file where a directory is", f(1, S), None, Side(D, 0, S), True, {}, Action.UPDATE),
+]
+
+
+@pytest.mark.parametrize(("name", "src", "rec", "dst", "listed", "kw", "expected"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_decide(name, src, rec, dst, listed, kw, expected) -> None:
+    assert decide(src, rec, dst, dst_listed=listed, **kw) is expected
+
+
+def test_same_is_symmetric_and_respects_kind() -> None:
+    a, b = f(3, S), f(3, S + 10)
+    assert same(a, b, checksum=False, precision_ns=100) == same(b, a, checksum=False, precision_ns=100)
+    assert not same(a, Side(D, 3, S), checksum=False, precision_ns=1)

@@ -1,0 +1,129 @@
+"""Small units: filters, checksums, options, temp names, pickling."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zlib
+
+import google_crc32c
+import pytest
+
+from replicator import checksum
+from replicator.errors import UsageError
+from replicator.filesystems.local import LocalFileSystem
+from replicator.filesystems.registry import resolve
+from replicator.filters import Filter, is_temporary_name
+from replicator.options import CopyOptions, parse_max_delete, parse_preserve
+from replicator.plan import make_bins, split_ranges
+from replicator.transfer import StageContext, Task, Throttle, temp_name
+
+
+@pytest.mark.parametrize(("rel", "include", "exclude", "kept"), [
+    ("a/b.csv", (), (), True),
+    ("a/b.csv", ("*.csv",), (), True),
+    ("a/b.txt", ("*.csv",), (), False),
+    ("a/b.csv", (), ("*.csv",), False),
+    ("dt=2026-11-20/part-0.csv", ("dt=*/**",), (), True),
+    ("x/dt=2026-11-20/part-0.csv", ("dt=*/**",), (), False),
+    ("a/b/c/d.csv", ("a/**/*.csv",), (), True),
+    ("a/d.csv", ("a/**/*.csv",), (), True),
+    ("a/b.csv", ("*.csv",), ("a/*",), False),
+    ("data.csv._COPYING_", (), (), False),
+    ("data.tmp", (), (), False),
+    (".rtmp-abc-data.csv", (), (), False),
+    ("ok [1].csv", ("ok [[]1].csv",), (), True),
+])
+def test_filter_keep_file(rel, include, exclude, kept) -> None:
+    assert Filter(include, exclude).keep_file(rel) is kept
+
+
+def test_filter_dirs() -> None:
+    flt = Filter((), ("logs",))
+    assert not flt.keep_dir("logs")
+    assert not Filter().keep_dir("out/_temporary")
+    assert Filter().keep_dir("out/dt=1")
+    assert is_temporary_name(".rtmp-x-y")
+
+
+def test_crc32c_combine_matches_whole() -> None:
+    data = os.urandom(100_003)
+    for cut in (0, 1, 4096, 65_537, 100_003):
+        a, b = data[:cut], data[cut:]
+        combined = checksum.combine(google_crc32c.value(a), google_crc32c.value(b), len(b))
+        assert combined == google_crc32c.value(data)
+    assert zlib.crc32(b"") == 0  # sanity of the empty case used by extend()
+    assert checksum.format_crc32c(google_crc32c.value(b"hello")) == "crc32c:9a71bb4c"
+
+
+def test_options_validation() -> None:
+    with pytest.raises(UsageError, match="--workers"):
+        CopyOptions(workers=0).validated()
+    with pytest.raises(UsageError, match="--max-delete"):
+        CopyOptions(max_delete="lots").validated()
+    with pytest.raises(UsageError, match="--preserve"):
+        parse_preserve("times,owner")
+    with pytest.raises(UsageError, match="--marker"):
+        CopyOptions(marker="../x").validated()
+    assert parse_max_delete("25%") == (0.25, None)
+    assert parse_max_delete("10") == (None, 10)
+
+
+def test_temp_name_next_to_target_and_bounded() -> None:
+    assert temp_name("/d/x/file.csv", "r1") == "/d/x/.rtmp-r1-file.csv"
+    long = "n" * 250
+    name = os.path.basename(temp_name(f"/d/{long}", "r1"))
+    assert len(name.encode()) <= 255 and name.startswith(".rtmp-r1-")
+
+
+def test_ranges_and_bins() -> None:
+    assert split_ranges(10, 4) == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
+    assert split_ranges(0, 4) == []
+    tasks = [Task(i, f"f{i}", "copy", 100, 0) for i in range(10)]
+    bins = list(make_bins(tasks, bin_bytes=250, bin_files=100))
+    assert [len(b) for b in bins] == [2, 2, 2, 2, 2]
+    assert sum(len(b) for b in make_bins(tasks, bin_bytes=10**9, bin_files=3)) == 10
+
+
+def test_filesystem_and_context_pickle_to_plain_options(tmp_path) -> None:
+    fs, root = resolve(str(tmp_path))
+    assert isinstance(fs, LocalFileSystem) and root == str(tmp_path)
+    ctx = StageContext(fs, root, fs, root, "run", throttle=Throttle(1.0))
+    back = pickle.loads(pickle.dumps(ctx))
+    assert isinstance(back.src_fs, LocalFileSystem) and back.throttle is None and back.dst_root == root
+
+
+def test_unknown_scheme_is_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown scheme"):
+        resolve("nosuch://x/y")
+
+
+def test_throttle_limits_rate() -> None:
+    import time
+
+    t = Throttle(4.0)  # 4 MiB/s
+    start = time.monotonic()
+    for _ in range(4):
+        t.consume(1 << 20)  # 4 MiB in all: the first is free, three wait 0.25 s each
+    assert time.monotonic() - start >= 0.7
+
+
+def test_fast_copy_charges_the_throttle_for_bytes_moved_only(tmp_path) -> None:
+    # regression: the kernel-copy path charged a whole 64 MiB step per file up front,
+    # so --bandwidth made thousands of small files crawl
+    from replicator.transfer import _copy_local_fast
+
+    class Counting(Throttle):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.charged = 0
+
+        def consume(self, n: int) -> None:
+            self.charged += n
+
+    fs = LocalFileSystem()
+    src = tmp_path / "a"
+    src.write_bytes(b"x" * 1000)
+    ctx = StageContext(fs, str(tmp_path), fs, str(tmp_path), "r", throttle=Counting())
+    assert _copy_local_fast(ctx, str(src), str(tmp_path / "b"), 1000) == 1000
+    assert ctx.throttle.charged == 1000
