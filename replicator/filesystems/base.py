@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, ClassVar
 FILE = "f"
 DIR = "d"
 LINK = "l"
+OTHER = "o"  # FIFO, socket, device
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class FileInfo:
     """One entry as a back end reports it."""
 
     path: str
-    kind: str  # FILE, DIR or LINK
+    kind: str  # FILE, DIR, LINK or OTHER
     size: int = 0
     mtime_ns: int = 0
     mode: int | None = None

@@ -9,7 +9,16 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from replicator.errors import UsageError
-from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
+from replicator.filesystems.base import (
+    DIR,
+    FILE,
+    LINK,
+    OTHER,
+    Capabilities,
+    FileInfo,
+    FileSystem,
+    Writer,
+)
 
 
 def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
@@ -17,8 +26,10 @@ def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
         kind = DIR
     elif stat_mod.S_ISLNK(st.st_mode):
         kind = LINK
-    else:
+    elif stat_mod.S_ISREG(st.st_mode):
         kind = FILE
+    else:
+        kind = OTHER  # FIFO, socket, device: never copied
     return FileInfo(
         path=path,
         kind=kind,

@@ -315,3 +315,11 @@ def test_import_replicator_does_not_import_dagster() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_fifos_are_not_copied(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a.csv", "a", T0)
+    os.mkfifo(src / "pipe")
+    rep = api.copy(str(src), str(dst), opts(tmp_path))  # would block forever reading the FIFO
+    assert rep.ok and rep.files_copied == 1 and not (dst / "pipe").exists()

@@ -1,0 +1,395 @@
+"""FTP / FTPS drop zones (``ftp://user@host:port/path``, ``ftps://...``) over ``ftplib``.
+
+Why not fsspec's FTPFileSystem: its file objects read by re-issuing ``RETR`` with ``REST``
+for every buffered block and upload block by block with ``REST``+``STOR``; we need one
+streaming data connection per file in each direction, which ``ftplib.transfercmd`` gives
+directly. Control connections are pooled (one per concurrent operation).
+
+Listing uses ``MLSD``/``MLST`` (RFC 3659; mtime with 1 s resolution, no hash command);
+mtimes are set with ``MFMT``; rename is ``RNFR``/``RNTO`` (atomic replace on POSIX servers
+such as pyftpdlib, vsftpd, proftpd; where the server refuses to replace, the old file is
+removed first and the rename repeated: a short window with no file, never a partial one).
+
+Credentials: the URI's user and password, the options ``user``/``password``, or ``~/.netrc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import posixpath
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
+from replicator.filesystems._common import ChunkReader, chunked, clean_options, secret
+from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
+from replicator.secrets import redact
+
+
+def _parse_modify(value: str | None) -> int:
+    if not value:
+        return 0
+    main, _, frac = value.partition(".")
+    dt = datetime.strptime(main[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    ns = int(dt.timestamp()) * 1_000_000_000
+    if frac:
+        ns += int(frac.ljust(9, "0")[:9])
+    return ns
+
+
+def _map_error(exc: BaseException, what: str) -> BaseException:
+    if isinstance(exc, (ReplicatorError, FileNotFoundError)):
+        return exc
+    text = redact(f"{what}: {exc}")
+    if isinstance(exc, ftplib.error_perm):
+        code = str(exc)[:3]
+        if code == "550":
+            return FileNotFoundError(text)
+        if code in ("530", "532"):
+            return FatalError(text)
+        return FatalError(text)
+    if isinstance(exc, ftplib.error_temp):
+        return RetryableError(text)
+    if isinstance(exc, (OSError, EOFError, ftplib.error_reply, ftplib.error_proto)):
+        return RetryableError(text)
+    return exc
+
+
+class _Conn:
+    def __init__(self, ftp: ftplib.FTP) -> None:
+        self.ftp = ftp
+        self.used = time.monotonic()
+
+
+class _FTPReader:
+    def __init__(self, fs: FTPFileSystem, conn: _Conn, sock: socket.socket, what: str) -> None:
+        self.fs, self.conn, self.sock, self.what = fs, conn, sock, what
+        self.eof = False
+
+    def read(self, n: int) -> bytes:
+        if self.eof:
+            return b""
+        data = self.sock.recv(min(n, 4 << 20))
+        if not data:
+            self.eof = True
+        return data
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        sock.close()
+        if self.eof:
+            try:
+                self.conn.ftp.voidresp()
+                self.fs._release(self.conn)
+                return
+            except Exception:
+                pass
+        self.fs._discard(self.conn)  # aborted mid-transfer: drop the control connection
+
+
+class _FTPWriter(Writer):
+    def __init__(self, fs: FTPFileSystem, path: str) -> None:
+        self.fs, self.path = fs, path
+        self.what = f"write {fs.uri(path)}"
+        self.conn = fs._acquire()
+        try:
+            self.conn.ftp.voidcmd("TYPE I")
+            self.sock = self.conn.ftp.transfercmd(f"STOR {path}")
+        except BaseException as exc:
+            fs._discard(self.conn)
+            raise _map_error(exc, self.what) from None
+        self.done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self.sock.sendall(data)
+        except Exception as exc:
+            self.abort()
+            raise _map_error(exc, self.what) from None
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if isinstance(self.sock, ssl.SSLSocket):
+                self.sock.unwrap()
+            self.sock.close()
+            self.conn.ftp.voidresp()
+        except Exception as exc:
+            self.fs._discard(self.conn)
+            self.fs.delete_file(self.path)
+            raise _map_error(exc, self.what) from None
+        self.fs._release(self.conn)
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(Exception):
+            self.sock.close()
+        self.fs._discard(self.conn)
+        with contextlib.suppress(Exception):
+            self.fs.delete_file(self.path)
+
+
+class FTPFileSystem(FileSystem):
+    scheme = "ftp"
+    capabilities = Capabilities(
+        hash_kinds=(),
+        mtime_precision_ns=1_000_000_000,
+        atomic_rename=True,
+        server_side_copy=False,
+        can_set_mtime=True,  # MFMT
+        can_set_mode=False,
+        directories=True,
+        parallel_write=False,
+        symlinks=False,
+    )
+
+    def __init__(self, host: str, port: int = 21, user: str | None = None,
+                 password: str | None = None, tls: bool = False, passive: bool = True,
+                 timeout: float = 30.0, encoding: str = "utf-8", max_idle: int = 16) -> None:
+        self._host = host
+        self._port = int(port)
+        if user is None or password is None:
+            with contextlib.suppress(Exception):
+                import netrc
+
+                auth = netrc.netrc().authenticators(host)
+                if auth:
+                    user = user or auth[0]
+                    password = password if password is not None else auth[2]
+        self._user = user or "anonymous"
+        self._password = secret(password) or ""
+        self._tls = bool(tls)
+        self._passive = bool(passive)
+        self._timeout = float(timeout)
+        self._encoding = encoding
+        self._max_idle = int(max_idle)
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise UsageError(f"ftp URI needs a host: {uri}")
+        password = unquote(parts.password) if parts.password is not None else None
+        fs = cls(host=parts.hostname, port=parts.port or 21,
+                 user=unquote(parts.username) if parts.username else None,
+                 password=password, tls=parts.scheme.lower() == "ftps")
+        return fs, posixpath.normpath(unquote(parts.path) or "/")
+
+    def options(self) -> dict[str, Any]:
+        return clean_options({
+            "host": self._host, "port": self._port, "user": self._user,
+            "password": self._password or None, "tls": self._tls, "passive": self._passive,
+            "timeout": self._timeout, "encoding": self._encoding, "max_idle": self._max_idle,
+        })
+
+    def uri(self, path: str) -> str:
+        scheme = "ftps" if self._tls else "ftp"
+        return f"{scheme}://{self._user}@{self._host}:{self._port}{path}"
+
+    # ------------------------------------------------------------ connections
+    def _connect(self) -> _Conn:
+        what = f"connect ftp://{self._host}:{self._port}"
+        ftp: ftplib.FTP = ftplib.FTP_TLS(encoding=self._encoding) if self._tls else ftplib.FTP(
+            encoding=self._encoding)
+        try:
+            ftp.connect(self._host, self._port, timeout=self._timeout)
+            ftp.login(self._user, self._password)
+            if self._tls:
+                ftp.prot_p()  # type: ignore[attr-defined]
+            ftp.set_pasv(self._passive)
+            with contextlib.suppress(ftplib.Error):
+                ftp.sendcmd("OPTS UTF8 ON")
+        except ftplib.error_perm as exc:
+            with contextlib.suppress(Exception):
+                ftp.close()
+            raise FatalError(redact(f"{what}: login refused: {exc}")) from None
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                ftp.close()
+            raise _map_error(exc, what) from None
+        return _Conn(ftp)
+
+    def _acquire(self) -> _Conn:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _release(self, conn: _Conn) -> None:
+        conn.used = time.monotonic()
+        with self._lock:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        self._discard(conn)
+
+    @staticmethod
+    def _discard(conn: _Conn) -> None:
+        with contextlib.suppress(Exception):
+            conn.ftp.close()
+
+    def _run(self, what: str, fn):
+        """Run ``fn(ftp)`` on a pooled connection; a stale pooled one is replaced once."""
+        for attempt in (0, 1):
+            conn = self._acquire()
+            try:
+                result = fn(conn.ftp)
+            except (OSError, EOFError, ftplib.error_temp) as exc:
+                self._discard(conn)
+                if attempt == 0 and isinstance(exc, (EOFError, ConnectionError, BrokenPipeError)):
+                    continue
+                raise _map_error(exc, what) from None
+            except Exception as exc:
+                self._release(conn)
+                raise _map_error(exc, what) from None
+            self._release(conn)
+            return result
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                conn.ftp.quit()
+            self._discard(conn)
+
+    # ------------------------------------------------------------ metadata
+    @staticmethod
+    def _entry(path: str, facts: dict[str, str]) -> FileInfo | None:
+        kind_fact = facts.get("type", "").lower()
+        if kind_fact in ("cdir", "pdir"):
+            return None
+        if kind_fact == "dir":
+            kind = DIR
+        elif kind_fact.startswith("os.unix=symlink") or kind_fact.startswith("os.unix=slink"):
+            kind = LINK
+        else:
+            kind = FILE
+        size = int(facts.get("size", 0) or 0) if kind == FILE else 0
+        mode = int(facts["unix.mode"], 8) if "unix.mode" in facts else None
+        return FileInfo(path=path, kind=kind, size=size,
+                        mtime_ns=_parse_modify(facts.get("modify")), mode=mode)
+
+    def list_dir(self, path: str) -> list[FileInfo]:
+        def op(ftp: ftplib.FTP):
+            return list(ftp.mlsd(path, facts=["type", "size", "modify", "unix.mode"]))
+
+        entries = self._run(f"list {self.uri(path)}", op)
+        out = []
+        for name, facts in entries:
+            info = self._entry(posixpath.join(path, name), facts)
+            if info is not None:
+                out.append(info)
+        return out
+
+    def stat(self, path: str) -> FileInfo | None:
+        def op(ftp: ftplib.FTP):
+            return ftp.sendcmd(f"MLST {path}")
+
+        try:
+            resp = self._run(f"stat {self.uri(path)}", op)
+        except FileNotFoundError:
+            return None
+        for line in resp.splitlines()[1:]:
+            if line.startswith(" "):
+                facts_text = line.strip().split(" ", 1)[0] if "; " not in line else \
+                    line.strip().split("; ", 1)[0] + ";"
+                facts = {}
+                for fact in facts_text.rstrip(";").split(";"):
+                    k, _, v = fact.partition("=")
+                    if k:
+                        facts[k.lower()] = v
+                if facts.get("type", "").lower() in ("cdir", "pdir"):
+                    facts["type"] = "dir"
+                return self._entry(path, facts)
+        return None
+
+    # ------------------------------------------------------------ data
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        what = f"read {self.uri(path)}"
+        conn = self._acquire()
+        try:
+            conn.ftp.voidcmd("TYPE I")
+            sock = conn.ftp.transfercmd(f"RETR {path}", rest=offset or None)
+        except BaseException as exc:
+            if isinstance(exc, ftplib.error_perm):
+                self._release(conn)
+            else:
+                self._discard(conn)
+            raise _map_error(exc, what) from None
+        reader = _FTPReader(self, conn, sock, what)
+        return ChunkReader(reader.read, reader.close,  # type: ignore[return-value]
+                           lambda exc: _map_error(exc, what))
+
+    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
+                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
+        with self.open_read(path, offset) as f:
+            yield from chunked(f.read, chunk_size, length)
+
+    def open_write(self, path: str, *, mtime_ns: int | None = None,
+                   expect_version: str | None = None) -> Writer:
+        parent = posixpath.dirname(path)
+        if parent and parent != "/":
+            self.makedirs(parent)
+        return _FTPWriter(self, path)
+
+    # ------------------------------------------------------------ namespace
+    def makedirs(self, path: str) -> None:
+        def op(ftp: ftplib.FTP):
+            parts = [p for p in path.split("/") if p]
+            cur = "/" if path.startswith("/") else ""
+            for part in parts:
+                cur = posixpath.join(cur, part) if cur else part
+                try:
+                    ftp.mkd(cur)
+                except ftplib.error_perm:
+                    pass  # exists (or not allowed: the write that follows will say so)
+
+        self._run(f"mkdir {self.uri(path)}", op)
+
+    def rename(self, src: str, dst: str) -> None:
+        def op(ftp: ftplib.FTP):
+            try:
+                ftp.rename(src, dst)
+            except ftplib.error_perm:
+                # servers that refuse to replace: remove the old, complete copy first
+                try:
+                    ftp.delete(dst)
+                except ftplib.error_perm:
+                    raise
+                ftp.rename(src, dst)
+
+        self._run(f"rename {self.uri(src)} to {dst}", op)
+
+    def delete_file(self, path: str) -> None:
+        try:
+            self._run(f"delete {self.uri(path)}", lambda ftp: ftp.delete(path))
+        except FileNotFoundError:
+            pass
+
+    def delete_dir(self, path: str) -> None:
+        try:
+            self._run(f"rmdir {self.uri(path)}", lambda ftp: ftp.rmd(path))
+        except (FileNotFoundError, FatalError):
+            pass
+
+    def set_times(self, path: str, mtime_ns: int) -> None:
+        stamp = datetime.fromtimestamp(mtime_ns // 1_000_000_000, tz=UTC)
+        self._run(f"set mtime of {self.uri(path)}",
+                  lambda ftp: ftp.sendcmd(f"MFMT {stamp:%Y%m%d%H%M%S} {path}"))
