@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from replicator import checksum as crc
 from replicator.diff import Action, iter_decisions
-from replicator.errors import ReplicatorError, describe
+from replicator.errors import ReplicatorError, UsageError, describe
 from replicator.executors import get_executor
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.registry import resolve
@@ -122,7 +122,17 @@ class _Run:
         self.precision = max(self.src_fs.capabilities.mtime_precision_ns,
                              self.dst_fs.capabilities.mtime_precision_ns)
         self.filter = Filter(tuple(opts.include), tuple(opts.exclude))
+        self._refuse_overlap()
         self.dst_dirs = self.dst_fs.capabilities.directories
+
+    def _refuse_overlap(self) -> None:
+        """A destination inside the source (or the reverse) would copy or delete itself."""
+        if self.src_fs.scheme != self.dst_fs.scheme or self.src_fs.options() != self.dst_fs.options():
+            return
+        a, b = self.src_root.rstrip("/") + "/", self.dst_root.rstrip("/") + "/"
+        if a.startswith(b) or b.startswith(a):
+            raise UsageError(f"source and destination overlap: {self.report.source} and "
+                             f"{self.report.destination}")
 
     # ------------------------------------------------------------------ main
     def run(self) -> RunReport:
@@ -272,7 +282,7 @@ class _Run:
         if rows:
             self._add_work(store, rows)
         self.report.files_skipped = counts["skip"]
-        if dst_listed:  # manifest rows for paths gone from both sides are stale
+        if dst_listed and not self.opts.dry_run:  # rows for paths gone from both sides are stale
             with store.transaction() as tx:
                 tx.execute("""DELETE FROM files WHERE pair_id=? AND path NOT IN (SELECT path FROM temp.src)
                               AND path NOT IN (SELECT path FROM temp.dst)""", (pair_id,))

@@ -256,6 +256,8 @@ def test_bad_usage_exits_2(tmp_path: Path, run_cli) -> None:
         ("copy", str(src)),
         ("copy", str(src), str(tmp_path / "d"), "--no-such-flag"),
         ("copy", "nosuch://x", str(tmp_path / "d")),
+        ("copy", str(src), str(src / "inside")),
+        ("copy", str(src), str(tmp_path)),
     ]
     for args in cases:
         r = run_cli(*args)
@@ -323,3 +325,17 @@ def test_fifos_are_not_copied(tmp_path: Path) -> None:
     os.mkfifo(src / "pipe")
     rep = api.copy(str(src), str(dst), opts(tmp_path))  # would block forever reading the FIFO
     assert rep.ok and rep.files_copied == 1 and not (dst / "pipe").exists()
+
+
+def test_dry_run_leaves_existing_state_untouched(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a", "a", T0)
+    write(src / "b", "b", T0)
+    api.copy(str(src), str(dst), opts(tmp_path))
+    (src / "a").unlink()
+    (dst / "a").unlink()  # gone from both sides: a real --delete run would prune its row
+    before = sqlite3.connect(tmp_path / "state.db").execute("SELECT path FROM files ORDER BY path").fetchall()
+    rep = api.copy(str(src), str(dst), opts(tmp_path, delete=True, dry_run=True))
+    assert rep.dry_run and rep.ok
+    after = sqlite3.connect(tmp_path / "state.db").execute("SELECT path FROM files ORDER BY path").fetchall()
+    assert after == before and ("a",) in after
