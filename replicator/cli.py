@@ -126,6 +126,17 @@ def _print_summary(report, *, err: bool) -> None:
     click.echo(redact("\n".join(lines)), err=err)
 
 
+def _finish_run(report, as_json: bool) -> None:
+    """Print a copy/plan report (actions first for a dry run) and exit with its code."""
+    if report.dry_run and not as_json:
+        for a in report.actions:
+            click.echo(f"{a['action']:<7} {a['path']}")
+    _print_summary(report, err=as_json)
+    if as_json:
+        _emit_json(report.to_dict())
+    sys.exit(report.exit_code)
+
+
 @main.command()
 @click.argument("src")
 @click.argument("dst")
@@ -161,13 +172,7 @@ def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
     except ReplicatorError as exc:
         _fail(exc, as_json)
         return
-    if opts.dry_run and not as_json:
-        for a in report.actions:
-            click.echo(f"{a['action']:<7} {a['path']}")
-    _print_summary(report, err=as_json)
-    if as_json:
-        _emit_json(report.to_dict())
-    sys.exit(report.exit_code)
+    _finish_run(report, as_json)
 
 
 @main.command()
@@ -190,13 +195,7 @@ def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
     except ReplicatorError as exc:
         _fail(exc, as_json)
         return
-    if not as_json:
-        for a in report.actions:
-            click.echo(f"{a['action']:<7} {a['path']}")
-    _print_summary(report, err=as_json)
-    if as_json:
-        _emit_json(report.to_dict())
-    sys.exit(0 if report.ok else 1)
+    _finish_run(report, as_json)
 
 
 @main.command()
