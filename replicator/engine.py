@@ -175,7 +175,8 @@ class _Run:
         _load_listing(store, "src", walk(
             self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
             copy_links=opts.copy_links, workers=opts.listing_workers,
-            on_error=self._listing_error, stats=stats))
+            on_error=self._listing_error, stats=stats,
+            exclude_root_names=frozenset({opts.marker}) if opts.marker else frozenset()))
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
         # 2. list the destination when the manifest cannot stand for it

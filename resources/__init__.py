@@ -1,0 +1,1 @@
+"""Dagster resources: thin wrappers that build engine objects from config."""

@@ -1,0 +1,1 @@
+"""Sensors: change detection, audit files, run notifications."""

@@ -339,3 +339,12 @@ def test_dry_run_leaves_existing_state_untouched(tmp_path: Path) -> None:
     assert rep.dry_run and rep.ok
     after = sqlite3.connect(tmp_path / "state.db").execute("SELECT path FROM files ORDER BY path").fetchall()
     assert after == before and ("a",) in after
+
+
+def test_marker_of_an_upstream_hop_is_not_copied_on(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write(a / "x.csv", "x", T0)
+    api.copy(str(a), str(b), opts(tmp_path, marker="_SUCCESS.json"))
+    api.copy(str(b), str(c), opts(tmp_path, marker="_SUCCESS.json"))
+    summary = __import__("json").loads((c / "_SUCCESS.json").read_text())
+    assert summary["source"] == str(b) and summary["files_copied"] == 1

@@ -1,0 +1,426 @@
+"""The replication spec (``replication.yaml``): pydantic models, validated once at load.
+
+This module never imports dagster, so the CLI and other tools can read the same spec.
+A mistake is reported as :class:`SpecError`, whose message names the file, the key path
+(``datasets.events.targets[0].cluster``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+HIVE_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+UNPARTITIONED_KEY = "all"
+
+
+class SpecError(ValueError):
+    """A replication spec that cannot be used; the message says where and what was expected."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``90`` (seconds), ``"30m"``, ``"6h"``, ``"1.5d"``, ``"2w"`` -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30m, 6h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise ValueError(f"expected a duration such as 30m, 6h or 1d, got {value!r}")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataprocPool(_Model):
+    """Which Dataproc clusters may run copies for this cluster (matched by labels)."""
+
+    labels: dict[str, str] = Field(min_length=1)
+    region: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not LABEL_RE.match(key):
+                raise ValueError(
+                    f"label key {key!r}: expected lower-case letters, digits, '_' or '-', "
+                    "starting with a letter"
+                )
+        return v
+
+
+class Cluster(_Model):
+    """A file system the platform reads from or writes to (an HDFS cluster, a bucket, a folder)."""
+
+    uri: str = Field(min_length=1, description="file system URI, or a path relative to the spec")
+    hive_metastore: str | None = None
+    dataproc_pool: DataprocPool | None = None
+    max_concurrent_copies: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if ".." in Path(_SCHEME_RE.sub("", v)).parts:
+            raise ValueError("expected a URI or path without '..' components")
+        return v.rstrip("/") or "/"
+
+
+class Endpoint(_Model):
+    """A place on a cluster: ``cluster`` plus a ``path`` below its URI."""
+
+    cluster: str
+    path: str = ""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        v = v.strip("/")
+        if v and any(part in ("", ".", "..") for part in v.split("/")):
+            raise ValueError("expected a relative path without '.', '..' or empty components")
+        return v
+
+
+class Target(Endpoint):
+    """One replica of a dataset. ``via`` copies from another target instead of the source
+    (multi-cluster sync: that replica becomes an upstream asset)."""
+
+    via: str | None = None
+
+
+class Freshness(_Model):
+    fail_window: timedelta
+    warn_window: timedelta | None = None
+
+    @field_validator("fail_window", "warn_window", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> Freshness:
+        if self.warn_window is not None and self.warn_window >= self.fail_window:
+            raise ValueError("expected warn_window shorter than fail_window")
+        return self
+
+
+class HiveTable(_Model):
+    database: str
+    table: str
+    cluster: str | None = None  # where to register it; default: every target with a metastore
+
+    @field_validator("database", "table")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not HIVE_IDENT_RE.match(v):
+            raise ValueError("expected a Hive identifier (letters, digits, '_')")
+        return v
+
+
+class Dataset(_Model):
+    source: Endpoint
+    partitions: str | None = Field(
+        default=None, description="partition layout, e.g. 'dt=*' or 'dt=*/hour=*'; none: one copy"
+    )
+    targets: list[Target] = Field(min_length=1)
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_age_s: float = Field(default=0.0, ge=0)
+    mode: Literal["sync", "async"] = "sync"
+    incremental: bool = True
+    delete: bool = False
+    freshness: Freshness | None = None
+    hive_table: HiveTable | None = None
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _layout(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none")):
+            return None
+        if not isinstance(v, str):
+            raise ValueError("expected a layout such as 'dt=*', or 'none'")
+        levels = v.strip("/").split("/")
+        for level in levels:
+            if level in ("", ".", "..") or "**" in level:
+                raise ValueError(
+                    f"expected one glob per directory level such as 'dt=*', got {v!r}"
+                )
+        return "/".join(levels)
+
+    @field_validator("include", "exclude", mode="before")
+    @classmethod
+    def _globs(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list) and any(not isinstance(x, str) or not x for x in v):
+            raise ValueError("expected a list of non-empty glob strings")
+        return v
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partitions is not None
+
+    @property
+    def layout_levels(self) -> tuple[str, ...]:
+        return tuple(self.partitions.split("/")) if self.partitions else ()
+
+    def matches_partition(self, rel: str) -> bool:
+        """Whether ``rel`` (``dt=2026-01-01``) is a partition directory of this layout."""
+        parts = rel.split("/")
+        levels = self.layout_levels
+        return len(parts) == len(levels) and all(
+            fnmatch.fnmatchcase(p, pat) for p, pat in zip(parts, levels, strict=True)
+        )
+
+
+class NotifierSpec(_Model):
+    """Where run notifications go. Secrets are named by environment variable, never written here."""
+
+    kind: Literal["jsonl", "webhook", "slack"] = "jsonl"
+    outbox: str = ".demo/outbox/notifications.jsonl"
+    url_env: str | None = None  # webhook URL (may carry a token)
+    token_env: str | None = None  # Slack bot token
+    channel: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> NotifierSpec:
+        if self.kind == "webhook" and not self.url_env:
+            raise ValueError("kind webhook: expected url_env (the variable holding the URL)")
+        if self.kind == "slack" and not (self.token_env and self.channel):
+            raise ValueError("kind slack: expected token_env and channel")
+        return self
+
+
+class ChangeSensorSpec(_Model):
+    interval_s: int = Field(default=60, ge=5)
+    max_partitions_per_tick: int = Field(default=20000, ge=1)
+    tick_budget_s: float = Field(default=25.0, gt=0, le=50)
+    workers: int = Field(default=8, ge=1, le=64)
+
+
+class AuditSpec(_Model):
+    """The legacy flow: audit files ``<prefix><timestamp>`` with ``SOURCE_DIR DEST_DIR`` lines."""
+
+    dir: str  # a directory (path relative to the spec, or a URI) holding the audit files
+    prefix: str = "folders_to_copy_"
+    archive_dir: str | None = None  # default: <dir>/archive
+    interval_s: int = Field(default=30, ge=5)
+
+
+class RetrySpec(_Model):
+    max_retries: int = Field(default=3, ge=0, le=20)
+    delay_s: float = Field(default=30.0, ge=0)
+    backoff: Literal["exponential", "linear"] = "exponential"
+
+
+class PlatformSpec(_Model):
+    state_path: str = ".demo/state/replicator.db"
+    workers: int = Field(default=8, ge=1, le=1024)
+    marker: str | None = "_SUCCESS.json"
+    notifier: NotifierSpec = NotifierSpec()
+    change_sensor: ChangeSensorSpec = ChangeSensorSpec()
+    audit: AuditSpec | None = None
+    retries: RetrySpec = RetrySpec()
+
+
+class ReplicationSpec(_Model):
+    version: Literal[1] = 1
+    platform: PlatformSpec = PlatformSpec()
+    clusters: dict[str, Cluster] = Field(min_length=1)
+    datasets: dict[str, Dataset] = Field(default_factory=dict)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source_file: str = PrivateAttr(default="<spec>")
+
+    @field_validator("clusters", "datasets")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(
+                    f"name {name!r}: expected letters, digits and '_', starting with a letter or '_'"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> ReplicationSpec:
+        clusters = sorted(self.clusters)
+        errors: list[str] = []
+        for ds_name, ds in self.datasets.items():
+            where = f"datasets.{ds_name}"
+            if ds.source.cluster not in self.clusters:
+                errors.append(
+                    f"{where}.source.cluster: expected one of the declared clusters "
+                    f"({', '.join(clusters)}), got {ds.source.cluster!r}"
+                )
+            seen: list[str] = []
+            for i, t in enumerate(ds.targets):
+                if t.cluster not in self.clusters:
+                    errors.append(
+                        f"{where}.targets[{i}].cluster: expected one of the declared clusters "
+                        f"({', '.join(clusters)}), got {t.cluster!r}"
+                    )
+                if t.cluster == ds.source.cluster:
+                    errors.append(
+                        f"{where}.targets[{i}].cluster: expected a cluster other than the "
+                        f"source cluster {ds.source.cluster!r}"
+                    )
+                if t.cluster in seen:
+                    errors.append(
+                        f"{where}.targets[{i}].cluster: expected one target per cluster, "
+                        f"{t.cluster!r} appears twice"
+                    )
+                if t.via is not None and t.via not in seen:
+                    errors.append(
+                        f"{where}.targets[{i}].via: expected the cluster of an earlier target "
+                        f"({', '.join(seen) or 'none'}), got {t.via!r}"
+                    )
+                seen.append(t.cluster)
+            if ds.hive_table and ds.hive_table.cluster and ds.hive_table.cluster not in seen:
+                errors.append(
+                    f"{where}.hive_table.cluster: expected one of the dataset's target clusters "
+                    f"({', '.join(seen)}), got {ds.hive_table.cluster!r}"
+                )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    # ------------------------------------------------------------------ resolution
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def source_file(self) -> str:
+        return self._source_file
+
+    def resolve_location(self, location: str) -> str:
+        """A URI stays as it is; a relative path is taken relative to the spec's directory."""
+        if _SCHEME_RE.match(location):
+            if location.startswith("file://"):
+                return os.path.normpath(location[len("file://") :])
+            return location.rstrip("/")
+        return os.path.normpath(os.path.join(self._base_dir, os.path.expanduser(location)))
+
+    def cluster_root(self, cluster: str) -> str:
+        return self.resolve_location(self.clusters[cluster].uri)
+
+    def endpoint_uri(self, endpoint: Endpoint, partition: str | None = None) -> str:
+        """The URI (or absolute local path) of ``endpoint``, optionally of one partition under it."""
+        parts = [self.cluster_root(endpoint.cluster)]
+        if endpoint.path:
+            parts.append(endpoint.path)
+        if partition and partition != UNPARTITIONED_KEY:
+            parts.append(partition)
+        root = parts[0].rstrip("/") or "/"
+        rest = "/".join(parts[1:])
+        if not rest:
+            return root
+        return root + rest if root.endswith("/") else f"{root}/{rest}"
+
+    def target(self, dataset: str, cluster: str) -> Target:
+        for t in self.datasets[dataset].targets:
+            if t.cluster == cluster:
+                return t
+        raise KeyError(f"dataset {dataset!r} has no target on cluster {cluster!r}")
+
+    def copy_source(self, dataset: str, target: Target) -> Endpoint:
+        """Where a target copies from: the dataset's source, or the target named by ``via``."""
+        if target.via is None:
+            return self.datasets[dataset].source
+        return self.target(dataset, target.via)
+
+    @property
+    def state_path(self) -> str:
+        return self.resolve_location(self.platform.state_path)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "union[", "tagged-union[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = _format_loc(tuple(err.get("loc", ())))
+        msg = err.get("msg", "invalid")
+        msg = msg.removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (expected only the documented keys)"
+        elif err.get("type") == "missing":
+            msg = "required key is missing"
+        if loc == "(top level)" and ": expected" in msg:
+            lines.extend(f"{source}: {m.strip()}" for m in msg.split("; "))
+        else:
+            lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, *, source: str = "<spec>", base_dir: str | Path | None = None) -> ReplicationSpec:
+    """Validate already-parsed YAML/JSON data into a :class:`ReplicationSpec`."""
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            f"{source}: (top level): expected a mapping with keys version, platform, clusters, "
+            f"datasets; got {type(data).__name__}"
+        )
+    try:
+        spec = ReplicationSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(source, exc)) from None
+    spec._base_dir = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
+    spec._source_file = source
+    return spec
+
+
+def load_spec(path: str | Path) -> ReplicationSpec:
+    """Read and validate a replication spec; relative paths in it are relative to its directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the replication spec: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}{where}: expected valid YAML: {problem}") from None
+    return parse_spec(data, source=str(path), base_dir=path.parent)

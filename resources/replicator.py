@@ -1,0 +1,57 @@
+"""The copy engine as a Dagster resource: thin, it only builds ``CopyOptions`` from config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+from pydantic import Field
+
+from replicator.options import CopyOptions
+from replicator.report import RunReport
+
+
+class ReplicatorResource(dg.ConfigurableResource):
+    """Runs :func:`replicator.api.copy` with the platform's settings.
+
+    ``state_path`` is always explicit (the engine's SQLite manifest); set it from an
+    ``EnvVar`` in production, e.g. ``ReplicatorResource(state_path=dg.EnvVar("REPLICATOR_STATE_PATH"))``.
+    """
+
+    state_path: str = Field(description="the engine's state store (SQLite file)")
+    workers: int = Field(default=8, ge=1, le=1024)
+    executor: str = Field(default="local", description="local | spark")
+    marker: str | None = Field(default=None, description="file written last at each replica root")
+    retries: int = Field(default=3, ge=0, description="per-file retries inside one copy")
+
+    def options(
+        self,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        min_age_s: float = 0.0,
+        delete: bool = False,
+        checksum: bool = False,
+    ) -> CopyOptions:
+        return CopyOptions(
+            delete=delete,
+            checksum=checksum,
+            workers=self.workers,
+            include=tuple(include),
+            exclude=tuple(exclude),
+            min_age_s=min_age_s,
+            state_path=self.state_path,
+            executor=self.executor,
+            marker=self.marker,
+            retries=self.retries,
+        ).validated()
+
+    def copy(self, source: str, destination: str, options: CopyOptions) -> RunReport:
+        from replicator.api import copy
+
+        return copy(source, destination, options)
+
+    def verify(self, source: str, destination: str):  # -> replicator VerifyReport
+        from replicator.api import verify
+
+        return verify(source, destination, CopyOptions(state_path=self.state_path))

@@ -1,0 +1,51 @@
+"""Run success / failure notifications through the configured notifier."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.factory import TAG_AUDIT_FILE, TAG_DATASET, TAG_PARTITION, TAG_TRIGGER
+from resources.notify import NotifierResource
+
+
+def run_event(run: dg.DagsterRun, event: str, error: str | None = None) -> dict[str, Any]:
+    tags = run.tags or {}
+    out: dict[str, Any] = {
+        "event": event,
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "status": run.status.value,
+        "dataset": tags.get(TAG_DATASET),
+        "partition": tags.get(TAG_PARTITION) or tags.get("dagster/partition"),
+        "trigger": tags.get(TAG_TRIGGER),
+        "audit_file": tags.get(TAG_AUDIT_FILE),
+        "assets": sorted(k.to_user_string() for k in (run.asset_selection or ())),
+    }
+    if error:
+        out["error"] = error
+    return {k: v for k, v in out.items() if v not in (None, [], "")}
+
+
+def build_notification_sensors() -> list[dg.SensorDefinition]:
+    @dg.run_status_sensor(
+        name="notify_run_success",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Sends a notification when a run of this code location succeeds.",
+    )
+    def notify_run_success(context: dg.RunStatusSensorContext, notifier: NotifierResource) -> None:
+        notifier.notify(run_event(context.dagster_run, "run_succeeded"))
+
+    @dg.run_failure_sensor(
+        name="notify_run_failure",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Sends a notification when a run of this code location fails.",
+    )
+    def notify_run_failure(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
+        message = context.failure_event.message if context.failure_event else None
+        notifier.notify(run_event(context.dagster_run, "run_failed", error=message))
+
+    return [notify_run_success, notify_run_failure]

@@ -1,0 +1,1 @@
+from tests.fixtures.http import http_sink  # noqa: F401

@@ -1,0 +1,192 @@
+"""The change sensor through build_sensor_context: new, changed, unchanged, missed ticks, paging."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dagster as dg
+
+from platform_assets.definitions import build_definitions
+from platform_assets.factory import TAG_FINGERPRINT
+from platform_assets.runner import apply_sensor_result
+from sensors.change import ChangeState, evaluate_changes
+from tests.fixtures.platform import Platform, make_platform
+
+SENSOR = "replication_change_sensor"
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = defs.get_sensor_def(SENSOR)(ctx)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def requested(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return sorted((r.tags["replication/dataset"], r.partition_key) for r in result.run_requests)
+
+
+def test_first_tick_requests_every_partition_and_adds_them(platform: Platform, instance) -> None:
+    platform.write("events", "dt=2026-01-01", "a.csv", "1")
+    platform.write("events", "dt=2026-01-02", "b.csv", "22")
+    platform.write("customers", "", "c.csv", "333")
+    platform.write("legacy", "part_1", "x", "async datasets are the audit sensor's")
+    defs = build_definitions(platform.spec_path)
+
+    result = tick(defs, instance, None)
+
+    assert requested(result) == [
+        ("customers", "all"), ("events", "dt=2026-01-01"), ("events", "dt=2026-01-02"),
+    ]
+    adds = {r.partitions_def_name: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
+    assert adds == {"events_copies": ["dt=2026-01-01", "dt=2026-01-02"]}
+    events = next(r for r in result.run_requests if r.tags["replication/dataset"] == "events")
+    assert set(events.asset_selection) == {dg.AssetKey(["gcs", "events"]), dg.AssetKey(["dr", "events"])}
+    assert all(r.run_key and r.tags[TAG_FINGERPRINT] in r.run_key for r in result.run_requests)
+
+
+def test_unchanged_tick_requests_nothing_and_changed_partition_only(platform: Platform, instance) -> None:
+    platform.write("events", "dt=1", "a.csv", "1")
+    platform.write("events", "dt=2", "b.csv", "2")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    assert len(first.run_requests) == 2
+
+    second = tick(defs, instance, first.cursor)
+    assert second.run_requests == []
+    assert second.dynamic_partitions_requests == []
+
+    platform.write("events", "dt=2", "b.csv", "changed", age_s=60)
+    third = tick(defs, instance, second.cursor)
+    assert requested(third) == [("events", "dt=2")]
+
+
+def test_missed_ticks_lose_nothing(platform: Platform, instance) -> None:
+    platform.write("events", "dt=1", "a.csv", "1")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    # many changes while the sensor was not running: one tick finds all of them
+    platform.write("events", "dt=1", "a.csv", "11", age_s=50)
+    platform.write("events", "dt=2", "new.csv", "2")
+    platform.write("events", "dt=3", "new.csv", "3")
+    platform.write("customers", "", "c.csv", "c")
+    later = tick(defs, instance, first.cursor)
+    assert requested(later) == [
+        ("customers", "all"), ("events", "dt=1"), ("events", "dt=2"), ("events", "dt=3"),
+    ]
+
+
+def test_reevaluated_tick_is_idempotent_and_content_returning_gets_new_key(
+    platform: Platform, instance
+) -> None:
+    a = platform.write("events", "dt=1", "a.csv", "1")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    again = tick(defs, instance, None)  # the daemon re-evaluates a tick from the same cursor
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
+
+    st = a.stat()
+    a.write_text("2")
+    second = tick(defs, instance, first.cursor)
+    a.write_text("1")
+    os.utime(a, ns=(st.st_mtime_ns, st.st_mtime_ns))  # back to the first content exactly
+    third = tick(defs, instance, second.cursor)
+    assert len(third.run_requests) == 1
+    assert third.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_files_younger_than_min_age_wait_until_old_enough(tmp_path, instance) -> None:
+    from tests.fixtures.platform import SPEC_TEMPLATE
+
+    text = SPEC_TEMPLATE.format(page=100).replace('exclude: ["*.tmp"]', 'exclude: ["*.tmp"]\n    min_age_s: 60')
+    p = make_platform(tmp_path / "p", spec_text=text)
+    p.write("events", "dt=1", "old.csv", "1", age_s=600)
+    young = p.write("events", "dt=1", "young.csv", "2", age_s=0)
+    defs = build_definitions(p.spec_path)
+    first = tick(defs, instance, None)
+    assert requested(first) == [("events", "dt=1")]
+    assert tick(defs, instance, first.cursor).run_requests == []
+    t = time.time() - 120
+    os.utime(young, (t, t))  # the file has aged: now it counts
+    assert requested(tick(defs, instance, first.cursor)) == [("events", "dt=1")]
+
+
+def test_temporary_and_excluded_files_are_not_changes(platform: Platform, instance) -> None:
+    platform.write("events", "dt=1", "a.csv", "1")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    platform.write("events", "dt=1", "b.csv._COPYING_", "in flight")
+    platform.write("events", "dt=1", "scratch.tmp", "excluded")
+    assert tick(defs, instance, first.cursor).run_requests == []
+
+
+def test_paging_covers_every_partition_once_within_the_page_size(tmp_path, instance) -> None:
+    p = make_platform(tmp_path / "p", page=3)
+    for i in range(7):
+        p.write("events", f"dt={i}", "f.csv", str(i))
+    defs = build_definitions(p.spec_path)
+    cursor = None
+    seen: list[str] = []
+    for _ in range(3):  # 7 new event partitions + customers(no files: empty) in pages of 3
+        result = tick(defs, instance, cursor)
+        assert len(result.run_requests) <= 3
+        seen += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+    assert sorted(seen) == [f"dt={i}" for i in range(7)]
+    # once everything is known, ticks walk through the known partitions from the cursor
+    p.write("events", "dt=6", "f.csv", "changed", age_s=30)
+    found = []
+    for _ in range(3):
+        result = tick(defs, instance, cursor)
+        found += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+    assert found == ["dt=6"]
+
+
+def test_time_budget_stops_a_tick_early_and_the_next_goes_on(platform: Platform) -> None:
+    for i in range(300):
+        platform.write("events", f"dt={i:03d}", "f.csv", str(i))
+    spec = platform.spec
+    clock_values = iter([0.0] + [100.0] * 10_000)  # the budget is spent after the first chunk
+    ev = evaluate_changes(spec, ChangeState(), budget_s=1.0, workers=2, clock=lambda: next(clock_values))
+    assert 0 < ev.scanned < 300 and not ev.complete_cycle
+    ev2 = evaluate_changes(spec, ev.state, workers=2)
+    assert ev2.complete_cycle
+    got = {r.partition_key for r in ev.run_requests} | {r.partition_key for r in ev2.run_requests}
+    assert len(got) == 300
+
+
+def test_cursor_is_compact_and_round_trips(platform: Platform) -> None:
+    for i in range(500):
+        platform.write("events", f"dt={i:04d}", "f.csv", "x")
+    ev = evaluate_changes(platform.spec, ChangeState())
+    text = ev.state.encode()
+    assert text.startswith("z1:") and len(text) < 20_000
+    assert ChangeState.decode(text).fingerprints == ev.state.fingerprints
+
+
+def test_removed_partition_is_forgotten(platform: Platform, instance) -> None:
+    import shutil
+
+    platform.write("events", "dt=1", "a.csv", "1")
+    platform.write("events", "dt=2", "b.csv", "2")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    shutil.rmtree(platform.source("events") / "dt=2")
+    second = tick(defs, instance, first.cursor)
+    assert second.run_requests == []
+    assert "dt=2" not in ChangeState.decode(second.cursor).fingerprints["events"]
+
+
+def test_empty_cursor_is_seeded_from_materializations(platform: Platform, instance) -> None:
+    platform.write("events", "dt=1", "a.csv", "1")
+    platform.write("customers", "", "c.csv", "c")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    launched = apply_sensor_result(defs, instance, first, sensor_name=SENSOR)
+    assert [r.success for r in launched] == [True, True]
+    # the sensor is reset (cursor lost): nothing already copied is copied again
+    assert tick(defs, instance, None).run_requests == []
+    platform.write("events", "dt=2", "b.csv", "2")
+    assert requested(tick(defs, instance, None)) == [("events", "dt=2")]
