@@ -6,16 +6,21 @@ write them to the state store without ever holding the whole tree.
 
 from __future__ import annotations
 
+import queue
+import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from replicator.errors import UsageError
-from replicator.filesystems.base import DIR, FILE, LINK, FileInfo, FileSystem
-from replicator.filters import Filter
+from replicator.filesystems.base import DIR, FILE, LINK, FileSystem
+from replicator.filters import SKIP_FILE_PATTERNS, TEMP_PREFIX, Filter, glob_to_regex
 
 ErrorCallback = Callable[[str, BaseException], None]
+# filters.is_temporary_name as one regex (same patterns, same translation)
+_TEMPORARY_RE = re.compile("|".join(f"(?:{glob_to_regex(p).pattern})" for p in SKIP_FILE_PATTERNS),
+                           re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -42,6 +47,40 @@ class ListingStats:
     held_back: int = 0
     symlinks_skipped: int = 0
     errors: int = 0
+
+
+def _file_keeper(flt: Filter) -> Callable[[str], bool]:
+    """``flt.keep_file``, or an equivalent single-regex test for the default filter (no
+    include/exclude globs), which is what the listing's hot loop calls per file."""
+    if type(flt) is not Filter or flt.include or flt.exclude:
+        return flt.keep_file
+    if not flt.skip_temporary:
+        return lambda rel: True
+    match = _TEMPORARY_RE.match
+    prefix = TEMP_PREFIX
+
+    def keep(rel: str) -> bool:
+        name = rel[rel.rfind("/") + 1:]
+        return not (name.startswith(prefix) or match(name))
+
+    return keep
+
+
+@dataclass(slots=True)
+class _Listed:
+    """What one listing thread found in one directory."""
+
+    batch: list[Entry] = field(default_factory=list)
+    subdirs: list[tuple[str, str, frozenset]] = field(default_factory=list)  # (path, rel, ancestors)
+    errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    held_back: int = 0
+    symlinks_skipped: int = 0
+
+
+def _by_rel(row: tuple) -> str:
+    return row[0]
 
 
 def _rel(root: str, path: str) -> str:
@@ -79,69 +118,113 @@ def walk(
     elif info.kind != DIR:
         raise UsageError(f"not a directory: {fs.uri(root)}")
     root_ancestors = frozenset({info.inode}) if info.inode else frozenset()
+    keep_file = _file_keeper(flt)
+    scan = getattr(fs, "scan_dir", None)
 
-    def list_one(path: str) -> list[FileInfo]:
-        return fs.list_dir(path)
+    def children_of(path: str, rel: str) -> list[tuple]:
+        """``(rel, path, kind, size, mtime_ns, mode, checksum, version, target_kind, inode)``
+        for each child of ``path``, in path order."""
+        if scan is not None:  # fast path: plain tuples straight from the back end
+            prefix = rel + "/" if rel else ""
+            join = fs.join
+            rows = [(prefix + name, join(path, name), kind, size, mtime, mode, None, None,
+                     target, inode)
+                    for name, kind, size, mtime, mode, inode, target in scan(path)]
+        else:
+            rows = [(_rel(root, c.path), c.path, c.kind, c.size, c.mtime_ns, c.mode, c.checksum,
+                     c.version, c.target_kind, c.inode) for c in fs.list_dir(path)]
+        rows.sort(key=_by_rel)  # in path order: the state store's B-tree takes them faster
+        return rows
+
+    def list_one(path: str, dir_rel: str, ancestors: frozenset) -> _Listed:
+        """List and filter one directory. Runs in a listing thread (the filter is pure), so
+        this work overlaps with the caller writing the previous batch to the state store."""
+        out = _Listed()
+        batch = out.batch
+        for rel, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
+            if not rel:
+                continue
+            if kind == FILE:  # the common case first
+                if not keep_file(rel) or (
+                        exclude_root_names and "/" not in rel and rel in exclude_root_names):
+                    continue
+                if min_age_ns > 0 and now_ns - mtime < min_age_ns:
+                    out.held_back += 1
+                    batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version, True))
+                else:
+                    out.files += 1
+                    out.bytes += size
+                    batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version))
+                continue
+            if kind == LINK:
+                if not copy_links or target is None:
+                    out.symlinks_skipped += 1
+                    continue
+                kind = target
+                if kind == DIR and inode in ancestors:
+                    out.symlinks_skipped += 1
+                    out.errors.append((rel, UsageError(f"symlink loop at {rel}: not followed")))
+                    continue
+            if exclude_root_names and "/" not in rel and rel in exclude_root_names:
+                continue
+            if kind == DIR:
+                if not flt.keep_dir(rel):
+                    continue
+                out.subdirs.append((cpath, rel, ancestors | {inode} if inode else ancestors))
+                if flt.keep_empty_dir(rel):
+                    batch.append(Entry(rel, DIR, 0, mtime, mode))
+                continue
+            if kind != FILE or not keep_file(rel):
+                continue
+            held = min_age_ns > 0 and now_ns - mtime < min_age_ns
+            if held:
+                out.held_back += 1
+            else:
+                out.files += 1
+                out.bytes += size
+            batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version, held))
+        return out
+
+    # completions come back through one queue: wait() over thousands of pending
+    # directory futures costs more than listing a small directory
+    results: queue.SimpleQueue = queue.SimpleQueue()
+
+    def task(path: str, rel: str, ancestors: frozenset) -> None:
+        try:
+            results.put((path, list_one(path, rel, ancestors), None))
+        except BaseException as exc:
+            results.put((path, None, exc))
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="list")
-    pending: dict[Future, tuple[str, frozenset]] = {}
     try:
-        pending[pool.submit(list_one, root)] = (root, root_ancestors)
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                path, ancestors = pending.pop(fut)
-                try:
-                    children = fut.result()
-                except FileNotFoundError:
+        pool.submit(task, root, "", root_ancestors)
+        outstanding = 1
+        while outstanding:
+            path, listed, exc = results.get()
+            outstanding -= 1
+            if exc is not None:
+                if isinstance(exc, FileNotFoundError):
                     if path == root:
                         raise UsageError(f"source not found: {fs.uri(root)}") from None
                     continue  # vanished while listing
-                except Exception as exc:  # unreadable directory: report, go on
-                    stats.errors += 1
-                    if on_error:
-                        on_error(_rel(root, path) or ".", exc)
-                    continue
-                batch: list[Entry] = []
-                for child in children:
-                    rel = _rel(root, child.path)
-                    if not rel:
-                        continue
-                    kind = child.kind
-                    if kind == LINK:
-                        if not copy_links or child.target_kind is None:
-                            stats.symlinks_skipped += 1
-                            continue
-                        kind = child.target_kind
-                        if kind == DIR and child.inode in ancestors:
-                            stats.symlinks_skipped += 1
-                            if on_error:
-                                on_error(rel, UsageError(f"symlink loop at {rel}: not followed"))
-                            continue
-                    if "/" not in rel and rel in exclude_root_names:
-                        continue
-                    if kind == DIR:
-                        if not flt.keep_dir(rel):
-                            continue
-                        stats.dirs += 1
-                        child_anc = ancestors | {child.inode} if child.inode else ancestors
-                        pending[pool.submit(list_one, child.path)] = (child.path, child_anc)
-                        if flt.keep_empty_dir(rel):
-                            batch.append(Entry(rel, DIR, 0, child.mtime_ns, child.mode))
-                        continue
-                    if kind != FILE or not flt.keep_file(rel):
-                        continue
-                    held = min_age_ns > 0 and now_ns - child.mtime_ns < min_age_ns
-                    if held:
-                        stats.held_back += 1
-                    else:
-                        stats.files += 1
-                        stats.bytes += child.size
-                    batch.append(Entry(rel, FILE, child.size, child.mtime_ns, child.mode,
-                                       child.checksum, child.version, held))
-                if batch:
-                    yield batch
+                if not isinstance(exc, Exception):
+                    raise exc
+                stats.errors += 1  # unreadable directory: report, go on
+                if on_error:
+                    on_error(_rel(root, path) or ".", exc)
+                continue
+            stats.files += listed.files
+            stats.bytes += listed.bytes
+            stats.held_back += listed.held_back
+            stats.symlinks_skipped += listed.symlinks_skipped
+            stats.dirs += len(listed.subdirs)
+            if on_error:
+                for rel, err in listed.errors:
+                    on_error(rel, err)
+            for sub in listed.subdirs:
+                pool.submit(task, *sub)
+                outstanding += 1
+            if listed.batch:
+                yield listed.batch
     finally:
-        for fut in pending:
-            fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -10,6 +10,7 @@ and the object appears whole only when the upload completes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -176,26 +177,53 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
         yield data
 
 
-def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int) -> int:
-    """Kernel copy (copy_file_range) for local -> local when no checksum is asked."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
-        infd, outfd = fsrc.fileno(), fdst.fileno()
-        done = 0
-        step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
-        while True:
-            try:
-                n = os.copy_file_range(infd, outfd, step)
-            except OSError:
-                n = os.sendfile(outfd, infd, None, step)
-            if n == 0:
-                break
-            done += n
-            if ctx.throttle:
-                ctx.throttle.consume(n)  # charge what moved, after the fact
-            if ctx.progress:
-                ctx.progress.on_bytes(n)
-        return done
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
+                     mtime_ns: int | None = None, mode: int | None = None) -> int:
+    """Kernel copy (copy_file_range) for local -> local when no checksum is asked.
+
+    Works on raw descriptors (no Python file objects, no makedirs unless the parent is
+    missing) and stops once ``size`` bytes moved: a source that grew meanwhile is caught by
+    the caller's re-stat. Before closing, sets ``mtime_ns`` / ``mode`` (when given) on the
+    descriptor and checks with ``fstat`` that the staged file holds every byte written
+    (raises VerificationError). Returns the bytes copied.
+    """
+    infd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+        try:
+            done = 0
+            step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
+            while done < size or size == 0:
+                try:
+                    n = os.copy_file_range(infd, outfd, step)
+                except OSError:
+                    n = os.sendfile(outfd, infd, None, step)
+                if n == 0:
+                    break
+                done += n
+                if ctx.throttle:
+                    ctx.throttle.consume(n)  # charge what moved, after the fact
+                if ctx.progress:
+                    ctx.progress.on_bytes(n)
+            if mtime_ns is not None:
+                os.utime(outfd, ns=(mtime_ns, mtime_ns))
+            if mode is not None:
+                os.fchmod(outfd, mode)
+            staged = os.fstat(outfd).st_size
+            if staged != done:
+                raise VerificationError(f"staged copy {dst}: wrote {done} bytes, found {staged}")
+        finally:
+            os.close(outfd)
+    finally:
+        os.close(infd)
+    return done
 
 
 def _stage_file(task: Task, ctx: StageContext) -> Outcome:
@@ -208,24 +236,33 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
     crc_value: int | None = None
     try:
         if tmp is not None and _local_pair(ctx) and not ctx.checksum:
-            written = _copy_local_fast(ctx, src, tmp, size0)
-        else:
-            expect = task.dst_version if task.action == "update" else "0"
-            writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
-            crc_value, written = 0, 0
-            try:
-                for data in _chunks(ctx, src, 0, None):
-                    crc_value = crc.extend(crc_value, data)
-                    written += len(data)
-                    writer.write(data)
-                # a source that grew or shrank while being read must not be published
-                size1, mtime1, _ = _source_stat(ctx, task)
-                if written != size0 or size1 != size0 or mtime1 != mtime0:
-                    raise SourceChangedError(f"source changed during copy: {task.rel}")
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
+            # size verified, times and mode set on the open descriptor (one fstat, no lookups)
+            caps = dst_fs.capabilities
+            written = _copy_local_fast(
+                ctx, src, tmp, size0,
+                mtime_ns=mtime0 if "times" in ctx.preserve and caps.can_set_mtime else None,
+                mode=mode if "perms" in ctx.preserve and caps.can_set_mode else None)
+            size1, mtime1, _ = _source_stat(ctx, task)
+            if written != size0 or size1 != size0 or mtime1 != mtime0:
+                raise SourceChangedError(f"source changed during copy: {task.rel}")
+            return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
+                           bytes_moved=written)
+        expect = task.dst_version if task.action == "update" else "0"
+        writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
+        crc_value, written = 0, 0
+        try:
+            for data in _chunks(ctx, src, 0, None):
+                crc_value = crc.extend(crc_value, data)
+                written += len(data)
+                writer.write(data)
+            # a source that grew or shrank while being read must not be published
+            size1, mtime1, _ = _source_stat(ctx, task)
+            if written != size0 or size1 != size0 or mtime1 != mtime0:
+                raise SourceChangedError(f"source changed during copy: {task.rel}")
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
         size1, mtime1, _ = _source_stat(ctx, task)
         if written != size0 or size1 != size0 or mtime1 != mtime0:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
@@ -276,9 +313,53 @@ def _quiet_delete(fs: FileSystem, path: str) -> None:
         pass
 
 
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
+
+
+def _copy_range_local(ctx: StageContext, src: str, dst: str, offset: int, length: int) -> int | None:
+    """Kernel copy of one range into the preallocated local temporary (no checksum asked).
+    Returns the bytes moved, or None when the kernel cannot copy between these files."""
+    step = ctx.chunk_size if ctx.throttle else max(ctx.chunk_size, 64 << 20)
+    moved = 0
+    infd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        outfd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            while moved < length:
+                pos = offset + moved
+                try:
+                    n = os.copy_file_range(infd, outfd, min(step, length - moved), pos, pos)
+                except OSError as exc:
+                    if moved == 0 and exc.errno in _NO_KERNEL_COPY:
+                        return None
+                    raise
+                if n == 0:
+                    break  # the source shrank: the caller reports it
+                moved += n
+                if ctx.throttle:
+                    ctx.throttle.consume(n)
+                if ctx.progress:
+                    ctx.progress.on_bytes(n)
+        finally:
+            os.close(outfd)
+    finally:
+        os.close(infd)
+    return moved
+
+
 def _stage_range(task: Task, ctx: StageContext) -> Outcome:
     index, offset, length = task.part  # type: ignore[misc]
     src = ctx.src_path(task.rel)
+    handle = task.handle or {}
+    if _local_pair(ctx) and not ctx.checksum and "path" in handle:
+        fast = _copy_range_local(ctx, src, handle["path"], offset, length)
+        if fast is not None:
+            if fast != length:
+                raise SourceChangedError(f"source changed during copy: {task.rel} (range {index} short)")
+            # no crc without --checksum, as for whole files copied by the kernel
+            part = {"index": index, "offset": offset, "size": fast, "length": length, "crc": None}
+            return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
+                           part=part, bytes_moved=fast)
     crc_value = 0
     moved = 0
 
@@ -304,8 +385,11 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
     parts = sorted(parts, key=lambda p: p["index"])
     try:
         ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
-        value = parts[0]["crc"]
+        value: int | None = parts[0]["crc"]
         for p in parts[1:]:
+            if value is None or p["crc"] is None:  # a range copied by the kernel: no crc
+                value = None
+                break
             value = crc.combine(value, p["crc"], p["length"])
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
@@ -324,4 +408,5 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
             pass
         return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc))
     return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                   checksum=crc.format_crc32c(value), crc=value, tmp=tmp)
+                   checksum=crc.format_crc32c(value) if value is not None else None, crc=value,
+                   tmp=tmp)

@@ -290,7 +290,14 @@ class FTPFileSystem(FileSystem):
         def op(ftp: ftplib.FTP):
             return list(ftp.mlsd(path, facts=["type", "size", "modify", "unix.mode"]))
 
-        entries = self._run(f"list {self.uri(path)}", op)
+        what = f"list {self.uri(path)}"
+        try:
+            entries = self._run(what, op)
+        except FatalError as exc:
+            # servers answer 501/550 for a missing directory: tell it from other refusals
+            if "login refused" in str(exc) or self.stat(path) is not None:
+                raise
+            raise FileNotFoundError(str(exc)) from None
         out = []
         for name, facts in entries:
             info = self._entry(posixpath.join(path, name), facts)

@@ -98,7 +98,7 @@ class _GCSWriter(Writer):
 
     def _start_session(self) -> None:
         url = f"{self.fs._endpoint}/upload/storage/v1/b/{_q(self.bucket)}/o"
-        r = self.fs._request("POST", url, params=self._params("resumable"),
+        r = self._upload_request("POST", url, params=self._params("resumable"),
                              json=self._resource(), what=f"start upload gs://{self.path}")
         loc = r.headers.get("Location")
         if not loc:
@@ -140,6 +140,14 @@ class _GCSWriter(Writer):
             raise
         self.done = True
         self.buf = bytearray()
+        if self.result and self.result.get("name") == self.key:
+            self.fs._remember(self.fs._info(self.bucket, self.result))
+
+    def _upload_request(self, *args: Any, **kw: Any):
+        try:
+            return self.fs._request(*args, **kw)
+        except FileNotFoundError as exc:  # the bucket is missing
+            raise FatalError(f"gs://{self.bucket}: bucket not found ({exc})") from None
 
     def _multipart(self) -> None:
         boundary = "rpl" + uuid.uuid4().hex
@@ -150,7 +158,7 @@ class _GCSWriter(Writer):
         ).encode()
         body = head + bytes(self.buf) + f"\r\n--{boundary}--\r\n".encode()
         url = f"{self.fs._endpoint}/upload/storage/v1/b/{_q(self.bucket)}/o"
-        r = self.fs._request("POST", url, params=self._params("multipart"), data=body,
+        r = self._upload_request("POST", url, params=self._params("multipart"), data=body,
                              headers={"Content-Type": f"multipart/related; boundary={boundary}"},
                              what=f"upload gs://{self.path}")
         self.result = r.json()
@@ -202,6 +210,16 @@ class GCSFileSystem(FileSystem):
         self._local = threading.local()
         self._creds = None
         self._creds_lock = threading.Lock()
+        self._just_written: dict[str, FileInfo] = {}
+
+    def _remember(self, info: FileInfo) -> None:
+        """The object resource the upload response returned (the store's own size, crc32c
+        and generation for the object just created): the engine's stat right after close
+        is answered from it once, saving one request per file."""
+        with self._creds_lock:
+            if len(self._just_written) > 4096:
+                self._just_written.clear()
+            self._just_written[info.path] = info
 
     # ------------------------------------------------------------ identity
     @classmethod
@@ -341,6 +359,10 @@ class GCSFileSystem(FileSystem):
             return None
 
     def stat(self, path: str) -> FileInfo | None:
+        with self._creds_lock:
+            fresh = self._just_written.pop(path, None)
+        if fresh is not None:
+            return fresh
         bucket, key = split_bucket(path)
         if not key:
             try:
@@ -357,6 +379,17 @@ class GCSFileSystem(FileSystem):
                 return FileInfo(path=path.rstrip("/"), kind=DIR)
         except FatalError:
             return None
+        return None
+
+    def checksum(self, path: str, kind: str) -> str | None:
+        bucket, key = split_bucket(path)
+        item = self._get_object(bucket, key)
+        if item is None:
+            return None
+        if kind == "crc32c":
+            return crc32c_hex_from_b64(item.get("crc32c"))
+        if kind == "md5":
+            return md5_hex_from_b64(item.get("md5Hash"))
         return None
 
     # ------------------------------------------------------------ data
@@ -393,6 +426,8 @@ class GCSFileSystem(FileSystem):
         raise NotImplementedError("gs has no atomic rename; write to the final name")
 
     def delete_file(self, path: str, generation: str | None = None) -> None:
+        with self._creds_lock:
+            self._just_written.pop(path, None)
         bucket, key = split_bucket(path)
         params = {"ifGenerationMatch": generation} if generation else None
         try:

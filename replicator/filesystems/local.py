@@ -125,6 +125,34 @@ class LocalFileSystem(FileSystem):
                     out.append(_info_from_stat(full, st))
         return out
 
+    def scan_dir(self, path: str) -> list[tuple]:
+        """Like :meth:`list_dir`, but plain tuples ``(name, kind, size, mtime_ns, mode, inode,
+        target_kind)`` for the listing's hot loop (no FileInfo per entry). ``inode`` is only
+        filled in for directories and symlinks, the only kinds loop detection looks at."""
+        out: list[tuple] = []
+        lstat_link = stat_mod.S_ISLNK
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished between readdir and stat
+                fmt = st.st_mode & 0o170000
+                if fmt == 0o040000:
+                    out.append((entry.name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777,
+                                (st.st_dev, st.st_ino), None))
+                elif lstat_link(st.st_mode):
+                    info = _link_info(entry.path, st)
+                    out.append((entry.name, LINK, info.size, info.mtime_ns, info.mode, info.inode,
+                                info.target_kind))
+                elif fmt == 0o100000:
+                    out.append((entry.name, FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777,
+                                None, None))
+                else:  # FIFO, socket, device: never copied
+                    out.append((entry.name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777,
+                                (st.st_dev, st.st_ino), None))
+        return out
+
     def stat(self, path: str) -> FileInfo | None:
         try:
             st = os.lstat(path)

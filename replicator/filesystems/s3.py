@@ -214,7 +214,7 @@ class S3FileSystem(FileSystem):
     scheme = "s3"
     capabilities = Capabilities(
         hash_kinds=("md5",),
-        mtime_precision_ns=1,  # source mtime kept in metadata (visible in stat, not listing)
+        mtime_precision_ns=1_000_000_000,  # LastModified: seconds
         atomic_rename=False,
         server_side_copy=True,
         can_set_mtime=False,
@@ -222,6 +222,10 @@ class S3FileSystem(FileSystem):
         directories=False,
         parallel_write=True,
         symlinks=False,
+        # ListObjects carries no user metadata: listing and stat both report the upload
+        # time (they must agree for the diff); the source mtime is kept in the object's
+        # metadata (x-amz-meta-mtime-ns) and reported instead with mtime_from_metadata=True,
+        # at the price of one HEAD per object in listings.
         extra={"listing_mtime": "upload", "min_part_size": _STAGING_MIN_PART},
     )
 
@@ -231,7 +235,7 @@ class S3FileSystem(FileSystem):
                  anonymous: bool = False, verify: bool | str | None = None,
                  part_size: int = 16 * MiB, max_pool_connections: int = 64,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0,
-                 addressing_style: str = "path") -> None:
+                 addressing_style: str = "path", mtime_from_metadata: bool = False) -> None:
         self._endpoint_url = endpoint_url or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
         self._region = region or env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
         self._profile = profile
@@ -244,6 +248,7 @@ class S3FileSystem(FileSystem):
         self._pool = int(max_pool_connections)
         self._timeouts = (float(connect_timeout), float(read_timeout))
         self._addressing_style = addressing_style
+        self._mtime_from_metadata = bool(mtime_from_metadata)
         # the values of the environment's credentials are secrets too
         secret(env("AWS_SECRET_ACCESS_KEY"))
         secret(env("AWS_SESSION_TOKEN"))
@@ -265,6 +270,7 @@ class S3FileSystem(FileSystem):
             "verify": self._verify, "part_size": self._part_size,
             "max_pool_connections": self._pool, "connect_timeout": self._timeouts[0],
             "read_timeout": self._timeouts[1], "addressing_style": self._addressing_style,
+            "mtime_from_metadata": self._mtime_from_metadata or None,
         })
 
     def uri(self, path: str) -> str:
@@ -335,17 +341,29 @@ class S3FileSystem(FileSystem):
             kw["ContinuationToken"] = page["NextContinuationToken"]
         if not out and prefix and not self._exists_prefix(bucket, prefix):
             raise FileNotFoundError(f"s3://{path}: no such directory")
+        if self._mtime_from_metadata:
+            out = self._with_metadata_mtimes(out)
         return out
+
+    def _with_metadata_mtimes(self, infos: list[FileInfo]) -> list[FileInfo]:
+        """One HEAD per object (what rclone does): exact source mtimes, slow listings."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(info: FileInfo) -> FileInfo:
+            return (self.stat(info.path) or info) if info.kind == FILE else info
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(one, infos))
 
     def _exists_prefix(self, bucket: str, prefix: str) -> bool:
         page = self._call(f"list s3://{bucket}/{prefix}", self._client().list_objects_v2,
                           Bucket=bucket, Prefix=prefix, MaxKeys=1)
         return bool(page.get("KeyCount") or page.get("Contents"))
 
-    @staticmethod
-    def _info(bucket: str, key: str, size: int, etag: str | None, modified, meta: dict | None) -> FileInfo:
+    def _info(self, bucket: str, key: str, size: int, etag: str | None, modified,
+              meta: dict | None) -> FileInfo:
         mtime_ns = int(modified.timestamp()) * 1_000_000_000 + modified.microsecond * 1000
-        if meta and META_MTIME in meta:
+        if self._mtime_from_metadata and meta and META_MTIME in meta:
             try:
                 mtime_ns = int(meta[META_MTIME])
             except ValueError:

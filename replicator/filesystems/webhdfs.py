@@ -23,6 +23,7 @@ import getpass
 import posixpath
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urlsplit
@@ -149,8 +150,14 @@ class _WebHDFSWriter(Writer):
         with contextlib.suppress(Exception):
             self.q.put(None, timeout=1)
         self.thread.join(timeout=self.fs._timeout)
-        with contextlib.suppress(Exception):
-            self.fs.delete_file(self.path)
+        # The DataNode may still be writing what it received when the connection dropped:
+        # delete, then make sure the partial file did not reappear behind our back.
+        for delay in (0.0, 0.05, 0.1, 0.2, 0.4):
+            time.sleep(delay)
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(self.path)
+                if delay and self.fs.stat(self.path) is None:
+                    return
 
 
 class WebHDFSFileSystem(FileSystem):

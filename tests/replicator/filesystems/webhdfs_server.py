@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return None
             host, port = self.server.server_address[:2]
             self.send_response(201)
-            self.send_header("Location", f"hdfs://{host}:{port}{path}")
+            self.send_header("Location", f"hdfs://{host}:{port}{quote(path)}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return None
