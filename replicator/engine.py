@@ -328,7 +328,9 @@ class _Run:
         cur.execute("SELECT seq, action, path, size, mtime_ns, mode, dst_version, dst_kind FROM temp.work"
                     " WHERE kind='f' AND action IN ('copy','update') ORDER BY seq")
         big = self.opts.multipart_threshold
-        ranged = self.dst_fs.capabilities.parallel_write
+        # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
+        kernel_copy = self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
+        ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in cur:
             if dst_kind == DIR:
                 self.report.add_failure(path, f"destination {path} is a directory; source is a file")

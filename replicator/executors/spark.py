@@ -9,7 +9,10 @@ executor) cannot publish a file twice or lose one:
   staged file of the failed one; nothing is renamed into place inside a task;
 * speculation is refused: two live attempts of one task would write the same staged
   file at the same time;
-* outcomes come back to the driver, which renames and records them.
+* outcomes come back to the driver, which renames and records them;
+* where there is no staged name (object stores write the final key), a retried attempt
+  finds the object the failed one wrote, checks its CRC32C against the source and adopts
+  it instead of tripping the write precondition (:func:`adopt_previous_attempt`).
 
 Work is submitted in *waves* of bins (``parallelize(wave, len(wave))``, one bin per
 partition), at most two waves in flight, so the driver never holds the whole plan and
@@ -42,8 +45,10 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from replicator import checksum as crc
 from replicator.errors import UsageError
 from replicator.executors.base import Executor
+from replicator.filesystems.base import FILE
 from replicator.transfer import Outcome, StageContext, Task, Throttle, stage
 
 log = logging.getLogger("replicator")
@@ -57,6 +62,7 @@ DEFAULT_CONF: dict[str, str] = {
     # a failed task (executor lost, injected fault) is retried; the driver publishes once
     "spark.task.maxFailures": "4",
     "spark.python.worker.reuse": "true",
+    "spark.ui.showConsoleProgress": "false",  # the CLI draws its own progress
 }
 _LOCAL = re.compile(r"^local\[(\d+|\*)\]$")
 
@@ -77,8 +83,16 @@ def local_master_with_retries(master: str, max_failures: int) -> str:
     return master
 
 
-def resolve_settings(master: str | None, conf: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
-    """Master URL and Spark properties from defaults, the environment and arguments."""
+def _under_spark_submit() -> bool:
+    """True inside a driver launched by spark-submit (a Dataproc PySpark job): the
+    master and the settings are already in the launcher's configuration."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+
+
+def resolve_settings(master: str | None, conf: dict[str, Any] | None) -> tuple[str | None, dict[str, str]]:
+    """Master URL and Spark properties from defaults, the environment and arguments.
+
+    The master is None under spark-submit when none was given: spark-submit's stands."""
     merged: dict[str, str] = dict(DEFAULT_CONF)
     env_conf = os.environ.get(ENV_CONF)
     if env_conf:
@@ -93,7 +107,9 @@ def resolve_settings(master: str | None, conf: dict[str, Any] | None) -> tuple[s
     if _truthy(merged.get("spark.speculation", "false")):
         raise UsageError("spark.speculation must be false for the spark executor: two attempts "
                          "of one task would write the same staged file")
-    master = master or os.environ.get(ENV_MASTER) or DEFAULT_MASTER
+    master = master or os.environ.get(ENV_MASTER) or (None if _under_spark_submit() else DEFAULT_MASTER)
+    if master is None:
+        return None, merged
     try:
         max_failures = int(merged.get("spark.task.maxFailures", "1"))
     except ValueError as exc:
@@ -109,21 +125,54 @@ def resolve_settings(master: str | None, conf: dict[str, Any] | None) -> tuple[s
 
 
 @dataclass(frozen=True)
-class FailFirstAttempt:
-    """Task hook for fault-injection tests: fail the first Spark attempt of the task that
-    stages ``rel`` (after the file was staged, so the retry overwrites a staged file), and
-    leave a marker file ``attempt-<n>-failed`` in ``marker_dir`` saying it did."""
+class InjectFailure:
+    """Task hook for fault-injection tests: fail the first ``attempts`` Spark attempts of
+    the task that stages ``rel``, after the file was staged (so a retry overwrites a staged
+    file), leaving a marker ``attempt-<n>-failed`` in ``marker_dir`` for each failure."""
 
     rel: str
     marker_dir: str
+    attempts: int = 1
 
     def __call__(self, task: Task, outcome: Outcome, attempt: int) -> None:
-        if task.rel != self.rel or attempt != 0:
+        if task.rel != self.rel or attempt >= self.attempts:
             return
         os.makedirs(self.marker_dir, exist_ok=True)
         with open(os.path.join(self.marker_dir, f"attempt-{attempt}-failed"), "w") as f:
             f.write(task.rel)
         raise RuntimeError(f"injected failure in Spark attempt {attempt} after staging {task.rel}")
+
+
+def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
+    """In a retried Spark attempt, a file written in place (object stores: no staged name)
+    by the failed attempt is already at its final name, and writing it again would trip
+    the must-not-exist / generation precondition. If the destination now holds exactly the
+    source's bytes (size, then CRC32C of both), take it as this attempt's outcome."""
+    if task.part is not None or ctx.staged_path(task.rel) is not None:
+        return None
+    info = ctx.dst_fs.stat(ctx.dst_path(task.rel))
+    if info is None or info.kind != FILE or info.size != task.size:
+        return None
+    if task.action == "update" and info.version is not None and info.version == task.dst_version:
+        return None  # still the object the plan saw: not written by an earlier attempt
+    src = ctx.src_fs.stat(ctx.src_path(task.rel))
+    if src is None or src.size != task.size or src.mtime_ns != task.mtime_ns:
+        return None  # the source changed since the plan: copy it again
+    value = 0
+    for data in ctx.src_fs.read_chunks(ctx.src_path(task.rel), 0, None, ctx.chunk_size):
+        value = crc.extend(value, data)
+    want = crc.format_crc32c(value)
+    if info.checksum and info.checksum.startswith("crc32c:"):
+        if info.checksum != want:
+            return None
+    else:
+        got = 0
+        for data in ctx.dst_fs.read_chunks(ctx.dst_path(task.rel), 0, None, ctx.chunk_size):
+            got = crc.extend(got, data)
+        if got != value:
+            return None
+    return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
+                   checksum=want, crc=value, tmp=None, bytes_moved=0)
 
 
 def _partition_runner(ctx: StageContext, threads: int, task_mib_s: float | None,
@@ -141,7 +190,9 @@ def _partition_runner(ctx: StageContext, threads: int, task_mib_s: float | None,
         tasks = [t for b in partition for t in b]
 
         def one(task: Task) -> Outcome:
-            out = stage(task, ctx)
+            out = adopt_previous_attempt(task, ctx) if attempt > 0 else None
+            if out is None:
+                out = stage(task, ctx)
             if hook is not None:
                 hook(task, out, attempt)
             return out
@@ -217,16 +268,18 @@ class SparkExecutor(Executor):
             if existing:
                 spark = SparkSession.builder.getOrCreate()
             else:
-                if self.master.startswith("local"):
+                if self.master and self.master.startswith("local"):
                     # pyspark starts local workers with $PYSPARK_PYTHON (default: python3 on
                     # PATH, which may not be this interpreter or see its packages)
                     os.environ.setdefault("PYSPARK_PYTHON", self.conf["spark.pyspark.python"])
-                builder = SparkSession.builder.master(self.master).appName(self.app_name)
+                builder = SparkSession.builder.appName(self.app_name)
+                if self.master:
+                    builder = builder.master(self.master)
                 for key, value in self.conf.items():
                     builder = builder.config(key, value)
                 spark = builder.getOrCreate()
                 self._owns_session = True
-                log.info("started Spark session on %s", self.master)
+                log.info("started Spark session on %s", spark.sparkContext.master)
             sc_conf = spark.sparkContext.getConf()
             if _truthy(sc_conf.get("spark.speculation", "false")):
                 raise UsageError("the Spark session has spark.speculation=true; the spark executor "
