@@ -10,7 +10,6 @@ and the object appears whole only when the upload completes.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import posixpath
@@ -313,53 +312,9 @@ def _quiet_delete(fs: FileSystem, path: str) -> None:
         pass
 
 
-_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL})
-
-
-def _copy_range_local(ctx: StageContext, src: str, dst: str, offset: int, length: int) -> int | None:
-    """Kernel copy of one range into the preallocated local temporary (no checksum asked).
-    Returns the bytes moved, or None when the kernel cannot copy between these files."""
-    step = ctx.chunk_size if ctx.throttle else max(ctx.chunk_size, 64 << 20)
-    moved = 0
-    infd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        outfd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            while moved < length:
-                pos = offset + moved
-                try:
-                    n = os.copy_file_range(infd, outfd, min(step, length - moved), pos, pos)
-                except OSError as exc:
-                    if moved == 0 and exc.errno in _NO_KERNEL_COPY:
-                        return None
-                    raise
-                if n == 0:
-                    break  # the source shrank: the caller reports it
-                moved += n
-                if ctx.throttle:
-                    ctx.throttle.consume(n)
-                if ctx.progress:
-                    ctx.progress.on_bytes(n)
-        finally:
-            os.close(outfd)
-    finally:
-        os.close(infd)
-    return moved
-
-
 def _stage_range(task: Task, ctx: StageContext) -> Outcome:
     index, offset, length = task.part  # type: ignore[misc]
     src = ctx.src_path(task.rel)
-    handle = task.handle or {}
-    if _local_pair(ctx) and not ctx.checksum and "path" in handle:
-        fast = _copy_range_local(ctx, src, handle["path"], offset, length)
-        if fast is not None:
-            if fast != length:
-                raise SourceChangedError(f"source changed during copy: {task.rel} (range {index} short)")
-            # no crc without --checksum, as for whole files copied by the kernel
-            part = {"index": index, "offset": offset, "size": fast, "length": length, "crc": None}
-            return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                           part=part, bytes_moved=fast)
     crc_value = 0
     moved = 0
 
@@ -385,11 +340,8 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
     parts = sorted(parts, key=lambda p: p["index"])
     try:
         ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
-        value: int | None = parts[0]["crc"]
+        value = parts[0]["crc"]
         for p in parts[1:]:
-            if value is None or p["crc"] is None:  # a range copied by the kernel: no crc
-                value = None
-                break
             value = crc.combine(value, p["crc"], p["length"])
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
@@ -408,5 +360,4 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
             pass
         return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc))
     return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                   checksum=crc.format_crc32c(value) if value is not None else None, crc=value,
-                   tmp=tmp)
+                   checksum=crc.format_crc32c(value), crc=value, tmp=tmp)

@@ -375,11 +375,13 @@ class FTPFileSystem(FileSystem):
             try:
                 ftp.rename(src, dst)
             except ftplib.error_perm:
-                # servers that refuse to replace: remove the old, complete copy first
+                # Servers that refuse to replace: remove the old, complete copy, then rename.
+                # Only when the new file is really there: never delete dst for nothing.
                 try:
-                    ftp.delete(dst)
+                    ftp.sendcmd(f"MLST {src}")
                 except ftplib.error_perm:
-                    raise
+                    raise FileNotFoundError(f"rename: {self.uri(src)} does not exist") from None
+                ftp.delete(dst)
                 ftp.rename(src, dst)
 
         self._run(f"rename {self.uri(src)} to {dst}", op)

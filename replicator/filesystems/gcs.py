@@ -140,7 +140,8 @@ class _GCSWriter(Writer):
             raise
         self.done = True
         self.buf = bytearray()
-        if self.result and self.result.get("name") == self.key:
+        if self.result and self.result.get("name") == self.key and \
+                not self.key.startswith(_STAGING + "/"):
             self.fs._remember(self.fs._info(self.bucket, self.result))
 
     def _upload_request(self, *args: Any, **kw: Any):
@@ -393,10 +394,14 @@ class GCSFileSystem(FileSystem):
         return None
 
     # ------------------------------------------------------------ data
-    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+    def open_read(self, path: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """``length`` bounds the HTTP range, so a ranged read does not make the server
+        stream the rest of the object."""
         bucket, key = split_bucket(path)
         headers = {"Accept-Encoding": "identity"}
-        if offset:
+        if length is not None and length > 0:
+            headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
             headers["Range"] = f"bytes={offset}-"
         what = f"read gs://{path}"
         try:
@@ -411,7 +416,9 @@ class GCSFileSystem(FileSystem):
 
     def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
                     chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
+        if length == 0:
+            return
+        with self.open_read(path, offset, length) as f:
             yield from chunked(f.read, chunk_size, length)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,

@@ -395,10 +395,14 @@ class S3FileSystem(FileSystem):
                           h.get("Metadata"))
 
     # ------------------------------------------------------------ data
-    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+    def open_read(self, path: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """``length`` bounds the HTTP range, so a ranged read does not make the server
+        stream the rest of the object."""
         bucket, key = split_bucket(path)
         kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if offset:
+        if length is not None and length > 0:
+            kw["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
             kw["Range"] = f"bytes={offset}-"
         what = f"read s3://{path}"
         try:
@@ -413,7 +417,9 @@ class S3FileSystem(FileSystem):
 
     def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
                     chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
+        if length == 0:
+            return
+        with self.open_read(path, offset, length) as f:
             yield from chunked(f.read, chunk_size, length)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,

@@ -282,16 +282,20 @@ class WebHDFSFileSystem(FileSystem):
         return value if value.startswith(kind + ":") else None
 
     # ------------------------------------------------------------ data
-    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+    def open_read(self, path: str, offset: int = 0, length: int | None = None) -> BinaryIO:
         what = f"read {self.uri(path)}"
-        params = {"offset": str(offset)} if offset else None
+        params = {"offset": str(offset)} if offset else {}
+        if length is not None:
+            params["length"] = str(length)
         r = self._call("GET", path, "OPEN", params, what=what, stream=True)
         return ChunkReader(r.raw.read, r.close,  # type: ignore[return-value]
                            lambda exc: network_error(exc, what))
 
     def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
                     chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
+        if length == 0:
+            return
+        with self.open_read(path, offset, length) as f:
             yield from chunked(f.read, chunk_size, length)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,

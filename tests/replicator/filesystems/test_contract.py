@@ -348,3 +348,13 @@ def test_webhdfs_create_goes_through_a_datanode_redirect(webhdfs_server, tmp_pat
     webhdfs_server.server.ops.clear()
     assert read_all(b.fs, b.path("r.txt")) == b"redirected"
     assert ops.count("OPEN") == 2
+
+
+def test_failed_rename_keeps_destination(backend: Backend):
+    fs = backend.fs
+    if not fs.capabilities.atomic_rename:
+        pytest.skip("no rename on this back end")
+    final = put(backend, "keep.txt", b"precious")
+    with pytest.raises((FileNotFoundError, OSError)):
+        fs.rename(backend.path("missing.tmp"), final)
+    assert read_all(fs, final) == b"precious"
