@@ -53,6 +53,14 @@ def combine(crc1: int, crc2: int, len2: int) -> int:
     return crc1 ^ crc2
 
 
+def file_crc32c(fs, path: str, chunk_size: int) -> int:
+    """CRC32C of a whole file on any file system (streamed in ``chunk_size`` reads)."""
+    value = 0
+    for data in fs.read_chunks(path, 0, None, chunk_size):
+        value = google_crc32c.extend(value, data)
+    return value
+
+
 def crc32c_of_stream(chunks) -> tuple[int, int]:
     """(crc, size) of an iterable of byte chunks."""
     crc = 0

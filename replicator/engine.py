@@ -84,9 +84,10 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) 
             recorded.append((path, FILE, size, mtime_ns, checksum))
             continue
         info = dst_fs.stat(final)
-        times_ok = (not dst_fs.capabilities.can_set_mtime or info is None
-                    or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns
-                    or not tmp)
+        # a renamed staged file carries the source mtime we set on it (if the store can set one)
+        times_ok = info is not None and (
+            not tmp or not dst_fs.capabilities.can_set_mtime
+            or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns)
         if info is not None and info.size == size and times_ok:
             recorded.append((path, FILE, size, mtime_ns, checksum))
         else:
@@ -124,6 +125,8 @@ class _Run:
         self.filter = Filter(tuple(opts.include), tuple(opts.exclude))
         self._refuse_overlap()
         self.dst_dirs = self.dst_fs.capabilities.directories
+        self.own_names = frozenset({opts.marker}) if opts.marker else frozenset()
+        self._ranged: dict[str, tuple[Task, list[dict]]] = {}
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself."""
@@ -141,7 +144,8 @@ class _Run:
         store = StateStore(state_path, create=not opts.dry_run)
         try:
             if opts.dry_run:
-                pair_id = self._existing_pair(store)
+                found = store.find_pair(self.report.source, self.report.destination)
+                pair_id = -1 if found is None else found
             else:
                 pair_id = store.pair_id(self.report.source, self.report.destination)
                 store.lock_pair(pair_id)
@@ -163,11 +167,6 @@ class _Run:
                 self.progress.on_finish()
         return self.report
 
-    def _existing_pair(self, store: StateStore) -> int:
-        row = store.db.execute("SELECT id FROM pairs WHERE source=? AND destination=?",
-                               (self.report.source, self.report.destination)).fetchone()
-        return row[0] if row else -1
-
     def _run(self, store: StateStore, pair_id: int) -> None:
         opts, report = self.opts, self.report
         # 1. list the source
@@ -176,7 +175,7 @@ class _Run:
             self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
             copy_links=opts.copy_links, workers=opts.listing_workers,
             on_error=self._listing_error, stats=stats,
-            exclude_root_names=frozenset({opts.marker}) if opts.marker else frozenset()))
+            exclude_root_names=self.own_names))
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
         # 2. list the destination when the manifest cannot stand for it
@@ -223,9 +222,8 @@ class _Run:
         info = self.dst_fs.stat(self.dst_root)
         if info is None:
             return iter(())
-        names = frozenset({self.opts.marker}) if self.opts.marker else frozenset()
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
-                    stats=stats, exclude_root_names=names, on_error=self._listing_error)
+                    stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error)
 
     def _listing_error(self, rel: str, exc: BaseException) -> None:
         self.report.add_failure(rel, describe(exc))
@@ -233,12 +231,8 @@ class _Run:
     # ------------------------------------------------------------------ decide
     def _checksum_of(self, side: str, rel: str, size: int) -> str | None:
         fs, root = (self.src_fs, self.src_root) if side == "src" else (self.dst_fs, self.dst_root)
-        path = fs.join(root, rel)
         try:
-            value = 0
-            for data in fs.read_chunks(path, 0, None, self.opts.chunk_size):
-                value = crc.extend(value, data)
-            return crc.format_crc32c(value)
+            return crc.format_crc32c(crc.file_crc32c(fs, fs.join(root, rel), self.opts.chunk_size))
         except FileNotFoundError:
             return None
 
@@ -337,8 +331,7 @@ class _Run:
                 continue
             task = Task(seq, path, action, size, mtime_ns, mode, version)
             if ranged and size >= big:
-                parts = split_ranges(size, self.opts.part_size)
-                task.nparts = len(parts)
+                task.nparts = -(-size // self.opts.part_size)
             yield task  # a ranged file is expanded into its ranges by _bins, once journalled
 
     def _bins(self, store: StateStore, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
@@ -379,7 +372,6 @@ class _Run:
             retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
             progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
         )
-        self._ranged: dict[str, tuple[Task, list[dict]]] = {}
         executor = get_executor(opts.executor, opts.workers, opts.executor_options)
         batch: list[Outcome] = []
         last_flush = time.monotonic()
@@ -425,6 +417,7 @@ class _Run:
     def _publish(self, store: StateStore, pair_id: int, batch: list[Outcome]) -> None:
         store.journal_staged(pair_id, [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch])
         done: list[tuple] = []
+        done_seqs: list[int] = []
         failed: list[str] = []
         for o in batch:
             if o.tmp is not None:
@@ -441,6 +434,7 @@ class _Run:
                         self.progress.on_file(o.rel, False)
                     continue
             done.append((o.rel, FILE, o.size, o.mtime_ns, o.checksum))
+            done_seqs.append(o.seq)
             self.report.files_copied += 1
             self.report.bytes_copied += o.size
             if self.progress:
@@ -448,11 +442,10 @@ class _Run:
         with store.transaction() as db:
             store.record(pair_id, done, db)
             store.journal_clear(pair_id, [d[0] for d in done] + failed, db)
-        if done:
-            updated = store.db.execute(
-                f"SELECT COUNT(*) FROM temp.work WHERE action='update' AND path IN ({','.join('?' * len(done))})",
-                [d[0] for d in done]).fetchone()[0]
-            self.report.files_updated += updated
+        if done_seqs:  # by primary key: a path IN (...) scanned all of temp.work per batch
+            self.report.files_updated += store.db.execute(
+                f"SELECT COUNT(*) FROM temp.work WHERE action='update' AND seq IN ({','.join('?' * len(done_seqs))})",
+                done_seqs).fetchone()[0]
 
     def _delete(self, store: StateStore, pair_id: int) -> None:
         rows = store.db.execute(
@@ -474,8 +467,7 @@ class _Run:
             store.forget(pair_id, gone, db)
 
     def _write_marker(self) -> None:
-        name = self.opts.marker or "_SUCCESS.json"
-        final = self.dst_fs.join(self.dst_root, name)
+        final = self.dst_fs.join(self.dst_root, self.opts.marker or "")
         summary = self.report.to_dict()
         summary.pop("actions", None)
         summary.pop("failures", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -144,18 +145,6 @@ def walk(
         for rel, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
             if not rel:
                 continue
-            if kind == FILE:  # the common case first
-                if not keep_file(rel) or (
-                        exclude_root_names and "/" not in rel and rel in exclude_root_names):
-                    continue
-                if min_age_ns > 0 and now_ns - mtime < min_age_ns:
-                    out.held_back += 1
-                    batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version, True))
-                else:
-                    out.files += 1
-                    out.bytes += size
-                    batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version))
-                continue
             if kind == LINK:
                 if not copy_links or target is None:
                     out.symlinks_skipped += 1
@@ -175,7 +164,7 @@ def walk(
                     batch.append(Entry(rel, DIR, 0, mtime, mode))
                 continue
             if kind != FILE or not keep_file(rel):
-                continue
+                continue  # FIFOs, sockets, devices; filtered names
             held = min_age_ns > 0 and now_ns - mtime < min_age_ns
             if held:
                 out.held_back += 1
@@ -195,11 +184,17 @@ def walk(
         except BaseException as exc:
             results.put((path, None, exc))
 
+    # directories found wait here as paths; only 2 x workers listings are in flight, so
+    # finished listings never pile up in memory however wide the tree is
+    todo: deque[tuple[str, str, frozenset]] = deque([(root, "", root_ancestors)])
+    limit = 2 * max(1, workers)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="list")
     try:
-        pool.submit(task, root, "", root_ancestors)
-        outstanding = 1
-        while outstanding:
+        outstanding = 0
+        while todo or outstanding:
+            while todo and outstanding < limit:
+                pool.submit(task, *todo.pop())
+                outstanding += 1
             path, listed, exc = results.get()
             outstanding -= 1
             if exc is not None:
@@ -221,9 +216,7 @@ def walk(
             if on_error:
                 for rel, err in listed.errors:
                     on_error(rel, err)
-            for sub in listed.subdirs:
-                pool.submit(task, *sub)
-                outstanding += 1
+            todo.extend(listed.subdirs)
             if listed.batch:
                 yield listed.batch
     finally:

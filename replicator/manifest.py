@@ -110,12 +110,17 @@ class StateStore:
         self.db.execute("COMMIT")
 
     # ------------------------------------------------------------------ pairs and locks
-    def pair_id(self, source: str, destination: str) -> int:
+    def find_pair(self, source: str, destination: str) -> int | None:
         row = self.db.execute(
             "SELECT id FROM pairs WHERE source=? AND destination=?", (source, destination)
         ).fetchone()
-        if row:
-            return row[0]
+        return row[0] if row else None
+
+    def pair_id(self, source: str, destination: str) -> int:
+        """The pair's id, created on first use."""
+        found = self.find_pair(source, destination)
+        if found is not None:
+            return found
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO pairs (source, destination, created_at) VALUES (?,?,?)",

@@ -167,6 +167,22 @@ def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
     return info.size, info.mtime_ns, info.mode
 
 
+def _check_unchanged(ctx: StageContext, task: Task, moved: int, size0: int, mtime0: int) -> None:
+    """A source that grew, shrank or was rewritten while being read must not be published."""
+    size1, mtime1, _ = _source_stat(ctx, task)
+    if moved != size0 or size1 != size0 or mtime1 != mtime0:
+        raise SourceChangedError(f"source changed during copy: {task.rel}")
+
+
+def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None) -> None:
+    """Set the kept attributes on a staged file (before it is renamed into place)."""
+    caps = ctx.dst_fs.capabilities
+    if "times" in ctx.preserve and caps.can_set_mtime:
+        ctx.dst_fs.set_times(staged, mtime_ns)
+    if "perms" in ctx.preserve and mode is not None and caps.can_set_mode:
+        ctx.dst_fs.set_mode(staged, mode)
+
+
 def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> Iterator[bytes]:
     for data in ctx.src_fs.read_chunks(path, offset, length, ctx.chunk_size):
         if ctx.throttle:
@@ -241,9 +257,7 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
                 ctx, src, tmp, size0,
                 mtime_ns=mtime0 if "times" in ctx.preserve and caps.can_set_mtime else None,
                 mode=mode if "perms" in ctx.preserve and caps.can_set_mode else None)
-            size1, mtime1, _ = _source_stat(ctx, task)
-            if written != size0 or size1 != size0 or mtime1 != mtime0:
-                raise SourceChangedError(f"source changed during copy: {task.rel}")
+            _check_unchanged(ctx, task, written, size0, mtime0)
             return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
                            bytes_moved=written)
         expect = task.dst_version if task.action == "update" else "0"
@@ -254,26 +268,15 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
                 crc_value = crc.extend(crc_value, data)
                 written += len(data)
                 writer.write(data)
-            # a source that grew or shrank while being read must not be published
-            size1, mtime1, _ = _source_stat(ctx, task)
-            if written != size0 or size1 != size0 or mtime1 != mtime0:
-                raise SourceChangedError(f"source changed during copy: {task.rel}")
+            # checked before close(): on object stores close() is what publishes
+            _check_unchanged(ctx, task, written, size0, mtime0)
         except BaseException:
             writer.abort()
             raise
         writer.close()
-        size1, mtime1, _ = _source_stat(ctx, task)
-        if written != size0 or size1 != size0 or mtime1 != mtime0:
-            raise SourceChangedError(f"source changed during copy: {task.rel}")
-        staged = tmp or final
-        _verify_staged(ctx, staged, size0, crc_value, task.rel)
+        _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
         if tmp is not None:
-            if "times" in ctx.preserve and dst_fs.capabilities.can_set_mtime:
-                dst_fs.set_times(tmp, mtime0)
-            if "perms" in ctx.preserve and mode is not None and dst_fs.capabilities.can_set_mode:
-                dst_fs.set_mode(tmp, mode)
-        if ctx.checksum and crc_value is None:
-            crc_value = _crc_of(dst_fs, staged, ctx.chunk_size)
+            _apply_attrs(ctx, tmp, mtime0, mode)
     except BaseException:
         if tmp is not None:
             _quiet_delete(dst_fs, tmp)
@@ -293,16 +296,9 @@ def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | N
         raise VerificationError(f"staged copy of {rel}: store checksum {info.checksum} != "
                                     f"{crc.format_crc32c(crc_value)}")
     if ctx.checksum and crc_value is not None:
-        again = _crc_of(ctx.dst_fs, staged, ctx.chunk_size)
+        again = crc.file_crc32c(ctx.dst_fs, staged, ctx.chunk_size)
         if again != crc_value:
             raise VerificationError(f"staged copy of {rel}: checksum mismatch on re-read")
-
-
-def _crc_of(fs: FileSystem, path: str, chunk_size: int) -> int:
-    value = 0
-    for data in fs.read_chunks(path, 0, None, chunk_size):
-        value = crc.extend(value, data)
-    return value
 
 
 def _quiet_delete(fs: FileSystem, path: str) -> None:
@@ -346,13 +342,9 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
-        staged = tmp or ctx.dst_path(task.rel)
-        _verify_staged(ctx, staged, task.size, value, task.rel)
+        _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
         if tmp is not None:
-            if "times" in ctx.preserve and ctx.dst_fs.capabilities.can_set_mtime:
-                ctx.dst_fs.set_times(tmp, task.mtime_ns)
-            if "perms" in ctx.preserve and mode is not None and ctx.dst_fs.capabilities.can_set_mode:
-                ctx.dst_fs.set_mode(tmp, mode)
+            _apply_attrs(ctx, tmp, task.mtime_ns, mode)
     except Exception as exc:
         try:
             ctx.dst_fs.abort_parallel_write(task.handle or {})

@@ -54,10 +54,7 @@ class VerifyReport:
 
 
 def _crc(fs: FileSystem, path: str, chunk: int) -> str:
-    value = 0
-    for data in fs.read_chunks(path, 0, None, chunk):
-        value = crc.extend(value, data)
-    return crc.format_crc32c(value)
+    return crc.format_crc32c(crc.file_crc32c(fs, path, chunk))
 
 
 def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport:
