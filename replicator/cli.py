@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +19,7 @@ from replicator.options import CopyOptions, parse_preserve
 from replicator.secrets import redact
 
 log = logging.getLogger("replicator")
+T = TypeVar("T")
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -46,6 +48,15 @@ def _fail(exc: ReplicatorError, as_json: bool) -> None:
     if as_json:
         _emit_json({"status": "error", "ok": False, "error": message, "exit_code": exc.exit_code})
     sys.exit(exc.exit_code)
+
+
+def _guarded(as_json: bool, call: Callable[[], T]) -> T:
+    """Run a library call; a ReplicatorError becomes its message and exit code (2 or 1)."""
+    try:
+        return call()
+    except ReplicatorError as exc:
+        _fail(exc, as_json)
+        raise  # not reached: _fail exits
 
 
 def _filters(f):
@@ -165,14 +176,9 @@ def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
     from replicator import api
     from replicator.progress import ConsoleProgress
 
-    try:
-        opts = _copy_options(**kw)
-        progress = None if quiet or opts.dry_run else ConsoleProgress()
-        report = api.copy(src, dst, opts, progress=progress)
-    except ReplicatorError as exc:
-        _fail(exc, as_json)
-        return
-    _finish_run(report, as_json)
+    opts = _guarded(as_json, lambda: _copy_options(**kw))
+    progress = None if quiet or opts.dry_run else ConsoleProgress()
+    _finish_run(_guarded(as_json, lambda: api.copy(src, dst, opts, progress=progress)), as_json)
 
 
 @main.command()
@@ -190,12 +196,7 @@ def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
     _setup_logging(verbose, quiet)
     from replicator import api
 
-    try:
-        report = api.plan(src, dst, _copy_options(**kw))
-    except ReplicatorError as exc:
-        _fail(exc, as_json)
-        return
-    _finish_run(report, as_json)
+    _finish_run(_guarded(as_json, lambda: api.plan(src, dst, _copy_options(**kw))), as_json)
 
 
 @main.command()
@@ -210,11 +211,7 @@ def verify(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: A
     _setup_logging(verbose, quiet)
     from replicator import api
 
-    try:
-        report = api.verify(src, dst, _copy_options(**kw))
-    except ReplicatorError as exc:
-        _fail(exc, as_json)
-        return
+    report = _guarded(as_json, lambda: api.verify(src, dst, _copy_options(**kw)))
     out_err = as_json
     status = "identical" if report.identical else "DIFFERENT"
     click.echo(f"verify {report.source} -> {report.destination}: {status} "
