@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec, load_spec
-from platform_assets.factory import CHECK_LAG, build_replication_assets, replica_key
+from platform_assets.factory import build_replication_assets
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
 from sensors.audit import build_audit_sensor
@@ -60,37 +60,24 @@ def build_definitions(
 
     jobs: list[dg.UnresolvedAssetJobDefinition] = list(ra.copy_jobs)
     schedules: list[dg.ScheduleDefinition] = []
+
+    def scheduled(name: str, schedule: str, cron: str, selection: dg.AssetSelection,
+                  description: str) -> None:
+        job = dg.define_asset_job(name, selection=selection, description=description)
+        jobs.append(job)
+        schedules.append(dg.ScheduleDefinition(
+            name=schedule, job=job, cron_schedule=cron,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        ))
+
     if ra.sources:
-        observe = dg.define_asset_job(
-            "observe_sources",
-            selection=dg.AssetSelection.assets(*ra.source_keys),
-            description="Observe every source directory (data version = listing fingerprint).",
-        )
-        jobs.append(observe)
-        schedules.append(
-            dg.ScheduleDefinition(
-                name="observe_sources_schedule", job=observe, cron_schedule="*/15 * * * *",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            )
-        )
+        scheduled("observe_sources", "observe_sources_schedule", "*/15 * * * *",
+                  dg.AssetSelection.assets(*ra.source_keys),
+                  "Observe every source directory (data version = listing fingerprint).")
     if ra.checks:
-        lag_keys = [
-            dg.AssetCheckKey(replica_key(d, t.cluster), CHECK_LAG)
-            for d, ds in spec.datasets.items()
-            for t in ds.targets
-        ]
-        lag = dg.define_asset_job(
-            "replication_lag_checks",
-            selection=dg.AssetSelection.checks(*lag_keys),
-            description="Is any replica partition older than its source?",
-        )
-        jobs.append(lag)
-        schedules.append(
-            dg.ScheduleDefinition(
-                name="replication_lag_schedule", job=lag, cron_schedule="5 * * * *",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            )
-        )
+        scheduled("replication_lag_checks", "replication_lag_schedule", "5 * * * *",
+                  dg.AssetSelection.checks(*ra.checks),
+                  "Is any replica partition older than its source?")
     return dg.Definitions(
         assets=[*ra.sources, *ra.replicas],
         asset_checks=ra.checks,

@@ -13,6 +13,7 @@ Per dataset:
 """
 
 
+import posixpath
 import time
 import warnings
 from collections.abc import Iterable
@@ -27,10 +28,11 @@ from platform_assets.listing import (
     fingerprint_partition,
     list_partitions,
 )
-from replicator.errors import ReplicatorError, is_retryable
-from replicator.filesystems.base import DIR, FILE
+from replicator.errors import ReplicatorError, UsageError, is_retryable
+from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve
-from replicator.filters import TEMP_PREFIX
+from replicator.filters import TEMP_PREFIX, Filter
+from replicator.listing import walk
 from replicator.report import RunReport
 from replicator.secrets import redact
 from resources.replicator import ReplicatorResource
@@ -154,26 +156,27 @@ def failure_summary(report: RunReport, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _raise(rel: str, exc: BaseException) -> None:
+    raise exc
+
+
 def leftover_temporaries(uri: str, limit: int = 20) -> list[str]:
     """Our staged files (``.rtmp-*``) and ``*._COPYING_`` names left under ``uri``."""
     fs, root = resolve(uri)
     found: list[str] = []
-    stack = [("", root)]
-    while stack and len(found) < limit:
-        rel_dir, native = stack.pop()
-        try:
-            entries = fs.list_dir(native)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for info in entries:
-            rel = f"{rel_dir}/{info.name}" if rel_dir else info.name
-            if info.kind == DIR:
-                stack.append((rel, info.path))
-            elif info.kind == FILE and (
-                info.name.startswith(TEMP_PREFIX) or info.name.endswith("._COPYING_")
-            ):
-                found.append(rel)
-    return found
+    try:
+        for batch in walk(fs, root, Filter(skip_temporary=False), workers=1, on_error=_raise):
+            found += [
+                e.rel for e in batch
+                if e.kind == FILE and (
+                    posixpath.basename(e.rel).startswith(TEMP_PREFIX) or e.rel.endswith("._COPYING_")
+                )
+            ]
+            if len(found) >= limit:
+                break
+    except UsageError:  # nothing at ``uri``: nothing left behind
+        return []
+    return found[:limit]
 
 
 def _build_source(spec: ReplicationSpec, dataset: str) -> dg.SourceAsset:
@@ -425,6 +428,23 @@ def build_replication_assets(spec: ReplicationSpec) -> ReplicationAssets:
     return ReplicationAssets(spec, sources, replicas, checks, pdefs, build_copy_jobs(spec, pdefs))
 
 
+def missing_dynamic_partitions(
+    spec: ReplicationSpec, instance: dg.DagsterInstance, partitions: dict[str, Iterable[str]]
+) -> list[dg.AddDynamicPartitionsRequest]:
+    """Requests adding the partitions (dataset -> keys, in order) the instance does not know
+    yet; unpartitioned datasets have nothing to add."""
+    out = []
+    for d in sorted(partitions):
+        if not spec.datasets[d].partitioned:
+            continue
+        name = partitions_def_name(d)
+        existing = set(instance.get_dynamic_partitions(name))
+        missing = [p for p in partitions[d] if p not in existing]
+        if missing:
+            out.append(dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=missing))
+    return out
+
+
 def copy_run_tags(dataset: str, partition: str, fingerprint: str, trigger: str) -> dict[str, str]:
     return {
         TAG_DATASET: dataset,
@@ -453,13 +473,9 @@ def copy_run_request(
         clusters = [t.cluster for t in ds.targets]
     else:
         wanted = set(targets)
-        changed = True
-        while changed:
-            changed = False
-            for t in ds.targets:
-                if t.cluster in wanted and t.via and t.via not in wanted:
-                    wanted.add(t.via)
-                    changed = True
+        for t in reversed(ds.targets):  # `via` names an earlier target: one backward pass
+            if t.cluster in wanted and t.via:
+                wanted.add(t.via)
         clusters = [t.cluster for t in ds.targets if t.cluster in wanted]
     keys = [replica_key(dataset, c) for c in clusters]
     checks = [

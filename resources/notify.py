@@ -56,7 +56,7 @@ class WebhookNotifier:
         try:
             resp = requests.post(self._url, json=event, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise NotificationError(f"webhook: {redact(type(exc).__name__)}") from None
+            raise NotificationError(f"webhook: {type(exc).__name__}") from None
         if not 200 <= resp.status_code < 300:
             raise NotificationError(f"webhook: HTTP {resp.status_code}")
 
@@ -82,7 +82,7 @@ class SlackNotifier:
         except SlackApiError as exc:
             raise NotificationError(f"slack: {exc.response.get('error', 'error')}") from None
         except Exception as exc:
-            raise NotificationError(f"slack: {redact(type(exc).__name__)}") from None
+            raise NotificationError(f"slack: {type(exc).__name__}") from None
 
 
 def format_text(event: dict[str, Any]) -> str:

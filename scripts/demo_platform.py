@@ -58,11 +58,11 @@ def main() -> int:
 
     from platform_assets.config import load_spec
     from platform_assets.definitions import build_definitions
-    from platform_assets.factory import replica_keys
+    from platform_assets.factory import missing_dynamic_partitions, replica_keys
     from platform_assets.operations import apply_pool_limits
     from platform_assets.runner import QUIET, apply_sensor_result
     from sensors.audit import AuditState, evaluate_audit
-    from sensors.change import ChangeState, evaluate_changes, missing_dynamic_partitions
+    from sensors.change import ChangeState, evaluate_changes
 
     spec = load_spec(REPO / "replication.yaml")
     events_src = Path(spec.endpoint_uri(spec.datasets["events"].source))

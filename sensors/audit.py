@@ -32,7 +32,7 @@ from platform_assets.factory import (
     TAG_FINGERPRINT,
     TAG_PARTITION,
     copy_run_request,
-    partitions_def_name,
+    missing_dynamic_partitions,
     replica_key,
 )
 from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition
@@ -77,8 +77,7 @@ def _canonical(location: str) -> str | None:
 
 
 def _has_dotdot(location: str) -> bool:
-    _, rest = split_scheme(location)
-    return any(part in ("..",) for part in rest.split("/"))
+    return ".." in split_scheme(location)[1].split("/")
 
 
 def _below(root: str, location: str) -> str | None:
@@ -93,7 +92,11 @@ def parse_audit_text(spec: ReplicationSpec, text: str) -> tuple[list[AuditLine],
     """Validate every line of an audit file; blank lines and ``#`` comments are ignored."""
     accepted: list[AuditLine] = []
     rejected: list[Rejection] = []
-    sources = {d: _canonical(spec.endpoint_uri(ds.source)) for d, ds in spec.datasets.items()}
+    # longest source root first, so a dataset nested under another's root wins
+    sources = sorted(
+        ((d, _canonical(spec.endpoint_uri(ds.source)) or "") for d, ds in spec.datasets.items()),
+        key=lambda item: -len(item[1]),
+    )
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -115,8 +118,8 @@ def parse_audit_text(spec: ReplicationSpec, text: str) -> tuple[list[AuditLine],
             refuse("malformed pair: expected absolute paths or URIs")
             continue
         match = None
-        for d in sorted(sources, key=lambda d: -len(sources[d] or "")):
-            rel = _below(sources[d] or "", src)
+        for d, root in sources:
+            rel = _below(root, src)
             if rel is not None:
                 match = (d, rel)
                 break
@@ -328,8 +331,7 @@ def evaluate_audit(
                         targets=g.targets, extra_tags={TAG_AUDIT_FILE: name[:200]},
                     )
                 )
-                if spec.datasets[d].partitioned:
-                    new_parts.setdefault(d, set()).add(p)
+                new_parts.setdefault(d, set()).add(p)
                 just_requested.add(name)
             pf.groups.append(g)
         pending[name] = pf
@@ -373,13 +375,7 @@ def evaluate_audit(
                      "reason": "copy runs failed; the file stays until they succeed"}
                 )
 
-    dyn = []
-    for d in sorted(new_parts):
-        pname = partitions_def_name(d)
-        existing = set(instance.get_dynamic_partitions(pname))
-        missing = sorted(new_parts[d] - existing)
-        if missing:
-            dyn.append(dg.AddDynamicPartitionsRequest(partitions_def_name=pname, partition_keys=missing))
+    dyn = missing_dynamic_partitions(spec, instance, {d: sorted(p) for d, p in new_parts.items()})
     return AuditEvaluation(run_requests, dyn, AuditState(pending), archived, rejected_by_file, failed, notifications)
 
 

@@ -37,7 +37,7 @@ from platform_assets.factory import (
     ReplicationAssets,
     copy_run_request,
     latest_copies,
-    partitions_def_name,
+    missing_dynamic_partitions,
     replica_keys,
 )
 from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition, list_partitions
@@ -98,6 +98,11 @@ class ChangeEvaluation:
     complete_cycle: bool  # every partition was fingerprinted at least once in this tick
 
 
+def sync_datasets(spec: ReplicationSpec) -> list[str]:
+    """The datasets this sensor watches (``mode: async`` ones are the audit sensor's)."""
+    return sorted(d for d, ds in spec.datasets.items() if ds.mode == "sync")
+
+
 def _rotate_after(items: list[tuple[str, str]], position: tuple[str, str] | None) -> list[tuple[str, str]]:
     if position is None or not items:
         return items
@@ -114,8 +119,6 @@ def seed_from_instance(
     seeded: dict[str, dict[str, str]] = {}
     for d in datasets:
         per_target = [latest_copies(instance, key) for key in replica_keys(spec, d)]
-        if not per_target:
-            continue
         common: dict[str, str] = {}
         for p, copy in per_target[0].items():
             if copy.fingerprint and all(
@@ -143,14 +146,12 @@ def evaluate_changes(
     budget_s = budget_s or cfg.tick_budget_s
     workers = workers or cfg.workers
     start = clock()
-    datasets = sorted(d for d, ds in spec.datasets.items() if ds.mode == "sync")
+    datasets = sync_datasets(spec)
     seq = state.seq + 1
     fingerprints = {d: dict(state.fingerprints.get(d, {})) for d in datasets}
-    seeded = state.seeded
-    if not seeded and not any(fingerprints.values()) and instance is not None:
+    if not state.seeded and not any(fingerprints.values()) and instance is not None:
         for d, fps in seed_from_instance(spec, instance, datasets).items():
             fingerprints[d].update(fps)
-    seeded = True
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="change-sensor") as pool:
         discovered = dict(zip(datasets, pool.map(lambda d: list_partitions(spec, d), datasets), strict=True))
@@ -166,7 +167,6 @@ def evaluate_changes(
         total = len(new_items) + len(known_items)
         order = new_items + _rotate_after(known_items, state.position)
         order = order[:max_partitions]
-        known_set = set(known_items)
 
         run_requests: list[dg.RunRequest] = []
         new_partitions: dict[str, list[str]] = {}
@@ -186,9 +186,9 @@ def evaluate_changes(
                 previous = fingerprints[d].get(p)
                 if previous is None:
                     new_partitions.setdefault(d, []).append(p)
-                fingerprints[d][p] = fp.fingerprint
-                if (d, p) in known_set:
+                else:
                     last_done = (d, p)
+                fingerprints[d][p] = fp.fingerprint
                 if fp.fingerprint != EMPTY_FINGERPRINT and fp.fingerprint != previous:
                     run_requests.append(
                         copy_run_request(
@@ -200,7 +200,7 @@ def evaluate_changes(
     complete = scanned >= total
     if complete:
         last_done = None
-    new_state = ChangeState(fingerprints=fingerprints, position=last_done, seq=seq, seeded=seeded)
+    new_state = ChangeState(fingerprints=fingerprints, position=last_done, seq=seq, seeded=True)
     return ChangeEvaluation(
         run_requests=run_requests,
         new_partitions=new_partitions,
@@ -212,25 +212,9 @@ def evaluate_changes(
     )
 
 
-def missing_dynamic_partitions(
-    spec: ReplicationSpec, instance: dg.DagsterInstance, new_partitions: dict[str, list[str]]
-) -> list[dg.AddDynamicPartitionsRequest]:
-    """Requests adding the partitions the instance does not know yet."""
-    out = []
-    for d in sorted(new_partitions):
-        if not spec.datasets[d].partitioned:
-            continue
-        name = partitions_def_name(d)
-        existing = set(instance.get_dynamic_partitions(name))
-        missing = [p for p in new_partitions[d] if p not in existing]
-        if missing:
-            out.append(dg.AddDynamicPartitionsRequest(partitions_def_name=name, partition_keys=missing))
-    return out
-
-
 def build_change_sensor(spec: ReplicationSpec, assets: ReplicationAssets) -> dg.SensorDefinition:
     cfg = spec.platform.change_sensor
-    datasets = sorted(d for d, ds in spec.datasets.items() if ds.mode == "sync")
+    datasets = sync_datasets(spec)
 
     @dg.sensor(
         name="replication_change_sensor",
