@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
-import socket
+import posixpath
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO, ClassVar
+from urllib.parse import SplitResult, unquote, urlsplit
 
-from replicator.errors import FatalError, PreconditionFailed, ReplicatorError, RetryableError
+from replicator.errors import (
+    FatalError,
+    PreconditionFailed,
+    ReplicatorError,
+    RetryableError,
+    UsageError,
+)
+from replicator.filesystems.base import FileSystem, Writer
 from replicator.secrets import redact, register_secret
 
 MiB = 1 << 20
@@ -138,14 +147,154 @@ def chunked(stream_read: Callable[[int], bytes], chunk_size: int, length: int | 
         yield data
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, EOFError, BrokenPipeError))
+class StreamChunks:
+    """``read_chunks`` for back ends whose streams return short reads (sockets, HTTP
+    bodies): every chunk but the last is exactly ``chunk_size``. Mixed in before
+    :class:`FileSystem`. With ``ranged_open`` the back end's ``open_read`` also takes
+    ``length``, so the server sends only that range (and a zero-length read sends nothing)."""
+
+    ranged_open: ClassVar[bool] = False
+
+    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
+                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
+        open_read: Callable[..., BinaryIO] = self.open_read  # type: ignore[attr-defined]
+        if not self.ranged_open:
+            stream = open_read(path, offset)
+        elif length == 0:
+            return
+        else:
+            stream = open_read(path, offset, length)
+        with stream as f:
+            yield from chunked(f.read, chunk_size, length)
+
+
+class ObjectStore(StreamChunks):
+    """What the object stores share (``bucket/key`` paths, no directories, no rename);
+    mixed in before :class:`FileSystem`. Their ``open_read`` takes ``length``."""
+
+    ranged_open = True
+    scheme: ClassVar[str]
+
+    @classmethod
+    def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
+        parts = urlsplit(uri)
+        if not parts.netloc:
+            raise UsageError(f"{cls.scheme} URI needs a bucket: {uri}")
+        return cls(), unquote((parts.netloc + "/" + parts.path.lstrip("/")).rstrip("/"))  # type: ignore[return-value]
+
+    def makedirs(self, path: str) -> None:
+        """Object stores have no directories: nothing to do."""
+
+    def rename(self, src: str, dst: str) -> None:
+        raise NotImplementedError(f"{self.scheme} has no atomic rename; write to the final name")
+
+    def delete_dir(self, path: str) -> None:
+        """Nothing: a prefix disappears with its last object."""
+
+
+class StreamWriter(Writer):
+    """A writer streaming straight to ``path``: a failed write or close, or an abort,
+    deletes the partial file. Subclasses open the stream in ``__init__`` (after calling
+    this one) and fill in the hooks; ``map_error(exc, what)`` maps client errors."""
+
+    def __init__(self, fs: FileSystem, path: str,
+                 map_error: Callable[[BaseException, str], BaseException]) -> None:
+        self.fs, self.path = fs, path
+        self.what = f"write {fs.uri(path)}"
+        self._map = map_error
+        self.done = False
+
+    def _send(self, data: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        """Complete the transfer; raises if the store did not take the whole file."""
+        raise NotImplementedError
+
+    def _close_stream(self) -> None:
+        """Drop the stream without completing it (errors are ignored)."""
+
+    def _succeeded(self) -> None:
+        """After ``_finish``: hand the connection back."""
+
+    def _failed(self) -> None:
+        """After a failure or abort: drop the connection."""
+
+    def _delete_partial(self) -> None:
+        with contextlib.suppress(Exception):
+            self.fs.delete_file(self.path)
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self._send(data)
+        except Exception as exc:
+            self.abort()
+            raise self._map(exc, self.what) from None
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self._finish()
+        except Exception as exc:
+            self._failed()
+            self._delete_partial()
+            raise self._map(exc, self.what) from None
+        self._succeeded()
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        with contextlib.suppress(Exception):
+            self._close_stream()
+        self._failed()
+        self._delete_partial()
+
+
+def make_parent(fs: FileSystem, path: str) -> None:
+    """Create the parent directory of ``path`` (not the root)."""
+    parent = posixpath.dirname(path)
+    if parent and parent != "/":
+        fs.makedirs(parent)
+
+
+def uri_path(parts: SplitResult) -> str:
+    """The absolute native path of a ``scheme://host/path`` URI."""
+    return posixpath.normpath(unquote(parts.path) or "/")
+
+
+def uri_user(parts: SplitResult) -> str | None:
+    return unquote(parts.username) if parts.username else None
 
 
 def split_bucket(path: str) -> tuple[str, str]:
     path = path.lstrip("/")
     bucket, _, key = path.partition("/")
     return bucket, key
+
+
+def object_path(path: str, scheme: str) -> tuple[str, str]:
+    """``(bucket, key)`` of a path that must name an object."""
+    bucket, key = split_bucket(path)
+    if not bucket or not key:
+        raise UsageError(f"{scheme}: not an object path: {path!r}")
+    return bucket, key
+
+
+def bucket_missing(scheme: str, bucket: str, exc: BaseException) -> FatalError:
+    return FatalError(f"{scheme}://{bucket}: bucket not found ({exc})")
+
+
+def http_range(offset: int, length: int | None) -> str | None:
+    """The ``Range`` header value for ``length`` bytes (to the end if None) from ``offset``;
+    None for the whole object."""
+    if length is not None and length > 0:
+        return f"bytes={offset}-{offset + length - 1}"
+    if offset:
+        return f"bytes={offset}-"
+    return None
 
 
 def clean_options(options: dict[str, Any]) -> dict[str, Any]:

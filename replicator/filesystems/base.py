@@ -194,11 +194,3 @@ class FileSystem(ABC):
 
     def close(self) -> None:
         """Release clients and connections."""
-
-
-def iter_bytes(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    while True:
-        data = stream.read(chunk_size)
-        if not data:
-            return
-        yield data

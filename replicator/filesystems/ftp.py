@@ -21,14 +21,21 @@ import posixpath
 import socket
 import ssl
 import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
-from replicator.filesystems._common import ChunkReader, chunked, clean_options, secret
+from replicator.filesystems._common import (
+    ChunkReader,
+    StreamChunks,
+    StreamWriter,
+    clean_options,
+    make_parent,
+    secret,
+    uri_path,
+    uri_user,
+)
 from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
 
@@ -49,28 +56,16 @@ def _map_error(exc: BaseException, what: str) -> BaseException:
         return exc
     text = redact(f"{what}: {exc}")
     if isinstance(exc, ftplib.error_perm):
-        code = str(exc)[:3]
-        if code == "550":
-            return FileNotFoundError(text)
-        if code in ("530", "532"):
-            return FatalError(text)
-        return FatalError(text)
-    if isinstance(exc, ftplib.error_temp):
-        return RetryableError(text)
-    if isinstance(exc, (OSError, EOFError, ftplib.error_reply, ftplib.error_proto)):
+        return FileNotFoundError(text) if str(exc).startswith("550") else FatalError(text)
+    if isinstance(exc, (ftplib.error_temp, OSError, EOFError, ftplib.error_reply,
+                        ftplib.error_proto)):
         return RetryableError(text)
     return exc
 
 
-class _Conn:
-    def __init__(self, ftp: ftplib.FTP) -> None:
-        self.ftp = ftp
-        self.used = time.monotonic()
-
-
 class _FTPReader:
-    def __init__(self, fs: FTPFileSystem, conn: _Conn, sock: socket.socket, what: str) -> None:
-        self.fs, self.conn, self.sock, self.what = fs, conn, sock, what
+    def __init__(self, fs: FTPFileSystem, ftp: ftplib.FTP, sock: socket.socket) -> None:
+        self.fs, self.ftp, self.sock = fs, ftp, sock
         self.eof = False
 
     def read(self, n: int) -> bytes:
@@ -88,61 +83,45 @@ class _FTPReader:
         sock.close()
         if self.eof:
             try:
-                self.conn.ftp.voidresp()
-                self.fs._release(self.conn)
+                self.ftp.voidresp()
+                self.fs._release(self.ftp)
                 return
             except Exception:
                 pass
-        self.fs._discard(self.conn)  # aborted mid-transfer: drop the control connection
+        self.fs._discard(self.ftp)  # aborted mid-transfer: drop the control connection
 
 
-class _FTPWriter(Writer):
+class _FTPWriter(StreamWriter):
     def __init__(self, fs: FTPFileSystem, path: str) -> None:
-        self.fs, self.path = fs, path
-        self.what = f"write {fs.uri(path)}"
-        self.conn = fs._acquire()
+        super().__init__(fs, path, _map_error)
+        self.ftp = fs._acquire()
         try:
-            self.conn.ftp.voidcmd("TYPE I")
-            self.sock = self.conn.ftp.transfercmd(f"STOR {path}")
+            self.ftp.voidcmd("TYPE I")
+            self.sock = self.ftp.transfercmd(f"STOR {path}")
         except BaseException as exc:
-            fs._discard(self.conn)
-            raise _map_error(exc, self.what) from None
-        self.done = False
-
-    def write(self, data: bytes | memoryview) -> None:
-        try:
-            self.sock.sendall(data)
-        except Exception as exc:
-            self.abort()
+            fs._discard(self.ftp)
             raise _map_error(exc, self.what) from None
 
-    def close(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            if isinstance(self.sock, ssl.SSLSocket):
-                self.sock.unwrap()
-            self.sock.close()
-            self.conn.ftp.voidresp()
-        except Exception as exc:
-            self.fs._discard(self.conn)
-            self.fs.delete_file(self.path)
-            raise _map_error(exc, self.what) from None
-        self.fs._release(self.conn)
+    def _send(self, data: bytes | memoryview) -> None:
+        self.sock.sendall(data)
 
-    def abort(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        with contextlib.suppress(Exception):
-            self.sock.close()
-        self.fs._discard(self.conn)
-        with contextlib.suppress(Exception):
-            self.fs.delete_file(self.path)
+    def _finish(self) -> None:
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.unwrap()
+        self.sock.close()
+        self.ftp.voidresp()
+
+    def _close_stream(self) -> None:
+        self.sock.close()
+
+    def _succeeded(self) -> None:
+        self.fs._release(self.ftp)
+
+    def _failed(self) -> None:
+        self.fs._discard(self.ftp)
 
 
-class FTPFileSystem(FileSystem):
+class FTPFileSystem(StreamChunks, FileSystem):
     scheme = "ftp"
     capabilities = Capabilities(
         hash_kinds=(),
@@ -176,7 +155,7 @@ class FTPFileSystem(FileSystem):
         self._timeout = float(timeout)
         self._encoding = encoding
         self._max_idle = int(max_idle)
-        self._idle: list[_Conn] = []
+        self._idle: list[ftplib.FTP] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -185,10 +164,9 @@ class FTPFileSystem(FileSystem):
         if not parts.hostname:
             raise UsageError(f"ftp URI needs a host: {uri}")
         password = unquote(parts.password) if parts.password is not None else None
-        fs = cls(host=parts.hostname, port=parts.port or 21,
-                 user=unquote(parts.username) if parts.username else None,
+        fs = cls(host=parts.hostname, port=parts.port or 21, user=uri_user(parts),
                  password=password, tls=parts.scheme.lower() == "ftps")
-        return fs, posixpath.normpath(unquote(parts.path) or "/")
+        return fs, uri_path(parts)
 
     def options(self) -> dict[str, Any]:
         return clean_options({
@@ -202,7 +180,7 @@ class FTPFileSystem(FileSystem):
         return f"{scheme}://{self._user}@{self._host}:{self._port}{path}"
 
     # ------------------------------------------------------------ connections
-    def _connect(self) -> _Conn:
+    def _connect(self) -> ftplib.FTP:
         what = f"connect ftp://{self._host}:{self._port}"
         ftp: ftplib.FTP = ftplib.FTP_TLS(encoding=self._encoding) if self._tls else ftplib.FTP(
             encoding=self._encoding)
@@ -222,52 +200,51 @@ class FTPFileSystem(FileSystem):
             with contextlib.suppress(Exception):
                 ftp.close()
             raise _map_error(exc, what) from None
-        return _Conn(ftp)
+        return ftp
 
-    def _acquire(self) -> _Conn:
+    def _acquire(self) -> ftplib.FTP:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         return self._connect()
 
-    def _release(self, conn: _Conn) -> None:
-        conn.used = time.monotonic()
+    def _release(self, ftp: ftplib.FTP) -> None:
         with self._lock:
             if len(self._idle) < self._max_idle:
-                self._idle.append(conn)
+                self._idle.append(ftp)
                 return
-        self._discard(conn)
+        self._discard(ftp)
 
     @staticmethod
-    def _discard(conn: _Conn) -> None:
+    def _discard(ftp: ftplib.FTP) -> None:
         with contextlib.suppress(Exception):
-            conn.ftp.close()
+            ftp.close()
 
     def _run(self, what: str, fn):
         """Run ``fn(ftp)`` on a pooled connection; a stale pooled one is replaced once."""
         for attempt in (0, 1):
-            conn = self._acquire()
+            ftp = self._acquire()
             try:
-                result = fn(conn.ftp)
+                result = fn(ftp)
             except (OSError, EOFError, ftplib.error_temp) as exc:
-                self._discard(conn)
+                self._discard(ftp)
                 if attempt == 0 and isinstance(exc, (EOFError, ConnectionError, BrokenPipeError)):
                     continue
                 raise _map_error(exc, what) from None
             except Exception as exc:
-                self._release(conn)
+                self._release(ftp)
                 raise _map_error(exc, what) from None
-            self._release(conn)
+            self._release(ftp)
             return result
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for ftp in idle:
             with contextlib.suppress(Exception):
-                conn.ftp.quit()
-            self._discard(conn)
+                ftp.quit()
+            self._discard(ftp)
 
     # ------------------------------------------------------------ metadata
     @staticmethod
@@ -330,30 +307,23 @@ class FTPFileSystem(FileSystem):
     # ------------------------------------------------------------ data
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         what = f"read {self.uri(path)}"
-        conn = self._acquire()
+        ftp = self._acquire()
         try:
-            conn.ftp.voidcmd("TYPE I")
-            sock = conn.ftp.transfercmd(f"RETR {path}", rest=offset or None)
+            ftp.voidcmd("TYPE I")
+            sock = ftp.transfercmd(f"RETR {path}", rest=offset or None)
         except BaseException as exc:
             if isinstance(exc, ftplib.error_perm):
-                self._release(conn)
+                self._release(ftp)
             else:
-                self._discard(conn)
+                self._discard(ftp)
             raise _map_error(exc, what) from None
-        reader = _FTPReader(self, conn, sock, what)
+        reader = _FTPReader(self, ftp, sock)
         return ChunkReader(reader.read, reader.close,  # type: ignore[return-value]
                            lambda exc: _map_error(exc, what))
 
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
-            yield from chunked(f.read, chunk_size, length)
-
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:
-        parent = posixpath.dirname(path)
-        if parent and parent != "/":
-            self.makedirs(parent)
+        make_parent(self, path)
         return _FTPWriter(self, path)
 
     # ------------------------------------------------------------ namespace

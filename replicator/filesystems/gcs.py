@@ -22,22 +22,25 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from replicator.errors import FatalError, PreconditionFailed, RetryableError, UsageError
+from replicator.errors import FatalError, PreconditionFailed, RetryableError
 from replicator.filesystems._common import (
     ChunkReader,
     MiB,
-    chunked,
+    ObjectStore,
+    bucket_missing,
     clean_options,
     crc32c_hex_from_b64,
     env,
     http_error,
+    http_range,
     md5_hex_from_b64,
     network_error,
+    object_path,
     parse_rfc3339_ns,
     secret,
     split_bucket,
@@ -62,15 +65,11 @@ class _GCSWriter(Writer):
     through a resumable session. Nothing is visible before the final request succeeds."""
 
     def __init__(self, fs: GCSFileSystem, path: str, mtime_ns: int | None,
-                 expect_version: str | None, metadata: dict[str, str] | None = None) -> None:
+                 expect_version: str | None) -> None:
         self.fs = fs
-        self.bucket, self.key = split_bucket(path)
-        if not self.bucket or not self.key:
-            raise UsageError(f"gs: not an object path: {path!r}")
+        self.bucket, self.key = object_path(path, "gs")
         self.path = path
-        self.meta = dict(metadata or {})
-        if mtime_ns is not None:
-            self.meta[META_MTIME] = str(int(mtime_ns))
+        self.meta = {META_MTIME: str(int(mtime_ns))} if mtime_ns is not None else {}
         self.expect = expect_version
         self.chunk = max(_Q, fs._chunk_size // _Q * _Q)
         self.buf = bytearray()
@@ -148,7 +147,7 @@ class _GCSWriter(Writer):
         try:
             return self.fs._request(*args, **kw)
         except FileNotFoundError as exc:  # the bucket is missing
-            raise FatalError(f"gs://{self.bucket}: bucket not found ({exc})") from None
+            raise bucket_missing("gs", self.bucket, exc) from None
 
     def _multipart(self) -> None:
         boundary = "rpl" + uuid.uuid4().hex
@@ -176,7 +175,7 @@ class _GCSWriter(Writer):
                 pass
 
 
-class GCSFileSystem(FileSystem):
+class GCSFileSystem(ObjectStore, FileSystem):
     scheme = "gs"
     capabilities = Capabilities(
         hash_kinds=("crc32c", "md5"),
@@ -223,16 +222,6 @@ class GCSFileSystem(FileSystem):
             self._just_written[info.path] = info
 
     # ------------------------------------------------------------ identity
-    @classmethod
-    def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
-        if not parts.netloc:
-            raise UsageError(f"gs URI needs a bucket: {uri}")
-        path = (parts.netloc + "/" + parts.path.lstrip("/")).rstrip("/")
-        from urllib.parse import unquote
-
-        return cls(), unquote(path)
-
     def options(self) -> dict[str, Any]:
         return clean_options({
             "endpoint": self._endpoint, "project": self._project,
@@ -240,9 +229,6 @@ class GCSFileSystem(FileSystem):
             "anonymous": self._anonymous, "chunk_size": self._chunk_size,
             "timeout": self._timeout, "user_project": self._user_project,
         })
-
-    def uri(self, path: str) -> str:
-        return "gs://" + path.lstrip("/")
 
     # ------------------------------------------------------------ HTTP
     def _credentials(self):
@@ -310,9 +296,6 @@ class GCSFileSystem(FileSystem):
                         mtime_ns=mtime_ns, checksum=checksum,
                         version=str(item["generation"]) if item.get("generation") else None)
 
-    def _bucket_missing(self, bucket: str, exc: FileNotFoundError) -> FatalError:
-        return FatalError(f"gs://{bucket}: bucket not found ({exc})")
-
     # ------------------------------------------------------------ metadata
     def _list(self, bucket: str, prefix: str, delimiter: str | None = "/",
               max_results: int = 1000) -> Iterator[dict]:
@@ -326,7 +309,7 @@ class GCSFileSystem(FileSystem):
                 page = self._request("GET", url, params=dict(params),
                                      what=f"list gs://{bucket}/{prefix}").json()
             except FileNotFoundError as exc:
-                raise self._bucket_missing(bucket, exc) from None
+                raise bucket_missing("gs", bucket, exc) from None
             yield page
             token = page.get("nextPageToken")
             if not token:
@@ -399,10 +382,9 @@ class GCSFileSystem(FileSystem):
         stream the rest of the object."""
         bucket, key = split_bucket(path)
         headers = {"Accept-Encoding": "identity"}
-        if length is not None and length > 0:
-            headers["Range"] = f"bytes={offset}-{offset + length - 1}"
-        elif offset:
-            headers["Range"] = f"bytes={offset}-"
+        rng = http_range(offset, length)
+        if rng:
+            headers["Range"] = rng
         what = f"read gs://{path}"
         try:
             r = self._request("GET", self._obj_url(bucket, key), params={"alt": "media"},
@@ -414,24 +396,11 @@ class GCSFileSystem(FileSystem):
         return ChunkReader(r.raw.read, r.close,  # type: ignore[return-value]
                            lambda exc: network_error(exc, what))
 
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        if length == 0:
-            return
-        with self.open_read(path, offset, length) as f:
-            yield from chunked(f.read, chunk_size, length)
-
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:
         return _GCSWriter(self, path, mtime_ns, expect_version)
 
     # ------------------------------------------------------------ namespace
-    def makedirs(self, path: str) -> None:
-        """Object stores have no directories: nothing to do."""
-
-    def rename(self, src: str, dst: str) -> None:
-        raise NotImplementedError("gs has no atomic rename; write to the final name")
-
     def delete_file(self, path: str, generation: str | None = None) -> None:
         with self._creds_lock:
             self._just_written.pop(path, None)
@@ -442,9 +411,6 @@ class GCSFileSystem(FileSystem):
                           what=f"delete gs://{path}")
         except FileNotFoundError:
             pass
-
-    def delete_dir(self, path: str) -> None:
-        """Nothing: a prefix disappears with its last object."""
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (rewrite) keeping metadata."""
@@ -462,9 +428,7 @@ class GCSFileSystem(FileSystem):
     # ------------------------------------------------------------ parallel ranges (compose)
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None,
                              expect_version: str | None = None) -> dict:
-        bucket, key = split_bucket(path)
-        if not bucket or not key:
-            raise UsageError(f"gs: not an object path: {path!r}")
+        bucket, _ = object_path(path, "gs")
         return {"path": path, "size": size, "mtime_ns": mtime_ns, "expect": expect_version,
                 "staging": f"{bucket}/{_STAGING}/{uuid.uuid4().hex}"}
 

@@ -26,12 +26,18 @@ import glob
 import os
 import posixpath
 import threading
-from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
-from replicator.filesystems._common import ChunkReader, chunked, clean_options, env
+from replicator.filesystems._common import (
+    ChunkReader,
+    StreamChunks,
+    StreamWriter,
+    clean_options,
+    env,
+    uri_path,
+)
 from replicator.filesystems.base import DIR, FILE, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
 
@@ -65,42 +71,21 @@ def _map_error(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
-class _HDFSWriter(Writer):
+class _HDFSWriter(StreamWriter):
     def __init__(self, fs: HDFSFileSystem, path: str) -> None:
-        self.fs, self.path = fs, path
-        self.what = f"write {fs.uri(path)}"
+        super().__init__(fs, path, _map_error)
         self.f = fs._guard(self.what, fs._open_output, path)
-        self.done = False
 
-    def write(self, data: bytes | memoryview) -> None:
-        try:
-            self.f.write(data)
-        except Exception as exc:
-            self.abort()
-            raise _map_error(exc, self.what) from None
+    def _send(self, data: bytes | memoryview) -> None:
+        self.f.write(data)
 
-    def close(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            self.f.close()
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                self.fs.delete_file(self.path)
-            raise _map_error(exc, self.what) from None
+    def _finish(self) -> None:
+        self.f.close()
 
-    def abort(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        with contextlib.suppress(Exception):
-            self.f.close()
-        with contextlib.suppress(Exception):
-            self.fs.delete_file(self.path)
+    _close_stream = _finish
 
 
-class HDFSFileSystem(FileSystem):
+class HDFSFileSystem(StreamChunks, FileSystem):
     scheme = "hdfs"
     capabilities = Capabilities(
         hash_kinds=(),
@@ -136,7 +121,7 @@ class HDFSFileSystem(FileSystem):
         if not parts.netloc:
             raise UsageError(f"hdfs URI needs a NameNode or nameservice: {uri}")
         url = f"hdfs://{parts.netloc}"
-        return cls(url=url), posixpath.normpath(unquote(parts.path) or "/")
+        return cls(url=url), uri_path(parts)
 
     def options(self) -> dict[str, Any]:
         return clean_options({
@@ -157,6 +142,8 @@ class HDFSFileSystem(FileSystem):
         return "pyarrow" if libhdfs_available() else "native"
 
     def _get(self):
+        if self._client is not None:  # set once, after _kind
+            return self._client
         with self._lock:
             if self._client is None:
                 self._kind = self.client_kind()
@@ -241,11 +228,6 @@ class HDFSFileSystem(FileSystem):
             f.seek(offset)
         return ChunkReader(f.read, f.close, lambda exc: _map_error(exc, what))  # type: ignore[return-value]
 
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
-            yield from chunked(f.read, chunk_size, length)
-
     def _open_output(self, path: str):
         c = self._get()
         if self._kind == "pyarrow":
@@ -292,11 +274,13 @@ class HDFSFileSystem(FileSystem):
     def delete_dir(self, path: str) -> None:
         c = self._get()
         with contextlib.suppress(Exception):
-            if self._kind == "pyarrow":
-                if not c.get_file_info(__import__("pyarrow.fs").fs.FileSelector(path)):
-                    c.delete_dir(path)
-            else:
+            if self._kind == "native":
                 c.delete(path, False)
+                return
+            from pyarrow import fs as pafs
+
+            if not c.get_file_info(pafs.FileSelector(path)):  # empty
+                c.delete_dir(path)
 
     def set_times(self, path: str, mtime_ns: int) -> None:
         c = self._get()

@@ -22,27 +22,29 @@ instance roles), ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, ``AWS_REGION``
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
 
 from replicator.errors import (
     FatalError,
     PreconditionFailed,
     ReplicatorError,
     RetryableError,
-    UsageError,
     VerificationError,
 )
 from replicator.filesystems._common import (
     ChunkReader,
     MiB,
-    chunked,
+    ObjectStore,
+    bucket_missing,
     clean_options,
     env,
+    http_range,
     network_error,
+    object_path,
     secret,
     split_bucket,
 )
@@ -60,6 +62,21 @@ _RETRY_CODES = {
     "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
     "ThrottlingException", "RequestTimeTooSkewed", "OperationAborted",
 }
+
+
+def _conditions(expect: str | None) -> dict[str, str]:
+    """Write preconditions: "0" for must-not-exist, else the ETag the object must have."""
+    if expect is None:
+        return {}
+    if expect == "0":
+        return {"IfNoneMatch": "*"}
+    return {"IfMatch": expect}
+
+
+def _content_md5(body: bytes) -> tuple[bytes, str]:
+    """The MD5 digest of ``body`` and its base64 for the Content-MD5 header."""
+    digest = hashlib.md5(body).digest()
+    return digest, base64.b64encode(digest).decode()
 
 
 def _map_error(exc: BaseException, what: str) -> BaseException:
@@ -107,9 +124,7 @@ class _S3Writer(Writer):
     def __init__(self, fs: S3FileSystem, path: str, mtime_ns: int | None,
                  expect_version: str | None) -> None:
         self.fs = fs
-        self.bucket, self.key = split_bucket(path)
-        if not self.bucket or not self.key:
-            raise UsageError(f"s3: not an object path: {path!r}")
+        self.bucket, self.key = object_path(path, "s3")
         self.path = path
         self.meta = {META_MTIME: str(int(mtime_ns))} if mtime_ns is not None else {}
         self.expect = expect_version
@@ -121,13 +136,6 @@ class _S3Writer(Writer):
         self.done = False
         self.etag: str | None = None
 
-    def _cond(self) -> dict[str, str]:
-        if self.expect is None:
-            return {}
-        if self.expect == "0":
-            return {"IfNoneMatch": "*"}
-        return {"IfMatch": self.expect}
-
     def write(self, data: bytes | memoryview) -> None:
         self.buf += data
         while len(self.buf) > self.part_size:
@@ -136,22 +144,17 @@ class _S3Writer(Writer):
     def _upload_part(self, n: int) -> None:
         c = self.fs._client()
         what = f"upload s3://{self.path}"
-        try:
-            if self.upload_id is None:
-                self.upload_id = c.create_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, Metadata=self.meta,
-                    ContentType="application/octet-stream")["UploadId"]
-            body = bytes(self.buf[:n])
-            md5 = hashlib.md5(body)
-            import base64
-
-            r = c.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                              PartNumber=len(self.parts) + 1, Body=body,
-                              ContentMD5=base64.b64encode(md5.digest()).decode())
-        except Exception as exc:
-            raise _map_error(exc, what) from None
+        if self.upload_id is None:
+            self.upload_id = self.fs._call(
+                what, c.create_multipart_upload, Bucket=self.bucket, Key=self.key,
+                Metadata=self.meta, ContentType="application/octet-stream")["UploadId"]
+        body = bytes(self.buf[:n])
+        digest, content_md5 = _content_md5(body)
+        r = self.fs._call(what, c.upload_part, Bucket=self.bucket, Key=self.key,
+                          UploadId=self.upload_id, PartNumber=len(self.parts) + 1, Body=body,
+                          ContentMD5=content_md5)
         self.parts.append({"PartNumber": len(self.parts) + 1, "ETag": r["ETag"]})
-        self.part_md5s.append(md5.digest())
+        self.part_md5s.append(digest)
         del self.buf[:n]
 
     def close(self) -> None:
@@ -161,27 +164,20 @@ class _S3Writer(Writer):
         try:
             c = self.fs._client()
             if self.upload_id is None:
-                import base64
-
                 body = bytes(self.buf)
-                md5 = hashlib.md5(body)
-                try:
-                    r = c.put_object(Bucket=self.bucket, Key=self.key, Body=body,
-                                     Metadata=self.meta, ContentType="application/octet-stream",
-                                     ContentMD5=base64.b64encode(md5.digest()).decode(),
-                                     **self._cond())
-                except Exception as exc:
-                    raise _map_error(exc, what) from None
-                expected = f'"{md5.hexdigest()}"'
+                digest, content_md5 = _content_md5(body)
+                r = self.fs._call(what, c.put_object, Bucket=self.bucket, Key=self.key,
+                                  Body=body, Metadata=self.meta,
+                                  ContentType="application/octet-stream",
+                                  ContentMD5=content_md5, **_conditions(self.expect))
+                expected = f'"{digest.hex()}"'
             else:
                 if self.buf:
                     self._upload_part(len(self.buf))
-                try:
-                    r = c.complete_multipart_upload(
-                        Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                        MultipartUpload={"Parts": self.parts}, **self._cond())
-                except Exception as exc:
-                    raise _map_error(exc, what) from None
+                r = self.fs._call(what, c.complete_multipart_upload, Bucket=self.bucket,
+                                  Key=self.key, UploadId=self.upload_id,
+                                  MultipartUpload={"Parts": self.parts},
+                                  **_conditions(self.expect))
                 self.upload_id = None  # completed: nothing to abort any more
                 joined = hashlib.md5(b"".join(self.part_md5s)).hexdigest()
                 expected = f'"{joined}-{len(self.parts)}"'
@@ -210,7 +206,7 @@ class _S3Writer(Writer):
             self.upload_id = None
 
 
-class S3FileSystem(FileSystem):
+class S3FileSystem(ObjectStore, FileSystem):
     scheme = "s3"
     capabilities = Capabilities(
         hash_kinds=("md5",),
@@ -255,13 +251,6 @@ class S3FileSystem(FileSystem):
         self._lock = threading.Lock()
         self._c = None
 
-    @classmethod
-    def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
-        if not parts.netloc:
-            raise UsageError(f"s3 URI needs a bucket: {uri}")
-        return cls(), unquote((parts.netloc + "/" + parts.path.lstrip("/")).rstrip("/"))
-
     def options(self) -> dict[str, Any]:
         return clean_options({
             "endpoint_url": self._endpoint_url, "region": self._region, "profile": self._profile,
@@ -272,9 +261,6 @@ class S3FileSystem(FileSystem):
             "read_timeout": self._timeouts[1], "addressing_style": self._addressing_style,
             "mtime_from_metadata": self._mtime_from_metadata or None,
         })
-
-    def uri(self, path: str) -> str:
-        return "s3://" + path.lstrip("/")
 
     def _client(self):
         if self._c is not None:
@@ -328,7 +314,7 @@ class S3FileSystem(FileSystem):
             try:
                 page = self._call(f"list s3://{bucket}/{prefix}", c.list_objects_v2, **kw)
             except FileNotFoundError as exc:
-                raise FatalError(f"s3://{bucket}: bucket not found ({exc})") from None
+                raise bucket_missing("s3", bucket, exc) from None
             for p in page.get("CommonPrefixes", []):
                 out.append(FileInfo(path=f"{bucket}/{p['Prefix'].rstrip('/')}", kind=DIR))
             for obj in page.get("Contents", []):
@@ -400,10 +386,9 @@ class S3FileSystem(FileSystem):
         stream the rest of the object."""
         bucket, key = split_bucket(path)
         kw: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if length is not None and length > 0:
-            kw["Range"] = f"bytes={offset}-{offset + length - 1}"
-        elif offset:
-            kw["Range"] = f"bytes={offset}-"
+        rng = http_range(offset, length)
+        if rng:
+            kw["Range"] = rng
         what = f"read s3://{path}"
         try:
             r = self._call(what, self._client().get_object, **kw)
@@ -415,24 +400,11 @@ class S3FileSystem(FileSystem):
         return ChunkReader(body.read, body.close,  # type: ignore[return-value]
                            lambda exc: _map_error(exc, what))
 
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        if length == 0:
-            return
-        with self.open_read(path, offset, length) as f:
-            yield from chunked(f.read, chunk_size, length)
-
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:
         return _S3Writer(self, path, mtime_ns, expect_version)
 
     # ------------------------------------------------------------ namespace
-    def makedirs(self, path: str) -> None:
-        """No directories on S3."""
-
-    def rename(self, src: str, dst: str) -> None:
-        raise NotImplementedError("s3 has no atomic rename; write to the final name")
-
     def delete_file(self, path: str) -> None:
         bucket, key = split_bucket(path)
         try:
@@ -473,16 +445,12 @@ class S3FileSystem(FileSystem):
             self.abort_parallel_write(handle)
             raise RetryableError(f"parallel write of s3://{handle['path']} wrote {total} of "
                                  f"{handle['size']} bytes")
-        cond: dict[str, str] = {}
-        if handle.get("expect") == "0":
-            cond = {"IfNoneMatch": "*"}
-        elif handle.get("expect"):
-            cond = {"IfMatch": handle["expect"]}
         try:
             self._call(f"upload s3://{handle['path']}", self._client().complete_multipart_upload,
                        Bucket=bucket, Key=key, UploadId=handle["upload_id"],
                        MultipartUpload={"Parts": [{"PartNumber": p["index"] + 1, "ETag": p["etag"]}
-                                                  for p in parts]}, **cond)
+                                                  for p in parts]},
+                       **_conditions(handle.get("expect") or None))
         except BaseException:
             self.abort_parallel_write(handle)
             raise

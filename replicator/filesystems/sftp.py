@@ -22,12 +22,19 @@ import posixpath
 import socket
 import stat as stat_mod
 import threading
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
-from replicator.filesystems._common import ChunkReader, clean_options, secret
+from replicator.filesystems._common import (
+    ChunkReader,
+    StreamWriter,
+    clean_options,
+    make_parent,
+    secret,
+    uri_path,
+    uri_user,
+)
 from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
 
@@ -79,10 +86,9 @@ class _SFTPReader:
             self.fs._release(self.chan)
 
 
-class _SFTPWriter(Writer):
+class _SFTPWriter(StreamWriter):
     def __init__(self, fs: SFTPFileSystem, path: str) -> None:
-        self.fs, self.path = fs, path
-        self.what = f"write {fs.uri(path)}"
+        super().__init__(fs, path, _map_error)
         self.chan = fs._acquire()
         try:
             self.f = self.chan.open(path, "wb")
@@ -90,37 +96,20 @@ class _SFTPWriter(Writer):
         except BaseException as exc:
             fs._release(self.chan, broken=True)
             raise _map_error(exc, self.what) from None
-        self.done = False
 
-    def write(self, data: bytes | memoryview) -> None:
-        try:
-            self.f.write(bytes(data))
-        except Exception as exc:
-            self.abort()
-            raise _map_error(exc, self.what) from None
+    def _send(self, data: bytes | memoryview) -> None:
+        self.f.write(bytes(data))
 
-    def close(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            self.f.close()
-        except Exception as exc:
-            self.fs._release(self.chan, broken=True)
-            with contextlib.suppress(Exception):
-                self.fs.delete_file(self.path)
-            raise _map_error(exc, self.what) from None
+    def _finish(self) -> None:
+        self.f.close()
+
+    _close_stream = _finish
+
+    def _succeeded(self) -> None:
         self.fs._release(self.chan)
 
-    def abort(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        with contextlib.suppress(Exception):
-            self.f.close()
+    def _failed(self) -> None:
         self.fs._release(self.chan, broken=True)
-        with contextlib.suppress(Exception):
-            self.fs.delete_file(self.path)
 
 
 class SFTPFileSystem(FileSystem):
@@ -162,10 +151,9 @@ class SFTPFileSystem(FileSystem):
         parts = urlsplit(uri)
         if not parts.hostname:
             raise UsageError(f"sftp URI needs a host: {uri}")
-        fs = cls(host=parts.hostname, port=parts.port or 22,
-                 username=unquote(parts.username) if parts.username else None,
+        fs = cls(host=parts.hostname, port=parts.port or 22, username=uri_user(parts),
                  password=unquote(parts.password) if parts.password is not None else None)
-        return fs, posixpath.normpath(unquote(parts.path) or "/")
+        return fs, uri_path(parts)
 
     def options(self) -> dict[str, Any]:
         return clean_options({
@@ -300,24 +288,9 @@ class SFTPFileSystem(FileSystem):
         return ChunkReader(reader.read, reader.close,  # type: ignore[return-value]
                            lambda exc: _map_error(exc, what))
 
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        with self.open_read(path, offset) as f:
-            remaining = length
-            while remaining is None or remaining > 0:
-                n = chunk_size if remaining is None else min(chunk_size, remaining)
-                data = f.read(n)
-                if not data:
-                    return
-                if remaining is not None:
-                    remaining -= len(data)
-                yield data
-
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:
-        parent = posixpath.dirname(path)
-        if parent and parent != "/":
-            self.makedirs(parent)
+        make_parent(self, path)
         return _SFTPWriter(self, path)
 
     # ------------------------------------------------------------ namespace

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,11 +34,13 @@ from requests.adapters import HTTPAdapter
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
 from replicator.filesystems._common import (
     ChunkReader,
-    chunked,
+    StreamChunks,
     clean_options,
     env,
     network_error,
     secret,
+    uri_path,
+    uri_user,
 )
 from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
@@ -160,7 +162,8 @@ class _WebHDFSWriter(Writer):
                     return
 
 
-class WebHDFSFileSystem(FileSystem):
+class WebHDFSFileSystem(StreamChunks, FileSystem):
+    ranged_open = True
     scheme = "webhdfs"
     capabilities = Capabilities(
         hash_kinds=("crc32c",),  # via GETFILECHECKSUM, only with COMPOSITE_CRC (see above)
@@ -196,8 +199,8 @@ class WebHDFSFileSystem(FileSystem):
             raise UsageError(f"webhdfs URI needs a NameNode host: {uri}")
         https = parts.scheme.lower() == "swebhdfs"
         fs = cls(host=parts.hostname, port=parts.port or (9871 if https else 9870), https=https,
-                 user=unquote(parts.username) if parts.username else None)
-        return fs, posixpath.normpath(unquote(parts.path) or "/")
+                 user=uri_user(parts))
+        return fs, uri_path(parts)
 
     def options(self) -> dict[str, Any]:
         return clean_options({
@@ -290,13 +293,6 @@ class WebHDFSFileSystem(FileSystem):
         r = self._call("GET", path, "OPEN", params, what=what, stream=True)
         return ChunkReader(r.raw.read, r.close,  # type: ignore[return-value]
                            lambda exc: network_error(exc, what))
-
-    def read_chunks(self, path: str, offset: int = 0, length: int | None = None,
-                    chunk_size: int = 8 << 20) -> Iterator[bytes]:
-        if length == 0:
-            return
-        with self.open_read(path, offset, length) as f:
-            yield from chunked(f.read, chunk_size, length)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:

@@ -116,23 +116,38 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _redirect(self, path: str, query: str) -> None:
-        host, port = self.server.server_address[:2]
-        self.send_response(307)
-        self.send_header("Location", f"http://{host}:{port}{DN}{quote(path)}?{query}")
+    def _location(self, code: int, url: str) -> None:
+        self.send_response(code)
+        self.send_header("Location", url)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _redirect(self, path: str, query: str) -> None:
+        host, port = self.server.server_address[:2]
+        self._location(307, f"http://{host}:{port}{DN}{quote(path)}?{query}")
+
+    def _start(self):
+        """Parse and authorize a request; None if it has been answered already. Else
+        ``(dn, path, q, op, local)`` where ``dn`` says whether it went to the DataNode."""
+        dn, path, q = self._parse()
+        if dn is None:
+            self._empty(404)
+            return None
+        if not self._check_user(q):
+            return None
+        op = q.get("op", "").upper()
+        self.server.ops.append(op)
+        return dn, path, q, op, self._local(path)
+
+    def _bad_op(self, op: str) -> None:
+        self._remote(400, "IllegalArgumentException", f"Invalid value for webhdfs parameter \"op\": {op}")
+
     # ------------------------------------------------------------ verbs
     def do_GET(self) -> None:
-        dn, path, q = self._parse()
-        op = q.get("op", "").upper()
-        if dn is None or not self._check_user(q):
-            if dn is None:
-                self._empty(404)
-            return
-        local = self._local(path)
-        self.server.ops.append(op)
+        req = self._start()
+        if req is None:
+            return None
+        dn, path, q, op, local = req
         if op == "OPEN":
             if not os.path.isfile(local):
                 return self._not_found(path)
@@ -178,17 +193,13 @@ class _Handler(BaseHTTPRequestHandler):
             value = int.from_bytes(crc.digest(), "big")
             return self._send_json(200, {"FileChecksum": {
                 "algorithm": "COMPOSITE-CRC32C", "bytes": f"{value:08x}", "length": 4}})
-        return self._remote(400, "IllegalArgumentException", f"Invalid value for webhdfs parameter \"op\": {op}")
+        return self._bad_op(op)
 
     def do_PUT(self) -> None:
-        dn, path, q = self._parse()
-        op = q.get("op", "").upper()
-        if dn is None or not self._check_user(q):
-            if dn is None:
-                self._empty(404)
-            return
-        local = self._local(path)
-        self.server.ops.append(op)
+        req = self._start()
+        if req is None:
+            return None
+        dn, path, q, op, local = req
         if op == "CREATE":
             if not dn:
                 if os.path.isdir(local):
@@ -205,11 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return None
             host, port = self.server.server_address[:2]
-            self.send_response(201)
-            self.send_header("Location", f"hdfs://{host}:{port}{quote(path)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return None
+            return self._location(201, f"hdfs://{host}:{port}{quote(path)}")
         if op == "MKDIRS":
             if os.path.isfile(local):
                 return self._remote(403, "FileAlreadyExistsException", f"{path} is a file")
@@ -251,17 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._not_found(path)
             os.chmod(local, int(q.get("permission", "755"), 8))
             return self._empty(200)
-        return self._remote(400, "IllegalArgumentException", f"Invalid value for webhdfs parameter \"op\": {op}")
+        return self._bad_op(op)
 
     def do_DELETE(self) -> None:
-        dn, path, q = self._parse()
-        op = q.get("op", "").upper()
-        if dn is None or not self._check_user(q):
-            if dn is None:
-                self._empty(404)
-            return
-        local = self._local(path)
-        self.server.ops.append(op)
+        req = self._start()
+        if req is None:
+            return None
+        _, path, q, op, local = req
         if op != "DELETE":
             return self._remote(400, "IllegalArgumentException", f"bad op {op}")
         if not os.path.lexists(local):
