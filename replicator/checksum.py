@@ -59,13 +59,3 @@ def file_crc32c(fs, path: str, chunk_size: int) -> int:
     for data in fs.read_chunks(path, 0, None, chunk_size):
         value = google_crc32c.extend(value, data)
     return value
-
-
-def crc32c_of_stream(chunks) -> tuple[int, int]:
-    """(crc, size) of an iterable of byte chunks."""
-    crc = 0
-    size = 0
-    for data in chunks:
-        crc = google_crc32c.extend(crc, data)
-        size += len(data)
-    return crc, size

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from replicator.executors.base import Executor
+from replicator.plan import make_bins
 from replicator.transfer import Outcome, StageContext, Task, stage
 
 GROUP_FILES = 16  # files per pool job at most
@@ -20,18 +21,9 @@ GROUP_BYTES = 4 << 20  # and bytes per pool job at most (a bigger task gets a jo
 
 
 def _groups(bins: Iterator[list[Task]]) -> Iterator[list[Task]]:
+    """Each bin cut into pool jobs by the same rule that makes bins (files and bytes)."""
     for b in bins:
-        group: list[Task] = []
-        size = 0
-        for task in b:
-            length = task.part[2] if task.part else task.size
-            if group and (len(group) >= GROUP_FILES or size + length > GROUP_BYTES):
-                yield group
-                group, size = [], 0
-            group.append(task)
-            size += length
-        if group:
-            yield group
+        yield from make_bins(b, bin_bytes=GROUP_BYTES, bin_files=GROUP_FILES)
 
 
 class _Failed:
