@@ -29,6 +29,7 @@ from pydantic import (
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 HIVE_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+KAFKA_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -205,11 +206,14 @@ class Dataset(_Model):
 class NotifierSpec(_Model):
     """Where run notifications go. Secrets are named by environment variable, never written here."""
 
-    kind: Literal["jsonl", "webhook", "slack"] = "jsonl"
+    kind: Literal["jsonl", "webhook", "slack", "kafka"] = "jsonl"
     outbox: str = ".demo/outbox/notifications.jsonl"
     url_env: str | None = None  # webhook URL (may carry a token)
     token_env: str | None = None  # Slack bot token
     channel: str | None = None
+    bootstrap_servers: str | None = None  # kafka: host:port[,host:port]
+    topic: str | None = None  # kafka: default topic
+    topics: dict[str, str] = Field(default_factory=dict)  # kafka: event/step -> topic
 
     @model_validator(mode="after")
     def _needs(self) -> NotifierSpec:
@@ -217,6 +221,11 @@ class NotifierSpec(_Model):
             raise ValueError("kind webhook: expected url_env (the variable holding the URL)")
         if self.kind == "slack" and not (self.token_env and self.channel):
             raise ValueError("kind slack: expected token_env and channel")
+        if self.kind == "kafka" and not (self.bootstrap_servers and (self.topic or self.topics)):
+            raise ValueError("kind kafka: expected bootstrap_servers and topic (or topics per step)")
+        for name in (self.topic, *self.topics.values()):
+            if name is not None and not KAFKA_TOPIC_RE.match(name):
+                raise ValueError(f"kafka topic {name!r}: expected letters, digits, '.', '_' or '-'")
         return self
 
 
@@ -225,6 +234,11 @@ class ChangeSensorSpec(_Model):
     max_partitions_per_tick: int = Field(default=20000, ge=1)
     tick_budget_s: float = Field(default=25.0, gt=0, le=50)
     workers: int = Field(default=8, ge=1, le=64)
+    # a copy run that failed for good (its retries spent) is requested again after this
+    # delay, doubled per further failure up to the maximum, until a copy of that content
+    # succeeds or the content changes
+    failed_retry_s: float = Field(default=300.0, ge=0)
+    failed_retry_max_s: float = Field(default=6 * 3600.0, gt=0)
 
 
 class AuditSpec(_Model):
@@ -242,6 +256,95 @@ class RetrySpec(_Model):
     backoff: Literal["exponential", "linear"] = "exponential"
 
 
+LANDING_TYPES = ("string", "int", "float", "bool", "date", "timestamp")
+LANDING_STEPS = ("ingested", "validated", "rejected", "converted", "report_ready")
+
+
+class RowBounds(_Model):
+    min: int = Field(default=0, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> RowBounds:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"expected max >= min, got min {self.min}, max {self.max}")
+        return self
+
+
+class LandingDataset(_Model):
+    """Files users drop in a watched directory: ingested to the raw area, validated,
+    converted to Parquet and reported on (see ``platform_assets/landing.py``)."""
+
+    source: Endpoint  # the watched landing directory
+    raw: Endpoint  # the cluster's raw area (a verified copy of the landing files)
+    output: Endpoint  # Parquet dataset; reports and history live under <output>/_landing
+    format: Literal["csv", "jsonl"] = "csv"
+    include: tuple[str, ...] = ()
+    min_age_s: float = Field(default=60.0, ge=0)
+    columns: dict[str, Literal[LANDING_TYPES]] = Field(min_length=1)  # type: ignore[valid-type]
+    rows: RowBounds = RowBounds()  # per file
+    not_null: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()  # key columns: their combination is unique within a file
+    partition_by: str | None = None
+    spark_threshold_bytes: int | None = Field(default=None, ge=0)
+    notify: tuple[Literal[LANDING_STEPS], ...] = LANDING_STEPS  # type: ignore[valid-type]
+    interval_s: int = Field(default=30, ge=5)
+
+    @field_validator("include", mode="before")
+    @classmethod
+    def _globs(cls, v: Any) -> Any:
+        return Dataset._globs(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _cols(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"column {name!r}: expected letters, digits and '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> LandingDataset:
+        cols = set(self.columns)
+        for key, names in (("not_null", self.not_null), ("unique", self.unique),
+                           ("partition_by", (self.partition_by,) if self.partition_by else ())):
+            for n in names:
+                if n not in cols:
+                    raise ValueError(
+                        f"{key}: expected one of the declared columns ({', '.join(self.columns)}), "
+                        f"got {n!r}"
+                    )
+        return self
+
+    @property
+    def file_globs(self) -> tuple[str, ...]:
+        return self.include or (f"*.{self.format}",)
+
+
+class TriggerSpec(_Model):
+    """The HTTP trigger endpoint (``python -m platform_assets.trigger``)."""
+
+    allow: tuple[str, ...] = Field(min_length=1)  # landing or replication datasets
+    token_env: str = "REPLICATOR_TRIGGER_TOKEN"
+    listen: str = "127.0.0.1:8765"
+    dagster_url: str = "http://127.0.0.1:3000"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @field_validator("dagster_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+
 class PlatformSpec(_Model):
     state_path: str = ".demo/state/replicator.db"
     workers: int = Field(default=8, ge=1, le=1024)
@@ -257,11 +360,13 @@ class ReplicationSpec(_Model):
     platform: PlatformSpec = PlatformSpec()
     clusters: dict[str, Cluster] = Field(min_length=1)
     datasets: dict[str, Dataset] = Field(default_factory=dict)
+    landing: dict[str, LandingDataset] = Field(default_factory=dict)
+    trigger: TriggerSpec | None = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source_file: str = PrivateAttr(default="<spec>")
 
-    @field_validator("clusters", "datasets")
+    @field_validator("clusters", "datasets", "landing")
     @classmethod
     def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
@@ -310,6 +415,34 @@ class ReplicationSpec(_Model):
                     f"{where}.hive_table.cluster: expected one of the dataset's target clusters "
                     f"({', '.join(seen)}), got {ds.hive_table.cluster!r}"
                 )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @model_validator(mode="after")
+    def _landing_references(self) -> ReplicationSpec:
+        errors: list[str] = []
+        clusters = ", ".join(sorted(self.clusters))
+        for name, ld in self.landing.items():
+            if name in self.datasets:
+                errors.append(f"landing.{name}: expected a name not used by datasets, got {name!r}")
+            for key in ("source", "raw", "output"):
+                ep = getattr(ld, key)
+                if ep.cluster not in self.clusters:
+                    errors.append(
+                        f"landing.{name}.{key}.cluster: expected one of the declared clusters "
+                        f"({clusters}), got {ep.cluster!r}"
+                    )
+            if (ld.source.cluster, ld.source.path) == (ld.raw.cluster, ld.raw.path):
+                errors.append(f"landing.{name}.raw: expected a place other than the source")
+        if self.trigger is not None:
+            known = sorted({*self.landing, *self.datasets})
+            for i, name in enumerate(self.trigger.allow):
+                if name not in known:
+                    errors.append(
+                        f"trigger.allow[{i}]: expected a landing or replication dataset "
+                        f"({', '.join(known) or 'none declared'}), got {name!r}"
+                    )
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -18,6 +18,13 @@ drops the duplicates); a partition that returns to an earlier content later gets
 First tick (empty cursor, e.g. a new deployment or a reset sensor): the fingerprints recorded
 on the replicas' latest materializations seed the state, so partitions already copied are not
 copied again.
+
+Failed copies: the cursor records a fingerprint when its copy is *requested*, so a copy that
+then fails for good (its step and run retries spent) would otherwise not be requested again
+until the source changes. Each tick therefore reads the copy runs that finished since the
+previous tick: a final failure of the content the cursor holds schedules a new request after
+``failed_retry_s`` (doubling per further failure, up to ``failed_retry_max_s``); a success of
+that content clears it. Nothing a failed run should have copied is forgotten.
 """
 
 
@@ -26,14 +33,18 @@ import bisect
 import json
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec
 from platform_assets.factory import (
+    TAG_DATASET,
+    TAG_FINGERPRINT,
+    TAG_PARTITION,
     ReplicationAssets,
     copy_run_request,
     latest_copies,
@@ -44,6 +55,9 @@ from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition, li
 
 CURSOR_VERSION = 1
 _COMPRESS_OVER = 4096
+_RUNS_OVERLAP_S = 1.0  # re-read runs updated this close to the watermark (equal timestamps)
+_RUNS_PER_TICK = 10_000
+_WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run it will re-execute
 
 
 @dataclass
@@ -52,6 +66,9 @@ class ChangeState:
     position: tuple[str, str] | None = None  # last (dataset, partition) fingerprinted
     seq: int = 0  # ticks evaluated from this lineage of cursors
     seeded: bool = False
+    # dataset -> partition -> [fingerprint, failures, not_before, last failure's update time]
+    failed: dict[str, dict[str, list]] = field(default_factory=dict)
+    runs_checked_at: float | None = None  # watermark: latest update time of the runs read
 
     def encode(self) -> str:
         data = {
@@ -61,6 +78,10 @@ class ChangeState:
             "seeded": self.seeded,
             "fp": self.fingerprints,
         }
+        if self.failed:
+            data["failed"] = self.failed
+        if self.runs_checked_at is not None:
+            data["runs_at"] = self.runs_checked_at
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
         if len(text) <= _COMPRESS_OVER:
             return text
@@ -84,6 +105,8 @@ class ChangeState:
             position=(pos[0], pos[1]) if pos else None,
             seq=int(data.get("seq", 0)),
             seeded=bool(data.get("seeded", False)),
+            failed={d: {p: list(e) for p, e in f.items()} for d, f in (data.get("failed") or {}).items()},
+            runs_checked_at=data.get("runs_at"),
         )
 
 
@@ -130,6 +153,60 @@ def seed_from_instance(
     return seeded
 
 
+def finished_copy_runs(
+    instance: dg.DagsterInstance, datasets: Iterable[str], since: float
+) -> list[dg.RunRecord]:
+    """Copy runs of ``datasets`` that succeeded or failed, updated after ``since`` (epoch
+    seconds, the storage's clock), oldest first."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            tags={TAG_DATASET: sorted(datasets)},
+            updated_after=datetime.fromtimestamp(since, tz=UTC),
+        ),
+        limit=_RUNS_PER_TICK,
+    )
+    return list(reversed(records))
+
+
+def track_failed_copies(
+    spec: ReplicationSpec,
+    instance: dg.DagsterInstance,
+    state: ChangeState,
+    fingerprints: dict[str, dict[str, str]],
+    now: float,
+) -> tuple[dict[str, dict[str, list]], float]:
+    """The cursor's failed-copy entries, updated with the copy runs finished since the last
+    tick (see the module doc), and the new watermark. Entries whose content is no longer the
+    cursor's are dropped: the change itself gets a request."""
+    cfg = spec.platform.change_sensor
+    failed = {
+        d: {p: list(e) for p, e in state.failed.get(d, {}).items() if fingerprints[d].get(p) == e[0]}
+        for d in fingerprints
+    }
+    if state.runs_checked_at is None:  # a new cursor: runs before it are the seed's business
+        return failed, now
+    watermark = state.runs_checked_at
+    for record in finished_copy_runs(instance, fingerprints, watermark - _RUNS_OVERLAP_S):
+        updated = record.update_timestamp.timestamp()
+        watermark = max(watermark, updated)
+        run = record.dagster_run
+        tags = run.tags or {}
+        d, p, fp = tags.get(TAG_DATASET), tags.get(TAG_PARTITION), tags.get(TAG_FINGERPRINT)
+        if d not in fingerprints or p is None or fp is None or fingerprints[d].get(p) != fp:
+            continue
+        entry = failed[d].get(p)
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            whole = not run.asset_selection or set(replica_keys(spec, d)) <= set(run.asset_selection)
+            if entry is not None and whole:
+                del failed[d][p]
+        elif tags.get(_WILL_RETRY_TAG) != "true" and (entry is None or updated > entry[3]):
+            failures = (entry[1] if entry else 0) + 1
+            delay = min(cfg.failed_retry_s * 2 ** (failures - 1), cfg.failed_retry_max_s)
+            failed[d][p] = [fp, failures, now + delay, updated]
+    return {d: f for d, f in failed.items() if f}, watermark
+
+
 def evaluate_changes(
     spec: ReplicationSpec,
     state: ChangeState,
@@ -139,6 +216,7 @@ def evaluate_changes(
     workers: int | None = None,
     instance: dg.DagsterInstance | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> ChangeEvaluation:
     """One tick's work, without the sensor machinery (tests and the benchmark call it)."""
     cfg = spec.platform.change_sensor
@@ -152,6 +230,16 @@ def evaluate_changes(
     if not state.seeded and not any(fingerprints.values()) and instance is not None:
         for d, fps in seed_from_instance(spec, instance, datasets).items():
             fingerprints[d].update(fps)
+    wall_now = wall_clock()
+    if instance is not None:
+        failed, runs_checked_at = track_failed_copies(spec, instance, state, fingerprints, wall_now)
+    else:
+        failed = {d: f for d, f in state.failed.items() if d in fingerprints}
+        runs_checked_at = state.runs_checked_at
+    # failed copies whose delay is over are requested again, first, like new partitions
+    due = {
+        (d, p) for d, f in failed.items() for p, e in f.items() if e[2] is not None and e[2] <= wall_now
+    }
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="change-sensor") as pool:
         discovered = dict(zip(datasets, pool.map(lambda d: list_partitions(spec, d), datasets), strict=True))
@@ -163,7 +251,8 @@ def evaluate_changes(
             for gone in set(fingerprints[d]) - present:
                 del fingerprints[d][gone]
             for p in discovered[d]:
-                (known_items if p in fingerprints[d] else new_items).append((d, p))
+                first = p not in fingerprints[d] or (d, p) in due
+                (new_items if first else known_items).append((d, p))
         total = len(new_items) + len(known_items)
         order = new_items + _rotate_after(known_items, state.position)
         order = order[:max_partitions]
@@ -184,23 +273,33 @@ def evaluate_changes(
             for (d, p), fp in zip(batch, results, strict=True):
                 scanned += 1
                 previous = fingerprints[d].get(p)
+                retry = (d, p) in due
                 if previous is None:
                     new_partitions.setdefault(d, []).append(p)
-                else:
+                elif not retry:
                     last_done = (d, p)
                 fingerprints[d][p] = fp.fingerprint
-                if fp.fingerprint != EMPTY_FINGERPRINT and fp.fingerprint != previous:
+                if retry and fp.fingerprint == previous:
+                    # requested again; should this run be lost too, ask again after the longest delay
+                    failed[d][p][2] = wall_now + spec.platform.change_sensor.failed_retry_max_s
+                elif retry:
+                    del failed[d][p]  # new content: an ordinary change request below
+                if fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry):
                     run_requests.append(
                         copy_run_request(
                             spec, d, p, fp.fingerprint,
                             run_key=f"{d}|{p}|{fp.fingerprint}|{seq}",
-                            trigger="change",
+                            trigger="retry" if retry and fp.fingerprint == previous else "change",
                         )
                     )
     complete = scanned >= total
     if complete:
         last_done = None
-    new_state = ChangeState(fingerprints=fingerprints, position=last_done, seq=seq, seeded=True)
+    new_state = ChangeState(
+        fingerprints=fingerprints, position=last_done, seq=seq, seeded=True,
+        failed={d: f for d, f in failed.items() if f},
+        runs_checked_at=runs_checked_at,
+    )
     return ChangeEvaluation(
         run_requests=run_requests,
         new_partitions=new_partitions,

@@ -190,3 +190,51 @@ def test_empty_cursor_is_seeded_from_materializations(platform: Platform, instan
     assert tick(defs, instance, None).run_requests == []
     platform.write("events", "dt=2", "b.csv", "2")
     assert requested(tick(defs, instance, None)) == [("events", "dt=2")]
+
+
+def test_copy_that_failed_for_good_is_requested_again_until_it_succeeds(
+    platform: Platform, instance
+) -> None:
+    platform.write("events", "dt=1", "a.csv", "1")
+    blocker = platform.root / "gcs" / "events"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the replica directory must go")  # every copy fails
+    defs = build_definitions(platform.spec_path)
+    spec = platform.spec
+
+    first = tick(defs, instance, None)
+    assert requested(first) == [("events", "dt=1")]
+    assert [r.success for r in apply_sensor_result(defs, instance, first, sensor_name=SENSOR)] == [False]
+
+    # the source did not change; the failure is noted and waits for its delay (300 s)
+    second = tick(defs, instance, first.cursor)
+    assert second.run_requests == []
+    state = ChangeState.decode(second.cursor)
+    fp, failures, not_before, _ = state.failed["events"]["dt=1"]
+    assert failures == 1 and not_before > time.time() + 250
+    assert fp == first.run_requests[0].tags[TAG_FINGERPRINT]
+
+    later = time.time() + 301
+    ev = evaluate_changes(spec, state, instance=instance, wall_clock=lambda: later)
+    assert [(r.partition_key, r.tags["replication/trigger"]) for r in ev.run_requests] == [("dt=1", "retry")]
+    assert ev.run_requests[0].run_key != first.run_requests[0].run_key
+    # asked again once: not on every tick while that run is pending
+    assert evaluate_changes(spec, ev.state, instance=instance, wall_clock=lambda: later + 60).run_requests == []
+
+    # it fails again: the next delay doubles
+    retry = dg.SensorResult(run_requests=ev.run_requests, cursor=ev.state.encode())
+    assert [r.success for r in apply_sensor_result(defs, instance, retry, sensor_name=SENSOR)] == [False]
+    ev2 = evaluate_changes(spec, ev.state, instance=instance, wall_clock=lambda: later + 61)
+    assert ev2.run_requests == []
+    assert ev2.state.failed["events"]["dt=1"][1] == 2
+    assert ev2.state.failed["events"]["dt=1"][2] >= later + 61 + 600
+
+    # the destination is repaired: the retry succeeds and the entry is cleared
+    blocker.unlink()
+    ev3 = evaluate_changes(spec, ev2.state, instance=instance, wall_clock=lambda: later + 61 + 601)
+    assert [r.partition_key for r in ev3.run_requests] == ["dt=1"]
+    fixed = dg.SensorResult(run_requests=ev3.run_requests, cursor=ev3.state.encode())
+    assert [r.success for r in apply_sensor_result(defs, instance, fixed, sensor_name=SENSOR)] == [True]
+    ev4 = evaluate_changes(spec, ev3.state, instance=instance, wall_clock=lambda: later + 10_000)
+    assert ev4.run_requests == [] and ev4.state.failed == {}
+    assert (platform.root / "gcs" / "events" / "dt=1" / "a.csv").read_text() == "1"
