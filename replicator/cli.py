@@ -229,5 +229,26 @@ def verify(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: A
     sys.exit(report.exit_code)
 
 
+@main.command()
+@click.argument("dataset")
+@click.option("--partition", "-p", metavar="P",
+              help="Partition of a replication dataset, or the batch of a landing dataset to (re)process.")
+@click.option("--url", metavar="URL", help="Trigger endpoint. Default: $REPLICATOR_TRIGGER_URL or http://127.0.0.1:8765.")
+@click.option("--token-env", default="REPLICATOR_TRIGGER_TOKEN", show_default=True, metavar="NAME",
+              help="Environment variable holding the trigger token.")
+@_common
+def trigger(dataset: str, partition: str | None, url: str | None, token_env: str, as_json: bool,
+            verbose: int, quiet: bool) -> None:
+    """Launch the pipeline of DATASET (landing or replication) through the trigger endpoint."""
+    _setup_logging(verbose, quiet)
+    from replicator import trigger as client
+
+    result = _guarded(as_json, lambda: client.trigger(dataset, partition, url=url, token_env=token_env))
+    click.echo(f"launched {result.job} run {result.run_id}"
+               + (f" (partition {result.partition})" if result.partition else ""), err=as_json)
+    if as_json:
+        _emit_json({"status": "ok", "ok": True, **result.to_dict()})
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

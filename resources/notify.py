@@ -1,5 +1,6 @@
 """Run notifications through a pluggable notifier: a JSONL outbox file (default), an HTTP
-webhook, or Slack (dagster-slack). Secrets (webhook URL, Slack token) come from ``EnvVar``
+webhook, Slack (dagster-slack), or Kafka (confluent-kafka, the optional ``kafka`` extra; one
+topic per event/step). Secrets (webhook URL, Slack token) come from ``EnvVar``
 fields and never appear in events, logs or error messages."""
 
 from __future__ import annotations
@@ -85,6 +86,59 @@ class SlackNotifier:
             raise NotificationError(f"slack: {type(exc).__name__}") from None
 
 
+class KafkaNotifier:
+    """Produces the event as JSON to the topic of its step (``topics[event]``, else ``topic``).
+
+    confluent-kafka is an optional dependency (``pip install 'replication-platform[kafka]'``),
+    imported on first send."""
+
+    def __init__(self, bootstrap_servers: str, topic: str = "", topics: dict[str, str] | None = None,
+                 timeout_s: float = 10.0) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.topics = dict(topics or {})
+        self.timeout_s = timeout_s
+        self._producer: Any = None
+
+    def route(self, event: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
+        """(topic, key, value) for ``event``; the key keeps one dataset's events in order."""
+        step = str(event.get("event", ""))
+        topic = self.topics.get(step) or self.topic
+        if not topic:
+            raise NotificationError(f"kafka: no topic for event {step!r} and no default topic")
+        key = str(event["dataset"]).encode() if event.get("dataset") else None
+        return topic, key, json.dumps(event, sort_keys=True, default=str).encode()
+
+    def _make_producer(self) -> Any:
+        try:
+            from confluent_kafka import Producer
+        except ImportError:
+            raise NotificationError(
+                "kafka: confluent-kafka is not installed; install the optional extra "
+                "'replication-platform[kafka]' (confluent-kafka>=2.16)"
+            ) from None
+        return Producer({"bootstrap.servers": self.bootstrap_servers,
+                         "message.timeout.ms": int(self.timeout_s * 1000)})
+
+    def send(self, event: dict[str, Any]) -> None:
+        topic, key, value = self.route(event)
+        if self._producer is None:
+            self._producer = self._make_producer()
+        errors: list[str] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+            left = self._producer.flush(self.timeout_s)
+        except Exception as exc:
+            raise NotificationError(f"kafka: {type(exc).__name__}: {redact(str(exc))[:200]}") from None
+        if errors or left:
+            raise NotificationError(f"kafka: topic {topic}: {errors[0] if errors else 'not delivered'}")
+
+
 def format_text(event: dict[str, Any]) -> str:
     icon = {"run_succeeded": ":white_check_mark:", "run_failed": ":x:"}.get(event.get("event", ""), ":bell:")
     parts = [icon, str(event.get("event", "event"))]
@@ -98,12 +152,16 @@ def format_text(event: dict[str, Any]) -> str:
 class NotifierResource(dg.ConfigurableResource):
     """Which notifier to use. ``webhook_url`` and ``slack_token`` should be ``dg.EnvVar``s."""
 
-    kind: Literal["jsonl", "webhook", "slack"] = "jsonl"
+    kind: Literal["jsonl", "webhook", "slack", "kafka"] = "jsonl"
     outbox_path: str = Field(default="", description="JSONL outbox file (kind jsonl)")
     webhook_url: str = Field(default="", description="kind webhook; secret, use EnvVar")
     slack_token: str = Field(default="", description="kind slack; secret, use EnvVar")
     slack_channel: str = ""
     slack_api_url: str = Field(default="", description="override the Slack API base URL")
+    kafka_bootstrap_servers: str = Field(default="", description="kind kafka: host:port[,...]")
+    kafka_topic: str = Field(default="", description="kind kafka: default topic")
+    kafka_topics: dict[str, str] = Field(default_factory=dict,
+                                         description="kind kafka: event/step -> topic")
     timeout_s: float = 10.0
 
     def build(self) -> Notifier:
@@ -115,6 +173,13 @@ class NotifierResource(dg.ConfigurableResource):
             if not (self.slack_token and self.slack_channel):
                 raise NotificationError("notifier kind slack: slack_token and slack_channel needed")
             return SlackNotifier(self.slack_token, self.slack_channel, self.slack_api_url or None)
+        if self.kind == "kafka":
+            if not self.kafka_bootstrap_servers or not (self.kafka_topic or self.kafka_topics):
+                raise NotificationError(
+                    "notifier kind kafka: kafka_bootstrap_servers and kafka_topic (or kafka_topics) needed"
+                )
+            return KafkaNotifier(self.kafka_bootstrap_servers, self.kafka_topic,
+                                 self.kafka_topics, self.timeout_s)
         if not self.outbox_path:
             raise NotificationError("notifier kind jsonl: outbox_path is empty")
         return JsonlOutbox(self.outbox_path)

@@ -1,0 +1,129 @@
+"""The landing sensor: one per landing dataset; new or changed landing files start a run.
+
+Each tick asks the engine for the plan of ``source -> raw`` (``replicator.api.plan``: the
+listing diffed against the manifest, with the dataset's include globs and ``min_age_s``, so
+files still being written are held back until they are old enough). When the plan copies or
+updates files, the tick requests one run of ``landing_NAME`` for them.
+
+Idempotency: the batch fingerprint is a hash of the planned files' paths, sizes and mtimes.
+The cursor remembers the last fingerprint requested and a sequence number; the run key and the
+batch id (``b<seq>-<fingerprint>``) are derived from both, so a tick re-evaluated from the same
+cursor requests the same run (Dagster drops the duplicate), a run still in flight is not
+requested twice, and a file changed again later gets a new batch. Lossless: the plan compares
+with the manifest, not with "modified in the last N minutes".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import dagster as dg
+
+from platform_assets.config import ReplicationSpec
+from platform_assets.landing import TAG_BATCH, TAG_LANDING, landing_job_name
+from replicator.filesystems.base import FILE
+from replicator.filesystems.registry import resolve
+from replicator.options import CopyOptions
+from resources.replicator import ReplicatorResource
+
+MAX_FILES_PER_BATCH = 10_000  # the engine lists at most this many planned actions
+
+
+@dataclass(frozen=True)
+class LandingState:
+    fingerprint: str | None = None
+    seq: int = 0
+
+    def encode(self) -> str:
+        return json.dumps({"v": 1, "fp": self.fingerprint, "seq": self.seq}, sort_keys=True)
+
+    @classmethod
+    def decode(cls, cursor: str | None) -> LandingState:
+        if not cursor:
+            return cls()
+        try:
+            data = json.loads(cursor)
+            return cls(fingerprint=data.get("fp"), seq=int(data.get("seq", 0)))
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError("landing sensor: unreadable cursor; reset the sensor") from None
+
+
+@dataclass
+class LandingEvaluation:
+    files: list[tuple[str, int, int]]  # (path, size, mtime_ns) planned for copy
+    held_back: int
+    run_request: dg.RunRequest | None
+    state: LandingState
+    skip_reason: str | None = None
+
+
+def planned_files(spec: ReplicationSpec, name: str, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
+    """New or changed landing files (path, size, mtime_ns) by the engine's plan, and how many
+    files were held back as too new."""
+    from replicator import api
+
+    ld = spec.landing[name]
+    src = spec.endpoint_uri(ld.source)
+    raw = spec.endpoint_uri(ld.raw)
+    options = CopyOptions(include=ld.file_globs, min_age_s=ld.min_age_s, state_path=state_path)
+    report = api.plan(src, raw, options)
+    if report.error:
+        raise ValueError(f"landing sensor {name}: {report.error}")
+    fs, root = resolve(src)
+    files = []
+    for a in report.actions:
+        if a["kind"] != FILE or a["action"] not in ("copy", "update"):
+            continue
+        info = fs.stat(fs.join(root, a["path"]))
+        files.append((a["path"], int(a["size"]), info.mtime_ns if info else 0))
+    return sorted(files), report.files_held_back
+
+
+def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState,
+                     state_path: str) -> LandingEvaluation:
+    files, held = planned_files(spec, name, state_path)
+    if not files:
+        why = "no new or changed landing files" + (f" ({held} still too new)" if held else "")
+        return LandingEvaluation(files, held, None, state, why)
+    fp = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    if fp == state.fingerprint:
+        return LandingEvaluation(files, held, None, state,
+                                 f"batch of {len(files)} files already requested")
+    seq = state.seq + 1
+    batch = f"b{seq:05d}-{fp[:10]}"
+    request = dg.RunRequest(
+        run_key=f"landing|{name}|{seq}|{fp}",
+        job_name=landing_job_name(name),
+        tags={TAG_BATCH: batch, TAG_LANDING: name, "replication/trigger": "landing_sensor"},
+    )
+    return LandingEvaluation(files, held, request, LandingState(fp, seq))
+
+
+def landing_sensor_name(name: str) -> str:
+    return f"landing_{name}_sensor"
+
+
+def build_landing_sensor(spec: ReplicationSpec, name: str, job) -> dg.SensorDefinition:
+    ld = spec.landing[name]
+
+    @dg.sensor(
+        name=landing_sensor_name(name),
+        job=job,
+        minimum_interval_seconds=ld.interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(f"Starts a landing run of {name!r} when new or changed files (older than "
+                     f"{ld.min_age_s:g}s) are in its watched directory."),
+    )
+    def _sensor(context: dg.SensorEvaluationContext,
+                replicator: ReplicatorResource) -> dg.SensorResult | dg.SkipReason:
+        state = LandingState.decode(context.cursor)
+        state_path = replicator.state_path
+        ev = evaluate_landing(spec, name, state, state_path)
+        if ev.run_request is None:
+            return dg.SkipReason(ev.skip_reason or "nothing to do")
+        context.log.info(f"{len(ev.files)} new/changed files -> batch {ev.run_request.tags[TAG_BATCH]}")
+        return dg.SensorResult(run_requests=[ev.run_request], cursor=ev.state.encode())
+
+    return _sensor
