@@ -12,6 +12,7 @@ import dagster as dg
 
 from platform_assets.config import ReplicationSpec, load_spec
 from platform_assets.factory import build_replication_assets
+from platform_assets.landing import build_landing
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
 from sensors.audit import build_audit_sensor
@@ -43,6 +44,9 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
         notifier = NotifierResource(
             kind="slack", slack_token=dg.EnvVar(n.token_env or ""), slack_channel=n.channel or ""
         )
+    elif n.kind == "kafka":
+        notifier = NotifierResource(kind="kafka", kafka_bootstrap_servers=n.bootstrap_servers or "",
+                                    kafka_topic=n.topic or "", kafka_topics=dict(n.topics))
     else:
         notifier = NotifierResource(kind="jsonl", outbox_path=_setting(n.outbox, resolve_path=spec))
     return {"replicator": replicator, "notifier": notifier}
@@ -57,8 +61,10 @@ def build_definitions(
     if spec.platform.audit is not None:
         sensors.append(build_audit_sensor(spec, ra.copy_jobs))
     sensors.extend(build_notification_sensors())
+    landing = build_landing(spec)
+    sensors.extend(landing.sensors)
 
-    jobs: list[dg.UnresolvedAssetJobDefinition] = list(ra.copy_jobs)
+    jobs: list[dg.UnresolvedAssetJobDefinition] = [*ra.copy_jobs, *landing.jobs]
     schedules: list[dg.ScheduleDefinition] = []
 
     def scheduled(name: str, schedule: str, cron: str, selection: dg.AssetSelection,
@@ -79,7 +85,7 @@ def build_definitions(
                   dg.AssetSelection.checks(*ra.checks),
                   "Is any replica partition older than its source?")
     return dg.Definitions(
-        assets=[*ra.sources, *ra.replicas],
+        assets=[*ra.sources, *ra.replicas, *landing.assets],
         asset_checks=ra.checks,
         sensors=sensors,
         jobs=jobs,
