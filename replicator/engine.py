@@ -186,6 +186,8 @@ class _Run:
             batches = self._walk_dst(dst_stats)
             _load_listing(store, "dst", batches)
             dst_files = dst_stats.files
+            if self.dst_fs.capabilities.extra.get("listing_mtime") == "upload":
+                self._dst_source_mtimes(store, pair_id)
         # 3. decide
         counts = self._decide(store, pair_id, dst_listed)
         n_delete = counts["delete"]
@@ -224,6 +226,39 @@ class _Run:
             return iter(())
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
                     stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error)
+
+    def _dst_source_mtimes(self, store: StateStore, pair_id: int) -> None:
+        """The destination lists upload times (S3) while the diff compares source mtimes.
+        An object we recorded, of the recorded size and uploaded before the record (upload
+        times are truncated to the store's precision) is what we wrote: it takes the recorded source mtime, with no
+        request. Any other object the source has at the same size gets the source mtime
+        kept in its metadata (one HEAD each: only when the state was lost or someone else
+        wrote the object, or the store's clock runs ahead of ours); objects without that
+        metadata keep their upload time."""
+        db = store.db
+        covered = """EXISTS (SELECT 1 FROM files f WHERE f.pair_id = :pair AND f.path = d.path
+                      AND f.kind = 'f' AND f.size = d.size
+                      AND d.mtime_ns + :precision <= CAST(f.copied_at * 1e9 AS INTEGER))"""
+        args = {"pair": pair_id, "precision": self.dst_fs.capabilities.mtime_precision_ns}
+        ask = [r[0] for r in db.execute(
+            f"""SELECT d.path FROM temp.dst d JOIN temp.src s ON s.path = d.path
+                WHERE d.kind = 'f' AND s.kind = 'f' AND s.size = d.size AND NOT {covered}""",
+            args)]
+        with store.transaction() as tx:
+            tx.execute(f"""UPDATE temp.dst AS d SET mtime_ns = (SELECT f.mtime_ns FROM files f
+                            WHERE f.pair_id = :pair AND f.path = d.path)
+                           WHERE d.kind = 'f' AND {covered}""", args)
+        if not ask:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(rel: str) -> tuple[int | None, str]:
+            return self.dst_fs.source_mtime(self.dst_fs.join(self.dst_root, rel)), rel
+
+        with ThreadPoolExecutor(max(self.opts.listing_workers, self.opts.workers)) as pool:
+            found = [(m, rel) for m, rel in pool.map(one, ask) if m is not None]
+        with store.transaction() as tx:
+            tx.executemany("UPDATE temp.dst SET mtime_ns = ? WHERE path = ?", found)
 
     def _listing_error(self, rel: str, exc: BaseException) -> None:
         self.report.add_failure(rel, describe(exc))

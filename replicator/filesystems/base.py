@@ -127,6 +127,12 @@ class FileSystem(ABC):
             return info.checksum
         return None
 
+    def source_mtime(self, path: str) -> int | None:
+        """The source mtime kept as object metadata at ``path``, for stores whose listings
+        report upload times (``capabilities.extra["listing_mtime"] == "upload"``); None if
+        the object carries none (or the store keeps real mtimes)."""
+        return None
+
     # ----------------------------------------------------------------- data
     @abstractmethod
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:

@@ -220,8 +220,10 @@ class S3FileSystem(ObjectStore, FileSystem):
         symlinks=False,
         # ListObjects carries no user metadata: listing and stat both report the upload
         # time (they must agree for the diff); the source mtime is kept in the object's
-        # metadata (x-amz-meta-mtime-ns) and reported instead with mtime_from_metadata=True,
-        # at the price of one HEAD per object in listings.
+        # metadata (x-amz-meta-mtime-ns). When the engine lists this store as a destination
+        # it maps upload times back to source mtimes: from the manifest for objects it
+        # wrote (no request), else with source_mtime() (one HEAD, what rclone does for
+        # every object). mtime_from_metadata=True reports it in every listing instead.
         extra={"listing_mtime": "upload", "min_part_size": _STAGING_MIN_PART},
     )
 
@@ -379,6 +381,18 @@ class S3FileSystem(ObjectStore, FileSystem):
             return None
         return self._info(bucket, key, h["ContentLength"], h.get("ETag"), h["LastModified"],
                           h.get("Metadata"))
+
+    def source_mtime(self, path: str) -> int | None:
+        """One HEAD: the ``mtime-ns`` metadata our writer kept (None if absent or gone)."""
+        bucket, key = split_bucket(path)
+        try:
+            h = self._call(f"stat s3://{path}", self._client().head_object, Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        try:
+            return int((h.get("Metadata") or {})[META_MTIME])
+        except (KeyError, ValueError):
+            return None
 
     # ------------------------------------------------------------ data
     def open_read(self, path: str, offset: int = 0, length: int | None = None) -> BinaryIO:
