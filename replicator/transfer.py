@@ -28,7 +28,7 @@ from replicator.errors import (
     describe,
     is_retryable,
 )
-from replicator.filesystems.base import FileSystem
+from replicator.filesystems.base import FILE, FileSystem
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import Progress
 
@@ -140,13 +140,56 @@ def _local_pair(ctx: StageContext) -> bool:
     return ctx.src_fs.scheme == "file" and ctx.dst_fs.scheme == "file"
 
 
+def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
+    """A retried attempt (a retry in :func:`stage`, or a retried Spark task) of a file written
+    in place (object stores: no staged name) may find that the failed attempt completed after
+    all (the upload finished but its response was lost): the object is at its final name and
+    writing it again would trip the must-not-exist / generation precondition. If the
+    destination holds exactly the source's bytes (size, then the store's CRC32C or MD5, else
+    a CRC32C of the re-read object, against the source's), take it as this attempt's outcome."""
+    if task.part is not None or ctx.staged_path(task.rel) is not None:
+        return None
+    info = ctx.dst_fs.stat(ctx.dst_path(task.rel))
+    if info is None or info.kind != FILE or info.size != task.size:
+        return None
+    if task.action == "update" and info.version is not None and info.version == task.dst_version:
+        return None  # still the object the plan saw: not written by an earlier attempt
+    src = ctx.src_fs.stat(ctx.src_path(task.rel))
+    if src is None or src.size != task.size or src.mtime_ns != task.mtime_ns:
+        return None  # the source changed since the plan: copy it again
+    md5 = hashlib.md5() if info.checksum and info.checksum.startswith("md5:") else None
+    value = 0
+    for data in ctx.src_fs.read_chunks(ctx.src_path(task.rel), 0, None, ctx.chunk_size):
+        value = crc.extend(value, data)
+        if md5 is not None:
+            md5.update(data)
+    want = crc.format_crc32c(value)
+    if info.checksum and info.checksum.startswith("crc32c:"):
+        if info.checksum != want:
+            return None
+    elif md5 is not None:
+        if info.checksum != "md5:" + md5.hexdigest():
+            return None
+    else:
+        got = 0
+        for data in ctx.dst_fs.read_chunks(ctx.dst_path(task.rel), 0, None, ctx.chunk_size):
+            got = crc.extend(got, data)
+        if got != value:
+            return None
+    return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
+                   checksum=want, crc=value, tmp=None, bytes_moved=0)
+
+
 def stage(task: Task, ctx: StageContext) -> Outcome:
-    """Stage and verify one task, retrying retryable errors with backoff."""
+    """Stage and verify one task, retrying retryable errors with backoff (a retry first
+    checks whether the failed attempt's in-place write completed after all)."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            out = _stage_range(task, ctx) if task.part else _stage_file(task, ctx)
+            out = adopt_previous_attempt(task, ctx) if attempt > 1 else None
+            if out is None:
+                out = _stage_range(task, ctx) if task.part else _stage_file(task, ctx)
             out.attempts = attempt
             return out
         except Exception as exc:

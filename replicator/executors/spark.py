@@ -12,7 +12,8 @@ executor) cannot publish a file twice or lose one:
 * outcomes come back to the driver, which renames and records them;
 * where there is no staged name (object stores write the final key), a retried attempt
   finds the object the failed one wrote, checks its CRC32C against the source and adopts
-  it instead of tripping the write precondition (:func:`adopt_previous_attempt`).
+  it instead of tripping the write precondition
+  (:func:`replicator.transfer.adopt_previous_attempt`).
 
 Work is submitted in *waves* of bins (``parallelize(wave, len(wave))``, one bin per
 partition), at most two waves in flight, so the driver never holds the whole plan and
@@ -45,11 +46,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from replicator import checksum as crc
 from replicator.errors import UsageError
 from replicator.executors.base import Executor
-from replicator.filesystems.base import FILE
-from replicator.transfer import Outcome, StageContext, Task, Throttle, stage
+from replicator.transfer import Outcome, StageContext, Task, Throttle, adopt_previous_attempt, stage
 
 log = logging.getLogger("replicator")
 
@@ -141,38 +140,6 @@ class InjectFailure:
         with open(os.path.join(self.marker_dir, f"attempt-{attempt}-failed"), "w") as f:
             f.write(task.rel)
         raise RuntimeError(f"injected failure in Spark attempt {attempt} after staging {task.rel}")
-
-
-def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
-    """In a retried Spark attempt, a file written in place (object stores: no staged name)
-    by the failed attempt is already at its final name, and writing it again would trip
-    the must-not-exist / generation precondition. If the destination now holds exactly the
-    source's bytes (size, then CRC32C of both), take it as this attempt's outcome."""
-    if task.part is not None or ctx.staged_path(task.rel) is not None:
-        return None
-    info = ctx.dst_fs.stat(ctx.dst_path(task.rel))
-    if info is None or info.kind != FILE or info.size != task.size:
-        return None
-    if task.action == "update" and info.version is not None and info.version == task.dst_version:
-        return None  # still the object the plan saw: not written by an earlier attempt
-    src = ctx.src_fs.stat(ctx.src_path(task.rel))
-    if src is None or src.size != task.size or src.mtime_ns != task.mtime_ns:
-        return None  # the source changed since the plan: copy it again
-    value = 0
-    for data in ctx.src_fs.read_chunks(ctx.src_path(task.rel), 0, None, ctx.chunk_size):
-        value = crc.extend(value, data)
-    want = crc.format_crc32c(value)
-    if info.checksum and info.checksum.startswith("crc32c:"):
-        if info.checksum != want:
-            return None
-    else:
-        got = 0
-        for data in ctx.dst_fs.read_chunks(ctx.dst_path(task.rel), 0, None, ctx.chunk_size):
-            got = crc.extend(got, data)
-        if got != value:
-            return None
-    return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                   checksum=want, crc=value, tmp=None, bytes_moved=0)
 
 
 def _partition_runner(ctx: StageContext, threads: int, task_mib_s: float | None,
