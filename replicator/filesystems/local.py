@@ -227,6 +227,7 @@ class LocalFileSystem(FileSystem):
     def complete_parallel_write(self, handle: dict, parts: list[dict]) -> None:
         total = sum(p["size"] for p in parts)
         if total != handle["size"]:
+            self.abort_parallel_write(handle)
             raise OSError(f"parallel write of {handle['path']} wrote {total} of {handle['size']} bytes")
 
     def abort_parallel_write(self, handle: dict) -> None:

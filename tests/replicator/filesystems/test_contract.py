@@ -259,6 +259,41 @@ def test_parallel_write(backend: Backend):
     assert {i.name for i in fs.list_dir(backend.root)} == {"ranged.bin"}
 
 
+def _parallel_leftovers(fs: FileSystem, handle: dict) -> list[str]:
+    """What a ranged write left behind besides its target: GCS part objects under the
+    staging prefix, S3 multipart uploads still open for the key."""
+    if "staging" in handle:  # gs
+        bucket, prefix = handle["staging"].split("/", 1)
+        return [i["name"] for page in fs._list(bucket, prefix + "/", delimiter=None)
+                for i in page.get("items", [])]
+    if "upload_id" in handle:  # s3
+        bucket, key = handle["path"].split("/", 1)
+        ups = fs._client().list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+        return [u["UploadId"] for u in ups if u["UploadId"] == handle["upload_id"]]
+    return []
+
+
+def test_failed_parallel_write_leaves_nothing(backend: Backend):
+    """A completion that finds missing bytes fails and cleans up its parts (no leak)."""
+    fs = backend.fs
+    if not fs.capabilities.parallel_write:
+        pytest.skip("no ranged writes on this back end")
+    part = 5 * MiB
+    path = backend.path("short.bin")
+    h = fs.begin_parallel_write(path, 3 * part, mtime_ns=1)
+    infos = [fs.write_part(h, i, i * part, [os.urandom(part)]) for i in range(2)]  # one missing
+    if fs.scheme in ("gs", "s3"):
+        assert _parallel_leftovers(fs, h)  # the parts exist until the completion
+    with pytest.raises(Exception, match="wrote 10485760 of 15728640 bytes"):
+        fs.complete_parallel_write(h, infos)
+    assert _parallel_leftovers(fs, h) == []
+    assert fs.stat(path) is None
+    try:
+        assert [i.name for i in fs.list_dir(backend.root)] == []
+    except FileNotFoundError:
+        pass  # an object store's empty prefix
+
+
 # ---------------------------------------------------------------- error classes
 @pytest.mark.parametrize("scheme", ["gs", "s3", "ftp", "sftp", "webhdfs"])
 def test_server_down_is_retryable(scheme, tmp_path):
