@@ -118,6 +118,10 @@ class LandingPaths:
     def history(self) -> str:
         return os.path.join(self.meta, "history.jsonl")
 
+    @property
+    def pending(self) -> str:
+        return os.path.join(self.meta, "pending.json")
+
     def batch_record(self, batch: str) -> str:
         return os.path.join(self.meta, "batches", f"{batch}.json")
 
@@ -174,6 +178,24 @@ def save_record(paths: LandingPaths, record: dict[str, Any]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def load_pending(paths: LandingPaths) -> list[str]:
+    """Valid files ingested by a batch that was rejected (or not converted yet): the next
+    batch takes them along, so one bad file does not strand the good ones of its batch."""
+    try:
+        with open(paths.pending, encoding="utf-8") as f:
+            return [str(x) for x in json.load(f)]
+    except FileNotFoundError:
+        return []
+
+
+def save_pending(paths: LandingPaths, files: list[str]) -> None:
+    os.makedirs(paths.meta, exist_ok=True)
+    tmp = f"{paths.pending}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(sorted(set(files)), f)
+    os.replace(tmp, paths.pending)
 
 
 def _require_record(paths: LandingPaths, batch: str) -> dict[str, Any]:
@@ -372,23 +394,32 @@ def _build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                 from platform_assets.factory import failure_summary
 
                 raise dg.Failure(description=failure_summary(report))
-            files = sorted(collector.ok)
+            copied = sorted(collector.ok)
+            carried = [f for f in load_pending(paths)
+                       if f not in copied and os.path.isfile(os.path.join(paths.raw, f))]
+            if carried:
+                context.log.info(f"batch {batch}: takes along {len(carried)} valid files of an "
+                                 f"earlier batch not converted yet: {', '.join(carried[:10])}")
+            files = sorted({*copied, *carried})
             copy_md = {
                 "copy_finished": dg.MetadataValue.timestamp(report.finished_at or time.time()),
                 "files_copied": report.files_copied, "bytes_copied": report.bytes_copied,
                 "files_held_back": report.files_held_back, "verified": bool(report.verified),
             }
             save_record(paths, {"batch": batch, "files": files, "ingested_at": time.time(),
-                                "run_id": context.run_id, "source": redact(paths.source)})
-            if files:
+                                "run_id": context.run_id, "source": redact(paths.source),
+                                "carried": carried})
+            if copied:
                 notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
-                            files=files[:50], bytes=report.bytes_copied, raw=paths.raw)
+                            files=copied[:50], bytes=report.bytes_copied, raw=paths.raw)
         results = [validate_file(os.path.join(paths.raw, f), rules_for(ld), name=f) for f in files]
         checks = check_results(name, results)
         record = load_record(paths, batch) or {"batch": batch, "files": files}
         record["validation"] = [_file_entry(r) for r in results]
         save_record(paths, record)
         bad = [r for r in results if not r.ok]
+        save_pending(paths, [*(f for f in load_pending(paths) if f not in files),
+                             *(r.file for r in results if r.ok)])
         rule_counts: dict[str, int] = {}
         for r in results:
             for rule, c in r.rule_counts.items():
@@ -457,6 +488,7 @@ def _build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                                          f"{redact(str(exc))[:1000]}") from None
         record["parquet"] = written
         save_record(paths, record)
+        save_pending(paths, [f for f in load_pending(paths) if f not in written])
         n_files = sum(len(v) for v in written.values())
         partitions = sorted({os.path.dirname(f) for v in written.values() for f in v} - {""})
         if files:

@@ -116,7 +116,7 @@ def line_chart(labels: Sequence[str], values: Sequence[float], *, title: str,
                color: str = BLUE, highlight: int | None = None) -> str:
     """A line with points, one per label (oldest first)."""
     width, height, left, bottom, top = 760, 260, 60, 60, 40
-    plot_w, plot_h = width - left - 20, height - top - bottom
+    plot_w, plot_h = width - left - 60, height - top - bottom
     vmax = max([*values, 0]) or 1
     n = len(values)
     step = plot_w / max(1, n - 1)
