@@ -76,10 +76,6 @@ def build_definitions(
             default_status=dg.DefaultScheduleStatus.RUNNING,
         ))
 
-    if ra.sources:
-        scheduled("observe_sources", "observe_sources_schedule", "*/15 * * * *",
-                  dg.AssetSelection.assets(*ra.source_keys),
-                  "Observe every source directory (data version = listing fingerprint).")
     if ra.checks:
         scheduled("replication_lag_checks", "replication_lag_schedule", "5 * * * *",
                   dg.AssetSelection.checks(*ra.checks),

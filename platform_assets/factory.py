@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from platform_assets.config import UNPARTITIONED_KEY, ReplicationSpec, Target
 from platform_assets.listing import (
     EMPTY_FINGERPRINT,
-    dataset_fingerprint,
+    PartitionFingerprint,
     fingerprint_partition,
     list_partitions,
 )
@@ -55,6 +56,16 @@ def source_key(spec: ReplicationSpec, dataset: str) -> dg.AssetKey:
 
 def replica_key(dataset: str, cluster: str) -> dg.AssetKey:
     return dg.AssetKey([cluster, dataset])
+
+
+def import_key(spec: ReplicationSpec, dataset: str) -> dg.AssetKey | None:
+    """The import asset of a Hive dataset on its source cluster (``platform_assets.hive``):
+    set when the dataset has a ``hive_table`` and its source cluster a metastore. First-hop
+    replicas depend on it, so a run holding both copies only after the import."""
+    ds = spec.datasets[dataset]
+    if ds.hive_table is None or not spec.clusters[ds.source.cluster].hive_metastore:
+        return None
+    return dg.AssetKey([ds.source.cluster, dataset, "import"])
 
 
 def replica_keys(spec: ReplicationSpec, dataset: str) -> list[dg.AssetKey]:
@@ -179,29 +190,59 @@ def leftover_temporaries(uri: str, limit: int = 20) -> list[str]:
     return found[:limit]
 
 
-def _build_source(spec: ReplicationSpec, dataset: str) -> dg.SourceAsset:
+def source_observation(
+    spec: ReplicationSpec, dataset: str, fp: PartitionFingerprint
+) -> dg.AssetObservation:
+    """What the change sensor records when it finds a partition new or changed: the source
+    partition's data version (its fingerprint, the one its replicas record as
+    ``source_fingerprint``), so the UI marks exactly the replica partitions behind it."""
+    metadata: dict[str, dg.MetadataValue] = {
+        "files": dg.MetadataValue.int(fp.files),
+        "bytes": dg.MetadataValue.int(fp.bytes),
+        "files_held_back": dg.MetadataValue.int(fp.held_back),
+    }
+    if fp.newest_mtime_ns:
+        metadata["last_change"] = dg.MetadataValue.timestamp(fp.newest_mtime_ns / 1e9)
+    return dg.AssetObservation(
+        asset_key=source_key(spec, dataset),
+        partition=fp.partition,
+        tags={DATA_VERSION_TAG: fp.fingerprint},
+        metadata=metadata,
+    )
+
+
+def _build_source(
+    spec: ReplicationSpec, dataset: str, pdef: dg.PartitionsDefinition
+) -> dg.SourceAsset:
+    """Partitioned like the replicas, so a change of one source partition marks only that
+    partition of each replica as behind (not the whole dataset)."""
     ds = spec.datasets[dataset]
     uri = spec.endpoint_uri(ds.source)
 
-    def _observe(context: dg.OpExecutionContext) -> dg.ObserveResult:
-        version, totals = dataset_fingerprint(spec, dataset)
-        metadata: dict[str, dg.MetadataValue] = {
-            "partitions": dg.MetadataValue.int(totals["partitions"]),
-            "files": dg.MetadataValue.int(totals["files"]),
-            "bytes": dg.MetadataValue.int(totals["bytes"]),
-        }
-        if totals["newest_mtime_ns"]:
-            metadata["last_change"] = dg.MetadataValue.timestamp(totals["newest_mtime_ns"] / 1e9)
-        return dg.ObserveResult(data_version=dg.DataVersion(version), metadata=metadata)
+    def _observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
+        partitions = list_partitions(spec, dataset)
+        if ds.partitioned:  # only partitions the instance knows (the sensors add them)
+            known = set(context.instance.get_dynamic_partitions(partitions_def_name(dataset)))
+            partitions = [p for p in partitions if p in known]
+        now = time.time()
+        return dg.DataVersionsByPartition({
+            p: dg.DataVersion(fingerprint_partition(spec, dataset, p, now=now).fingerprint)
+            for p in partitions
+        })
 
     with warnings.catch_warnings():  # observable source assets are "beta" in 1.13
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.observable_source_asset(
             key=source_key(spec, dataset),
             group_name=dataset,
-            description=f"Source directory of dataset {dataset!r} on cluster {ds.source.cluster!r}.",
+            description=(
+                f"Source directory of dataset {dataset!r} on cluster {ds.source.cluster!r}. "
+                "Its partitions' data versions are fingerprints of their listings, recorded "
+                "by the change sensor as it finds changes (or by Observe)."
+            ),
             metadata={"uri": redact(uri), "partitions": ds.partitions or "none", "mode": ds.mode},
             tags={"replication/role": "source"},
+            partitions_def=pdef,
         )(_observe)
 
 
@@ -235,9 +276,11 @@ def _build_replica(
             f"{k}={v}" for k, v in sorted(cluster.dataproc_pool.labels.items())
         )
 
+    imported = import_key(spec, dataset) if target.via is None else None
+
     @dg.asset(
         key=key,
-        deps=[upstream],
+        deps=[upstream] if imported is None else [upstream, imported],
         partitions_def=pdef,
         group_name=dataset,
         description=(
@@ -421,7 +464,7 @@ def build_replication_assets(spec: ReplicationSpec) -> ReplicationAssets:
     for dataset in sorted(spec.datasets):
         pdef = partitions_def_for(spec, dataset)
         pdefs[dataset] = pdef
-        sources.append(_build_source(spec, dataset))
+        sources.append(_build_source(spec, dataset, pdef))
         for target in spec.datasets[dataset].targets:
             replicas.append(_build_replica(spec, dataset, target, pdef))
             checks.append(_build_lag_check(spec, dataset, target))

@@ -104,19 +104,3 @@ def fingerprint_partition(
         newest_mtime_ns=max(e[2] for e in entries),
         held_back=held_back,
     )
-
-
-def dataset_fingerprint(spec: ReplicationSpec, dataset: str) -> tuple[str, dict[str, int]]:
-    """The data version of a whole source directory: a hash over its partitions' fingerprints.
-
-    Returns the version and totals (partitions, files, bytes, newest mtime in ns)."""
-    h = hashlib.blake2b(digest_size=8)
-    totals = {"partitions": 0, "files": 0, "bytes": 0, "newest_mtime_ns": 0}
-    for partition in list_partitions(spec, dataset):
-        fp = fingerprint_partition(spec, dataset, partition)
-        h.update(f"{partition}\0{fp.fingerprint}\n".encode())
-        totals["partitions"] += 1
-        totals["files"] += fp.files
-        totals["bytes"] += fp.bytes
-        totals["newest_mtime_ns"] = max(totals["newest_mtime_ns"], fp.newest_mtime_ns)
-    return h.hexdigest(), totals

@@ -1,7 +1,7 @@
 """Execute sensor results in-process (the demo and the tests; the daemon does this in production).
 
-``apply_sensor_result`` does what the sensor daemon does with a ``SensorResult``: add the
-requested dynamic partitions, then launch each run request. Runs execute in this process
+``apply_sensor_result`` does what the sensor daemon does with a ``SensorResult``: report its
+asset events, add the requested dynamic partitions, then launch each run request. Runs execute in this process
 against the given instance, so they appear in the UI like daemon-launched runs.
 """
 
@@ -63,6 +63,8 @@ def apply_sensor_result(
     skip_known_run_keys: bool = True,
     quiet: bool = False,
 ) -> list[LaunchedRun]:
+    for event in result.asset_events or []:  # the daemon reports these first too
+        instance.report_runless_asset_event(event)
     for req in result.dynamic_partitions_requests or []:
         if isinstance(req, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))

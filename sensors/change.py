@@ -50,6 +50,7 @@ from platform_assets.factory import (
     latest_copies,
     missing_dynamic_partitions,
     replica_keys,
+    source_observation,
 )
 from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition, list_partitions
 
@@ -113,6 +114,7 @@ class ChangeState:
 @dataclass
 class ChangeEvaluation:
     run_requests: list[dg.RunRequest]
+    observations: list[dg.AssetObservation]  # the source partitions found new or changed
     new_partitions: dict[str, list[str]]  # dataset -> partitions not seen before
     state: ChangeState
     scanned: int
@@ -258,6 +260,7 @@ def evaluate_changes(
         order = order[:max_partitions]
 
         run_requests: list[dg.RunRequest] = []
+        observations: list[dg.AssetObservation] = []
         new_partitions: dict[str, list[str]] = {}
         last_done: tuple[str, str] | None = state.position
         scanned = 0
@@ -279,6 +282,8 @@ def evaluate_changes(
                 elif not retry:
                     last_done = (d, p)
                 fingerprints[d][p] = fp.fingerprint
+                if fp.fingerprint != previous:
+                    observations.append(source_observation(spec, d, fp))
                 if retry and fp.fingerprint == previous:
                     # requested again; should this run be lost too, ask again after the longest delay
                     failed[d][p][2] = wall_now + spec.platform.change_sensor.failed_retry_max_s
@@ -302,6 +307,7 @@ def evaluate_changes(
     )
     return ChangeEvaluation(
         run_requests=run_requests,
+        observations=observations,
         new_partitions=new_partitions,
         state=new_state,
         scanned=scanned,
@@ -337,6 +343,7 @@ def build_change_sensor(spec: ReplicationSpec, assets: ReplicationAssets) -> dg.
         )
         return dg.SensorResult(
             run_requests=ev.run_requests,
+            asset_events=ev.observations,
             dynamic_partitions_requests=dyn,
             cursor=ev.state.encode(),
         )

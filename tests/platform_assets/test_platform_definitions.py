@@ -26,7 +26,7 @@ def test_repository_definitions_list_the_expected_assets() -> None:
     defs, repo = _repo()
     dg.Definitions.validate_loadable(defs)  # what the webserver / daemon do: every job resolves
     assert {j.name for j in repo.get_all_jobs()} >= {
-        "copy_events", "copy_customers", "observe_sources", "replication_lag_checks",
+        "copy_events", "copy_customers", "replication_lag_checks",
     }
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {"onprem/events", "onprem/customers", "gcs/events", "dr/events", "gcs/customers"}

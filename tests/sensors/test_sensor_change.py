@@ -238,3 +238,36 @@ def test_copy_that_failed_for_good_is_requested_again_until_it_succeeds(
     ev4 = evaluate_changes(spec, ev3.state, instance=instance, wall_clock=lambda: later + 10_000)
     assert ev4.run_requests == [] and ev4.state.failed == {}
     assert (platform.root / "gcs" / "events" / "dt=1" / "a.csv").read_text() == "1"
+
+
+def test_sensor_records_source_versions_so_only_changed_replica_partitions_are_unsynced(
+    platform: Platform, instance
+) -> None:
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    platform.write("events", "dt=1", "a.csv", "1")
+    platform.write("events", "dt=2", "b.csv", "2")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, instance, None)
+    apply_sensor_result(defs, instance, first, sensor_name=SENSOR)
+    source = dg.AssetKey(["onprem", "events"])
+    observed = instance.fetch_observations(source, limit=100).records
+    assert sorted(r.partition_key for r in observed) == ["dt=1", "dt=2"]
+
+    platform.write("events", "dt=2", "b.csv", "changed", age_s=30)
+    second = tick(defs, instance, first.cursor)
+    apply_sensor_result(defs, instance, dg.SensorResult(asset_events=second.asset_events))
+    newest = instance.fetch_observations(source, limit=1).records[0]
+    assert newest.partition_key == "dt=2"
+    assert newest.asset_observation.tags["dagster/data_version"] == second.run_requests[0].tags[TAG_FINGERPRINT]
+    assert newest.asset_observation.metadata["files"].value == 1
+
+    assets = [*defs.assets]
+    resolver = get_stale_status_resolver(instance, assets)
+    replica = dg.AssetKey(["gcs", "events"])
+    assert resolver.get_status(replica, "dt=1") == StaleStatus.FRESH
+    assert resolver.get_status(replica, "dt=2") == StaleStatus.STALE
+    apply_sensor_result(defs, instance, dg.SensorResult(run_requests=second.run_requests), sensor_name=SENSOR)
+    resolver = get_stale_status_resolver(instance, assets)
+    assert resolver.get_status(replica, "dt=2") == StaleStatus.FRESH
