@@ -347,6 +347,8 @@ class TriggerSpec(_Model):
 
 class PlatformSpec(_Model):
     state_path: str = ".demo/state/replicator.db"
+    # embedded Hive metastores (Derby + warehouse per cluster) and Hive worker logs
+    hive_home: str = ".demo/hive"
     workers: int = Field(default=8, ge=1, le=1024)
     marker: str | None = "_SUCCESS.json"
     notifier: NotifierSpec = NotifierSpec()

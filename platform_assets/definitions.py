@@ -12,6 +12,7 @@ import dagster as dg
 
 from platform_assets.config import ReplicationSpec, load_spec
 from platform_assets.factory import build_replication_assets
+from platform_assets.hive import build_hive_bundle, build_hive_resource
 from platform_assets.landing import build_landing
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
@@ -49,7 +50,8 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
                                     kafka_topic=n.topic or "", kafka_topics=dict(n.topics))
     else:
         notifier = NotifierResource(kind="jsonl", outbox_path=_setting(n.outbox, resolve_path=spec))
-    return {"replicator": replicator, "notifier": notifier}
+    hive = build_hive_resource(spec, str(_setting(p.hive_home, resolve_path=spec)))
+    return {"replicator": replicator, "notifier": notifier, "hive": hive}
 
 
 def build_definitions(
@@ -64,7 +66,9 @@ def build_definitions(
     landing = build_landing(spec)
     sensors.extend(landing.sensors)
 
-    jobs: list[dg.UnresolvedAssetJobDefinition] = [*ra.copy_jobs, *landing.jobs]
+    hive = build_hive_bundle(spec)
+    sensors.extend(hive.sensors)
+    jobs: list[dg.UnresolvedAssetJobDefinition] = [*ra.copy_jobs, *landing.jobs, *hive.jobs]
     schedules: list[dg.ScheduleDefinition] = []
 
     def scheduled(name: str, schedule: str, cron: str, selection: dg.AssetSelection,
@@ -81,7 +85,7 @@ def build_definitions(
                   dg.AssetSelection.checks(*ra.checks),
                   "Is any replica partition older than its source?")
     return dg.Definitions(
-        assets=[*ra.sources, *ra.replicas, *landing.assets],
+        assets=[*ra.sources, *ra.replicas, *landing.assets, *hive.assets],
         asset_checks=ra.checks,
         sensors=sensors,
         jobs=jobs,

@@ -1,0 +1,227 @@
+"""Multi-cluster sync of Hive tables between two simulated clusters (two Derby metastores in two
+worker processes): sync, async with the remote cluster down, incremental blocking, copy_slave
+ETL and the whole-table copy."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from platform_assets import hive as ph
+from platform_assets.definitions import build_resources
+from platform_assets.factory import replica_key
+from platform_assets.runner import execute_run_request
+from tests.hive.conftest import HiveEnv
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _import_config(dataset: str, rows: int, seed: int = 0) -> dict[str, Any]:
+    op = f"a__{dataset}__import"
+    return {**QUIET, "ops": {op: {"config": {"rows": rows, "seed": seed}}}}
+
+
+def run_job(env: HiveEnv, instance: dg.DagsterInstance, job: str, dataset: str, partition: str,
+            rows: int = 5, seed: int = 0) -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions(f"{dataset}_copies", [partition])
+    job_def = env.defs.resolve_job_def(job)
+    run_config = _import_config(dataset, rows, seed) if job.startswith(("hive_import_", "hive_")) \
+        and not job.startswith("hive_copy_") else QUIET
+    return job_def.execute_in_process(instance=instance, partition_key=partition,
+                                      run_config=run_config, raise_on_error=False)
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
+    return {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def check_results(result: dg.ExecuteInProcessResult, name: str) -> list[dg.AssetCheckEvaluation]:
+    return [e.event_specific_data for e in result.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and e.event_specific_data.check_name == name]
+
+
+def parts(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return sorted((p["spec"] for p in rows), key=lambda s: sorted(s.items()))
+
+
+def test_sync_one_run_gives_b_the_same_partitions_and_row_counts(hive_env: HiveEnv, instance) -> None:
+    a, b = hive_env.hive.client("a"), hive_env.hive.client("b")
+    for p, rows in (("dt=2026-11-01", 7), ("dt=2026-11-02", 4)):
+        res = run_job(hive_env, instance, "hive_sales", "sales", p, rows=rows)
+        assert res.success
+        # import, copy and remote registration in the same run
+        assert materialized(res) == {
+            dg.AssetKey(["a", "sales", "import"]), replica_key("sales", "b"), ph.hive_table_key("sales", "b"),
+        }
+        [rc] = check_results(res, ph.CHECK_ROW_COUNTS)
+        assert rc.passed and rc.metadata["rows_source"].value == rc.metadata["rows_remote"].value == rows
+
+    assert parts(b.list_partitions("analytics", "sales")) == parts(a.list_partitions("analytics", "sales"))
+    assert b.count_by_partition("analytics", "sales") == {"dt=2026-11-01": 7, "dt=2026-11-02": 4}
+    assert b.count_by_partition("analytics", "sales") == a.count_by_partition("analytics", "sales")
+    assert b.read_rows("analytics", "sales") == a.read_rows("analytics", "sales")
+
+    info_a, info_b = a.describe_table("analytics", "sales"), b.describe_table("analytics", "sales")
+    assert info_b["columns"] == info_a["columns"] == [["id", "bigint"], ["name", "string"], ["amount", "double"]]
+    assert info_b["partition_columns"] == info_a["partition_columns"] == [["dt", "string"]]
+    b_replica = hive_env.root / "b" / "replica" / "sales"
+    assert info_b["location"] == f"file:{b_replica}"  # rewritten to b's replica
+    for p in b.list_partitions("analytics", "sales"):
+        assert p["location"].startswith(f"file:{b_replica}/dt=")
+    props = info_b["properties"]
+    assert props["copy_slave"] == "1" and props["copy_finished_partition"] == "dt=2026-11-02"
+    mat = instance.get_latest_materialization_event(ph.hive_table_key("sales", "b")).asset_materialization
+    stamped = mat.metadata["copy_finished"].value
+    import datetime as dt
+
+    assert props["copy_finished"] == dt.datetime.fromtimestamp(stamped, dt.UTC).isoformat(timespec="microseconds")
+    # the second cluster never imports: there is no import asset on b
+    keys = {k for a_def in hive_env.defs.assets or [] for k in getattr(a_def, "keys", [])}
+    assert dg.AssetKey(["b", "sales", "import"]) not in keys
+    assert dg.AssetKey(["a", "sales", "import"]) in keys
+
+
+def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, instance) -> None:
+    spec = hive_env.spec
+    assert run_job(hive_env, instance, "hive_clicks", "clicks", "dt=2026-11-01", rows=3).success
+    etl = ph.etl_key("clicks", "b")
+
+    def requests() -> list[dg.RunRequest]:
+        return [r for r in ph.copy_slave_requests(spec, instance) if r.job_name == "etl_b_clicks"]
+
+    [req] = requests()
+    assert req.partition_key == "dt=2026-11-01"
+    # the sensor itself returns the same request
+    sensor = hive_env.defs.get_sensor_def(ph.COPY_SLAVE_SENSOR)
+    out = sensor(dg.build_sensor_context(instance=instance, definitions=hive_env.defs))
+    assert [r.run_key for r in out.run_requests if r.job_name == "etl_b_clicks"] == [req.run_key]
+    res = execute_run_request(hive_env.defs, instance, req, quiet=True)
+    assert res.success
+    etl_mat = instance.get_latest_materialization_event(etl).asset_materialization
+    assert etl_mat.metadata["rows"].value == 3
+    assert requests() == []  # nothing new landed: the ETL does not run again
+    # an incremental import appends 6 rows to the partition; its copy lands: copy_finished moves
+    assert run_job(hive_env, instance, "hive_clicks", "clicks", "dt=2026-11-01", rows=6, seed=1).success
+    [req2] = requests()
+    assert req2.partition_key == "dt=2026-11-01" and req2.run_key != req.run_key
+    assert execute_run_request(hive_env.defs, instance, req2, quiet=True).success
+    assert instance.get_latest_materialization_event(etl).asset_materialization.metadata["rows"].value == 9
+    assert requests() == []
+
+
+def test_async_retries_while_b_is_down_then_completes(hive_env: HiveEnv, instance) -> None:
+    spec, hive = hive_env.spec, hive_env.hive
+    res = run_job(hive_env, instance, "hive_import_orders", "orders", "dt=2026-11-05", rows=9)
+    assert res.success
+    # the import run ended after the import: nothing copied yet
+    assert materialized(res) == {dg.AssetKey(["a", "orders", "import"])}
+    [req] = [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_orders"]
+    assert req.partition_key == "dt=2026-11-05"
+
+    # cluster b goes down: its metastore process stops and cannot start again (the metastore is
+    # held by another process) until the lock is released 3 s later
+    hive.client("b").stop()
+    lock = open(hive_env.b_lock, "a+")  # noqa: SIM115
+    fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(ph.HiveUnavailable, match="held by another process"):
+        hive.client("b").ping()
+    released = threading.Event()
+
+    def back_up() -> None:
+        fcntl.lockf(lock, fcntl.LOCK_UN)
+        lock.close()
+        released.set()
+
+    timer = threading.Timer(3.0, back_up)
+    timer.start()
+    try:
+        result = execute_run_request(hive_env.defs, instance, req, quiet=True)
+    finally:
+        timer.cancel()
+        if not released.is_set():
+            back_up()
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries and all("orders__hive_table" in e.step_key for e in retries)
+    b = hive.client("b")
+    assert b.count_by_partition("analytics", "orders") == {"dt=2026-11-05": 9}
+    assert ph.async_copy_requests(spec, instance) == []  # nothing pending any more
+
+
+def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEnv, instance) -> None:
+    spec = hive_env.spec
+    assert run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-01").success
+    refused = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
+    assert not refused.success
+    [check] = check_results(refused, ph.CHECK_PREVIOUS_COPIES)
+    assert not check.passed and check.blocking
+    assert "dt=2026-11-01" in check.metadata["pending"].value and "not yet on b" in check.metadata["pending"].value
+    failure = next(e for e in refused.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    msg = failure.event_specific_data.error.message
+    assert "refused" in msg and "dt=2026-11-01" in msg and "b" in msg
+    a_parts = hive_env.hive.client("a").list_partitions("analytics", "ledger")
+    assert [p["spec"] for p in a_parts] == [{"dt": "2026-11-01"}]  # nothing imported
+
+    [req] = [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_ledger"]
+    assert execute_run_request(hive_env.defs, instance, req, quiet=True).success
+    again = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
+    assert again.success
+    [ok] = check_results(again, ph.CHECK_PREVIOUS_COPIES)
+    assert ok.passed
+
+
+def test_full_load_import_is_not_blocked(hive_env: HiveEnv, instance) -> None:
+    assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-01").success
+    assert ph.pending_copies(hive_env.spec, "snapshots", instance)  # its copy is still pending
+    res = run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-02")
+    assert res.success
+
+
+def test_whole_table_copy_gives_identical_tables(hive_env: HiveEnv, capsys) -> None:
+    a, b = hive_env.hive.client("a"), hive_env.hive.client("b")
+    loc = hive_env.root / "a" / "history" / "payments"
+    cols = [["id", "bigint"], ["payer", "string"], ["amount", "double"]]
+    for day, n in (("2025-01-01", 3), ("2025-01-02", 5)):
+        rows = [[i, f"p{i}", i + 0.25] for i in range(n)]
+        a.write_partition("archive", "payments", cols, {"day": day}, rows, str(loc), f"{loc}/day={day}")
+    res = build_resources(hive_env.spec)
+    r = ph.copy_table(hive_env.spec, res["hive"], res["replicator"], "a", "b", "archive", "payments")
+    assert r.identical_counts and r.rows_target == {"day=2025-01-01": 3, "day=2025-01-02": 5}
+    assert r.files_copied >= 2
+    ia, ib = a.describe_table("archive", "payments"), b.describe_table("archive", "payments")
+    assert ib["columns"] == ia["columns"] and ib["partition_columns"] == ia["partition_columns"]
+    assert ib["location"] == f"file:{hive_env.root / 'b' / 'history' / 'payments'}"
+    assert parts(b.list_partitions("archive", "payments")) == parts(a.list_partitions("archive", "payments"))
+    assert b.read_rows("archive", "payments") == a.read_rows("archive", "payments")
+    assert ib["properties"]["copied_from"] == "a.archive.payments"
+
+    # the command line: again (nothing to copy), then bad input exits 2
+    args = ["copy-table", "--spec", str(hive_env.spec_path), "--from", "a", "--to", "b"]
+    assert ph.main([*args, "--database", "archive", "--table", "payments"]) == 0
+    assert "0 files" in capsys.readouterr().out
+    assert ph.main([*args, "--database", "archive", "--table", "pay;drop"]) == 2
+    assert "expected a Hive identifier" in capsys.readouterr().err
+    assert ph.main([*args, "--database", "archive", "--table", "payments", "--target-path", "../x"]) == 2
+
+
+def test_bad_hive_spec_names_file_and_key(tmp_path: Path) -> None:
+    from platform_assets.config import SpecError, load_spec
+
+    text = (
+        "clusters:\n  a: {uri: a, hive_metastore: 'mysql://x'}\n  b: {uri: b, hive_metastore: embedded}\n"
+        "datasets:\n  d:\n    source: {cluster: a}\n    partitions: 'folder_*'\n"
+        "    targets: [{cluster: b}]\n    hive_table: {database: db, table: t}\n"
+    )
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    with pytest.raises(SpecError) as err:
+        ph.build_hive_bundle(load_spec(p))
+    msg = str(err.value)
+    assert f"{p}: clusters.a.hive_metastore: expected 'embedded' or thrift://" in msg
+    assert f"{p}: datasets.d.partitions: a dataset with a hive_table needs Hive-style levels" in msg
