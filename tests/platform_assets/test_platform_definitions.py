@@ -29,10 +29,13 @@ def test_repository_definitions_list_the_expected_assets() -> None:
         "copy_events", "copy_customers", "replication_lag_checks",
     }
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {"onprem/events", "onprem/customers", "gcs/events", "dr/events", "gcs/customers"}
+    assert keys == {"onprem/events", "onprem/customers", "gcs/events", "dr/events", "gcs/customers",
+                    # the Hive dataset (platform_assets/hive.py): import on onprem, table on dr
+                    "onprem/sales", "onprem/sales/import", "dr/sales", "dr/sales/hive_table",
+                    "dr/sales/etl_summary"}
     assert {s.name for s in defs.sensors} == {
         "replication_change_sensor", "replication_audit_file_sensor",
-        "notify_run_success", "notify_run_failure",
+        "notify_run_success", "notify_run_failure", "hive_copy_slave_sensor",
     }
 
 
@@ -75,7 +78,7 @@ def test_import_needs_no_environment() -> None:
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "4"
+    assert out.stdout.strip() == "5"
 
 
 def test_workspace_loads_the_one_definitions_module() -> None:
