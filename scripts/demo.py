@@ -14,6 +14,11 @@ def main() -> None:
 
         print("\n== platform demo (Dagster)")
         demo_platform.main()
+    if importlib.util.find_spec("scripts.demo_landing") is not None:
+        from scripts import demo_landing
+
+        print("\n== landing zone: sensor -> raw -> validation -> Parquet -> report")
+        demo_landing.main()
     print("\ndemo: done")
 
 
