@@ -32,11 +32,15 @@ def test_repository_definitions_list_the_expected_assets() -> None:
     assert keys == {"onprem/events", "onprem/customers", "gcs/events", "dr/events", "gcs/customers",
                     # the Hive dataset (platform_assets/hive.py): import on onprem, table on dr
                     "onprem/sales", "onprem/sales/import", "dr/sales", "dr/sales/hive_table",
-                    "dr/sales/etl_summary"}
+                    "dr/sales/etl_summary",
+                    # the landing dataset (platform_assets/landing.py)
+                    "landing/orders/ingested", "landing/orders/parquet", "landing/orders/report"}
     assert {s.name for s in defs.sensors} == {
         "replication_change_sensor", "replication_audit_file_sensor",
         "notify_run_success", "notify_run_failure", "hive_copy_slave_sensor",
+        "landing_orders_sensor",
     }
+    assert "landing_orders" in {j.name for j in repo.get_all_jobs()}
 
 
 def test_replicas_carry_partitions_freshness_pool_retries_and_checks() -> None:
@@ -78,7 +82,7 @@ def test_import_needs_no_environment() -> None:
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "5"
+    assert out.stdout.strip() == "6"
 
 
 def test_workspace_loads_the_one_definitions_module() -> None:
