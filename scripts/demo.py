@@ -19,6 +19,11 @@ def main() -> None:
 
         print("\n== landing zone: sensor -> raw -> validation -> Parquet -> report")
         demo_landing.main()
+    if importlib.util.find_spec("scripts.demo_hive") is not None:
+        from scripts import demo_hive
+
+        print("\n== Hive table replicated to a second cluster (Spark, two metastores)")
+        demo_hive.main()
     print("\ndemo: done")
 
 
