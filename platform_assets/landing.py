@@ -9,7 +9,8 @@ Per landing dataset ``NAME`` declared under ``landing:`` in ``replication.yaml``
   validates each file it copied. Four **blocking** checks on this asset (``schema``,
   ``row_count``, ``not_null``, ``unique``): one failing fails the step, so the downstream assets
   do not run; its metadata and the ``rejected`` notification name the file, row and rule.
-- ``landing/NAME/parquet``: converts the batch's files to Parquet with pyarrow, partitioned by
+- ``landing/NAME/parquet``: converts the batch's files to Parquet with pyarrow (with Spark,
+  local mode, when the batch is larger than ``spark_threshold_bytes``), partitioned by
   ``partition_by`` (hive style ``col=value/``), written to a temporary directory and swapped in
   file by file, so a rerun replaces its own output and a failed one leaves the previous output.
 - ``landing/NAME/report``: an HTML report with charts and a CSV summary under
@@ -300,34 +301,22 @@ def read_table(path: str, ld: LandingDataset):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str],
-                  batch: str) -> dict[str, list[str]]:
-    """Convert ``files`` (relative to the raw area) to Parquet under the output directory.
+def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str], batch: str,
+                  *, engine: str = "pyarrow") -> dict[str, list[str]]:
+    """Convert ``files`` (relative to the raw area) to Parquet under the output directory,
+    with pyarrow or (``engine="spark"``) Spark.
 
     Everything is written to ``<output>/.tmp-<batch>-<uuid>/`` first; only when every file has
     been converted are each file's previous Parquet files removed and the new ones moved in, so
-    a rerun is idempotent and a failed conversion leaves the previous output. Returns the
-    Parquet files (relative to the output) per landing file.
+    a rerun is idempotent and a failed conversion leaves the previous output. Each landing file
+    owns the Parquet files named ``<stem>-part-<i>.parquet`` (in the partition directories).
+    Returns the Parquet files (relative to the output) per landing file.
     """
-    import pyarrow.dataset as pds
-
     os.makedirs(paths.output, exist_ok=True)
     tmp = os.path.join(paths.output, f".tmp-{batch}-{uuid.uuid4().hex[:8]}")
-    written: dict[str, list[str]] = {}
     try:
-        for rel in files:
-            table = read_table(os.path.join(paths.raw, rel), ld)
-            stem = _stem(rel)
-            out: list[str] = []
-            pds.write_dataset(
-                table, tmp, format="parquet",
-                partitioning=[ld.partition_by] if ld.partition_by else None,
-                partitioning_flavor="hive" if ld.partition_by else None,
-                basename_template=f"{stem}-part-{{i}}.parquet",
-                existing_data_behavior="overwrite_or_ignore",
-                file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
-            )
-            written[rel] = sorted(out)
+        convert = _convert_spark if engine == "spark" else _convert_pyarrow
+        written = convert(ld, paths, files, tmp)
         for rel, new_files in written.items():
             own = re.compile(rf"^{re.escape(_stem(rel))}-part-\d+\.parquet$")
             for dirpath, dirnames, filenames in os.walk(paths.output):
@@ -341,6 +330,94 @@ def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str],
                 os.replace(os.path.join(tmp, f), dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def _convert_pyarrow(ld: LandingDataset, paths: LandingPaths, files: list[str],
+                     tmp: str) -> dict[str, list[str]]:
+    import pyarrow.dataset as pds
+
+    written: dict[str, list[str]] = {}
+    for rel in files:
+        table = read_table(os.path.join(paths.raw, rel), ld)
+        out: list[str] = []
+        pds.write_dataset(
+            table, tmp, format="parquet",
+            partitioning=[ld.partition_by] if ld.partition_by else None,
+            partitioning_flavor="hive" if ld.partition_by else None,
+            basename_template=f"{_stem(rel)}-part-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
+        )
+        written[rel] = sorted(out)
+    return written
+
+
+def _spark_session():
+    """The active SparkSession, or a local one (ours to stop): ``(session, owned)``."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    spark = (
+        SparkSession.builder.master(os.environ.get("LANDING_SPARK_MASTER", "local[2]"))
+        .appName("landing-parquet")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .getOrCreate()
+    )
+    return spark, True
+
+
+def _convert_spark(ld: LandingDataset, paths: LandingPaths, files: list[str],
+                   tmp: str) -> dict[str, list[str]]:
+    """Spark (local mode unless ``LANDING_SPARK_MASTER`` says otherwise): every column is read
+    as a string and cast like the validation parsed it, partitioned by ``partition_by``; the
+    part files are then renamed ``<stem>-part-<i>.parquet`` so the swap treats both engines alike."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark, owned = _spark_session()
+    casts = {
+        "string": lambda c: F.col(c),
+        "int": lambda c: F.col(c).cast("bigint"),
+        "float": lambda c: F.col(c).cast("double"),
+        "bool": lambda c: F.when(F.lower(F.col(c)).isin("true", "1"), F.lit(True))
+        .when(F.lower(F.col(c)).isin("false", "0"), F.lit(False)),
+        "date": lambda c: F.to_date(F.col(c), "yyyy-MM-dd"),
+        "timestamp": lambda c: F.to_timestamp(F.col(c)),
+    }
+    written: dict[str, list[str]] = {}
+    try:
+        as_strings = T.StructType([T.StructField(c, T.StringType()) for c in ld.columns])
+        for k, rel in enumerate(files):
+            src = os.path.join(paths.raw, rel)
+            if ld.format == "csv":
+                df = spark.read.schema(as_strings).option("header", True).csv(src)
+            else:
+                df = spark.read.schema(as_strings).json(src)
+            df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
+            staged = os.path.join(tmp, ".spark", str(k))
+            writer = df.write.mode("overwrite")
+            if ld.partition_by:
+                writer = writer.partitionBy(ld.partition_by)
+            writer.parquet(staged)
+            out: list[str] = []
+            for dirpath, _, filenames in sorted(os.walk(staged)):
+                for fn in sorted(f for f in filenames if f.endswith(".parquet")):
+                    rel_dir = os.path.relpath(dirpath, staged)
+                    name = os.path.normpath(os.path.join(rel_dir, f"{_stem(rel)}-part-{len(out)}.parquet"))
+                    os.makedirs(os.path.join(tmp, os.path.dirname(name)), exist_ok=True)
+                    os.replace(os.path.join(dirpath, fn), os.path.join(tmp, name))
+                    out.append(name)
+            written[rel] = sorted(out)
+    finally:
+        if owned:
+            spark.stop()
     return written
 
 
@@ -475,15 +552,12 @@ def _build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
         record = _require_record(paths, batch)
         files = list(record["files"])
         total = sum(os.path.getsize(os.path.join(paths.raw, f)) for f in files)
-        if ld.spark_threshold_bytes is not None and total > ld.spark_threshold_bytes:
-            context.log.warning(
-                f"batch {batch}: {total} bytes is above spark_threshold_bytes "
-                f"({ld.spark_threshold_bytes}) but the Spark conversion is not implemented yet; "
-                "converting with pyarrow"
-            )
+        engine = ("spark" if ld.spark_threshold_bytes is not None
+                  and total > ld.spark_threshold_bytes else "pyarrow")
+        context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
         try:
-            written = write_parquet(ld, paths, files, batch)
-        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+            written = write_parquet(ld, paths, files, batch, engine=engine)
+        except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
             raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
                                          f"{redact(str(exc))[:1000]}") from None
         record["parquet"] = written
@@ -496,7 +570,7 @@ def _build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                         files=len(files), parquet_files=n_files, output=paths.output)
         return dg.MaterializeResult(metadata={
             "batch": batch, "files_converted": len(files), "parquet_files": n_files,
-            "bytes_in": total, "partitions": ", ".join(partitions[:50]) or "none",
+            "bytes_in": total, "engine": engine, "partitions": ", ".join(partitions[:50]) or "none",
             "output": dg.MetadataValue.path(paths.output),
         })
 

@@ -40,7 +40,7 @@ landing:
     not_null: [order_id, customer]
     unique: [order_id]
     partition_by: dt
-trigger:
+{extra}trigger:
   allow: [orders, events]
   token_env: LANDING_TEST_TOKEN
 """
@@ -87,10 +87,11 @@ class Landing:
         return p.read_text().splitlines() if p.exists() else []
 
 
-def make_landing(root: Path, notifier: str = JSONL_NOTIFIER) -> Landing:
+def make_landing(root: Path, notifier: str = JSONL_NOTIFIER, extra: str = "") -> Landing:
+    """``extra``: more keys of the ``orders`` landing dataset (YAML lines, 4-space indent)."""
     root.mkdir(parents=True, exist_ok=True)
     spec_path = root / "replication.yaml"
-    spec_path.write_text(LANDING_SPEC.format(notifier=notifier))
+    spec_path.write_text(LANDING_SPEC.format(notifier=notifier, extra=extra))
     return Landing(root, spec_path)
 
 

@@ -241,3 +241,29 @@ def test_report_renders_in_headless_chromium(landing, instance, chromium, tmp_pa
     assert count_colour(img, (0x2E, 0x7D, 0x32)) > 2000  # accepted files column
     assert count_colour(img, (0xC6, 0x28, 0x28)) > 1000  # rejected column, violations per rule
     assert count_colour(img, (255, 255, 255)) < img.shape[0] * img.shape[1] * 0.97
+
+
+def test_spark_converts_a_batch_above_the_threshold(tmp_path, instance, monkeypatch) -> None:
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    landing = make_landing(tmp_path / "landing", extra="    spark_threshold_bytes: 10\n")
+    landing.write("a.csv", GOOD_CSV)
+    landing.write("b.csv", "order_id,customer,amount,dt\n7,eve,,2026-11-20\n")
+    defs = build_definitions(landing.spec_path)
+    result, launched = _tick(landing, defs, instance)
+    assert launched[0].success
+    md = _latest_md(instance, parquet_key("orders"))
+    assert md["engine"].value == "spark"
+    files = _parquet_files(landing)
+    assert {f.split("/")[0] for f in files} == {"dt=2026-11-20", "dt=2026-11-21", "dt=2026-11-22"}
+    assert all(f.split("/")[1].startswith(("a-part-", "b-part-")) for f in files)
+    table = pds.dataset(str(landing.output), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 5
+    assert str(table.schema.field("order_id").type) == "int64"
+    rows = {r["order_id"]: r for r in table.to_pylist()}
+    assert rows[7]["amount"] is None and rows[1]["amount"] == 10.5 and rows[4]["customer"] == "dee"
+
+    # a rerun of the batch (Spark again) leaves the same files, not duplicates
+    job = defs.resolve_job_def(landing_job_name("orders"))
+    batch = result.run_requests[0].tags[TAG_BATCH]
+    assert job.execute_in_process(instance=instance, tags={TAG_BATCH: batch}, run_config=QUIET).success
+    assert _parquet_files(landing) == files and _parquet_rows(landing) == 5

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,20 +154,7 @@ def _wait_run(home: Path, run_id: str, timeout: float = 120) -> dg.DagsterRun:
             time.sleep(0.5)
 
 
-def test_good_token_launches_a_run_through_graphql(servers) -> None:
-    servers.landing.write("a.csv", GOOD_CSV)
-    resp = _post(servers.trigger_url, {"dataset": "orders", "partition": "manual-1"})
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["job"] == "landing_orders" and body["partition"] == "manual-1"
-    run = _wait_run(servers.home, body["run_id"])
-    assert run.status == dg.DagsterRunStatus.SUCCESS
-    assert run.tags["landing/batch"] == "manual-1" and run.tags["replication/trigger"] == "command"
-    report = servers.landing.output / "_landing" / "reports" / "manual-1" / "report.html"
-    assert report.is_file()
-
-
-def test_cli_trigger(servers, monkeypatch) -> None:
+def test_cli_refusals(servers, monkeypatch) -> None:
     runner = CliRunner()
     monkeypatch.setenv("REPLICATOR_TRIGGER_URL", servers.trigger_url)
     monkeypatch.setenv("REPLICATOR_TRIGGER_TOKEN", "not-the-token")
@@ -181,14 +169,26 @@ def test_cli_trigger(servers, monkeypatch) -> None:
     res = runner.invoke(cli, ["trigger", "orders"])
     assert res.exit_code == 2 and "REPLICATOR_TRIGGER_TOKEN is not set" in res.output
 
-    res = runner.invoke(cli, ["trigger", "orders", "--token-env", "MY_TOKEN", "--json"])
-    assert res.exit_code == 0, res.output
-    import json
+    res = runner.invoke(cli, ["trigger", "orders", "--url", "http://127.0.0.1:1", "--token-env", "MY_TOKEN"])
+    assert res.exit_code == 1 and "unreachable" in res.output
 
+
+def test_good_token_launches_a_run_through_graphql(servers, monkeypatch) -> None:
+    """``replicator trigger`` -> the endpoint -> the webserver's launchRun -> a run that ingests,
+    validates, converts and reports the landing file."""
+    servers.landing.write("a.csv", GOOD_CSV)
+    monkeypatch.setenv("MY_TOKEN", TOKEN)
+    res = CliRunner().invoke(cli, ["trigger", "orders", "--partition", "manual-1", "--url",
+                                   servers.trigger_url, "--token-env", "MY_TOKEN", "--json"])
+    assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["ok"] and out["job"] == "landing_orders" and TOKEN not in res.output
+    assert out["ok"] and out["job"] == "landing_orders" and out["partition"] == "manual-1"
+    assert TOKEN not in res.output
     run = _wait_run(servers.home, out["run_id"])
     assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags["landing/batch"] == "manual-1" and run.tags["replication/trigger"] == "command"
+    report = servers.landing.output / "_landing" / "reports" / "manual-1" / "report.html"
+    assert report.is_file()
 
 
 def test_replicator_trigger_does_not_import_dagster() -> None:
