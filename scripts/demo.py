@@ -9,6 +9,10 @@ from scripts import demo_cli
 
 def main() -> None:
     demo_cli.main()
+    if importlib.util.find_spec("scripts.demo_hive") is not None:
+        from scripts import demo_hive
+
+        demo_hive.clean()  # last run's Hive demo data, before the platform demo lists sources
     if importlib.util.find_spec("scripts.demo_platform") is not None:
         from scripts import demo_platform
 

@@ -27,6 +27,18 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def clean() -> None:
+    """Remove what this demo owns (its metastores, the sales source and replica), so a rerun of
+    `make demo` starts from scratch (the platform demo would otherwise copy last run's sales)."""
+    from platform_assets.config import load_spec
+
+    spec = load_spec(REPO / "replication.yaml")
+    ds = spec.datasets[DATASET]
+    for path in (Path(spec.resolve_location(spec.platform.hive_home)), Path(spec.endpoint_uri(ds.source)),
+                 *(Path(spec.endpoint_uri(t)) for t in ds.targets)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> int:
     warnings.filterwarnings("ignore")
     from scripts.demo_platform import prepare_home
@@ -46,10 +58,7 @@ def main() -> int:
     db, table = ds.hive_table.database, ds.hive_table.table
     source, remote = ds.source.cluster, ds.targets[0].cluster
     hive = build_resources(spec)["hive"]
-    # start from scratch: only what this demo owns (its metastores, its source and replica)
-    for path in (Path(hive.home), Path(spec.endpoint_uri(ds.source)),
-                 *(Path(spec.endpoint_uri(t)) for t in ds.targets)):
-        shutil.rmtree(path, ignore_errors=True)
+    clean()  # start from scratch: only what this demo owns
     with ThreadPoolExecutor(2) as pool:  # both Spark processes start at once
         list(pool.map(lambda c: hive.client(c).ping(), (source, remote)))
     defs = build_definitions(REPO / "replication.yaml")

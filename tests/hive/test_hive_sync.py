@@ -98,7 +98,7 @@ def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, insta
     [req] = requests()
     assert req.partition_key == "dt=2026-11-01"
     # the sensor itself returns the same request
-    sensor = hive_env.defs.get_sensor_def(ph.COPY_SLAVE_SENSOR)
+    sensor = hive_env.defs.resolve_sensor_def(ph.COPY_SLAVE_SENSOR)
     out = sensor(dg.build_sensor_context(instance=instance, definitions=hive_env.defs))
     assert [r.run_key for r in out.run_requests if r.job_name == "etl_b_clicks"] == [req.run_key]
     res = execute_run_request(hive_env.defs, instance, req, quiet=True)
@@ -152,6 +152,24 @@ def test_async_retries_while_b_is_down_then_completes(hive_env: HiveEnv, instanc
     b = hive.client("b")
     assert b.count_by_partition("analytics", "orders") == {"dt=2026-11-05": 9}
     assert ph.async_copy_requests(spec, instance) == []  # nothing pending any more
+
+
+def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env: HiveEnv, instance) -> None:
+    spec = hive_env.spec
+    assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-12-01").success
+
+    def pending() -> list[dg.RunRequest]:
+        return [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_snapshots"]
+
+    [first] = pending()
+    job = hive_env.defs.resolve_job_def("hive_copy_snapshots")
+    run = instance.create_run_for_job(job, tags={**first.tags, "dagster/partition": first.partition_key})
+    assert pending() == []  # queued or running: not requested twice
+    instance.report_run_failed(run)
+    [again] = pending()  # failed for good: requested again under a new run key
+    assert again.partition_key == first.partition_key and again.run_key != first.run_key
+    assert execute_run_request(hive_env.defs, instance, again, quiet=True).success
+    assert pending() == []
 
 
 def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEnv, instance) -> None:
