@@ -39,6 +39,7 @@ from replicator.transfer import (
 
 log = logging.getLogger("replicator")
 MAX_ACTIONS_LISTED = 10_000
+MAX_STREAMS_PER_FILE = 4  # ranges of one big file in flight (rclone's --multi-thread-streams)
 
 
 def new_run_id() -> str:
@@ -366,8 +367,19 @@ class _Run:
                 continue
             task = Task(seq, path, action, size, mtime_ns, mode, version)
             if ranged and size >= big:
-                task.nparts = -(-size // self.opts.part_size)
+                task.nparts = -(-size // self._part_size(size))
             yield task  # a ranged file is expanded into its ranges by _bins, once journalled
+
+    def _part_size(self, size: int) -> int:
+        """Ranges of one file: ``part_size`` each, but at most MAX_STREAMS_PER_FILE ranges
+        where the destination streams each range to its offset (no part held in memory):
+        more concurrent ranged reads of one object only add requests (and, on stores that
+        serve a range by reading the object, whole-object reads)."""
+        part = self.opts.part_size
+        if self.dst_fs.capabilities.extra.get("part_in_memory"):
+            return part
+        per_stream = -(-size // MAX_STREAMS_PER_FILE)
+        return max(part, -(-per_stream // (1 << 20)) << 20)  # whole MiB
 
     def _bins(self, store: StateStore, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
         """Bins of tasks; each bin is journalled as ``staging`` before it is handed out."""
@@ -384,7 +396,7 @@ class _Run:
                         continue
                     t.handle = handle
                     self._ranged[t.rel] = (t, [])
-                    for index, offset, length in split_ranges(t.size, self.opts.part_size):
+                    for index, offset, length in split_ranges(t.size, self._part_size(t.size)):
                         out.append(Task(t.seq, t.rel, t.action, t.size, t.mtime_ns, t.mode,
                                         t.dst_version, (index, offset, length), t.nparts, handle))
                 else:

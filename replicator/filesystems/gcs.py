@@ -22,9 +22,10 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from replicator.errors import FatalError, PreconditionFailed, RetryableError
@@ -158,10 +159,13 @@ class _GCSWriter(Writer):
         ).encode()
         body = head + bytes(self.buf) + f"\r\n--{boundary}--\r\n".encode()
         url = f"{self.fs._endpoint}/upload/storage/v1/b/{_q(self.bucket)}/o"
-        r = self._upload_request("POST", url, params=self._params("multipart"), data=body,
-                             headers={"Content-Type": f"multipart/related; boundary={boundary}"},
-                             what=f"upload gs://{self.path}")
-        self.result = r.json()
+        try:
+            self.result = self.fs._post_json(
+                url, self._params("multipart"), body,
+                {"Content-Type": f"multipart/related; boundary={boundary}"},
+                what=f"upload gs://{self.path}")
+        except FileNotFoundError as exc:  # the bucket is missing
+            raise bucket_missing("gs", self.bucket, exc) from None
 
     def abort(self) -> None:
         if self.done:
@@ -211,6 +215,7 @@ class GCSFileSystem(ObjectStore, FileSystem):
         self._creds = None
         self._creds_lock = threading.Lock()
         self._just_written: dict[str, FileInfo] = {}
+        self._pool_manager: urllib3.PoolManager | None = None
 
     def _remember(self, info: FileInfo) -> None:
         """The object resource the upload response returned (the store's own size, crc32c
@@ -287,6 +292,57 @@ class GCSFileSystem(ObjectStore, FileSystem):
             r.close()
             raise http_error(r.status_code, what, body)
         return r
+
+    def _pool(self) -> urllib3.PoolManager:
+        """A urllib3 pool (thread-safe) for the one request per small file: a bare
+        urllib3 request costs ~0.3 ms of CPU where requests costs ~0.5 ms, and small-file
+        copies are bound by this process's CPU."""
+        pool = self._pool_manager
+        if pool is None:
+            with self._creds_lock:
+                if self._pool_manager is None:
+                    ca = env("REQUESTS_CA_BUNDLE") or env("CURL_CA_BUNDLE")
+                    kw: dict[str, Any] = {"ca_certs": ca} if ca else {}
+                    proxy = requests.utils.get_environ_proxies(self._endpoint)
+                    proxy_url = proxy.get(self._endpoint.split(":", 1)[0])
+                    self._pool_manager = (
+                        urllib3.ProxyManager(proxy_url, num_pools=4, maxsize=64, retries=False, **kw)
+                        if proxy_url else
+                        urllib3.PoolManager(num_pools=4, maxsize=64, retries=False, **kw))
+                pool = self._pool_manager
+        return pool
+
+    def close(self) -> None:
+        pool, self._pool_manager = self._pool_manager, None
+        if pool is not None:
+            pool.clear()
+
+    def _auth_headers(self, method: str, url: str, headers: dict[str, str]) -> None:
+        if self._anonymous:
+            return
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+            return
+        from google.auth.transport.requests import Request
+
+        self._credentials().before_request(Request(), method, url, headers)  # refreshes
+
+    def _post_json(self, url: str, params: dict[str, str], body: bytes,
+                   headers: dict[str, str], *, what: str) -> dict:
+        """POST ``body`` and return the JSON answer, over :meth:`_pool`."""
+        if self._user_project:
+            params = {**params, "userProject": self._user_project}
+        full = f"{url}?{urlencode(params)}"
+        headers = dict(headers)
+        try:
+            self._auth_headers("POST", full, headers)
+            r = self._pool().request("POST", full, body=body, headers=headers,
+                                     timeout=self._timeout, retries=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise network_error(exc, what) from None
+        if r.status not in (200, 201):
+            raise http_error(r.status, what, r.data.decode("utf-8", "replace"))
+        return json.loads(r.data)
 
     def _obj_url(self, bucket: str, key: str) -> str:
         return f"{self._endpoint}/storage/v1/b/{_q(bucket)}/o/{_q(key)}"

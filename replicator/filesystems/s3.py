@@ -224,7 +224,8 @@ class S3FileSystem(ObjectStore, FileSystem):
         # it maps upload times back to source mtimes: from the manifest for objects it
         # wrote (no request), else with source_mtime() (one HEAD, what rclone does for
         # every object). mtime_from_metadata=True reports it in every listing instead.
-        extra={"listing_mtime": "upload", "min_part_size": _STAGING_MIN_PART},
+        extra={"listing_mtime": "upload", "min_part_size": _STAGING_MIN_PART,
+               "part_in_memory": True},  # write_part sends one body per part
     )
 
     def __init__(self, endpoint_url: str | None = None, region: str | None = None,
