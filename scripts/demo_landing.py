@@ -1,4 +1,4 @@
-"""`make demo`, landing part: one landing file through the pipeline, then a bad one rejected.
+"""`make demo`, landing part: a landing file through the pipeline, a bad one rejected, then fixed.
 
 A user drops ``orders-2026-11-20.csv`` in the landing directory (.demo/dropzone/orders) while
 another file is still being written. A landing-sensor tick sees only the finished file (the
@@ -6,7 +6,9 @@ engine's plan against its manifest, with min_age_s) and runs ``landing_orders``:
 raw area (.demo/onprem/raw/orders), blocking validation checks, Parquet partitioned by ``dt``
 (.demo/onprem/curated/orders), and the HTML report. Then a file with a duplicate key and an
 empty customer arrives: it is ingested but rejected, nothing downstream runs, and the
-notification names file, row and rule. Notifications go to the platform's outbox.
+notification names file, row and rule. The user drops a corrected file with the next day's
+orders: that batch goes through, and its report shows the three batches. Notifications go to
+the platform's outbox.
 """
 
 from __future__ import annotations
@@ -118,7 +120,19 @@ def main() -> int:
                            for p in Path(paths.output).rglob("*.parquet"))
     print(f"  Parquet unchanged: {parquet_after == parquet}")
 
-    ok = bool(ok_good) and ok_bad is False and report is not None and parquet_after == parquet
+    print("== landing: the user drops the corrected file and the next day's orders")
+    _drop(drop / "orders-bad.csv",
+          "order_id,customer,amount,dt\n900,ann,1,2026-11-21\n901,bea,2,2026-11-21\n902,bo,3,2026-11-21\n",
+          age_s=30)
+    _drop(drop / "orders-2026-11-21.csv", _orders(420).replace("customer-", "c-"), age_s=30)
+    ok_fixed = tick()
+    new_notifications()
+    report_md = instance.fetch_materializations(
+        dg.AssetKey(["landing", name, "report"]), limit=1).records
+    report = report_md[0].asset_materialization.metadata["report"].value if report_md else None
+
+    ok = (bool(ok_good) and ok_bad is False and bool(ok_fixed) and report is not None
+          and parquet_after == parquet)
     print()
     print(f"landing report: {report}")
     print(f"  (CSV summary next to it; open the HTML in a browser: file://{report})")
