@@ -703,6 +703,14 @@ def build_hive_bundle(spec: ReplicationSpec, importer: Importer = synthetic_impo
                     description=f"{t.cluster}'s ETL on the copied {d} (started by {COPY_SLAVE_SENSOR}).",
                 ))
         copy_sel = dg.AssetSelection.assets(*remote_keys)
+        # copy + registration alone: what the async sensor runs, and how an operator finishes
+        # a sync run whose registration failed for good (the next incremental import waits)
+        async_jobs.append(dg.define_asset_job(
+            async_copy_job_name(d), selection=copy_sel, partitions_def=pdef,
+            tags={TAG_HIVE_DATASET: d},
+            description=f"copy {d} to its targets and register the remote tables "
+                        "(retried with backoff until the remote cluster answers).",
+        ))
         if ds.mode == "sync":
             jobs.append(dg.define_asset_job(
                 sync_job_name(d), selection=dg.AssetSelection.assets(ikey) | copy_sel,
@@ -716,15 +724,11 @@ def build_hive_bundle(spec: ReplicationSpec, importer: Importer = synthetic_impo
                 tags={TAG_HIVE_DATASET: d},
                 description=f"async: import {d} on {ds.source.cluster} only; {ASYNC_SENSOR} copies it.",
             ))
-            async_jobs.append(dg.define_asset_job(
-                async_copy_job_name(d), selection=copy_sel, partitions_def=pdef,
-                tags={TAG_HIVE_DATASET: d},
-                description=f"async: copy {d} to its targets and register the remote tables "
-                            "(retried with backoff until the remote cluster answers).",
-            ))
     sensors: list[dg.SensorDefinition] = []
-    if async_jobs:
-        @dg.sensor(name=ASYNC_SENSOR, jobs=async_jobs, minimum_interval_seconds=30,
+    async_names = {async_copy_job_name(d) for d in hive_datasets(spec) if spec.datasets[d].mode == "async"}
+    if async_names:
+        @dg.sensor(name=ASYNC_SENSOR, jobs=[j for j in async_jobs if j.name in async_names],
+                   minimum_interval_seconds=30,
                    default_status=dg.DefaultSensorStatus.RUNNING,
                    description="Requests the copy of every async import not yet on its remote "
                                "clusters, and again after a copy run that failed for good.")

@@ -305,7 +305,10 @@ class Worker:
         writer = df.write.mode(mode)
         target = to_location(partition_location)
         (writer.orc if file_format == "orc" else writer.parquet)(target)
-        self.op_add_partition(database, table, partition, partition_location)
+        if partition:
+            self.op_add_partition(database, table, partition, partition_location)
+        else:  # an unpartitioned table: its files are at the table's location
+            self.spark.sql(f"REFRESH TABLE {qualified(database, table)}")
         return len(rows)
 
     def op_drop_table(self, database: str, table: str) -> None:

@@ -56,6 +56,13 @@ datasets:
     mode: async
     incremental: true
     hive_table: {database: analytics, table: ledger}
+  dims:         # sync, unpartitioned, full load (overwrite; deletes mirrored)
+    source: {cluster: a, path: warehouse/dims}
+    partitions: none
+    targets: [{cluster: b, path: replica/dims}]
+    mode: sync
+    incremental: false
+    hive_table: {database: analytics, table: dims}
   snapshots:    # async, full load: never blocked
     source: {cluster: a, path: warehouse/snapshots}
     partitions: "dt=*"

@@ -28,7 +28,8 @@ def _import_config(dataset: str, rows: int, seed: int = 0) -> dict[str, Any]:
 
 def run_job(env: HiveEnv, instance: dg.DagsterInstance, job: str, dataset: str, partition: str,
             rows: int = 5, seed: int = 0) -> dg.ExecuteInProcessResult:
-    instance.add_dynamic_partitions(f"{dataset}_copies", [partition])
+    if partition != "all":
+        instance.add_dynamic_partitions(f"{dataset}_copies", [partition])
     job_def = env.defs.resolve_job_def(job)
     run_config = _import_config(dataset, rows, seed) if job.startswith(("hive_import_", "hive_")) \
         and not job.startswith("hive_copy_") else QUIET
@@ -85,6 +86,17 @@ def test_sync_one_run_gives_b_the_same_partitions_and_row_counts(hive_env: HiveE
     keys = {k for a_def in hive_env.defs.assets or [] for k in getattr(a_def, "keys", [])}
     assert dg.AssetKey(["b", "sales", "import"]) not in keys
     assert dg.AssetKey(["a", "sales", "import"]) in keys
+
+
+def test_unpartitioned_full_load_replaces_the_remote_table(hive_env: HiveEnv, instance) -> None:
+    a, b = hive_env.hive.client("a"), hive_env.hive.client("b")
+    for rows in (8, 3):  # a full load replaces the data; the copy mirrors deletes
+        res = run_job(hive_env, instance, "hive_dims", "dims", "all", rows=rows, seed=rows)
+        assert res.success
+        assert a.count_rows("analytics", "dims") == b.count_rows("analytics", "dims") == rows
+    assert b.read_rows("analytics", "dims") == a.read_rows("analytics", "dims")
+    info = b.describe_table("analytics", "dims")
+    assert info["partition_columns"] == [] and info["properties"]["copy_finished_partition"] == "all"
 
 
 def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, instance) -> None:
