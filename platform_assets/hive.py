@@ -294,6 +294,16 @@ def _build_import(spec: ReplicationSpec, dataset: str, pdef: dg.PartitionsDefini
         batch = importer(dataset, partition, config)
         table_loc = spec.endpoint_uri(ds.source)
         try:
+            current = hive.client(a).describe_table(db, table)
+            if current.get("exists") and current["properties"].get("copy_slave") == "1":
+                raise dg.Failure(
+                    description=(
+                        f"{db}.{table} on cluster {a!r} is a copy (copy_slave=1, copied from "
+                        f"{current['properties'].get('copied_from', '?')}): it is not imported "
+                        "here; its data comes from the source cluster's copies"
+                    ),
+                    allow_retries=False,
+                )
             n = hive.client(a).write_partition(
                 db, table, batch.columns, spec_values, batch.rows, table_loc,
                 spec.endpoint_uri(ds.source, partition),

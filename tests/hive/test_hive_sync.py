@@ -99,6 +99,39 @@ def test_unpartitioned_full_load_replaces_the_remote_table(hive_env: HiveEnv, in
     assert info["partition_columns"] == [] and info["properties"]["copy_finished_partition"] == "all"
 
 
+def test_a_copy_slave_table_is_not_imported_again(hive_env: HiveEnv, instance) -> None:
+    """A spec that would import into b's copy of analytics.sales is refused at run time."""
+    from platform_assets.definitions import build_definitions
+
+    if not hive_env.hive.client("b").describe_table("analytics", "sales").get("exists"):
+        assert run_job(hive_env, instance, "hive_sales", "sales", "dt=2026-10-01").success
+    other = hive_env.root / "b_imports.yaml"
+    other.write_text(SPEC_B_IMPORTS)
+    defs = build_definitions(other)
+    instance.add_dynamic_partitions("sales_copies", ["dt=2026-10-02"])
+    res = defs.resolve_job_def("hive_sales").execute_in_process(
+        instance=instance, partition_key="dt=2026-10-02", raise_on_error=False,
+        run_config={**QUIET, "ops": {"b__sales__import": {"config": {"rows": 1}}}})
+    assert not res.success
+    failure = next(e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "copy_slave=1" in failure.event_specific_data.error.message
+    assert {"dt": "2026-10-02"} not in parts(hive_env.hive.client("b").list_partitions("analytics", "sales"))
+
+
+SPEC_B_IMPORTS = """\
+platform: {state_path: state/replicator.db, hive_home: hive, retries: {max_retries: 0, delay_s: 0}}
+clusters:
+  a: {uri: a, hive_metastore: embedded}
+  b: {uri: b, hive_metastore: embedded}
+datasets:
+  sales:
+    source: {cluster: b, path: replica/sales}
+    partitions: "dt=*"
+    targets: [{cluster: a, path: back/sales}]
+    hive_table: {database: analytics, table: sales}
+"""
+
+
 def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, instance) -> None:
     spec = hive_env.spec
     assert run_job(hive_env, instance, "hive_clicks", "clicks", "dt=2026-11-01", rows=3).success
