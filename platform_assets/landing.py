@@ -502,13 +502,15 @@ def _build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             for rule, c in r.rule_counts.items():
                 rule_counts[rule] = rule_counts.get(rule, 0) + c
         first = next((r.first for r in bad if r.first), None)
-        append_history(paths.history, {
+        history_entry = {
             "batch": batch, "at": time.time(), "run_id": context.run_id,
             "status": "rejected" if bad else "accepted", "files": len(results),
             "files_ok": len(results) - len(bad), "files_rejected": len(bad),
             "rows": sum(r.rows for r in results), "rule_counts": rule_counts,
             "first_violation": first.describe() if first else None,
-        })
+        }
+        if results:  # an empty batch (a trigger with nothing new) is no point on the trend
+            append_history(paths.history, history_entry)
         if bad:
             notify_step(context, notifier, ld, "rejected", dataset=name, batch=batch,
                         file=first.file if first else None, row=first.row if first else None,

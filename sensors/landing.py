@@ -8,9 +8,13 @@ updates files, the tick requests one run of ``landing_NAME`` for them.
 Idempotency: the batch fingerprint is a hash of the planned files' paths, sizes and mtimes.
 The cursor remembers the last fingerprint requested and a sequence number; the run key and the
 batch id (``b<seq>-<fingerprint>``) are derived from both, so a tick re-evaluated from the same
-cursor requests the same run (Dagster drops the duplicate), a run still in flight is not
-requested twice, and a file changed again later gets a new batch. Lossless: the plan compares
-with the manifest, not with "modified in the last N minutes".
+cursor requests the same run (Dagster drops the duplicate), a batch already requested is not
+requested twice, and a file changed again later gets a new batch. While a landing run of the
+dataset is in flight no new batch starts (one engine copy per source/raw pair at a time). A
+batch whose run failed before its files were copied (the plan still lists them) is requested
+again, at most ``MAX_ATTEMPTS`` times; a rejected batch is not (its files were copied: the
+user drops a corrected file). Lossless: the plan compares with the manifest, not with
+"modified in the last N minutes".
 """
 
 from __future__ import annotations
@@ -28,16 +32,21 @@ from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
 from resources.replicator import ReplicatorResource
 
-MAX_FILES_PER_BATCH = 10_000  # the engine lists at most this many planned actions
+MAX_ATTEMPTS = 3  # runs requested for the same files before the sensor waits for a change
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 @dataclass(frozen=True)
 class LandingState:
     fingerprint: str | None = None
     seq: int = 0
+    attempts: int = 0  # runs requested for this fingerprint
+    run_key: str | None = None  # the last one
 
     def encode(self) -> str:
-        return json.dumps({"v": 1, "fp": self.fingerprint, "seq": self.seq}, sort_keys=True)
+        return json.dumps({"v": 1, "fp": self.fingerprint, "seq": self.seq,
+                           "attempts": self.attempts, "run_key": self.run_key}, sort_keys=True)
 
     @classmethod
     def decode(cls, cursor: str | None) -> LandingState:
@@ -45,7 +54,9 @@ class LandingState:
             return cls()
         try:
             data = json.loads(cursor)
-            return cls(fingerprint=data.get("fp"), seq=int(data.get("seq", 0)))
+            return cls(fingerprint=data.get("fp"), seq=int(data.get("seq", 0)),
+                       attempts=int(data.get("attempts", 1 if data.get("fp") else 0)),
+                       run_key=data.get("run_key"))
         except (ValueError, TypeError, AttributeError):
             raise ValueError("landing sensor: unreadable cursor; reset the sensor") from None
 
@@ -61,7 +72,8 @@ class LandingEvaluation:
 
 def planned_files(spec: ReplicationSpec, name: str, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
     """New or changed landing files (path, size, mtime_ns) by the engine's plan, and how many
-    files were held back as too new."""
+    files were held back as too new. (The engine lists at most 10,000 planned actions: a larger
+    drop is fingerprinted by its first 10,000 files; the ingest copies all of them.)"""
     from replicator import api
 
     ld = spec.landing[name]
@@ -81,24 +93,46 @@ def planned_files(spec: ReplicationSpec, name: str, state_path: str) -> tuple[li
     return sorted(files), report.files_held_back
 
 
-def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState,
-                     state_path: str) -> LandingEvaluation:
+def _runs(instance: dg.DagsterInstance, tags: dict[str, str],
+          statuses: list[dg.DagsterRunStatus] | None = None) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=statuses), limit=5))
+
+
+def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState, state_path: str,
+                     instance: dg.DagsterInstance | None = None) -> LandingEvaluation:
+    """One tick. With ``instance``: no new batch while a landing run of this dataset is in
+    flight (the engine allows one copy per source/raw pair), and a batch whose run failed
+    (e.g. the copy failed: its files are still to copy) is requested again, up to
+    ``MAX_ATTEMPTS`` times, until its files change."""
+    if instance is not None and _runs(instance, {TAG_LANDING: name}, IN_FLIGHT):
+        return LandingEvaluation([], 0, None, state, f"a landing run of {name!r} is in flight")
     files, held = planned_files(spec, name, state_path)
     if not files:
         why = "no new or changed landing files" + (f" ({held} still too new)" if held else "")
         return LandingEvaluation(files, held, None, state, why)
     fp = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    attempts = 1
     if fp == state.fingerprint:
-        return LandingEvaluation(files, held, None, state,
-                                 f"batch of {len(files)} files already requested")
+        last = _runs(instance, {"dagster/run_key": state.run_key}) if instance and state.run_key else []
+        failed = bool(last) and last[0].status in (dg.DagsterRunStatus.FAILURE,
+                                                   dg.DagsterRunStatus.CANCELED)
+        if not failed:
+            return LandingEvaluation(files, held, None, state,
+                                     f"batch of {len(files)} files already requested")
+        if state.attempts >= MAX_ATTEMPTS:
+            return LandingEvaluation(files, held, None, state,
+                                     f"batch of {len(files)} files failed {state.attempts} times; "
+                                     "waiting for the files to change (or `replicator trigger`)")
+        attempts = state.attempts + 1
     seq = state.seq + 1
     batch = f"b{seq:05d}-{fp[:10]}"
+    run_key = f"landing|{name}|{seq}|{fp}"
     request = dg.RunRequest(
-        run_key=f"landing|{name}|{seq}|{fp}",
+        run_key=run_key,
         job_name=landing_job_name(name),
         tags={TAG_BATCH: batch, TAG_LANDING: name, "replication/trigger": "landing_sensor"},
     )
-    return LandingEvaluation(files, held, request, LandingState(fp, seq))
+    return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key))
 
 
 def landing_sensor_name(name: str) -> str:
@@ -120,7 +154,7 @@ def build_landing_sensor(spec: ReplicationSpec, name: str, job) -> dg.SensorDefi
                 replicator: ReplicatorResource) -> dg.SensorResult | dg.SkipReason:
         state = LandingState.decode(context.cursor)
         state_path = replicator.state_path
-        ev = evaluate_landing(spec, name, state, state_path)
+        ev = evaluate_landing(spec, name, state, state_path, context.instance)
         if ev.run_request is None:
             return dg.SkipReason(ev.skip_reason or "nothing to do")
         context.log.info(f"{len(ev.files)} new/changed files -> batch {ev.run_request.tags[TAG_BATCH]}")

@@ -267,3 +267,27 @@ def test_spark_converts_a_batch_above_the_threshold(tmp_path, instance, monkeypa
     batch = result.run_requests[0].tags[TAG_BATCH]
     assert job.execute_in_process(instance=instance, tags={TAG_BATCH: batch}, run_config=QUIET).success
     assert _parquet_files(landing) == files and _parquet_rows(landing) == 5
+
+
+def test_a_failed_copy_is_requested_again_and_no_batch_starts_while_one_runs(landing, instance) -> None:
+    landing.write("a.csv", GOOD_CSV)
+    (landing.raw / "a.csv" / "x").mkdir(parents=True)  # a directory where a.csv must go
+    defs = build_definitions(landing.spec_path)
+    result, launched = _tick(landing, defs, instance)
+    assert len(launched) == 1 and not launched[0].success  # the copy failed: nothing ingested
+    first_key = result.run_requests[0].run_key
+
+    shutil.rmtree(landing.raw / "a.csv")
+    retry, launched = _tick(landing, defs, instance, result.cursor)
+    assert len(launched) == 1 and launched[0].success  # the same files, requested again
+    assert retry.run_requests[0].run_key != first_key
+    assert json.loads(retry.cursor)["attempts"] == 2
+    assert _parquet_rows(landing) == 4
+
+    # a landing run in flight: no new batch until it is over
+    landing.write("b.csv", GOOD_CSV.replace("\n1,", "\n9,"))
+    instance.add_run(dg.DagsterRun(job_name=landing_job_name("orders"), run_id="f" * 36,
+                                   status=dg.DagsterRunStatus.STARTED,
+                                   tags={"landing/dataset": "orders"}))
+    busy, launched = _tick(landing, defs, instance, retry.cursor)
+    assert isinstance(busy, dg.SkipReason) and "in flight" in busy.skip_message and not launched
