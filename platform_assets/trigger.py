@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from platform_assets.config import UNPARTITIONED_KEY, ReplicationSpec, SpecError, load_spec
 from replicator.secrets import redact, register_secret
@@ -107,27 +106,72 @@ def plan_launch(spec: ReplicationSpec, dataset: Any, partition: Any) -> Launch:
     return Launch(copy_job_name(dataset), tags, dataset, part)
 
 
-def graphql_launcher(dagster_url: str, timeout_s: int = 30) -> Callable[[Launch], str]:
-    """Launches through the webserver's GraphQL API (``launchRun``); returns the run id."""
+FIND_JOB = """
+query LandingTriggerFindJob {
+  repositoriesOrError {
+    __typename
+    ... on RepositoryConnection { nodes { name location { name } jobs { name } } }
+    ... on PythonError { message }
+  }
+}
+"""
 
-    def launch(plan: Launch) -> str:
-        from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+LAUNCH_RUN = """
+mutation LandingTriggerLaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
 
-        parts = urlsplit(dagster_url)
-        client = DagsterGraphQLClient(
-            parts.hostname or "127.0.0.1", port_number=parts.port,
-            use_https=parts.scheme == "https", timeout=timeout_s,
-            path_prefix=parts.path.rstrip("/"),
-        )
+
+def graphql_launcher(dagster_url: str, timeout_s: float = 30) -> Callable[[Launch], str]:
+    """Launches through the webserver's GraphQL API: finds the code location that has the job,
+    then the ``launchRun`` mutation with the launch's tags; returns the run id."""
+    import requests
+
+    endpoint = dagster_url.rstrip("/") + "/graphql"
+
+    def call(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            return client.submit_job_execution(plan.job, tags=plan.tags)
-        except DagsterGraphQLClientError as exc:
-            detail = exc.body if isinstance(getattr(exc, "body", None), str) else ""
-            raise TriggerRefused(502, f"Dagster refused the launch of {plan.job}: "
-                                      f"{redact(str(exc))[:300]} {redact(detail)[:300]}".strip()) from None
-        except Exception as exc:  # connection refused, timeouts
+            resp = requests.post(endpoint, json={"query": query, "variables": variables or {}},
+                                 timeout=timeout_s)
+        except requests.RequestException as exc:
             raise TriggerRefused(502, f"Dagster at {dagster_url} unreachable: "
                                       f"{type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise TriggerRefused(502, f"Dagster GraphQL answered HTTP {resp.status_code}")
+        body = resp.json()
+        if body.get("errors"):
+            raise TriggerRefused(502, "Dagster GraphQL error: "
+                                      + redact(str(body["errors"][0].get("message")))[:300])
+        return body["data"]
+
+    def launch(plan: Launch) -> str:
+        repos = call(FIND_JOB)["repositoriesOrError"]
+        if repos["__typename"] != "RepositoryConnection":
+            raise TriggerRefused(502, f"Dagster: {redact(str(repos.get('message')))[:300]}")
+        homes = [(r["location"]["name"], r["name"]) for r in repos["nodes"]
+                 if any(j["name"] == plan.job for j in r["jobs"])]
+        if len(homes) != 1:
+            raise TriggerRefused(502, f"Dagster: expected one code location with job {plan.job}, "
+                                      f"found {len(homes)}")
+        location, repository = homes[0]
+        params = {
+            "selector": {"repositoryLocationName": location, "repositoryName": repository,
+                         "jobName": plan.job},
+            "runConfigData": {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in plan.tags.items()]},
+        }
+        result = call(LAUNCH_RUN, {"executionParams": params})["launchRun"]
+        if result["__typename"] == "LaunchRunSuccess":
+            return str(result["run"]["runId"])
+        detail = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
+        raise TriggerRefused(502, f"Dagster refused the launch of {plan.job}: "
+                                  f"{result['__typename']}: {redact(str(detail))[:300]}")
 
     return launch
 

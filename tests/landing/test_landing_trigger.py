@@ -195,3 +195,14 @@ def test_replicator_trigger_does_not_import_dagster() -> None:
     code = "import sys, replicator.trigger, replicator.cli; print('dagster' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_dagster_down_is_a_502_without_the_token(tmp_path) -> None:
+    from platform_assets.trigger import TriggerApp, graphql_launcher
+
+    landing = make_landing(tmp_path / "landing")
+    app = TriggerApp(load_spec(landing.spec_path), TOKEN, graphql_launcher("http://127.0.0.1:1"))
+    status, body = app.handle(f"Bearer {TOKEN}", b'{"dataset": "orders"}')
+    assert status == 502 and "unreachable" in body["error"] and TOKEN not in body["error"]
+    with pytest.raises(ValueError, match="token is empty"):
+        TriggerApp(load_spec(landing.spec_path), "", graphql_launcher("http://127.0.0.1:1"))
