@@ -261,6 +261,7 @@ def _build_import(spec: ReplicationSpec, dataset: str, pdef: dg.PartitionsDefini
                   "incremental": str(ds.incremental).lower()},
         kinds={"hive"},
         tags={"replication/role": "import"},
+        retry_policy=retry_policy_for(spec),  # only while A's metastore does not answer
         check_specs=[dg.AssetCheckSpec(
             CHECK_PREVIOUS_COPIES, asset=key, blocking=True,
             description="incremental datasets: every earlier import has been copied and "
