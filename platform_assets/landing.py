@@ -270,7 +270,7 @@ def arrow_schema(ld: LandingDataset):
     import pyarrow as pa
 
     types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
-             "date": pa.date32(), "timestamp": pa.timestamp("us")}
+             "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
     return pa.schema([(c, types[t]) for c, t in ld.columns.items()])
 
 
@@ -279,18 +279,26 @@ def read_table(path: str, ld: LandingDataset):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    from platform_assets.validation import parse_value
+
     schema = arrow_schema(ld)
     if ld.format == "csv":
+        # timestamps are read as text and parsed like the validation did (offset or UTC)
+        stamps = [c for c, t in ld.columns.items() if t == "timestamp"]
+        types = {c: (pa.string() if c in stamps else schema.field(c).type) for c in ld.columns}
         table = pcsv.read_csv(
             path,
             convert_options=pcsv.ConvertOptions(
-                column_types=schema, include_columns=list(ld.columns), null_values=[""],
+                column_types=types, include_columns=list(ld.columns), null_values=[""],
                 strings_can_be_null=True, true_values=["true", "True", "TRUE", "1"],
                 false_values=["false", "False", "FALSE", "0"],
             ),
         )
+        for c in stamps:
+            parsed = [parse_value("timestamp", v) for v in table.column(c).to_pylist()]
+            table = table.set_column(table.schema.get_field_index(c), c,
+                                     pa.array(parsed, type=schema.field(c).type))
         return table.select(list(ld.columns)).cast(schema)
-    from platform_assets.validation import parse_value
 
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -13,7 +13,8 @@ whole) and the rule:
 - ``unique``: a key already seen in an earlier row of the same file.
 
 An empty value is a null; types are ``string``, ``int``, ``float``, ``bool`` (true/false/1/0),
-``date`` (YYYY-MM-DD) and ``timestamp`` (ISO 8601), the ones the Parquet conversion reads.
+``date`` (YYYY-MM-DD) and ``timestamp`` (ISO 8601; without an offset: UTC), accepted exactly
+as the Parquet conversion reads them.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ RULE_UNIQUE = "unique"
 RULES = (RULE_COLUMNS, RULE_TYPE, RULE_MIN_ROWS, RULE_MAX_ROWS, RULE_NOT_NULL, RULE_UNIQUE)
 MAX_LISTED = 100  # violations kept per file (all are counted)
 
-_INT_RE = re.compile(r"^[+-]?\d+$")
+_INT_RE = re.compile(r"^-?\d+$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "1": True,
+          "false": False, "False": False, "FALSE": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -105,19 +108,18 @@ def parse_value(kind: str, value: Any) -> Any:
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value)
     if kind == "float":
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not (
+            isinstance(value, int | float) or (isinstance(value, str) and _FLOAT_RE.match(value.strip()))
+        ):
             raise ValueError(f"expected a number, got {value!r}")
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
-        if math.isnan(out):
-            raise ValueError(f"expected a number, got {value!r}")
+        out = float(value)
+        if math.isnan(out) or math.isinf(out):
+            raise ValueError(f"expected a finite number, got {value!r}")
         return out
     if kind == "bool":
         if isinstance(value, bool):
             return value
-        key = str(value).strip().lower()
+        key = str(value)
         if key not in _BOOLS:
             raise ValueError(f"expected true/false/1/0, got {value!r}")
         return _BOOLS[key]
@@ -131,15 +133,16 @@ def parse_value(kind: str, value: Any) -> Any:
     if kind == "timestamp":
         if not isinstance(value, str):
             raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}")
-        try:
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        try:  # a value without an offset is taken as UTC
+            ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
         except ValueError:
             raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}") from None
     raise ValueError(f"unknown column type {kind!r}")
 
 
 def _csv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a leading BOM is not a column
         yield from enumerate(csv.reader(f))
 
 
@@ -208,7 +211,7 @@ def _csv_rows_as_dicts(
         result.add(Violation(result.file, 0, RULE_COLUMNS,
                              f"expected a header line with columns {', '.join(declared)}; the file is empty"))
         return None
-    header = [h.strip() for h in first[1]]
+    header = first[1]
     missing = [c for c in declared if c not in header]
     extra = [c for c in header if c not in declared]
     dupes = sorted({c for c in header if header.count(c) > 1})

@@ -78,3 +78,47 @@ def test_parse_value(kind, value, expected) -> None:
 def test_parse_value_refuses(kind, value) -> None:
     with pytest.raises(ValueError, match="expected"):
         parse_value(kind, value)
+
+
+@pytest.mark.parametrize(("kind", "text"), [
+    ("int", "+5"), ("int", "1_000"), ("float", "1_000"), ("bool", "tRuE"),
+    ("bool", "yes"), ("date", "20261120"), ("timestamp", "20 Nov 2026"),
+])
+def test_what_the_parquet_conversion_refuses_the_validation_refuses(tmp_path, kind, text) -> None:
+    """The rules accept exactly what pyarrow's CSV conversion reads, so a file that passed the
+    checks never fails its conversion."""
+    import pyarrow as pa
+
+    from platform_assets.config import parse_spec
+    from platform_assets.landing import read_table
+
+    path = tmp_path / "v.csv"
+    path.write_text(f"x\n{text}\n")
+    assert not validate_file(str(path), Rules(columns={"x": kind})).ok
+    spec = parse_spec({"clusters": {"a": {"uri": "a"}, "b": {"uri": "b"}}, "landing": {"l": {
+        "source": {"cluster": "a"}, "raw": {"cluster": "b"}, "output": {"cluster": "b", "path": "o"},
+        "columns": {"x": kind}}}})
+    with pytest.raises((pa.ArrowInvalid, ValueError)):
+        read_table(str(path), spec.landing["l"])
+
+
+def test_accepted_values_convert_to_the_declared_types(tmp_path) -> None:
+    import datetime as dt
+
+    from platform_assets.config import parse_spec
+    from platform_assets.landing import read_table
+
+    cols = {"i": "int", "f": "float", "b": "bool", "d": "date", "t": "timestamp", "s": "string"}
+    path = tmp_path / "ok.csv"
+    path.write_text("\ufeffi,f,b,d,t,s\n-3, 1e3 ,TRUE,2026-11-20,2026-11-20T10:00:00+02:00,x\n"
+                    "7,.5,0,2026-11-21,2026-11-20 10:00:00,\n")
+    assert validate_file(str(path), Rules(columns=cols)).ok
+    spec = parse_spec({"clusters": {"a": {"uri": "a"}, "b": {"uri": "b"}}, "landing": {"l": {
+        "source": {"cluster": "a"}, "raw": {"cluster": "b"}, "output": {"cluster": "b", "path": "o"},
+        "columns": cols}}})
+    rows = read_table(str(path), spec.landing["l"]).to_pylist()
+    utc = dt.UTC
+    assert [(r["i"], r["f"], r["b"], r["d"], r["s"]) for r in rows] == [
+        (-3, 1000.0, True, dt.date(2026, 11, 20), "x"), (7, 0.5, False, dt.date(2026, 11, 21), None)]
+    assert [r["t"].astimezone(utc).replace(tzinfo=None) for r in rows] == [
+        dt.datetime(2026, 11, 20, 8, 0), dt.datetime(2026, 11, 20, 10, 0)]
