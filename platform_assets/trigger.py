@@ -232,7 +232,13 @@ def make_server(app: TriggerApp, host: str, port: int) -> ThreadingHTTPServer:
             if self.path != "/trigger":
                 self._answer(404, {"error": "not found (POST /trigger, GET /health)"})
                 return
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self._answer(400, {"error": "expected a Content-Length"})
+                return
             if length > MAX_BODY:
                 self._answer(413, {"error": f"body larger than {MAX_BODY} bytes"})
                 return

@@ -13,6 +13,7 @@ import pytest
 from platform_assets.config import ReplicationSpec, load_spec
 from tests.fixtures.http import http_sink  # noqa: F401
 from tests.fixtures.platform import dagster_home, instance  # noqa: F401
+from tests.replicator.filesystems.conftest import s3_server  # noqa: F401
 
 LANDING_SPEC = """\
 version: 1
@@ -22,7 +23,7 @@ platform:
   notifier: {notifier}
   retries: {{max_retries: 0, delay_s: 0}}
 clusters:
-  drop: {{uri: drop}}
+  drop: {{uri: {drop_uri}}}
   lake: {{uri: lake}}
 datasets:
   events:
@@ -34,7 +35,7 @@ landing:
     source: {{cluster: drop, path: orders}}
     raw: {{cluster: lake, path: raw/orders}}
     output: {{cluster: lake, path: curated/orders}}
-    min_age_s: 30
+    min_age_s: {min_age_s}
     columns: {{order_id: int, customer: string, amount: float, dt: date}}
     rows: {{min: 1, max: 1000}}
     not_null: [order_id, customer]
@@ -87,11 +88,13 @@ class Landing:
         return p.read_text().splitlines() if p.exists() else []
 
 
-def make_landing(root: Path, notifier: str = JSONL_NOTIFIER, extra: str = "") -> Landing:
+def make_landing(root: Path, notifier: str = JSONL_NOTIFIER, extra: str = "", *,
+                 drop_uri: str = "drop", min_age_s: float = 30) -> Landing:
     """``extra``: more keys of the ``orders`` landing dataset (YAML lines, 4-space indent)."""
     root.mkdir(parents=True, exist_ok=True)
     spec_path = root / "replication.yaml"
-    spec_path.write_text(LANDING_SPEC.format(notifier=notifier, extra=extra))
+    spec_path.write_text(LANDING_SPEC.format(notifier=notifier, extra=extra, drop_uri=drop_uri,
+                                             min_age_s=min_age_s))
     return Landing(root, spec_path)
 
 

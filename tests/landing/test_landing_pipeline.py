@@ -27,6 +27,7 @@ from platform_assets.runner import QUIET, apply_sensor_result
 from sensors.landing import landing_sensor_name
 from tests.landing.conftest import GOOD_CSV, WEBHOOK_NOTIFIER, Landing, make_landing
 from tests.landing.png import count_colour, read_png
+from tests.replicator.filesystems.conftest import BUCKET as S3_BUCKET
 
 SENSOR = landing_sensor_name("orders")
 BAD_CSV = (
@@ -291,3 +292,24 @@ def test_a_failed_copy_is_requested_again_and_no_batch_starts_while_one_runs(lan
                                    tags={"landing/dataset": "orders"}))
     busy, launched = _tick(landing, defs, instance, retry.cursor)
     assert isinstance(busy, dg.SkipReason) and "in flight" in busy.skip_message and not launched
+
+
+def test_the_watched_directory_can_be_a_bucket(tmp_path, instance, monkeypatch, s3_server) -> None:
+    """Files dropped in an S3 bucket (moto server on loopback) flow through like local ones:
+    the sensor's plan lists the bucket, the ingest copies from it with the engine."""
+    import uuid
+
+    prefix = f"landing-{uuid.uuid4().hex[:8]}"
+    for k, v in {"AWS_ENDPOINT_URL_S3": s3_server.url, "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                 "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    landing = make_landing(tmp_path / "landing", drop_uri=f"s3://{S3_BUCKET}/{prefix}", min_age_s=0)
+    s3_server.client().put_object(Bucket=S3_BUCKET, Key=f"{prefix}/orders/a.csv", Body=GOOD_CSV.encode())
+    defs = build_definitions(landing.spec_path)
+    _, launched = _tick(landing, defs, instance)
+    assert len(launched) == 1 and launched[0].success
+    assert (landing.raw / "a.csv").read_text() == GOOD_CSV
+    assert _parquet_rows(landing) == 4
+    assert [json.loads(line)["event"] for line in landing.outbox()] == [
+        "ingested", "validated", "converted", "report_ready"]
