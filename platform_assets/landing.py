@@ -182,8 +182,9 @@ def save_record(paths: LandingPaths, record: dict[str, Any]) -> None:
 
 
 def load_pending(paths: LandingPaths) -> list[str]:
-    """Valid files ingested by a batch that was rejected (or not converted yet): the next
-    batch takes them along, so one bad file does not strand the good ones of its batch."""
+    """Files ingested but not converted yet, and not rejected: the valid files of a rejected
+    batch, or the files a partly failed copy did copy. The next batch takes them along, so one
+    bad or failed file does not strand the good ones of its batch."""
     try:
         with open(paths.pending, encoding="utf-8") as f:
             return [str(x) for x in json.load(f)]
@@ -478,6 +479,8 @@ def _build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             if not report.ok:
                 from platform_assets.factory import failure_summary
 
+                # files that did get copied are in the manifest now: the next batch takes them
+                save_pending(paths, [*load_pending(paths), *collector.ok])
                 raise dg.Failure(description=failure_summary(report))
             copied = sorted(collector.ok)
             carried = [f for f in load_pending(paths)

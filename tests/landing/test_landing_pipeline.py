@@ -285,6 +285,18 @@ def test_a_failed_copy_is_requested_again_and_no_batch_starts_while_one_runs(lan
     assert json.loads(retry.cursor)["attempts"] == 2
     assert _parquet_rows(landing) == 4
 
+    # a copy that fails for one file: the files it did copy go with the next batch
+    landing.write("c.csv", "order_id,customer,amount,dt\n50,cat,1,2026-11-23\n")
+    landing.write("d.csv", "order_id,customer,amount,dt\n60,dan,1,2026-11-23\n")
+    (landing.raw / "d.csv" / "x").mkdir(parents=True)
+    partial, launched = _tick(landing, defs, instance, retry.cursor)
+    assert not launched[0].success and (landing.raw / "c.csv").is_file()
+    assert _parquet_rows(landing) == 4
+    shutil.rmtree(landing.raw / "d.csv")
+    retry, launched = _tick(landing, defs, instance, partial.cursor)  # plans d.csv only
+    assert launched[0].success
+    assert _parquet_rows(landing) == 6  # c.csv carried over from the failed batch, and d.csv
+
     # a landing run in flight: no new batch until it is over
     landing.write("b.csv", GOOD_CSV.replace("\n1,", "\n9,"))
     instance.add_run(dg.DagsterRun(job_name=landing_job_name("orders"), run_id="f" * 36,
