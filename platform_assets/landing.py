@@ -405,8 +405,9 @@ def _convert_spark(ld: LandingDataset, paths: LandingPaths, files: list[str],
         as_strings = T.StructType([T.StructField(c, T.StringType()) for c in ld.columns])
         for k, rel in enumerate(files):
             src = os.path.join(paths.raw, rel)
-            if ld.format == "csv":
-                df = spark.read.schema(as_strings).option("header", True).csv(src)
+            if ld.format == "csv":  # by header name (any column order), every value a string
+                df = spark.read.option("header", True).option("inferSchema", False).csv(src)
+                df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
             else:
                 df = spark.read.schema(as_strings).json(src)
             df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])

@@ -248,7 +248,7 @@ def test_spark_converts_a_batch_above_the_threshold(tmp_path, instance, monkeypa
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
     landing = make_landing(tmp_path / "landing", extra="    spark_threshold_bytes: 10\n")
     landing.write("a.csv", GOOD_CSV)
-    landing.write("b.csv", "order_id,customer,amount,dt\n7,eve,,2026-11-20\n")
+    landing.write("b.csv", "dt,amount,customer,order_id\n2026-11-20,,eve,7\n")  # another order
     defs = build_definitions(landing.spec_path)
     result, launched = _tick(landing, defs, instance)
     assert launched[0].success
@@ -261,7 +261,8 @@ def test_spark_converts_a_batch_above_the_threshold(tmp_path, instance, monkeypa
     assert table.num_rows == 5
     assert str(table.schema.field("order_id").type) == "int64"
     rows = {r["order_id"]: r for r in table.to_pylist()}
-    assert rows[7]["amount"] is None and rows[1]["amount"] == 10.5 and rows[4]["customer"] == "dee"
+    assert rows[7]["amount"] is None and rows[7]["customer"] == "eve"
+    assert rows[1]["amount"] == 10.5 and rows[4]["customer"] == "dee"
 
     # a rerun of the batch (Spark again) leaves the same files, not duplicates
     job = defs.resolve_job_def(landing_job_name("orders"))
