@@ -371,14 +371,26 @@ class _Run:
             yield task  # a ranged file is expanded into its ranges by _bins, once journalled
 
     def _part_size(self, size: int) -> int:
-        """Ranges of one file: ``part_size`` each, but at most MAX_STREAMS_PER_FILE ranges
-        where the destination streams each range to its offset (no part held in memory):
-        more concurrent ranged reads of one object only add requests (and, on stores that
-        serve a range by reading the object, whole-object reads)."""
+        """The length of the ranges one big file is split into.
+
+        Where the destination sends each part as one request body (S3 multipart), parts are
+        chunk-sized so memory stays at chunk size x workers (at least 5 MiB, at most 10,000
+        parts). Other object stores (GCS part objects, each a resumable upload) take
+        ``part_size``. Where ranges are written at their offsets into one preallocated file
+        (local), a file gets one range per ``multipart_threshold`` bytes begun, at most
+        MAX_STREAMS_PER_FILE (as rclone's multi-thread downloads): more concurrent ranged
+        reads of one object only add requests (and, on stores that serve a range by reading
+        the whole object, whole-object reads)."""
         part = self.opts.part_size
-        if self.dst_fs.capabilities.extra.get("part_in_memory"):
+        caps = self.dst_fs.capabilities
+        extra = caps.extra
+        if extra.get("part_in_memory"):
+            return max(min(part, self.opts.chunk_size), extra.get("min_part_size", 0),
+                       -(-size // extra.get("max_parts", 10_000)))
+        if not caps.atomic_rename:
             return part
-        per_stream = -(-size // MAX_STREAMS_PER_FILE)
+        streams = max(1, min(MAX_STREAMS_PER_FILE, -(-size // max(1, self.opts.multipart_threshold))))
+        per_stream = -(-size // streams)
         return max(part, -(-per_stream // (1 << 20)) << 20)  # whole MiB
 
     def _bins(self, store: StateStore, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
