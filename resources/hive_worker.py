@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spark = build_session(home, args.metastore_uris, args.warehouse)
     except Exception as exc:
+        traceback.print_exc()  # the whole story goes to the worker log
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(json.dumps({"ready": False, "error": msg[:2000]}), file=real_stdout, flush=True)
         return 4
