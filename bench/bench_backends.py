@@ -159,6 +159,8 @@ def main() -> int:
                     shutil.rmtree(down_theirs, ignore_errors=True)
                 for label, (ours_t, theirs_t) in ((f"up to {name}", ups), (f"down from {name}", downs)):
                     o, t = statistics.median(ours_t), statistics.median(theirs_t)
+                    print(f"c {label}: replicator {', '.join(f'{x:.2f}' for x in ours_t)} s; "
+                          f"rclone {', '.join(f'{x:.2f}' for x in theirs_t)} s", flush=True)
                     rows.append(("c", f"{big_mib} MiB {label} (median of {repeat})",
                                  f"{mb / o:.0f} MB/s", f"{mb / t:.0f} MB/s", f"{t / o:.2f}x"))
     finally:
