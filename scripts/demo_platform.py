@@ -86,6 +86,7 @@ def main() -> int:
         ev = evaluate_changes(spec, state, instance=instance)
         result = dg.SensorResult(
             run_requests=ev.run_requests,
+            asset_events=ev.observations,  # the source partitions' data versions
             dynamic_partitions_requests=missing_dynamic_partitions(spec, instance, ev.new_partitions),
         )
         launched = apply_sensor_result(defs, instance, result,
