@@ -65,6 +65,11 @@ def test_instance_is_postgres_from_the_production_yaml(flow) -> None:
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     assert instance.run_retries_enabled
+    # one copy per dataset partition, one landing run per landing dataset, at a time
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    per_value = {lim["key"]: lim["limit"] for lim in limits
+                 if lim.get("value") == {"applyLimitPerUniqueValue": True}}
+    assert per_value == {"replication/copy": 1, "landing/dataset": 1}
 
 
 def test_sensor_tick_materializes_replicas_with_copy_finished(flow) -> None:
