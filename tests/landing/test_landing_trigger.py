@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from platform_assets.config import load_spec
 from platform_assets.trigger import TriggerRefused, plan_launch
 from replicator.cli import main as cli
 from tests.fixtures.postgres import free_port
+from tests.fixtures.process import start_server, stop_group, wait_for_url
 from tests.landing.conftest import GOOD_CSV, Landing, make_landing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,34 +34,6 @@ class Servers:
     home: Path
     dagster_url: str
     trigger_url: str
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=REPO)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"{url} did not answer"
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -88,23 +60,23 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
     env.pop("LANDING_TEST_TOKEN", None)
     dport, tport = free_port(), free_port()
     bindir = Path(sys.executable).parent
-    web = _start([str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(dport),
-                  "-w", str(root / "workspace.yaml")], env, root / "webserver.log")
+    web = start_server([str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(dport),
+                        "-w", str(root / "workspace.yaml")], env, root / "webserver.log", cwd=REPO)
     trig = None
     try:
         dagster_url = f"http://127.0.0.1:{dport}"
-        _wait(dagster_url + "/server_info", web, root / "webserver.log")
-        trig = _start([sys.executable, "-m", "platform_assets.trigger", "--spec", str(landing.spec_path),
-                       "--listen", f"127.0.0.1:{tport}", "--dagster-url", dagster_url],
-                      {**env, "LANDING_TEST_TOKEN": TOKEN}, root / "trigger.log")
+        wait_for_url(dagster_url + "/server_info", web, root / "webserver.log")
+        trig = start_server([sys.executable, "-m", "platform_assets.trigger", "--spec", str(landing.spec_path),
+                             "--listen", f"127.0.0.1:{tport}", "--dagster-url", dagster_url],
+                            {**env, "LANDING_TEST_TOKEN": TOKEN}, root / "trigger.log", cwd=REPO)
         trigger_url = f"http://127.0.0.1:{tport}"
-        _wait(trigger_url + "/health", trig, root / "trigger.log", timeout=30)
+        wait_for_url(trigger_url + "/health", trig, root / "trigger.log", timeout=30)
         yield Servers(landing, home, dagster_url, trigger_url)
         assert TOKEN not in (root / "trigger.log").read_text()
     finally:
         if trig is not None:
-            _stop(trig)
-        _stop(web)
+            stop_group(trig)
+        stop_group(web)
 
 
 def _post(url: str, body: dict, token: str | None = TOKEN) -> requests.Response:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +21,7 @@ from platform_assets.factory import CHECK_LAG, evaluate_lag
 from platform_assets.runner import apply_sensor_result
 from tests.fixtures.platform import Platform, make_platform
 from tests.fixtures.postgres import PostgresServer, free_port
+from tests.fixtures.process import start_server, stop_group, wait_for_url
 
 REPO = Path(__file__).resolve().parents[2]
 SENSOR = "replication_change_sensor"
@@ -162,24 +161,15 @@ def test_webserver_lists_replicas_with_their_latest_copy_finished(flow, pg_home,
         f"      working_directory: {REPO}\n"
     )
     port = free_port()
-    log = open(tmp_path / "webserver.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
+    log = tmp_path / "webserver.log"
+    proc = start_server(
         [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
          "-w", str(tmp_path / "workspace.yaml")],
-        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        {**os.environ, **env}, log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(url + "/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, (tmp_path / "webserver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "webserver did not start"
-            time.sleep(0.5)
+        wait_for_url(url + "/server_info", proc, log)
         query = """
         { assetsOrError { __typename ... on AssetConnection { nodes {
             key { path }
@@ -206,9 +196,4 @@ def test_webserver_lists_replicas_with_their_latest_copy_finished(flow, pg_home,
             assert finished and abs(finished - time.time()) < 600
         assert nodes["onprem/events"]["definition"]["groupName"] == "events"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_group(proc)
