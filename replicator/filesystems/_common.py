@@ -283,6 +283,25 @@ def object_path(path: str, scheme: str) -> tuple[str, str]:
     return bucket, key
 
 
+def mtime_metadata(key: str, mtime_ns: int | None) -> dict[str, str]:
+    """The source mtime as object metadata (``key`` is the store's name for it)."""
+    return {key: str(int(mtime_ns))} if mtime_ns is not None else {}
+
+
+class ObjectWriter(Writer):
+    """What every object-store writer holds: the object (``bucket``, ``key``), the source
+    mtime as metadata, the version precondition and the upload buffer."""
+
+    def __init__(self, fs: FileSystem, path: str, scheme: str, meta_key: str,
+                 mtime_ns: int | None, expect_version: str | None) -> None:
+        self.fs = fs
+        self.bucket, self.key = object_path(path, scheme)
+        self.path = path
+        self.meta = mtime_metadata(meta_key, mtime_ns)
+        self.expect = expect_version
+        self.buf = bytearray()
+
+
 def bucket_missing(scheme: str, bucket: str, exc: BaseException) -> FatalError:
     return FatalError(f"{scheme}://{bucket}: bucket not found ({exc})")
 

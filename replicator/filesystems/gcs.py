@@ -33,6 +33,7 @@ from replicator.filesystems._common import (
     ChunkReader,
     MiB,
     ObjectStore,
+    ObjectWriter,
     bucket_missing,
     clean_options,
     crc32c_hex_from_b64,
@@ -40,6 +41,7 @@ from replicator.filesystems._common import (
     http_error,
     http_range,
     md5_hex_from_b64,
+    mtime_metadata,
     network_error,
     object_path,
     parse_rfc3339_ns,
@@ -61,19 +63,15 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
-class _GCSWriter(Writer):
+class _GCSWriter(ObjectWriter):
     """Buffers up to ``chunk_size``; small objects go in one multipart request, bigger ones
     through a resumable session. Nothing is visible before the final request succeeds."""
 
     def __init__(self, fs: GCSFileSystem, path: str, mtime_ns: int | None,
                  expect_version: str | None) -> None:
-        self.fs = fs
-        self.bucket, self.key = object_path(path, "gs")
-        self.path = path
-        self.meta = {META_MTIME: str(int(mtime_ns))} if mtime_ns is not None else {}
-        self.expect = expect_version
+        super().__init__(fs, path, "gs", META_MTIME, mtime_ns, expect_version)
+        self.fs: GCSFileSystem = fs
         self.chunk = max(_Q, fs._chunk_size // _Q * _Q)
-        self.buf = bytearray()
         self.sent = 0
         self.session: str | None = None
         self.done = False
@@ -538,7 +536,7 @@ class GCSFileSystem(ObjectStore, FileSystem):
                     self._compose(bucket, names[i:i + 32], name, None, None)
                     grouped.append(name)
                 names = grouped
-            meta = {META_MTIME: str(handle["mtime_ns"])} if handle.get("mtime_ns") is not None else None
+            meta = mtime_metadata(META_MTIME, handle.get("mtime_ns")) or None
             self._compose(bucket, names, key, meta, handle.get("expect"))
         finally:
             self.abort_parallel_write(handle)

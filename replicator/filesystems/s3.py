@@ -39,12 +39,13 @@ from replicator.filesystems._common import (
     ChunkReader,
     MiB,
     ObjectStore,
+    ObjectWriter,
     bucket_missing,
     clean_options,
     env,
     http_range,
+    mtime_metadata,
     network_error,
-    object_path,
     secret,
     split_bucket,
 )
@@ -117,19 +118,15 @@ def _map_error(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
-class _S3Writer(Writer):
+class _S3Writer(ObjectWriter):
     """Single PUT (with Content-MD5) when the object fits in one part, otherwise a multipart
     upload; the object appears only when the PUT / CompleteMultipartUpload succeeds."""
 
     def __init__(self, fs: S3FileSystem, path: str, mtime_ns: int | None,
                  expect_version: str | None) -> None:
-        self.fs = fs
-        self.bucket, self.key = object_path(path, "s3")
-        self.path = path
-        self.meta = {META_MTIME: str(int(mtime_ns))} if mtime_ns is not None else {}
-        self.expect = expect_version
+        super().__init__(fs, path, "s3", META_MTIME, mtime_ns, expect_version)
+        self.fs: S3FileSystem = fs
         self.part_size = fs._part_size
-        self.buf = bytearray()
         self.upload_id: str | None = None
         self.parts: list[dict] = []
         self.part_md5s: list[bytes] = []
@@ -437,7 +434,7 @@ class S3FileSystem(ObjectStore, FileSystem):
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None,
                              expect_version: str | None = None) -> dict:
         bucket, key = split_bucket(path)
-        meta = {META_MTIME: str(int(mtime_ns))} if mtime_ns is not None else {}
+        meta = mtime_metadata(META_MTIME, mtime_ns)
         r = self._call(f"upload s3://{path}", self._client().create_multipart_upload,
                        Bucket=bucket, Key=key, Metadata=meta,
                        ContentType="application/octet-stream")
