@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -20,16 +21,34 @@ def default_state_path() -> str:
     return os.path.join(base, "state.db")
 
 
+MAX_SECONDS = 100 * 365 * 86400.0  # a century: anything longer is a typo, not a setting
+
+
+def _number(name: str, value: Any, *, lo: float, hi: float, integer: bool = False,
+            what: str = "a number", lo_open: bool = False) -> None:
+    """Refuse anything but a finite real (an int when ``integer``) in [lo, hi]: nan, inf,
+    bools, strings and out-of-range values are bad usage, named after the option."""
+    kind = (int,) if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if ok:
+        ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        low = f"more than {lo:g}" if lo_open else f"{lo:g}"
+        raise UsageError(f"{name}: expected {what} from {low} to {hi:g}, got {value!r}")
+
+
 def parse_max_delete(text: str) -> tuple[float | None, int | None]:
-    """``"50%"`` -> (0.5, None); ``"1000"`` -> (None, 1000)."""
+    """``"50%"`` -> (0.5, None); ``"1000"`` -> (None, 1000). ASCII digits only."""
     text = str(text).strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)%", text)
     if m:
         share = float(m.group(1)) / 100.0
         if not 0 <= share <= 1:
             raise UsageError(f"--max-delete: expected a share from 0% to 100%, got {text!r}")
         return share, None
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):
         return None, int(text)
     raise UsageError(f"--max-delete: expected a percentage like 50% or a file count, got {text!r}")
 
@@ -74,28 +93,28 @@ class CopyOptions:
     batch_files: int = 256  # files journalled / recorded per state transaction
 
     def validated(self) -> CopyOptions:
-        if self.workers < 1 or self.workers > 1024:
-            raise UsageError(f"--workers: expected 1 to 1024, got {self.workers}")
-        if self.listing_workers < 1:
-            raise UsageError(f"listing_workers: expected at least 1, got {self.listing_workers}")
-        if self.min_age_s < 0:
-            raise UsageError(f"--min-age: expected seconds >= 0, got {self.min_age_s}")
-        if self.bandwidth_mbps is not None and self.bandwidth_mbps <= 0:
-            raise UsageError(f"--bandwidth: expected MiB/s > 0, got {self.bandwidth_mbps}")
+        _number("--workers", self.workers, lo=1, hi=1024, integer=True, what="a whole number")
+        _number("listing_workers", self.listing_workers, lo=1, hi=1024, integer=True,
+                what="a whole number")
+        _number("--min-age", self.min_age_s, lo=0, hi=MAX_SECONDS, what="seconds")
+        if self.bandwidth_mbps is not None:
+            _number("--bandwidth", self.bandwidth_mbps, lo=0, hi=1 << 30, lo_open=True,
+                    what="MiB/s")
+        _number("--retries", self.retries, lo=0, hi=100, integer=True, what="a whole number")
+        _number("retry_backoff_s", self.retry_backoff_s, lo=0, hi=3600, what="seconds")
+        _number("chunk_size", self.chunk_size, lo=64 * 1024, hi=1 << 30, integer=True,
+                what="bytes")
+        _number("part_size", self.part_size, lo=5 * MiB, hi=5 << 30, integer=True, what="bytes")
+        _number("multipart_threshold", self.multipart_threshold, lo=self.part_size,
+                hi=1 << 50, integer=True, what="bytes (at least part_size)")
+        _number("batch_files", self.batch_files, lo=1, hi=1_000_000, integer=True,
+                what="a whole number")
         unknown = set(self.preserve) - PRESERVE_KINDS
         if unknown:
             raise UsageError(f"--preserve: unknown {', '.join(sorted(unknown))}")
         if self.executor not in EXECUTORS:
             raise UsageError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         parse_max_delete(self.max_delete)
-        if self.chunk_size < 64 * 1024:
-            raise UsageError("chunk_size: expected at least 64 KiB")
-        if self.part_size < 5 * MiB:
-            raise UsageError("part_size: expected at least 5 MiB")
-        if self.multipart_threshold < self.part_size:
-            raise UsageError("multipart_threshold: expected at least part_size")
-        if self.retries < 0:
-            raise UsageError("retries: expected >= 0")
         if self.marker is not None and (not self.marker or "/" in self.marker or self.marker in (".", "..")):
             raise UsageError(f"--marker: expected a plain file name, got {self.marker!r}")
         for pattern in (*self.include, *self.exclude):
