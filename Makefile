@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv sysdeps test lint demo bench ui clean
+.PHONY: venv sysdeps jars test lint demo bench ui clean
 
 $(STAMP): pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -17,10 +17,15 @@ venv: $(STAMP)
 sysdeps:
 	@scripts/sysdeps.sh
 
+# JVM parts the tests run for real (MiniDFSCluster, DistCp): fetched from Maven Central once,
+# cached under .tools/java (scripts/maven.py).
+jars: venv
+	@$(PY) -m scripts.maven fetch hadoop > /dev/null
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv sysdeps lint
+test: venv sysdeps jars lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: venv
