@@ -135,22 +135,20 @@ def child_setup_manifest(n: int, state: str, dst: str) -> dict[str, Any]:
     """Write the manifest of a completed copy of synth N -> dst (not measured)."""
     _register()
     from replicator.filesystems.registry import resolve
-    from replicator.manifest import StateStore
+    from replicator.state import open_store
 
     fs, root = resolve(f"synth:///n{n}")
-    store = StateStore(state)
-    pair = store.pair_id(fs.uri(root), os.path.abspath(dst))
+    store = open_store(state)
+    pair = store.pair_id(fs.uri(root), os.path.realpath(dst))
     t0 = time.perf_counter()
     batch: list[tuple] = []
     for row in fs.manifest_rows(root):  # type: ignore[attr-defined]
         batch.append(row)
         if len(batch) >= 50_000:
-            with store.transaction() as db:
-                store.record(pair, batch, db)
+            store.commit(pair, record=batch)
             batch = []
     if batch:
-        with store.transaction() as db:
-            store.record(pair, batch, db)
+        store.commit(pair, record=batch)
     store.close()
     return {"setup_s": round(time.perf_counter() - t0, 2)}
 

@@ -20,6 +20,8 @@ from replicator.secrets import redact
 
 log = logging.getLogger("replicator")
 T = TypeVar("T")
+STATE_HELP = ("State store: an SQLite file (default ~/.replicator/state.db) or postgresql://USER@HOST:PORT/DB "
+              "(password from PGPASSWORD or ~/.pgpass), shared by runs on many hosts.")
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -82,8 +84,8 @@ def main() -> None:
     """Incremental, verified, resumable replication of directory trees.
 
     SRC and DST are local paths or URIs (file://, and the schemes of the installed back ends).
-    A state store (SQLite, default ~/.replicator/state.db) remembers what was copied, so a rerun
-    copies only what changed and finishes anything an interrupted run left half-published.
+    A state store (SQLite, default ~/.replicator/state.db, or PostgreSQL) remembers what was copied,
+    so a rerun copies only what changed and finishes anything an interrupted run left half-published.
     """
 
 
@@ -164,7 +166,7 @@ def _finish_run(report, as_json: bool) -> None:
               help="Limit total transfer rate to MBPS MiB/s, shared by all workers.")
 @click.option("--preserve", default="times", show_default=True, metavar="times,perms",
               help="Attributes to keep on the destination.")
-@click.option("--state", metavar="PATH", help="State store (SQLite). Default: ~/.replicator/state.db.")
+@click.option("--state", metavar="PATH|URL", help=STATE_HELP)
 @click.option("--executor", type=click.Choice(["local", "spark"]), default="local", show_default=True)
 @click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
@@ -188,7 +190,7 @@ def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
 @click.option("--checksum", "-c", is_flag=True, help="Decide by content checksum.")
 @_filters
 @click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS")
-@click.option("--state", metavar="PATH", help="State store (SQLite). Default: ~/.replicator/state.db.")
+@click.option("--state", metavar="PATH|URL", help=STATE_HELP)
 @click.option("--marker", metavar="NAME", help="The marker file NAME at the destination root is ours: never a delete.")
 @_common
 def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:

@@ -1,7 +1,7 @@
 """The decision: what to do with one path (DistCp ``CopyMapper.FileAction``,
 rclone ``operations.NeedTransfer``). :func:`decide` is pure; :func:`iter_decisions`
 streams the join of the source listing, the manifest and (when listed) the
-destination out of the state store and applies it row by row."""
+destination out of the run's scratch tables and applies it row by row."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from replicator.filesystems.base import DIR, FILE
-from replicator.manifest import StateStore
+from replicator.state.scratch import Scratch
 
 
 class Action(enum.StrEnum):
@@ -93,8 +93,7 @@ ChecksumFn = Callable[[str, str, int], str | None]  # (side "src"/"dst", rel, si
 
 
 def iter_decisions(
-    store: StateStore,
-    pair_id: int,
+    scratch: Scratch,
     *,
     dst_listed: bool,
     checksum: bool,
@@ -102,22 +101,10 @@ def iter_decisions(
     delete: bool,
     checksum_of: ChecksumFn | None = None,
 ) -> Iterator[Decision]:
-    """Stream decisions for every path in the source listing (``temp.src``), then for
-    destination-only paths (``temp.dst``) when it was listed. Rows come from SQLite in
-    path order, one at a time."""
-    dst_join = "LEFT JOIN temp.dst d ON d.path = s.path" if dst_listed else ""
-    dst_cols = "d.kind, d.size, d.mtime_ns, d.checksum, d.version" if dst_listed else "NULL, NULL, NULL, NULL, NULL"
-    query = f"""
-        SELECT s.path, s.kind, s.size, s.mtime_ns, s.mode, s.checksum, s.held,
-               f.kind, f.size, f.mtime_ns, f.checksum, {dst_cols}
-        FROM temp.src s
-        LEFT JOIN files f ON f.pair_id = ? AND f.path = s.path
-        {dst_join}
-        ORDER BY s.path
-    """
-    cur = store.db.cursor()
+    """Stream decisions for every path in the source listing (``src``), then for
+    destination-only paths (``dst``) when it was listed. Rows come in path order, one at a time."""
     for (path, kind, size, mtime, mode, s_sum, held, f_kind, f_size, f_mtime, f_sum,
-         d_kind, d_size, d_mtime, d_sum, d_version) in cur.execute(query, (pair_id,)):
+         d_kind, d_size, d_mtime, d_sum, d_version) in scratch.decision_rows(dst_listed):
         src = Side(kind, size, mtime, s_sum)
         rec = Side(f_kind, f_size, f_mtime, f_sum) if f_kind is not None else None
         dst = Side(d_kind, d_size, d_mtime, d_sum) if d_kind is not None else None
@@ -142,12 +129,7 @@ def iter_decisions(
                         precision_ns=precision_ns, delete=delete, held=bool(held))
         yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind)
     if dst_listed:
-        extra = """
-            SELECT d.path, d.kind, d.size, d.mtime_ns, d.version FROM temp.dst d
-            WHERE NOT EXISTS (SELECT 1 FROM temp.src s WHERE s.path = d.path)
-            ORDER BY d.path
-        """
-        for path, kind, size, mtime, version in store.db.cursor().execute(extra):
+        for path, kind, size, mtime, version in scratch.dst_only_rows():
             action = decide(None, None, Side(kind, size, mtime), dst_listed=True, delete=delete)
             yield Decision(action, path, kind, size, mtime, None, None, version, kind)
 

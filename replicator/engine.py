@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -23,11 +24,11 @@ from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.registry import resolve
 from replicator.filters import Filter
 from replicator.listing import ListingStats, walk
-from replicator.manifest import StateStore
 from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
 from replicator.progress import Progress
 from replicator.report import RunReport, utc_iso
+from replicator.state import Scratch, StateError, StateStore, open_store
 from replicator.transfer import (
     Outcome,
     StageContext,
@@ -50,16 +51,12 @@ def _uri_key(fs: FileSystem, root: str) -> str:
     return fs.uri(root).rstrip("/") or "/"
 
 
-def _load_listing(store: StateStore, table: str, batches: Iterator[list]) -> None:
-    store.new_listing(table)
-    buf: list[tuple] = []
-    for batch in batches:
-        buf.extend(e.row() for e in batch)
-        if len(buf) >= 20_000:
-            store.add_listing(table, buf)
-            buf = []
-    if buf:
-        store.add_listing(table, buf)
+def _pair_key(fs: FileSystem, root: str) -> str:
+    """One side of the canonical pair the manifest and the pair lock are keyed by: a local
+    root through symlinks resolved, any other its URI."""
+    if fs.scheme == "file":
+        return os.path.realpath(root)
+    return _uri_key(fs, root)
 
 
 def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) -> int:
@@ -94,10 +91,7 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) 
         else:
             forget.append(path)
             dropped.append(path)
-    with store.transaction() as db:
-        store.record(pair_id, recorded, db)
-        store.forget(pair_id, forget, db)
-        store.journal_clear(pair_id, [r[0] for r in recorded] + dropped, db)
+    store.commit(pair_id, record=recorded, forget=forget, clear=[r[0] for r in recorded] + dropped)
     if recorded:
         log.info("recovered %d file(s) published by an interrupted run", len(recorded))
     return len(recorded)
@@ -141,56 +135,74 @@ class _Run:
     # ------------------------------------------------------------------ main
     def run(self) -> RunReport:
         opts = self.opts
-        state_path = opts.resolved_state_path
-        store = StateStore(state_path, create=not opts.dry_run)
+        pair = (_pair_key(self.src_fs, self.src_root), _pair_key(self.dst_fs, self.dst_root))
+        store = open_store(opts.resolved_state_path, read_only=opts.dry_run)
+        scratch: Scratch | None = None
+        started = False
         try:
             if opts.dry_run:
-                found = store.find_pair(self.report.source, self.report.destination)
+                found = store.find_pair(*pair)
                 pair_id = -1 if found is None else found
             else:
-                pair_id = store.pair_id(self.report.source, self.report.destination)
-                store.lock_pair(pair_id)
+                store.lock_pair(*pair)
+                pair_id = store.pair_id(*pair)
                 self.report.files_recovered = recover(store, pair_id, self.dst_fs, self.dst_root)
                 store.start_run(pair_id, self.run_id, self.report.started_at)
+                started = True
+            scratch = Scratch()
             try:
-                self._run(store, pair_id)
+                self._run(store, scratch, pair_id)
             except ReplicatorError as exc:
                 self.report.error = describe(exc)
                 if exc.exit_code == 2:
                     raise
             finally:
                 self.report.finished_at = time.time()
-                if not opts.dry_run:
-                    store.finish_run(self.run_id, self.report.status, self.report.to_dict())
+                if started:
+                    self._finish(store)
         finally:
+            if scratch is not None:
+                scratch.close()
             store.close()
             if self.progress:
                 self.progress.on_finish()
         return self.report
 
-    def _run(self, store: StateStore, pair_id: int) -> None:
+    def _finish(self, store: StateStore) -> None:
+        """Record the run's end. If the store fails here too (its disk is full), the run row
+        stays 'running' on disk, but with no lock behind it it reads as interrupted, and the
+        next run of the pair marks it so."""
+        try:
+            store.finish_run(self.run_id, self.report.status, self.report.to_dict())
+        except StateError as exc:
+            log.warning("could not record the end of run %s: %s", self.run_id, exc)
+            if self.report.error is None:
+                self.report.error = describe(exc)
+
+    def _run(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts, report = self.opts, self.report
         # 1. list the source
         stats = ListingStats()
-        _load_listing(store, "src", walk(
+        scratch.load_listing("src", walk(
             self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
             copy_links=opts.copy_links, workers=opts.listing_workers,
             on_error=self._listing_error, stats=stats,
             exclude_root_names=self.own_names))
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
-        # 2. list the destination when the manifest cannot stand for it
-        dst_listed = opts.delete or not store.has_records(pair_id)
+        # 2. the manifest; the destination listed when the manifest cannot stand for it
+        if pair_id >= 0:
+            store.snapshot_manifest(pair_id, scratch)
+        dst_listed = opts.delete or pair_id < 0 or not store.has_records(pair_id)
         dst_files = 0
         if dst_listed:
             dst_stats = ListingStats()
-            batches = self._walk_dst(dst_stats)
-            _load_listing(store, "dst", batches)
+            scratch.load_listing("dst", self._walk_dst(dst_stats))
             dst_files = dst_stats.files
             if self.dst_fs.capabilities.extra.get("listing_mtime") == "upload":
-                self._dst_source_mtimes(store, pair_id)
+                self._dst_source_mtimes(scratch)
         # 3. decide
-        counts = self._decide(store, pair_id, dst_listed)
+        counts = self._decide(store, scratch, pair_id, dst_listed)
         n_delete = counts["delete"]
         share, count = parse_max_delete(opts.max_delete)
         if n_delete:
@@ -210,14 +222,14 @@ class _Run:
             report.files_deleted = n_delete
             return
         # 4. directories, then files, then deletes, then the marker
-        self._make_dirs(store, pair_id)
-        self._adopt(store, pair_id)
-        self._transfer(store, pair_id)
+        self._make_dirs(store, scratch, pair_id)
+        self._adopt(store, scratch, pair_id)
+        self._transfer(store, scratch, pair_id)
         if n_delete:
             if report.files_failed:
                 log.warning("not deleting: %d file(s) failed to copy", report.files_failed)
             else:
-                self._delete(store, pair_id)
+                self._delete(store, scratch, pair_id)
         if opts.marker and report.ok:
             self._write_marker()
 
@@ -228,7 +240,7 @@ class _Run:
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
                     stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error)
 
-    def _dst_source_mtimes(self, store: StateStore, pair_id: int) -> None:
+    def _dst_source_mtimes(self, scratch: Scratch) -> None:
         """The destination lists upload times (S3) while the diff compares source mtimes.
         An object we recorded, of the recorded size and uploaded before the record (upload
         times are truncated to the store's precision) is what we wrote: it takes the recorded source mtime, with no
@@ -236,19 +248,9 @@ class _Run:
         kept in its metadata (one HEAD each: only when the state was lost or someone else
         wrote the object, or the store's clock runs ahead of ours); objects without that
         metadata keep their upload time."""
-        db = store.db
-        covered = """EXISTS (SELECT 1 FROM files f WHERE f.pair_id = :pair AND f.path = d.path
-                      AND f.kind = 'f' AND f.size = d.size
-                      AND d.mtime_ns + :precision <= CAST(f.copied_at * 1e9 AS INTEGER))"""
-        args = {"pair": pair_id, "precision": self.dst_fs.capabilities.mtime_precision_ns}
-        ask = [r[0] for r in db.execute(
-            f"""SELECT d.path FROM temp.dst d JOIN temp.src s ON s.path = d.path
-                WHERE d.kind = 'f' AND s.kind = 'f' AND s.size = d.size AND NOT {covered}""",
-            args)]
-        with store.transaction() as tx:
-            tx.execute(f"""UPDATE temp.dst AS d SET mtime_ns = (SELECT f.mtime_ns FROM files f
-                            WHERE f.pair_id = :pair AND f.path = d.path)
-                           WHERE d.kind = 'f' AND {covered}""", args)
+        precision = self.dst_fs.capabilities.mtime_precision_ns
+        ask = scratch.upload_time_candidates(precision)
+        scratch.use_recorded_mtimes(precision)
         if not ask:
             return
         from concurrent.futures import ThreadPoolExecutor
@@ -258,8 +260,7 @@ class _Run:
 
         with ThreadPoolExecutor(max(self.opts.listing_workers, self.opts.workers)) as pool:
             found = [(m, rel) for m, rel in pool.map(one, ask) if m is not None]
-        with store.transaction() as tx:
-            tx.executemany("UPDATE temp.dst SET mtime_ns = ? WHERE path = ?", found)
+        scratch.set_dst_mtimes(found)
 
     def _listing_error(self, rel: str, exc: BaseException) -> None:
         self.report.add_failure(rel, describe(exc))
@@ -272,16 +273,12 @@ class _Run:
         except FileNotFoundError:
             return None
 
-    def _decide(self, store: StateStore, pair_id: int, dst_listed: bool) -> dict[str, int]:
-        db = store.db
-        db.execute("DROP TABLE IF EXISTS temp.work")
-        db.execute("CREATE TEMP TABLE work (seq INTEGER PRIMARY KEY, action TEXT, path TEXT, kind TEXT,"
-                   " size INTEGER, mtime_ns INTEGER, mode INTEGER, checksum TEXT, dst_version TEXT,"
-                   " dst_kind TEXT)")
+    def _decide(self, store: StateStore, scratch: Scratch, pair_id: int, dst_listed: bool) -> dict[str, int]:
+        scratch.new_work()
         counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0}
         rows: list[tuple] = []
         listed = self.report.actions
-        for d in iter_decisions(store, pair_id, dst_listed=dst_listed, checksum=self.opts.checksum,
+        for d in iter_decisions(scratch, dst_listed=dst_listed, checksum=self.opts.checksum,
                                 precision_ns=self.precision, delete=self.opts.delete,
                                 checksum_of=self._checksum_of):
             action = d.action
@@ -308,29 +305,21 @@ class _Run:
                 listed.append({"action": action.value, "path": d.rel, "kind": d.kind,
                                "size": d.size})
             if len(rows) >= 10_000:
-                self._add_work(store, rows)
+                scratch.add_work(rows)
                 rows = []
         if rows:
-            self._add_work(store, rows)
+            scratch.add_work(rows)
         self.report.files_skipped = counts["skip"]
         if dst_listed and not self.opts.dry_run:  # rows for paths gone from both sides are stale
-            with store.transaction() as tx:
-                tx.execute("""DELETE FROM files WHERE pair_id=? AND path NOT IN (SELECT path FROM temp.src)
-                              AND path NOT IN (SELECT path FROM temp.dst)""", (pair_id,))
+            stale = scratch.stale_manifest_paths()
+            for i in range(0, len(stale), 10_000):
+                store.commit(pair_id, forget=stale[i:i + 10_000])
         return counts
 
-    @staticmethod
-    def _add_work(store: StateStore, rows: list[tuple]) -> None:
-        with store.transaction() as db:
-            db.executemany("INSERT INTO temp.work (action, path, kind, size, mtime_ns, mode, checksum,"
-                           " dst_version, dst_kind) VALUES (?,?,?,?,?,?,?,?,?)", rows)
-
     # ------------------------------------------------------------------ execute
-    def _make_dirs(self, store: StateStore, pair_id: int) -> None:
+    def _make_dirs(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         made: list[tuple] = []
-        for path, mtime_ns in store.db.execute(
-            "SELECT path, mtime_ns FROM temp.work WHERE kind='d' AND action IN ('copy','update') ORDER BY path"
-        ).fetchall():
+        for path, mtime_ns in scratch.work_dirs():
             target = self.dst_fs.join(self.dst_root, path)
             try:
                 self.dst_fs.makedirs(target)
@@ -339,29 +328,19 @@ class _Run:
                 continue
             made.append((path, DIR, 0, mtime_ns, None))
         if made:
-            with store.transaction() as db:
-                store.record(pair_id, made, db)
+            store.commit(pair_id, record=made)
             self.report.dirs_created = len(made)
 
-    def _adopt(self, store: StateStore, pair_id: int) -> None:
-        cur = store.db.execute(
-            "SELECT path, kind, size, mtime_ns, checksum FROM temp.work WHERE action='adopt'")
-        while True:
-            rows = cur.fetchmany(10_000)
-            if not rows:
-                return
-            with store.transaction() as db:
-                store.record(pair_id, rows, db)
+    def _adopt(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
+        for rows in scratch.work_adopted():
+            store.commit(pair_id, record=rows)
 
-    def _tasks(self, store: StateStore) -> Iterator[Task]:
-        cur = store.db.cursor()
-        cur.execute("SELECT seq, action, path, size, mtime_ns, mode, dst_version, dst_kind FROM temp.work"
-                    " WHERE kind='f' AND action IN ('copy','update') ORDER BY seq")
+    def _tasks(self, scratch: Scratch) -> Iterator[Task]:
         big = self.opts.multipart_threshold
         # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
         kernel_copy = self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy
-        for seq, action, path, size, mtime_ns, mode, version, dst_kind in cur:
+        for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR:
                 self.report.add_failure(path, f"destination {path} is a directory; source is a file")
                 continue
@@ -393,9 +372,9 @@ class _Run:
         per_stream = -(-size // streams)
         return max(part, -(-per_stream // (1 << 20)) << 20)  # whole MiB
 
-    def _bins(self, store: StateStore, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
+    def _bins(self, store: StateStore, scratch: Scratch, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
         """Bins of tasks; each bin is journalled as ``staging`` before it is handed out."""
-        for b in make_bins(self._tasks(store)):
+        for b in make_bins(self._tasks(scratch)):
             store.journal_staging(pair_id, self.run_id, [(t.rel, ctx.staged_path(t.rel)) for t in b])
             out: list[Task] = []
             for t in b:
@@ -418,12 +397,11 @@ class _Run:
 
     def _fail(self, store: StateStore, pair_id: int, rel: str, error: str, retryable: bool = False) -> None:
         self.report.add_failure(rel, error, retryable)
-        with store.transaction() as db:
-            store.journal_clear(pair_id, [rel], db)
+        store.commit(pair_id, clear=[rel])
         if self.progress:
             self.progress.on_file(rel, False)
 
-    def _transfer(self, store: StateStore, pair_id: int) -> None:
+    def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts = self.opts
         ctx = StageContext(
             self.src_fs, self.src_root, self.dst_fs, self.dst_root, self.run_id,
@@ -436,7 +414,7 @@ class _Run:
         last_flush = time.monotonic()
         failed_ranged: set[str] = set()
         try:
-            for out in executor.run(self._bins(store, pair_id, ctx), ctx):
+            for out in executor.run(self._bins(store, scratch, pair_id, ctx), ctx):
                 if out.part is not None or (not out.ok and out.rel in self._ranged):
                     out = self._range_done(out, ctx, failed_ranged)
                     if out is None:
@@ -446,11 +424,11 @@ class _Run:
                     continue
                 batch.append(out)
                 if len(batch) >= opts.batch_files or time.monotonic() - last_flush > 0.5:
-                    self._publish(store, pair_id, batch)
+                    self._publish(store, scratch, pair_id, batch)
                     batch = []
                     last_flush = time.monotonic()
             if batch:
-                self._publish(store, pair_id, batch)
+                self._publish(store, scratch, pair_id, batch)
         finally:
             executor.close()
 
@@ -473,7 +451,7 @@ class _Run:
         del self._ranged[out.rel]
         return finish_ranges(task, parts, ctx)
 
-    def _publish(self, store: StateStore, pair_id: int, batch: list[Outcome]) -> None:
+    def _publish(self, store: StateStore, scratch: Scratch, pair_id: int, batch: list[Outcome]) -> None:
         store.journal_staged(pair_id, [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch])
         done: list[tuple] = []
         done_seqs: list[int] = []
@@ -498,19 +476,12 @@ class _Run:
             self.report.bytes_copied += o.size
             if self.progress:
                 self.progress.on_file(o.rel, True)
-        with store.transaction() as db:
-            store.record(pair_id, done, db)
-            store.journal_clear(pair_id, [d[0] for d in done] + failed, db)
-        if done_seqs:  # by primary key: a path IN (...) scanned all of temp.work per batch
-            self.report.files_updated += store.db.execute(
-                f"SELECT COUNT(*) FROM temp.work WHERE action='update' AND seq IN ({','.join('?' * len(done_seqs))})",
-                done_seqs).fetchone()[0]
+        store.commit(pair_id, record=done, clear=[d[0] for d in done] + failed)
+        self.report.files_updated += scratch.count_updates(done_seqs)
 
-    def _delete(self, store: StateStore, pair_id: int) -> None:
-        rows = store.db.execute(
-            "SELECT path, kind FROM temp.work WHERE action='delete' ORDER BY path DESC").fetchall()
+    def _delete(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         gone: list[str] = []
-        for path, kind in rows:  # reverse path order: children before their directory
+        for path, kind in scratch.work_deletes():  # reverse path order: children before their directory
             target = self.dst_fs.join(self.dst_root, path)
             try:
                 if kind == DIR:
@@ -522,8 +493,7 @@ class _Run:
                 self.report.add_failure(path, describe(exc))
                 continue
             gone.append(path)
-        with store.transaction() as db:
-            store.forget(pair_id, gone, db)
+        store.commit(pair_id, forget=gone)
 
     def _write_marker(self) -> None:
         final = self.dst_fs.join(self.dst_root, self.opts.marker or "")

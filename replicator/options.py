@@ -115,6 +115,10 @@ class CopyOptions:
         if self.executor not in EXECUTORS:
             raise UsageError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         parse_max_delete(self.max_delete)
+        if self.state_path is not None:
+            from replicator.state import state_scheme
+
+            state_scheme(self.state_path)  # an unknown scheme is a usage error, never a file name
         if self.marker is not None and (not self.marker or "/" in self.marker or self.marker in (".", "..")):
             raise UsageError(f"--marker: expected a plain file name, got {self.marker!r}")
         for pattern in (*self.include, *self.exclude):

@@ -1,6 +1,6 @@
 """Compare two trees by content: checksums, not only size and mtime.
 
-Both listings go to TEMP tables of a throwaway store, so the comparison streams
+Both listings go to a private scratch database, so the comparison streams
 in path order with bounded memory; checksums are computed in parallel.
 """
 
@@ -17,8 +17,8 @@ from replicator.filesystems.base import FILE, FileSystem
 from replicator.filesystems.registry import resolve
 from replicator.filters import Filter
 from replicator.listing import ListingStats, walk
-from replicator.manifest import StateStore
 from replicator.options import CopyOptions
+from replicator.state.scratch import Scratch
 
 MAX_LISTED = 1000
 
@@ -63,30 +63,24 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
     dst_fs, dst_root = resolve(destination)
     report = VerifyReport(src_fs.uri(src_root), dst_fs.uri(dst_root))
     flt = Filter(tuple(opts.include), tuple(opts.exclude))
-    store = StateStore(None)
+    scratch = Scratch()
     names = frozenset({opts.marker}) if opts.marker else frozenset()
     try:
         for table, fs, root in (("src", src_fs, src_root), ("dst", dst_fs, dst_root)):
-            store.new_listing(table)
             if table == "dst" and dst_fs.stat(dst_root) is None:
                 continue
             for batch in walk(fs, root, flt, copy_links=opts.copy_links, workers=opts.listing_workers,
                               stats=ListingStats(), exclude_root_names=names if table == "dst" else frozenset(),
                               on_error=lambda rel, exc: report.errors.append(f"{rel}: {describe(exc)}")):
-                store.add_listing(table, [e.row() for e in batch if e.kind == FILE])
-        db = store.db
-        for (path,) in db.execute("SELECT path FROM temp.src s WHERE NOT EXISTS "
-                                  "(SELECT 1 FROM temp.dst d WHERE d.path=s.path) ORDER BY path"):
+                scratch.add_listing(table, [e.row() for e in batch if e.kind == FILE])
+        for path in scratch.missing_paths():
             report.n_missing += 1
             if len(report.missing) < MAX_LISTED:
                 report.missing.append(path)
-        for (path,) in db.execute("SELECT path FROM temp.dst d WHERE NOT EXISTS "
-                                  "(SELECT 1 FROM temp.src s WHERE s.path=d.path) ORDER BY path"):
+        for path in scratch.extra_paths():
             report.n_extra += 1
             if len(report.extra) < MAX_LISTED:
                 report.extra.append(path)
-        cur = db.execute("SELECT s.path, s.size, d.size, s.checksum, d.checksum FROM temp.src s "
-                         "JOIN temp.dst d ON d.path=s.path ORDER BY s.path")
 
         def compare(row: tuple) -> dict[str, Any] | None:
             path, s_size, d_size, s_sum, d_sum = row
@@ -102,10 +96,7 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
             return None
 
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            while True:
-                rows = cur.fetchmany(2000)
-                if not rows:
-                    break
+            for rows in scratch.common_rows():
                 for row, diff in zip(rows, pool.map(compare, rows), strict=True):
                     report.files_compared += 1
                     report.bytes_compared += row[1]
@@ -114,6 +105,6 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
                         if len(report.differing) < MAX_LISTED:
                             report.differing.append(diff)
     finally:
-        store.close()
+        scratch.close()
     report.duration_s = round(time.monotonic() - start, 3)
     return report

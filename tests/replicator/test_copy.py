@@ -14,8 +14,8 @@ import pytest
 
 from replicator import api
 from replicator.errors import LockedError
-from replicator.manifest import StateStore
 from replicator.options import CopyOptions
+from replicator.state import SQLiteStateStore as StateStore
 from tests.replicator.conftest import temp_names, tree, write
 
 T0 = 1_700_000_000
@@ -277,8 +277,7 @@ def test_one_run_per_pair_at_a_time(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write(src / "a", "a", T0)
     store = StateStore(str(tmp_path / "state.db"))
-    pair = store.pair_id(str(src), str(tmp_path / "dst"))
-    store.lock_pair(pair)
+    store.lock_pair(str(src), str(tmp_path / "dst"))
     try:
         with pytest.raises(LockedError):
             api.copy(str(src), str(tmp_path / "dst"), opts(tmp_path))

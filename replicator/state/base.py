@@ -1,0 +1,254 @@
+"""The durable state store: what was copied (manifest), what is being published (journal),
+the history of runs, and the one-run-per-pair lock.
+
+One class per back end (:mod:`replicator.state.sqlite`, :mod:`replicator.state.postgres`)
+behind this interface; the engine calls its methods and never writes SQL. The SQL both
+back ends share lives here, written once with ``?`` placeholders and ``{table}`` names
+that each back end maps to its own. Every write is one short transaction, so many runs
+of different pairs share one store. Per-run scratch work (listings, the diff join, the
+work list) is not here: it goes to a private :class:`replicator.state.scratch.Scratch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from replicator.errors import ReplicatorError, UsageError
+
+ManifestRow = tuple[str, str, int, int, str | None]  # (path, kind, size, mtime_ns, checksum)
+
+
+class StateError(ReplicatorError):
+    """The state store failed under a run (disk full, connection lost, I/O error). Exit 1."""
+
+
+class StateDamaged(UsageError):
+    """The state store is not a usable state store (damaged pages, not a database). Exit 2."""
+
+
+def pair_lock_key(source: str, destination: str) -> int:
+    """A signed 64-bit key for the canonical pair (PostgreSQL advisory locks take a bigint)."""
+    digest = hashlib.sha256(f"replicator-pair\0{source}\0{destination}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class StateStore:
+    """Interface and shared SQL of a state store. Use :func:`replicator.state.open_store`."""
+
+    #: table names as the back end spells them
+    TABLES: dict[str, str] = {"pairs": "pairs", "files": "files", "journal": "journal", "runs": "runs"}
+    #: the back end's DB-API errors, turned into StateError / StateDamaged at the boundary
+    ERRORS: tuple[type[BaseException], ...] = ()
+    read_only: bool = False
+    #: False: a throwaway store (a dry run with no state yet); nothing is locked or kept
+    persistent: bool = True
+
+    def __init__(self) -> None:
+        self._sql_cache: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ back end hooks
+    @property
+    def identity(self) -> str:
+        """What the store is, for messages: a resolved path or a URL without its password."""
+        raise NotImplementedError
+
+    def _execute(self, sql: str, args: tuple | dict = ()) -> Any:
+        """Run one statement, return the cursor."""
+        raise NotImplementedError
+
+    def _executemany(self, sql: str, rows: list[tuple]) -> None:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _insert_pair(self, source: str, destination: str) -> None:
+        raise NotImplementedError
+
+    def lock_pair(self, source: str, destination: str) -> None:
+        """Hold the pair's exclusive lock until :meth:`close`; LockedError if another run has it."""
+        raise NotImplementedError
+
+    def lock_held(self, source: str, destination: str) -> bool:
+        """Whether some run (this one or another) holds the pair's lock now."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> ReplicatorError:
+        return StateError(f"state store {self.identity}: {exc}")
+
+    # ------------------------------------------------------------------ helpers
+    def sql(self, text: str) -> str:
+        """``text`` with ``{files}``-style table names of this back end."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = self._sql_cache[text] = text.format(**self.TABLES)
+        return cached
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn the back end's errors into ours (no raw driver traceback reaches a user)."""
+        try:
+            yield
+        except self.ERRORS as exc:
+            raise self._classify(exc) from exc
+
+    def _run(self, text: str, args: tuple | dict = ()) -> Any:
+        with self.guard():
+            return self._execute(self.sql(text), args)
+
+    def _all(self, text: str, args: tuple | dict = ()) -> list[tuple]:
+        with self.guard():
+            return list(self._execute(self.sql(text), args).fetchall())
+
+    def _many(self, text: str, rows: list[tuple]) -> None:
+        if rows:
+            with self.guard():
+                self._executemany(self.sql(text), rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[StateStore]:
+        """One short write transaction; everything in it commits together or not at all."""
+        if self.read_only:
+            raise UsageError(f"state store {self.identity} is open read-only")
+        with self.guard():
+            self._begin()
+        try:
+            yield self
+        except BaseException:
+            with contextlib.suppress(*self.ERRORS):
+                self._rollback()
+            raise
+        try:
+            with self.guard():
+                self._commit()
+        except BaseException:
+            with contextlib.suppress(*self.ERRORS):
+                self._rollback()
+            raise
+
+    # ------------------------------------------------------------------ pairs
+    def find_pair(self, source: str, destination: str) -> int | None:
+        rows = self._all("SELECT id FROM {pairs} WHERE source=? AND destination=?", (source, destination))
+        return int(rows[0][0]) if rows else None
+
+    def pair_id(self, source: str, destination: str) -> int:
+        """The pair's id, created on first use."""
+        found = self.find_pair(source, destination)
+        if found is not None:
+            return found
+        with self.transaction():
+            self._insert_pair(source, destination)
+        found = self.find_pair(source, destination)
+        assert found is not None
+        return found
+
+    def pair_of(self, pair_id: int) -> tuple[str, str] | None:
+        rows = self._all("SELECT source, destination FROM {pairs} WHERE id=?", (pair_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # ------------------------------------------------------------------ manifest
+    def has_records(self, pair_id: int) -> bool:
+        return bool(self._all("SELECT 1 FROM {files} WHERE pair_id=? LIMIT 1", (pair_id,)))
+
+    def record(self, pair_id: int, rows: Iterable[ManifestRow]) -> None:
+        """Upsert manifest rows ``(path, kind, size, mtime_ns, checksum)`` (inside or outside
+        a transaction)."""
+        now = time.time()
+        self._many(
+            "INSERT INTO {files} (pair_id, path, kind, size, mtime_ns, checksum, copied_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (pair_id, path) DO UPDATE SET kind=excluded.kind, "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, checksum=excluded.checksum, "
+            "copied_at=excluded.copied_at",
+            [(pair_id, p, k, s, m, c, now) for (p, k, s, m, c) in rows],
+        )
+
+    def forget(self, pair_id: int, paths: Iterable[str]) -> None:
+        self._many("DELETE FROM {files} WHERE pair_id=? AND path=?", [(pair_id, p) for p in paths])
+
+    def manifest_rows(self, pair_id: int) -> Iterator[tuple]:
+        """``(path, kind, size, mtime_ns, checksum, copied_at)`` in path order."""
+        yield from self._all(
+            "SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} WHERE pair_id=? ORDER BY path",
+            (pair_id,))
+
+    def snapshot_manifest(self, pair_id: int, scratch: Any) -> None:
+        """Copy the pair's manifest into ``scratch`` (its ``manifest`` table) for the diff."""
+        scratch.load_manifest(self.manifest_rows(pair_id))
+
+    def commit(self, pair_id: int, *, record: Iterable[ManifestRow] = (), forget: Iterable[str] = (),
+               clear: Iterable[str] = ()) -> None:
+        """Record, forget and drop journal rows in one transaction."""
+        with self.transaction():
+            self.record(pair_id, record)
+            self.forget(pair_id, forget)
+            self.journal_clear(pair_id, clear)
+
+    # ------------------------------------------------------------------ journal
+    def journal_staging(self, pair_id: int, run_id: str, rows: Iterable[tuple[str, str | None]]) -> None:
+        with self.transaction():
+            self._many(
+                "INSERT INTO {journal} (pair_id, path, run_id, state, tmp) VALUES (?,?,?,'staging',?) "
+                "ON CONFLICT (pair_id, path) DO UPDATE SET run_id=excluded.run_id, state='staging', "
+                "tmp=excluded.tmp, size=NULL, mtime_ns=NULL, checksum=NULL",
+                [(pair_id, p, run_id, tmp) for (p, tmp) in rows],
+            )
+
+    def journal_staged(self, pair_id: int, rows: Iterable[tuple[str, int, int, str | None]]) -> None:
+        with self.transaction():
+            self._many(
+                "UPDATE {journal} SET state='staged', size=?, mtime_ns=?, checksum=? WHERE pair_id=? AND path=?",
+                [(s, m, c, pair_id, p) for (p, s, m, c) in rows],
+            )
+
+    def journal_clear(self, pair_id: int, paths: Iterable[str]) -> None:
+        self._many("DELETE FROM {journal} WHERE pair_id=? AND path=?", [(pair_id, p) for p in paths])
+
+    def journal_entries(self, pair_id: int) -> list[tuple]:
+        """``(path, run_id, state, tmp, size, mtime_ns, checksum)`` in path order."""
+        return self._all(
+            "SELECT path, run_id, state, tmp, size, mtime_ns, checksum FROM {journal} WHERE pair_id=? ORDER BY path",
+            (pair_id,))
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, pair_id: int, run_id: str, started_at: float) -> None:
+        """Record a run as running (under the pair lock: any other 'running' row of the pair
+        is a run that died)."""
+        with self.transaction():
+            self._run("UPDATE {runs} SET status='interrupted' WHERE pair_id=? AND status='running'", (pair_id,))
+            self._run("INSERT INTO {runs} (run_id, pair_id, started_at, status) VALUES (?,?,?,'running')",
+                      (run_id, pair_id, started_at))
+
+    def finish_run(self, run_id: str, status: str, report: dict[str, Any]) -> None:
+        with self.transaction():
+            self._run("UPDATE {runs} SET finished_at=?, status=?, report=? WHERE run_id=?",
+                      (time.time(), status, json.dumps(report, default=str), run_id))
+
+    def last_runs(self, pair_id: int, limit: int = 10) -> list[dict[str, Any]]:
+        """The pair's latest runs, newest first. A run recorded as running whose pair lock
+        nobody holds died (killed, or its store failed under it): it shows as interrupted."""
+        rows = self._all(
+            "SELECT run_id, started_at, finished_at, status, report FROM {runs} WHERE pair_id=? "
+            "ORDER BY started_at DESC LIMIT ?", (pair_id, limit))
+        out = [{"run_id": r[0], "started_at": r[1], "finished_at": r[2], "status": r[3],
+                "report": json.loads(r[4]) if r[4] else None} for r in rows]
+        if any(r["status"] == "running" for r in out):
+            pair = self.pair_of(pair_id)
+            if pair is not None and not self.lock_held(*pair):
+                for r in out:
+                    if r["status"] == "running":
+                        r["status"] = "interrupted"
+        return out

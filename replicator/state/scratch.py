@@ -1,0 +1,217 @@
+"""Per-run scratch space: listings, the manifest snapshot, the diff join and the work list.
+
+A private on-disk temporary SQLite database (deleted when closed), whatever the durable
+store is: the listing of a million-file tree is streamed into B-trees on disk, never
+into Python objects, and the diff is one ordered join, local to the run. Only this run's
+driver uses it, so it needs no locks and no durability (journal and sync off). The
+durable manifest is copied in once, before the diff (:meth:`StateStore.snapshot_manifest`:
+one ``INSERT ... SELECT`` from an attached SQLite state, or a stream of rows from
+PostgreSQL); while the run holds the pair lock, nobody else changes the pair's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+LISTING_COLUMNS = ("path TEXT PRIMARY KEY, kind TEXT, size INTEGER, mtime_ns INTEGER, mode INTEGER, "
+                   "checksum TEXT, version TEXT, held INTEGER")
+MANIFEST_COLUMNS = ("path TEXT PRIMARY KEY, kind TEXT, size INTEGER, mtime_ns INTEGER, checksum TEXT, "
+                    "copied_at REAL")
+WORK_COLUMNS = ("seq INTEGER PRIMARY KEY, action TEXT, path TEXT, kind TEXT, size INTEGER, "
+                "mtime_ns INTEGER, mode INTEGER, checksum TEXT, dst_version TEXT, dst_kind TEXT")
+BATCH = 20_000
+
+
+class Scratch:
+    """The run's scratch tables: ``src`` and ``dst`` listings, ``manifest``, ``work``."""
+
+    def __init__(self) -> None:
+        # "": a private temporary database on disk (SQLite's temp directory), gone on close
+        self.db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-65536"):
+            self.db.execute(f"PRAGMA {pragma}")
+        self.db.execute(f"CREATE TABLE manifest ({MANIFEST_COLUMNS}) WITHOUT ROWID")
+        self.new_listing("src")
+        self.new_listing("dst")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ listings
+    def new_listing(self, name: str) -> None:
+        assert name in ("src", "dst")
+        self.db.execute(f"DROP TABLE IF EXISTS {name}")
+        self.db.execute(f"CREATE TABLE {name} ({LISTING_COLUMNS}) WITHOUT ROWID")
+
+    def add_listing(self, name: str, rows: list[tuple]) -> None:
+        """Rows of :meth:`replicator.listing.Entry.row`."""
+        assert name in ("src", "dst")
+        with self._batch() as db:
+            db.executemany(f"INSERT OR REPLACE INTO {name} VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def load_listing(self, name: str, batches: Iterable[list]) -> None:
+        """Stream batches of listing entries into a fresh ``name`` table."""
+        self.new_listing(name)
+        buf: list[tuple] = []
+        for batch in batches:
+            buf.extend(e.row() for e in batch)
+            if len(buf) >= BATCH:
+                self.add_listing(name, buf)
+                buf = []
+        if buf:
+            self.add_listing(name, buf)
+
+    # ------------------------------------------------------------------ manifest snapshot
+    def load_manifest(self, rows: Iterable[tuple]) -> None:
+        """Rows ``(path, kind, size, mtime_ns, checksum, copied_at)``."""
+        self.db.execute("DELETE FROM manifest")
+        buf: list[tuple] = []
+        for row in rows:
+            buf.append(tuple(row))
+            if len(buf) >= BATCH:
+                with self._batch() as db:
+                    db.executemany("INSERT INTO manifest VALUES (?,?,?,?,?,?)", buf)
+                buf = []
+        if buf:
+            with self._batch() as db:
+                db.executemany("INSERT INTO manifest VALUES (?,?,?,?,?,?)", buf)
+
+    def copy_manifest_from_sqlite(self, path: str, pair_id: int) -> None:
+        """The SQLite store's fast path: attach the state file read-only and copy in C."""
+        self.db.execute("DELETE FROM manifest")
+        self.db.execute("ATTACH DATABASE ? AS state", ("file:" + quote(path) + "?mode=ro",))
+        try:
+            self.db.execute("INSERT INTO manifest SELECT path, kind, size, mtime_ns, checksum, copied_at "
+                            "FROM state.files WHERE pair_id = ?", (pair_id,))
+        finally:
+            self.db.execute("DETACH DATABASE state")
+
+    def stale_manifest_paths(self) -> list[str]:
+        """Manifest rows whose path is gone from both the source and the destination listing."""
+        return [r[0] for r in self.db.execute(
+            "SELECT path FROM manifest m WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = m.path) "
+            "AND NOT EXISTS (SELECT 1 FROM dst d WHERE d.path = m.path)")]
+
+    # ------------------------------------------------------------------ the diff join
+    def decision_rows(self, dst_listed: bool) -> Iterator[tuple]:
+        """Every source path in path order, with its manifest row and (when listed) its
+        destination entry: ``(path, kind, size, mtime_ns, mode, checksum, held, m.kind, m.size,
+        m.mtime_ns, m.checksum, d.kind, d.size, d.mtime_ns, d.checksum, d.version)``."""
+        dst_join = "LEFT JOIN dst d ON d.path = s.path" if dst_listed else ""
+        dst_cols = "d.kind, d.size, d.mtime_ns, d.checksum, d.version" if dst_listed else "NULL, NULL, NULL, NULL, NULL"
+        yield from self.db.cursor().execute(f"""
+            SELECT s.path, s.kind, s.size, s.mtime_ns, s.mode, s.checksum, s.held,
+                   m.kind, m.size, m.mtime_ns, m.checksum, {dst_cols}
+            FROM src s LEFT JOIN manifest m ON m.path = s.path {dst_join}
+            ORDER BY s.path""")
+
+    def dst_only_rows(self) -> Iterator[tuple]:
+        """Destination paths the source does not have: ``(path, kind, size, mtime_ns, version)``."""
+        yield from self.db.cursor().execute(
+            "SELECT d.path, d.kind, d.size, d.mtime_ns, d.version FROM dst d "
+            "WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = d.path) ORDER BY d.path")
+
+    # ------------------------------------------------------------------ destinations listing upload times
+    _COVERED = """EXISTS (SELECT 1 FROM manifest m WHERE m.path = d.path AND m.kind = 'f'
+                  AND m.size = d.size AND d.mtime_ns + :precision <= CAST(m.copied_at * 1e9 AS INTEGER))"""
+
+    def upload_time_candidates(self, precision_ns: int) -> list[str]:
+        """Destination files the source has at the same size that are not what we recorded
+        (their source mtime must be asked of the destination)."""
+        return [r[0] for r in self.db.execute(
+            f"""SELECT d.path FROM dst d JOIN src s ON s.path = d.path
+                WHERE d.kind = 'f' AND s.kind = 'f' AND s.size = d.size AND NOT {self._COVERED}""",
+            {"precision": precision_ns})]
+
+    def use_recorded_mtimes(self, precision_ns: int) -> None:
+        """Destination files we recorded (same size, uploaded before the record) take the
+        recorded source mtime."""
+        with self._batch() as db:
+            db.execute(f"""UPDATE dst AS d SET mtime_ns = (SELECT m.mtime_ns FROM manifest m WHERE m.path = d.path)
+                           WHERE d.kind = 'f' AND {self._COVERED}""", {"precision": precision_ns})
+
+    def set_dst_mtimes(self, rows: list[tuple[int, str]]) -> None:
+        """``(mtime_ns, path)`` rows."""
+        with self._batch() as db:
+            db.executemany("UPDATE dst SET mtime_ns = ? WHERE path = ?", rows)
+
+    # ------------------------------------------------------------------ work list
+    def new_work(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS work")
+        self.db.execute(f"CREATE TABLE work ({WORK_COLUMNS})")
+
+    def add_work(self, rows: list[tuple]) -> None:
+        """``(action, path, kind, size, mtime_ns, mode, checksum, dst_version, dst_kind)``."""
+        with self._batch() as db:
+            db.executemany("INSERT INTO work (action, path, kind, size, mtime_ns, mode, checksum,"
+                           " dst_version, dst_kind) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def work_dirs(self) -> list[tuple[str, int]]:
+        """Directories to create, parents first: ``(path, mtime_ns)``."""
+        return self.db.execute("SELECT path, mtime_ns FROM work WHERE kind='d' AND action IN ('copy','update') "
+                               "ORDER BY path").fetchall()
+
+    def work_adopted(self) -> Iterator[list[tuple]]:
+        """Batches of manifest rows for unchanged paths to record."""
+        cur = self.db.execute("SELECT path, kind, size, mtime_ns, checksum FROM work WHERE action='adopt'")
+        while rows := cur.fetchmany(10_000):
+            yield rows
+
+    def work_files(self) -> Iterator[tuple]:
+        """Files to copy in plan order: ``(seq, action, path, size, mtime_ns, mode, dst_version, dst_kind)``."""
+        yield from self.db.cursor().execute(
+            "SELECT seq, action, path, size, mtime_ns, mode, dst_version, dst_kind FROM work"
+            " WHERE kind='f' AND action IN ('copy','update') ORDER BY seq")
+
+    def count_updates(self, seqs: list[int]) -> int:
+        if not seqs:
+            return 0
+        # by primary key: a path IN (...) scanned all of work per batch
+        return int(self.db.execute(
+            f"SELECT COUNT(*) FROM work WHERE action='update' AND seq IN ({','.join('?' * len(seqs))})",
+            seqs).fetchone()[0])
+
+    def work_deletes(self) -> list[tuple[str, str]]:
+        """``(path, kind)`` to delete, children before their directory."""
+        return self.db.execute("SELECT path, kind FROM work WHERE action='delete' ORDER BY path DESC").fetchall()
+
+    # ------------------------------------------------------------------ verify
+    def missing_paths(self) -> Iterator[str]:
+        """In the source listing only."""
+        for (path,) in self.db.execute("SELECT path FROM src s WHERE NOT EXISTS "
+                                       "(SELECT 1 FROM dst d WHERE d.path=s.path) ORDER BY path"):
+            yield path
+
+    def extra_paths(self) -> Iterator[str]:
+        """In the destination listing only."""
+        for (path,) in self.db.execute("SELECT path FROM dst d WHERE NOT EXISTS "
+                                       "(SELECT 1 FROM src s WHERE s.path=d.path) ORDER BY path"):
+            yield path
+
+    def common_rows(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Batches of ``(path, src size, dst size, src checksum, dst checksum)`` on both sides."""
+        cur = self.db.execute("SELECT s.path, s.size, d.size, s.checksum, d.checksum FROM src s "
+                              "JOIN dst d ON d.path=s.path ORDER BY s.path")
+        while rows := cur.fetchmany(2000):
+            yield rows
