@@ -94,6 +94,7 @@ def _copy_options(**kw: Any) -> CopyOptions:
         delete=kw.get("delete", False),
         dry_run=kw.get("dry_run", False),
         checksum=kw.get("checksum", False),
+        verify_checksum=kw.get("verify_checksum", False),
         workers=kw.get("workers", 8),
         include=tuple(kw.get("include") or ()),
         exclude=tuple(kw.get("exclude") or ()),
@@ -158,6 +159,10 @@ def _finish_run(report, as_json: bool) -> None:
               help="Refuse a run that would delete more than this many files or share of the destination.")
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing.")
 @click.option("--checksum", "-c", is_flag=True, help="Compare and verify by CRC32C content checksum, not size+mtime.")
+@click.option("--verify-checksum", is_flag=True,
+              help="Decide by size+mtime, but verify every copied file by CRC32C (re-read where the "
+                   "destination reports no CRC32C). Without it or --checksum, a local copy is checked "
+                   "by size only and the report says verified=false.")
 @click.option("--workers", "-w", default=8, show_default=True, type=click.IntRange(1, 1024), help="Parallel transfers.")
 @_filters
 @click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS",

@@ -158,8 +158,10 @@ class _Run:
                     raise
             finally:
                 self.report.finished_at = time.time()
+                self.report.settle_verified()
                 if started:
                     self._finish(store)
+                    self.report.settle_verified()  # recording the end may have failed
         finally:
             if scratch is not None:
                 scratch.close()
@@ -338,7 +340,8 @@ class _Run:
     def _tasks(self, scratch: Scratch) -> Iterator[Task]:
         big = self.opts.multipart_threshold
         # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
-        kernel_copy = self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
+        kernel_copy = (self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
+                       and not self.opts.verify_checksum)
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR:
@@ -405,7 +408,8 @@ class _Run:
         opts = self.opts
         ctx = StageContext(
             self.src_fs, self.src_root, self.dst_fs, self.dst_root, self.run_id,
-            checksum=opts.checksum, preserve=opts.preserve, chunk_size=opts.chunk_size,
+            checksum=opts.checksum, verify_checksum=opts.verify_checksum,
+            preserve=opts.preserve, chunk_size=opts.chunk_size,
             retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
             progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
         )
@@ -473,6 +477,7 @@ class _Run:
             done.append((o.rel, FILE, o.size, o.mtime_ns, o.checksum))
             done_seqs.append(o.seq)
             self.report.files_copied += 1
+            self.report.files_verified += o.verified
             self.report.bytes_copied += o.size
             if self.progress:
                 self.progress.on_file(o.rel, True)

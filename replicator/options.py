@@ -72,6 +72,7 @@ class CopyOptions:
     delete: bool = False
     dry_run: bool = False
     checksum: bool = False
+    verify_checksum: bool = False  # verify every copy by CRC32C (checksum: decide by it too)
     workers: int = 8
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

@@ -46,12 +46,24 @@ class RunReport:
     dirs_created: int = 0
     files_failed: int = 0
     files_recovered: int = 0  # journal entries of an interrupted run completed at start
-    verified: bool = True  # every copied file matched size (+ checksum) after staging
+    files_verified: int = 0  # copied files whose published bytes were checked by CRC32C
+    # True only for a finished, successful, real run in which every file it copied was
+    # checked by CRC32C (see settle_verified); unchanged (skipped) files are not re-read
+    verified: bool = False
     delete_refused: str | None = None
     marker: str | None = None
     failures: list[Failure] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)  # planned work (capped)
     error: str | None = None  # a run-level error (not one file's)
+
+    def settle_verified(self) -> None:
+        """``verified``: the run finished ok (not a dry run) and every file it copied was
+        verified by checksum: the destination's own CRC32C matched the bytes read, or the
+        staged copy was re-read (``--checksum`` / ``verify_checksum``). A size-only check
+        (the local kernel copy without either) does not count. Files skipped as unchanged
+        were verified by the run that copied them and are not part of it."""
+        self.verified = (self.ok and not self.dry_run and self.finished_at is not None
+                         and self.files_verified == self.files_copied)
 
     @property
     def ok(self) -> bool:

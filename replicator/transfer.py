@@ -96,6 +96,7 @@ class Outcome:
     part: dict | None = None
     bytes_moved: int = 0
     attempts: int = 1
+    verified: bool = False  # the published bytes were checked by CRC32C (store's or re-read)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class StageContext:
     dst_root: str
     run_id: str
     checksum: bool = False
+    verify_checksum: bool = False  # check every copy by CRC32C even when deciding by size+mtime
     preserve: frozenset[str] = frozenset({"times"})
     chunk_size: int = 8 << 20
     retries: int = 3
@@ -129,6 +131,11 @@ class StageContext:
 
     def dst_path(self, rel: str) -> str:
         return self.dst_fs.join(self.dst_root, rel)
+
+    @property
+    def verify(self) -> bool:
+        """Every staged copy is checked by CRC32C (re-read where the store reports none)."""
+        return self.checksum or self.verify_checksum
 
     def staged_path(self, rel: str) -> str | None:
         if not self.dst_fs.capabilities.atomic_rename:
@@ -177,7 +184,7 @@ def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
         if got != value:
             return None
     return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                   checksum=want, crc=value, tmp=None, bytes_moved=0)
+                   checksum=want, crc=value, tmp=None, bytes_moved=0, verified=True)
 
 
 def stage(task: Task, ctx: StageContext) -> Outcome:
@@ -293,8 +300,9 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
     dst_fs = ctx.dst_fs
     crc_value: int | None = None
     try:
-        if tmp is not None and _local_pair(ctx) and not ctx.checksum:
-            # size verified, times and mode set on the open descriptor (one fstat, no lookups)
+        if tmp is not None and _local_pair(ctx) and not ctx.verify:
+            # size verified (not content: Outcome.verified stays False), times and mode set on
+            # the open descriptor (one fstat, no lookups)
             caps = dst_fs.capabilities
             written = _copy_local_fast(
                 ctx, src, tmp, size0,
@@ -317,7 +325,7 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
             writer.abort()
             raise
         writer.close()
-        _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
+        verified = _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
         if tmp is not None:
             _apply_attrs(ctx, tmp, mtime0, mode)
     except BaseException:
@@ -326,22 +334,31 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
         raise
     return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0,
                    checksum=crc.format_crc32c(crc_value) if crc_value is not None else None,
-                   crc=crc_value, tmp=tmp, bytes_moved=written)
+                   crc=crc_value, tmp=tmp, bytes_moved=written, verified=verified)
 
 
-def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | None, rel: str) -> None:
+def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | None, rel: str) -> bool:
+    """Raise VerificationError unless the staged copy has ``size`` bytes and, where known,
+    the CRC32C of what was read. Returns True when the content was compared by checksum
+    (the store's own CRC32C, or a re-read when ``ctx.verify``), False for size only."""
     info = ctx.dst_fs.stat(staged)
     if info is None or info.size != size:
         got = "nothing" if info is None else f"{info.size} bytes"
         raise VerificationError(f"staged copy of {rel}: expected {size} bytes, found {got}")
-    if (crc_value is not None and info.checksum and info.checksum.startswith("crc32c:")
-            and info.checksum != crc.format_crc32c(crc_value)):
-        raise VerificationError(f"staged copy of {rel}: store checksum {info.checksum} != "
+    if crc_value is None:
+        return False
+    if info.checksum and info.checksum.startswith("crc32c:"):
+        if info.checksum != crc.format_crc32c(crc_value):
+            raise VerificationError(f"staged copy of {rel}: store checksum {info.checksum} != "
                                     f"{crc.format_crc32c(crc_value)}")
-    if ctx.checksum and crc_value is not None:
-        again = crc.file_crc32c(ctx.dst_fs, staged, ctx.chunk_size)
-        if again != crc_value:
-            raise VerificationError(f"staged copy of {rel}: checksum mismatch on re-read")
+        if not ctx.checksum:
+            return True
+    if not ctx.verify:
+        return False
+    again = crc.file_crc32c(ctx.dst_fs, staged, ctx.chunk_size)
+    if again != crc_value:
+        raise VerificationError(f"staged copy of {rel}: checksum mismatch on re-read")
+    return True
 
 
 def _quiet_delete(fs: FileSystem, path: str) -> None:
@@ -385,7 +402,7 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
-        _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
+        verified = _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
         if tmp is not None:
             _apply_attrs(ctx, tmp, task.mtime_ns, mode)
     except Exception as exc:
@@ -395,4 +412,4 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
             pass
         return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc))
     return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
-                   checksum=crc.format_crc32c(value), crc=value, tmp=tmp)
+                   checksum=crc.format_crc32c(value), crc=value, tmp=tmp, verified=verified)

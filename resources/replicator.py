@@ -23,6 +23,10 @@ class ReplicatorResource(dg.ConfigurableResource):
     executor: str = Field(default="local", description="local | spark")
     marker: str | None = Field(default=None, description="file written last at each replica root")
     retries: int = Field(default=3, ge=0, description="per-file retries inside one copy")
+    verify_checksum: bool = Field(
+        default=True,
+        description="verify every copied file by CRC32C (the store's, or a re-read); off, local "
+                    "copies are checked by size only and the copy_verified check fails")
 
     def options(
         self,
@@ -36,6 +40,7 @@ class ReplicatorResource(dg.ConfigurableResource):
         return CopyOptions(
             delete=delete,
             checksum=checksum,
+            verify_checksum=self.verify_checksum,
             workers=self.workers,
             include=tuple(include),
             exclude=tuple(exclude),

@@ -1,0 +1,61 @@
+"""``RunReport.verified`` means every file the run copied was checked by CRC32C: a failed run,
+a dry run, and a run whose copies were checked by size only are not verified."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from replicator import api
+from replicator.options import CopyOptions
+from tests.replicator.conftest import write
+
+T0 = 1_700_000_000
+
+
+def _opts(tmp_path: Path, **kw) -> CopyOptions:
+    return CopyOptions(state_path=str(tmp_path / "state.db"), **kw)
+
+
+def _sample(src: Path) -> None:
+    write(src / "a.csv", os.urandom(5000), T0)
+    write(src / "d" / "b.csv", b"b" * 100, T0)
+
+
+def test_checksum_verified_run_is_verified_and_counts_files(tmp_path: Path, run_cli) -> None:
+    src = tmp_path / "src"
+    _sample(src)
+    r = run_cli("copy", str(src), str(tmp_path / "dst"), "--verify-checksum", "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.report["verified"] is True and r.report["files_verified"] == 2
+    rep = api.copy(str(src), str(tmp_path / "dst2"), _opts(tmp_path, checksum=True))
+    assert rep.ok and rep.verified and rep.files_verified == 2
+    again = api.copy(str(src), str(tmp_path / "dst2"), _opts(tmp_path, checksum=True))
+    assert again.files_copied == 0 and again.verified  # nothing copied, nothing unverified
+
+
+def test_size_only_copy_is_not_verified(tmp_path: Path, run_cli) -> None:
+    src = tmp_path / "src"
+    _sample(src)
+    r = run_cli("copy", str(src), str(tmp_path / "dst"), "--json")
+    assert r.returncode == 0 and r.report["ok"] is True
+    assert r.report["verified"] is False and r.report["files_verified"] == 0
+    assert "verified=False" in r.stderr
+
+
+def test_failed_run_is_never_verified(tmp_path: Path, run_cli) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _sample(src)
+    (dst / "d" / "b.csv").mkdir(parents=True)  # a directory where the file goes: it fails
+    r = run_cli("copy", str(src), str(dst), "--checksum", "--json")
+    assert r.returncode == 1, r.stderr
+    rep = r.report
+    assert rep["files_failed"] == 1 and rep["files_copied"] == 1 and rep["files_verified"] == 1
+    assert rep["verified"] is False and rep["status"] == "failed"
+
+
+def test_dry_run_is_not_verified(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _sample(src)
+    rep = api.plan(str(src), str(tmp_path / "dst"), _opts(tmp_path, checksum=True))
+    assert rep.ok and not rep.verified
