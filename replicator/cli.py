@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from replicator.errors import ReplicatorError
-from replicator.options import CopyOptions, parse_preserve
+from replicator.options import CopyOptions, parse_duration, parse_preserve
 from replicator.secrets import redact
 
 log = logging.getLogger("replicator")
@@ -66,8 +66,26 @@ def _filters(f):
                      help="Copy only paths matching GLOB (repeatable). No '/' in GLOB: matches file names anywhere; '**' crosses directories.")(f)
     f = click.option("--exclude", multiple=True, metavar="GLOB",
                      help="Leave out paths matching GLOB (repeatable); wins over --include; excluded destination files are never deleted.")(f)
+    f = click.option("--include-regex", multiple=True, metavar="REGEX",
+                     help="Copy only paths in which REGEX (Python re) is found (repeatable); searched in the "
+                          "path relative to the root, so anchor with ^...$ for a whole path.")(f)
+    f = click.option("--exclude-regex", multiple=True, metavar="REGEX",
+                     help="Leave out paths in which REGEX is found (repeatable); wins over includes.")(f)
+    f = click.option("--files-from", metavar="FILE",
+                     help="Only the paths listed in FILE (one per line, relative to SRC; '#' and ';' start "
+                          "comments; a listed directory brings its subtree). A path escaping SRC is refused; "
+                          "a listed path missing from SRC fails.")(f)
     f = click.option("--copy-links", "-L", is_flag=True,
                      help="Follow symlinks (default: skip and count them). Loops are refused.")(f)
+    return f
+
+
+def _ages(f):
+    f = click.option("--min-age", default="0", metavar="DURATION",
+                     help="Leave files modified less than DURATION ago alone (still being written). "
+                          "Seconds, or with a unit: 30s, 30m, 2h, 7d, 1w, 1h30m.")(f)
+    f = click.option("--max-age", metavar="DURATION",
+                     help="Leave files modified more than DURATION ago alone (not copied, not deleted).")(f)
     return f
 
 
@@ -98,7 +116,12 @@ def _copy_options(**kw: Any) -> CopyOptions:
         workers=kw.get("workers", 8),
         include=tuple(kw.get("include") or ()),
         exclude=tuple(kw.get("exclude") or ()),
-        min_age_s=kw.get("min_age") or 0.0,
+        include_regex=tuple(kw.get("include_regex") or ()),
+        exclude_regex=tuple(kw.get("exclude_regex") or ()),
+        files_from=kw.get("files_from"),
+        min_age_s=parse_duration(kw.get("min_age") or 0, "--min-age"),
+        max_age_s=parse_duration(kw["max_age"], "--max-age") if kw.get("max_age") is not None else None,
+        transforms=tuple(kw.get("transform") or ()),
         bandwidth_mbps=kw.get("bandwidth"),
         preserve=parse_preserve(kw.get("preserve", "times")),
         state_path=kw.get("state"),
@@ -165,8 +188,11 @@ def _finish_run(report, as_json: bool) -> None:
                    "by size only and the report says verified=false.")
 @click.option("--workers", "-w", default=8, show_default=True, type=click.IntRange(1, 1024), help="Parallel transfers.")
 @_filters
-@click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
-              help="Leave files modified less than SECONDS ago alone (still being written).")
+@_ages
+@click.option("--transform", "-t", multiple=True, metavar="T",
+              help="Transform each file on the way, in the order given (repeatable): gunzip (x.gz -> x), "
+                   "untar (x.tar -> directory x/), gpg-encrypt=RECIPIENT (x -> x.gpg), gpg-decrypt "
+                   "(x.gpg -> x). Files a step does not apply to pass it unchanged. Keys from $GNUPGHOME.")
 @click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), metavar="MBPS",
               help="Limit total transfer rate to MBPS MiB/s, shared by all workers.")
 @click.option("--preserve", default="times", show_default=True, metavar="times,perms",
@@ -194,7 +220,8 @@ def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
 @click.option("--delete", is_flag=True, help="Include deletions of destination-only files.")
 @click.option("--checksum", "-c", is_flag=True, help="Decide by content checksum.")
 @_filters
-@click.option("--min-age", type=click.FloatRange(min=0), default=0, metavar="SECONDS")
+@_ages
+@click.option("--transform", "-t", multiple=True, metavar="T", help="As for copy.")
 @click.option("--state", metavar="PATH|URL", help=STATE_HELP)
 @click.option("--marker", metavar="NAME", help="The marker file NAME at the destination root is ours: never a delete.")
 @_common
@@ -212,6 +239,10 @@ def plan(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any
 @_filters
 @click.option("--marker", metavar="NAME", help="Ignore the marker file NAME at the destination root.")
 @click.option("--workers", "-w", default=8, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--transform", "-t", multiple=True, metavar="T",
+              help="The transforms the copy used: transformed files are checked against the state "
+                   "store's record (destination = written checksum, source = source checksum).")
+@click.option("--state", metavar="PATH|URL", help="State store the copy used (read with --transform). " + STATE_HELP)
 @_common
 def verify(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
     """Compare SRC and DST by content (CRC32C). Exit 0 when identical, 1 with the differences."""

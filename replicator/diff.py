@@ -87,6 +87,7 @@ class Decision:
     src_checksum: str | None
     dst_version: str | None
     dst_kind: str | None
+    held: bool = False  # left alone this run (--min-age / --max-age)
 
 
 ChecksumFn = Callable[[str, str, int], str | None]  # (side "src"/"dst", rel, size) -> checksum
@@ -127,7 +128,8 @@ def iter_decisions(
                     dst = Side(dst.kind, dst.size, dst.mtime_ns, dst_sum)
         action = decide(src, rec, dst, dst_listed=dst_listed, checksum=checksum,
                         precision_ns=precision_ns, delete=delete, held=bool(held))
-        yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind)
+        yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind,
+                       bool(held))
     if dst_listed:
         for path, kind, size, mtime, version in scratch.dst_only_rows():
             action = decide(None, None, Side(kind, size, mtime), dst_listed=True, delete=delete)

@@ -9,6 +9,7 @@ interrupted run left in the journal, so nothing is published twice or lost.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,9 +21,9 @@ from replicator import checksum as crc
 from replicator.diff import Action, iter_decisions
 from replicator.errors import ReplicatorError, UsageError, describe
 from replicator.executors import get_executor
+from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.registry import resolve
-from replicator.filters import Filter
 from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
@@ -37,6 +38,7 @@ from replicator.transfer import (
     finish_ranges,
     temp_name,
 )
+from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_chain, recover_dir
 
 log = logging.getLogger("replicator")
 MAX_ACTIONS_LISTED = 10_000
@@ -69,6 +71,11 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) 
     forget: list[str] = []
     for path, _run_id, state, tmp, size, mtime_ns, checksum in entries:
         final = dst_fs.join(dst_root, path)
+        if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
+            recover_dir(dst_fs, final, tmp, state, _run_id)
+            forget.append(path)  # the next run expands the archive again
+            dropped.append(path)
+            continue
         if state == "staging":
             if tmp:
                 dst_fs.delete_file(tmp)  # partial bytes, never published
@@ -117,11 +124,15 @@ class _Run:
         )
         self.precision = max(self.src_fs.capabilities.mtime_precision_ns,
                              self.dst_fs.capabilities.mtime_precision_ns)
-        self.filter = Filter(tuple(opts.include), tuple(opts.exclude))
+        self.filter = opts.filter()
+        self.listed = (read_files_from(opts.files_from, self.src_root)
+                       if opts.files_from is not None else None)
         self._refuse_overlap()
         self.dst_dirs = self.dst_fs.capabilities.directories
         self.own_names = frozenset({opts.marker}) if opts.marker else frozenset()
         self._ranged: dict[str, tuple[Task, list[dict]]] = {}
+        self._ctx: StageContext | None = None
+        self.chain = parse_chain(opts.transforms)
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself."""
@@ -185,13 +196,16 @@ class _Run:
         opts, report = self.opts, self.report
         # 1. list the source
         stats = ListingStats()
-        scratch.load_listing("src", walk(
+        lister = walk if self.listed is None else functools.partial(
+            walk_listed, listed=self.listed, list_name=opts.files_from)
+        scratch.load_listing("src", lister(
             self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
-            copy_links=opts.copy_links, workers=opts.listing_workers,
+            max_age_s=opts.max_age_s, copy_links=opts.copy_links, workers=opts.listing_workers,
             on_error=self._listing_error, stats=stats,
             exclude_root_names=self.own_names))
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
+        report.files_too_old = stats.too_old
         # 2. the manifest; the destination listed when the manifest cannot stand for it
         if pair_id >= 0:
             store.snapshot_manifest(pair_id, scratch)
@@ -203,7 +217,12 @@ class _Run:
             dst_files = dst_stats.files
             if self.dst_fs.capabilities.extra.get("listing_mtime") == "upload":
                 self._dst_source_mtimes(scratch)
-        # 3. decide
+        # 3. decide (transformed files apart: their names change on the way)
+        xpass = None
+        if self.chain:
+            xpass = TransformPass(self.chain, store, scratch, pair_id, self._stage_context(),
+                                  dst_listed=dst_listed, precision_ns=self.precision, workers=opts.workers)
+            xpass.divert()
         counts = self._decide(store, scratch, pair_id, dst_listed)
         n_delete = counts["delete"]
         share, count = parse_max_delete(opts.max_delete)
@@ -222,11 +241,15 @@ class _Run:
             report.files_updated = counts["update_files"]
             report.bytes_copied = counts["copy_bytes"]
             report.files_deleted = n_delete
+            if xpass:
+                xpass.run(report, dry_run=True, listed_cap=MAX_ACTIONS_LISTED)
             return
         # 4. directories, then files, then deletes, then the marker
         self._make_dirs(store, scratch, pair_id)
         self._adopt(store, scratch, pair_id)
         self._transfer(store, scratch, pair_id)
+        if xpass:
+            xpass.run(report, self.progress)
         if n_delete:
             if report.files_failed:
                 log.warning("not deleting: %d file(s) failed to copy", report.files_failed)
@@ -239,6 +262,10 @@ class _Run:
         info = self.dst_fs.stat(self.dst_root)
         if info is None:
             return iter(())
+        if self.listed is not None:  # only the listed paths are ours to compare or delete
+            return walk_listed(self.dst_fs, self.dst_root, self.listed, self.filter, missing_ok=True,
+                               workers=self.opts.listing_workers, stats=stats,
+                               exclude_root_names=self.own_names, on_error=self._listing_error)
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
                     stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error)
 
@@ -285,7 +312,7 @@ class _Run:
                                 checksum_of=self._checksum_of):
             action = d.action
             if action is Action.SKIP:
-                if dst_listed and d.dst_kind is not None and d.kind == d.dst_kind:
+                if dst_listed and d.dst_kind is not None and d.kind == d.dst_kind and not d.held:
                     # unchanged but maybe not recorded (first run against an existing copy,
                     # or lost state): record it so the next run trusts the manifest
                     rows.append(("adopt", d.rel, d.kind, d.size, d.mtime_ns, d.mode,
@@ -404,15 +431,21 @@ class _Run:
         if self.progress:
             self.progress.on_file(rel, False)
 
+    def _stage_context(self) -> StageContext:
+        opts = self.opts
+        if self._ctx is None:
+            self._ctx = StageContext(
+                self.src_fs, self.src_root, self.dst_fs, self.dst_root, self.run_id,
+                checksum=opts.checksum, verify_checksum=opts.verify_checksum,
+                preserve=opts.preserve, chunk_size=opts.chunk_size,
+                retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
+                progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
+            )
+        return self._ctx
+
     def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts = self.opts
-        ctx = StageContext(
-            self.src_fs, self.src_root, self.dst_fs, self.dst_root, self.run_id,
-            checksum=opts.checksum, verify_checksum=opts.verify_checksum,
-            preserve=opts.preserve, chunk_size=opts.chunk_size,
-            retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
-            progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
-        )
+        ctx = self._stage_context()
         executor = get_executor(opts.executor, opts.workers, opts.executor_options)
         batch: list[Outcome] = []
         last_flush = time.monotonic()

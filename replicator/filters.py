@@ -1,11 +1,21 @@
-"""Which names a listing keeps: include/exclude globs, names of files still being
-written by other tools, and our own temporary names."""
+"""Which names a listing keeps: include/exclude globs and regular expressions, names of
+files still being written by other tools, and our own temporary names.
+
+Regular expressions (``--include-regex`` / ``--exclude-regex``) are Python ``re`` patterns
+*searched* (not anchored) in the path relative to the root, ``/``-separated, as CDAP's
+path regex filter and ``grep`` do: anchor with ``^`` and ``$`` to match a whole path.
+A directory is tested with a trailing ``/`` (``^logs/`` leaves out the directory
+``logs`` itself); directories are never pruned by a regex, only the files are tested, so
+``^a/$`` cannot hide ``a/x``. Excludes (glob or regex) win over includes; with any
+include (glob or regex) a file must match at least one of them."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+from replicator.errors import UsageError
 
 TEMP_PREFIX = ".rtmp-"  # our staged files: ".rtmp-<run>-<name>"
 
@@ -62,21 +72,50 @@ def is_temporary_name(name: str) -> bool:
     )
 
 
+def compile_regex(pattern: str, flag: str = "--include-regex/--exclude-regex") -> re.Pattern[str]:
+    """Compile a path regex; a malformed one is a UsageError naming the flag and the pattern."""
+    if not pattern:
+        raise UsageError(f"{flag}: empty pattern")
+    try:
+        return _compiled(pattern)
+    except re.error as exc:
+        raise UsageError(f"{flag}: not a valid regular expression {pattern!r}: {exc}") from None
+
+
+@lru_cache(maxsize=512)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)
+
+
 @dataclass(frozen=True)
 class Filter:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     skip_temporary: bool = True
+    include_regex: tuple[str, ...] = ()
+    exclude_regex: tuple[str, ...] = ()
+
+    @property
+    def selective(self) -> bool:
+        """Whether any include or exclude (glob or regex) is set."""
+        return bool(self.include or self.exclude or self.include_regex or self.exclude_regex)
+
+    def _excluded_by_regex(self, text: str) -> bool:
+        return any(_compiled(p).search(text) for p in self.exclude_regex)
+
+    def _included(self, rel: str, text: str) -> bool:
+        if not (self.include or self.include_regex):
+            return True
+        return (any(_match(p, rel) for p in self.include)
+                or any(_compiled(p).search(text) for p in self.include_regex))
 
     def keep_file(self, rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
         if self.skip_temporary and is_temporary_name(name):
             return False
-        if any(_match(p, rel) for p in self.exclude):
+        if any(_match(p, rel) for p in self.exclude) or self._excluded_by_regex(rel):
             return False
-        if self.include:
-            return any(_match(p, rel) for p in self.include)
-        return True
+        return self._included(rel, rel)
 
     def keep_dir(self, rel: str) -> bool:
         """Whether to descend into a directory (excludes prune; includes never do)."""
@@ -87,8 +126,6 @@ class Filter:
 
     def keep_empty_dir(self, rel: str) -> bool:
         """Whether an empty directory is part of the tree (with includes, only if one matches it)."""
-        if not self.keep_dir(rel):
+        if not self.keep_dir(rel) or self._excluded_by_regex(rel + "/"):
             return False
-        if self.include:
-            return any(_match(p, rel) for p in self.include)
-        return True
+        return self._included(rel, rel + "/")

@@ -33,7 +33,7 @@ class Entry:
     mode: int | None = None
     checksum: str | None = None
     version: str | None = None
-    held: bool = False  # too new (--min-age): left alone this run
+    held: bool = False  # too new (--min-age) or too old (--max-age): left alone this run
 
     def row(self) -> tuple:
         return (self.rel, self.kind, self.size, self.mtime_ns, self.mode, self.checksum,
@@ -46,6 +46,7 @@ class ListingStats:
     bytes: int = 0
     dirs: int = 0
     held_back: int = 0
+    too_old: int = 0  # older than --max-age: left alone
     symlinks_skipped: int = 0
     errors: int = 0
 
@@ -53,7 +54,7 @@ class ListingStats:
 def _file_keeper(flt: Filter) -> Callable[[str], bool]:
     """``flt.keep_file``, or an equivalent single-regex test for the default filter (no
     include/exclude globs), which is what the listing's hot loop calls per file."""
-    if type(flt) is not Filter or flt.include or flt.exclude:
+    if type(flt) is not Filter or flt.selective:
         return flt.keep_file
     if not flt.skip_temporary:
         return lambda rel: True
@@ -77,6 +78,7 @@ class _Listed:
     files: int = 0
     bytes: int = 0
     held_back: int = 0
+    too_old: int = 0
     symlinks_skipped: int = 0
 
 
@@ -95,6 +97,7 @@ def walk(
     flt: Filter,
     *,
     min_age_s: float = 0.0,
+    max_age_s: float | None = None,
     copy_links: bool = False,
     workers: int = 8,
     on_error: ErrorCallback | None = None,
@@ -104,6 +107,8 @@ def walk(
 ) -> Iterator[list[Entry]]:
     """Yield batches of entries under ``root`` (the root itself excluded).
 
+    Files modified less than ``min_age_s`` or more than ``max_age_s`` ago are listed as
+    ``held`` (left alone: neither copied nor, at the destination, deleted).
     Symlinks are skipped (and counted) unless ``copy_links``; then they are followed,
     and a link to one of its own ancestors is refused as a loop.
     Raises UsageError if ``root`` is missing or not a directory.
@@ -111,6 +116,7 @@ def walk(
     stats = stats if stats is not None else ListingStats()
     now_ns = now_ns if now_ns is not None else time.time_ns()
     min_age_ns = int(min_age_s * 1e9)
+    max_age_ns = int(max_age_s * 1e9) if max_age_s is not None else None
     info = fs.stat(root)
     if info is None:
         raise UsageError(f"source not found: {fs.uri(root)}")
@@ -168,6 +174,9 @@ def walk(
             held = min_age_ns > 0 and now_ns - mtime < min_age_ns
             if held:
                 out.held_back += 1
+            elif max_age_ns is not None and now_ns - mtime > max_age_ns:
+                held = True
+                out.too_old += 1
             else:
                 out.files += 1
                 out.bytes += size
@@ -211,6 +220,7 @@ def walk(
             stats.files += listed.files
             stats.bytes += listed.bytes
             stats.held_back += listed.held_back
+            stats.too_old += listed.too_old
             stats.symlinks_skipped += listed.symlinks_skipped
             stats.dirs += len(listed.subdirs)
             if on_error:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from replicator.errors import UsageError
+from replicator.filters import Filter, compile_regex
 
 MiB = 1 << 20
 PRESERVE_KINDS = frozenset({"times", "perms"})
@@ -65,6 +66,34 @@ def parse_preserve(text: str | None) -> frozenset[str]:
     return kinds
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([smhdw]?)")
+
+
+def parse_duration(text: str | float | int, flag: str) -> float:
+    """Seconds from ``"90"``, ``"1.5"``, ``"30s"``, ``"30m"``, ``"2h"``, ``"7d"``, ``"1w"``
+    or a sequence such as ``"1h30m"`` (rclone's duration syntax, without negatives).
+    Anything else (``nan``, ``inf``, ``-1``, ``1y``, empty) is a UsageError naming ``flag``."""
+    if isinstance(text, bool):
+        raise UsageError(f"{flag}: expected a duration, got {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = str(text).strip().lower()
+        pos, value = 0, 0.0
+        for m in _DURATION_RE.finditer(raw):
+            if m.start() != pos:
+                break
+            value += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            pos = m.end()
+        if not raw or pos != len(raw):
+            raise UsageError(f"{flag}: expected a duration such as 90, 30s, 30m, 2h, 7d or 1h30m "
+                             f"(seconds when no unit), got {text!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise UsageError(f"{flag}: expected a finite duration from 0 to 100 years, got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class CopyOptions:
     """Everything that shapes a run. Build it, then call :meth:`validated`."""
@@ -77,6 +106,11 @@ class CopyOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     min_age_s: float = 0.0
+    max_age_s: float | None = None  # leave files modified longer ago than this alone
+    include_regex: tuple[str, ...] = ()
+    exclude_regex: tuple[str, ...] = ()
+    files_from: str | None = None  # a local file listing the paths to copy (rclone --files-from)
+    transforms: tuple[str, ...] = ()  # "gunzip", "untar", "gpg-encrypt=RCPT", "gpg-decrypt"
     bandwidth_mbps: float | None = None  # MiB/s shared by all workers
     preserve: frozenset[str] = frozenset({"times"})
     state_path: str | None = None  # None: default_state_path()
@@ -110,6 +144,23 @@ class CopyOptions:
                 hi=1 << 50, integer=True, what="bytes (at least part_size)")
         _number("batch_files", self.batch_files, lo=1, hi=1_000_000, integer=True,
                 what="a whole number")
+        if self.max_age_s is not None:
+            _number("--max-age", self.max_age_s, lo=0, hi=MAX_SECONDS, lo_open=True, what="seconds")
+            if self.max_age_s <= self.min_age_s:
+                raise UsageError(f"--max-age {self.max_age_s:g}s must be longer than --min-age "
+                                 f"{self.min_age_s:g}s: no file could be copied")
+        for pattern in self.include_regex:
+            compile_regex(pattern, "--include-regex")
+        for pattern in self.exclude_regex:
+            compile_regex(pattern, "--exclude-regex")
+        if self.files_from is not None and not self.files_from:
+            raise UsageError("--files-from: empty file name")
+        if self.transforms:
+            from replicator.transforms import parse_chain
+
+            parse_chain(self.transforms)
+            if self.executor != "local":
+                raise UsageError(f"--transform runs with --executor local only, not {self.executor!r}")
         unknown = set(self.preserve) - PRESERVE_KINDS
         if unknown:
             raise UsageError(f"--preserve: unknown {', '.join(sorted(unknown))}")
@@ -126,6 +177,11 @@ class CopyOptions:
             if not pattern:
                 raise UsageError("--include/--exclude: empty pattern")
         return self
+
+    def filter(self) -> Filter:
+        """The listing filter these options describe (globs and regexes)."""
+        return Filter(tuple(self.include), tuple(self.exclude),
+                      include_regex=tuple(self.include_regex), exclude_regex=tuple(self.exclude_regex))
 
     def with_(self, **changes: Any) -> CopyOptions:
         return replace(self, **changes).validated()

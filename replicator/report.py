@@ -41,6 +41,7 @@ class RunReport:
     bytes_copied: int = 0
     files_skipped: int = 0  # unchanged
     files_held_back: int = 0  # too new (--min-age)
+    files_too_old: int = 0  # older than --max-age: left alone
     symlinks_skipped: int = 0
     files_deleted: int = 0
     dirs_created: int = 0

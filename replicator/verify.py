@@ -6,7 +6,9 @@ in path order with bounded memory; checksums are computed in parallel.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,10 +17,11 @@ from replicator import checksum as crc
 from replicator.errors import describe
 from replicator.filesystems.base import FILE, FileSystem
 from replicator.filesystems.registry import resolve
-from replicator.filters import Filter
 from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions
+from replicator.state import open_store
 from replicator.state.scratch import Scratch
+from replicator.transforms import TRANSFORMED, parse_chain, plan_output
 
 MAX_LISTED = 1000
 
@@ -57,12 +60,73 @@ def _crc(fs: FileSystem, path: str, chunk: int) -> str:
     return crc.format_crc32c(crc.file_crc32c(fs, path, chunk))
 
 
+def _batches(rows: list[tuple], size: int = 2000) -> Iterator[list[tuple]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _transformed(scratch: Scratch, opts: CopyOptions, report: VerifyReport, source: str,
+                 destination: str) -> list[tuple]:
+    """With ``--transform``: take the transformed sources and their outputs out of the plain
+    comparison and return the rows that check them against the state store's record:
+    each output's bytes against the CRC32C recorded when it was written (reason
+    ``checksum``), each source against the CRC32C recorded for it (reason
+    ``source-changed``: the source was rewritten since the copy). An output with no record
+    is ``missing``; a destination file under an untar directory that the record does not
+    name is ``extra``."""
+    db = scratch.db
+    state = open_store(opts.resolved_state_path, read_only=True)
+    try:
+        pair = state.find_pair(source, destination)
+        if pair is not None:
+            state.snapshot_manifest(pair, scratch)
+    finally:
+        state.close()
+    db.execute("CREATE TABLE xform (path TEXT PRIMARY KEY, out TEXT, is_dir INTEGER) WITHOUT ROWID")
+    chain = parse_chain(opts.transforms)
+    cur = db.execute("SELECT path FROM src")
+    while listed := cur.fetchmany(5000):
+        planned = ((p, plan_output(p, chain)) for (p,) in listed)
+        db.executemany("INSERT INTO xform VALUES (?,?,?)",
+                       [(p, pl[0], int(pl[1])) for p, pl in planned if pl is not None])
+    under = "r.path > x.out || '/' AND r.path < x.out || '0'"
+    db.execute(f"""CREATE TEMP TABLE want AS
+        SELECT r.path, r.size, r.checksum FROM xform x JOIN manifest r
+        ON r.kind = 'f' AND (r.path = x.out AND x.is_dir = 0 OR x.is_dir = 1 AND {under})""")
+    out_rows: list[tuple] = []
+    for (path,) in db.execute("""SELECT x.out || CASE x.is_dir WHEN 1 THEN '/' ELSE '' END
+            FROM xform x WHERE NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.path
+            AND r.kind = ?) OR NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.out)
+            UNION ALL SELECT w.path FROM want w WHERE NOT EXISTS
+            (SELECT 1 FROM dst d WHERE d.path = w.path) ORDER BY 1""", (TRANSFORMED,)):
+        report.n_missing += 1
+        if len(report.missing) < MAX_LISTED:
+            report.missing.append(path)
+    for (path,) in db.execute(f"""SELECT r.path FROM dst r JOIN xform x ON x.is_dir = 1
+            AND {under} WHERE NOT EXISTS (SELECT 1 FROM want w WHERE w.path = r.path)
+            ORDER BY r.path"""):
+        report.n_extra += 1
+        if len(report.extra) < MAX_LISTED:
+            report.extra.append(path)
+    out_rows += db.execute("""SELECT w.path, w.size, d.size, w.checksum, NULL FROM want w
+                              JOIN dst d ON d.path = w.path ORDER BY w.path""").fetchall()
+    out_rows += db.execute("""SELECT x.path, s.size, r.size, NULL, r.checksum, 'source-changed'
+                              FROM xform x JOIN src s ON s.path = x.path
+                              JOIN manifest r ON r.path = x.path AND r.kind = ?""",
+                           (TRANSFORMED,)).fetchall()
+    # what is left is compared as plain copies
+    db.execute(f"""DELETE FROM dst AS r WHERE EXISTS (SELECT 1 FROM xform x
+                   WHERE r.path = x.out OR x.is_dir = 1 AND {under})""")
+    db.execute("DELETE FROM src WHERE path IN (SELECT path FROM xform)")
+    return out_rows
+
+
 def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport:
     start = time.monotonic()
     src_fs, src_root = resolve(source)
     dst_fs, dst_root = resolve(destination)
     report = VerifyReport(src_fs.uri(src_root), dst_fs.uri(dst_root))
-    flt = Filter(tuple(opts.include), tuple(opts.exclude))
+    flt = opts.filter()
     scratch = Scratch()
     names = frozenset({opts.marker}) if opts.marker else frozenset()
     try:
@@ -73,6 +137,12 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
                               stats=ListingStats(), exclude_root_names=names if table == "dst" else frozenset(),
                               on_error=lambda rel, exc: report.errors.append(f"{rel}: {describe(exc)}")):
                 scratch.add_listing(table, [e.row() for e in batch if e.kind == FILE])
+        extra_rows: list[tuple] = []
+        if opts.transforms:
+            from replicator.engine import _pair_key
+
+            extra_rows = _transformed(scratch, opts, report, _pair_key(src_fs, src_root),
+                                      _pair_key(dst_fs, dst_root))
         for path in scratch.missing_paths():
             report.n_missing += 1
             if len(report.missing) < MAX_LISTED:
@@ -83,20 +153,22 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
                 report.extra.append(path)
 
         def compare(row: tuple) -> dict[str, Any] | None:
-            path, s_size, d_size, s_sum, d_sum = row
+            path, s_size, d_size, s_sum, d_sum, *why = row
             if s_size != d_size:
-                return {"path": path, "reason": "size", "source": s_size, "destination": d_size}
+                return {"path": path, "reason": why[0] if why else "size", "source": s_size,
+                        "destination": d_size}
             try:
                 a = s_sum if s_sum and s_sum.startswith("crc32c:") else _crc(src_fs, src_fs.join(src_root, path), opts.chunk_size)
                 b = d_sum if d_sum and d_sum.startswith("crc32c:") else _crc(dst_fs, dst_fs.join(dst_root, path), opts.chunk_size)
             except Exception as exc:
                 return {"path": path, "reason": "error", "error": describe(exc)}
             if a != b:
-                return {"path": path, "reason": "checksum", "source": a, "destination": b}
+                return {"path": path, "reason": why[0] if why else "checksum", "source": a,
+                        "destination": b}
             return None
 
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
-            for rows in scratch.common_rows():
+            for rows in itertools.chain(scratch.common_rows(), _batches(extra_rows)):
                 for row, diff in zip(rows, pool.map(compare, rows), strict=True):
                     report.files_compared += 1
                     report.bytes_compared += row[1]

@@ -214,6 +214,17 @@ class StateStore:
                 [(s, m, c, pair_id, p) for (p, s, m, c) in rows],
             )
 
+    def journal_mark(self, pair_id: int, run_id: str, path: str, state: str, tmp: str | None) -> None:
+        """Journal one path in ``state``: ``staging`` as :meth:`journal_staging`, or the
+        states of an untar output directory (``dir-staging``, ``dir-swap``; see
+        :mod:`replicator.transforms`)."""
+        with self.transaction():
+            self._run(
+                "INSERT INTO {journal} (pair_id, path, run_id, state, tmp) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (pair_id, path) DO UPDATE SET run_id=excluded.run_id, state=excluded.state, "
+                "tmp=excluded.tmp, size=NULL, mtime_ns=NULL, checksum=NULL",
+                (pair_id, path, run_id, state, tmp))
+
     def journal_clear(self, pair_id: int, paths: Iterable[str]) -> None:
         self._many("DELETE FROM {journal} WHERE pair_id=? AND path=?", [(pair_id, p) for p in paths])
 
