@@ -263,7 +263,7 @@ class _Run:
         if info is None:
             return iter(())
         if self.listed is not None:  # only the listed paths are ours to compare or delete
-            return walk_listed(self.dst_fs, self.dst_root, self.listed, self.filter, missing_ok=True,
+            return walk_listed(self.dst_fs, self.dst_root, self.filter, listed=self.listed, missing_ok=True,
                                workers=self.opts.listing_workers, stats=stats,
                                exclude_root_names=self.own_names, on_error=self._listing_error)
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,

@@ -70,9 +70,9 @@ def read_files_from(list_path: str, root_path: str) -> Listed:
 def walk_listed(
     fs: FileSystem,
     root: str,
-    listed: Listed,
     flt: Filter,
     *,
+    listed: Listed,
     list_name: str = "",
     missing_ok: bool = False,
     min_age_s: float = 0.0,

@@ -6,6 +6,7 @@ in path order with bounded memory; checksums are computed in parallel.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 from replicator import checksum as crc
 from replicator.errors import describe
+from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import FILE, FileSystem
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, walk
@@ -127,13 +129,16 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
     dst_fs, dst_root = resolve(destination)
     report = VerifyReport(src_fs.uri(src_root), dst_fs.uri(dst_root))
     flt = opts.filter()
+    listed = read_files_from(opts.files_from, src_root) if opts.files_from is not None else None
     scratch = Scratch()
     names = frozenset({opts.marker}) if opts.marker else frozenset()
     try:
         for table, fs, root in (("src", src_fs, src_root), ("dst", dst_fs, dst_root)):
             if table == "dst" and dst_fs.stat(dst_root) is None:
                 continue
-            for batch in walk(fs, root, flt, copy_links=opts.copy_links, workers=opts.listing_workers,
+            lister = walk if listed is None else functools.partial(
+                walk_listed, listed=listed, list_name=opts.files_from, missing_ok=table == "dst")
+            for batch in lister(fs, root, flt, copy_links=opts.copy_links, workers=opts.listing_workers,
                               stats=ListingStats(), exclude_root_names=names if table == "dst" else frozenset(),
                               on_error=lambda rel, exc: report.errors.append(f"{rel}: {describe(exc)}")):
                 scratch.add_listing(table, [e.row() for e in batch if e.kind == FILE])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use; apt runs only when one is missing.
 set -euo pipefail
-PKGS=(openssh-server openssh-client rsync rclone postgresql chromium)
+PKGS=(openssh-server openssh-client rsync rclone postgresql chromium gnupg)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
