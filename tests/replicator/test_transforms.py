@@ -16,8 +16,8 @@ import pytest
 from replicator import api
 from replicator.errors import UsageError
 from replicator.filesystems.local import LocalFileSystem
-from replicator.manifest import StateStore
 from replicator.options import CopyOptions
+from replicator.state import open_store
 from replicator.transforms import (
     DIR_STAGING,
     DIR_SWAP,
@@ -307,7 +307,7 @@ def test_journal_recovery_of_untar_directory(tmp_path: Path, state) -> None:
     # staging: dropped, previous copy kept; swap: finished; either way the record is redone
     assert tree(dst) == {"t": None, "t/a.csv": b"v1"}
     assert rep.files_copied == 1
-    store = StateStore(str(tmp_path / "state.db"))
+    store = open_store(str(tmp_path / "state.db"))
     assert store.journal_entries(1) == []
     store.close()
 
