@@ -331,7 +331,8 @@ class Result:
     error: str | None = None
     retryable: bool = False
     src_checksum: str | None = None
-    outputs: list[tuple[str, int, int, str]] = field(default_factory=list)  # (rel, size, mtime, crc)
+    # (rel, size, mtime, crc, whether its CRC32C was checked after writing)
+    outputs: list[tuple[str, int, int, str, bool]] = field(default_factory=list)
     bytes_read: int = 0
 
 
@@ -381,7 +382,7 @@ def _run_job(job: Job, ctx: StageContext) -> Result:
 
 
 def _write_file(job: Job, ctx: StageContext, stream: Iterator[bytes], mtime_ns: int,
-                times: bool) -> tuple[str, int, int, str]:
+                times: bool) -> tuple[str, int, int, str, bool]:
     target = job.tmp or ctx.dst_path(job.out)
     writer = ctx.dst_fs.open_write(target, mtime_ns=mtime_ns)
     value, size = 0, 0
@@ -394,31 +395,37 @@ def _write_file(job: Job, ctx: StageContext, stream: Iterator[bytes], mtime_ns: 
         writer.abort()
         raise
     writer.close()
-    _verify_written(ctx, target, size, value, job.out)
+    checked = _verify_written(ctx, target, size, value, job.out)
     if times and job.tmp is not None:
         ctx.dst_fs.set_times(target, mtime_ns)
-    return job.out, size, mtime_ns, crc.format_crc32c(value)
+    return job.out, size, mtime_ns, crc.format_crc32c(value), checked
 
 
-def _verify_written(ctx: StageContext, path: str, size: int, value: int, rel: str) -> None:
+def _verify_written(ctx: StageContext, path: str, size: int, value: int, rel: str) -> bool:
+    """Check a written output's size, and its CRC32C where the store reports one or the run
+    re-reads (``--checksum`` / ``--verify-checksum``). Returns whether a CRC32C was checked."""
     from replicator.errors import VerificationError
 
     info = ctx.dst_fs.stat(path)
     if info is None or info.size != size:
         got = "nothing" if info is None else f"{info.size} bytes"
         raise VerificationError(f"staged output {rel}: expected {size} bytes, found {got}")
-    if info.checksum and info.checksum.startswith("crc32c:") and info.checksum != crc.format_crc32c(value):
+    store_crc = bool(info.checksum and info.checksum.startswith("crc32c:"))
+    if store_crc and info.checksum != crc.format_crc32c(value):
         raise VerificationError(f"staged output {rel}: store checksum {info.checksum} != "
                                 f"{crc.format_crc32c(value)}")
-    if ctx.checksum and crc.file_crc32c(ctx.dst_fs, path, ctx.chunk_size) != value:
-        raise VerificationError(f"staged output {rel}: checksum mismatch on re-read")
+    if ctx.verify and not store_crc:
+        if crc.file_crc32c(ctx.dst_fs, path, ctx.chunk_size) != value:
+            raise VerificationError(f"staged output {rel}: checksum mismatch on re-read")
+        return True
+    return store_crc
 
 
 def _expand_tar(job: Job, ctx: StageContext, reader: _IterReader,
-                times: bool) -> list[tuple[str, int, int, str]]:
+                times: bool) -> list[tuple[str, int, int, str, bool]]:
     fs, staged = ctx.dst_fs, job.tmp or ""
     fs.makedirs(staged)
-    written: dict[str, tuple[str, int, int, str]] = {}
+    written: dict[str, tuple[str, int, int, str, bool]] = {}
     try:
         archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[arg-type]  # noqa: SIM115
     except tarfile.TarError as exc:
@@ -464,10 +471,10 @@ def _expand_tar(job: Job, ctx: StageContext, reader: _IterReader,
                 raise
             writer.close()
             out_rel = f"{job.out}/{name}"
-            _verify_written(ctx, path, size, value, out_rel)
+            checked = _verify_written(ctx, path, size, value, out_rel)
             if times:
                 fs.set_times(path, mtime)
-            written[name] = (out_rel, size, mtime, crc.format_crc32c(value))
+            written[name] = (out_rel, size, mtime, crc.format_crc32c(value), checked)
         reader.drain()
     except tarfile.TarError as exc:
         raise TransformError(f"untar {job.rel}: corrupt or truncated tar ({exc})") from None
@@ -689,7 +696,7 @@ class TransformPass:
                     store.journal_mark(self.pair_id, self.ctx.run_id, job.out, DIR_SWAP, job.tmp)
                     swap_dir(fs, job.tmp or "", final, self.ctx.run_id)
                 else:
-                    _, size, mtime, value = res.outputs[0]
+                    _, size, mtime, value, _checked = res.outputs[0]
                     store.journal_staged(self.pair_id, [(job.out, size, mtime, value)])
                     if job.tmp is not None:
                         fs.rename(job.tmp, final)
@@ -707,6 +714,7 @@ class TransformPass:
             rows += [(o[0], FILE, o[1], o[2], o[3]) for o in res.outputs]
             store.commit(self.pair_id, record=rows, forget=stale, clear=[job.out])
             report.files_copied += 1
+            report.files_verified += all(o[4] for o in res.outputs)
             report.files_updated += job.action == "update"
             report.bytes_copied += res.bytes_read
         else:

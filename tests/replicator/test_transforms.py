@@ -101,9 +101,9 @@ def test_gunzip_copy_rerun_is_noop_and_verify(tmp_path: Path, run_cli) -> None:
     body = os.urandom(300_000) + b"tail"
     write(src / "dt=1" / "x.csv.gz", gzip.compress(body), T0)
     write(src / "plain.csv", "p", T0)
-    r = run_cli("copy", str(src), str(dst), "--transform", "gunzip", "--json")
+    r = run_cli("copy", str(src), str(dst), "--transform", "gunzip", "--verify-checksum", "--json")
     assert r.returncode == 0, r.stderr
-    assert r.report["files_copied"] == 2
+    assert r.report["files_copied"] == 2 and r.report["files_verified"] == 2 and r.report["verified"]
     assert tree(dst) == {"dt=1": None, "dt=1/x.csv": body, "plain.csv": b"p"}
     assert os.stat(dst / "dt=1" / "x.csv").st_mtime == T0
     again = run_cli("copy", str(src), str(dst), "-t", "gunzip", "--json").report
