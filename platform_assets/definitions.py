@@ -47,7 +47,8 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
         )
     elif n.kind == "kafka":
         notifier = NotifierResource(kind="kafka", kafka_bootstrap_servers=n.bootstrap_servers or "",
-                                    kafka_topic=n.topic or "", kafka_topics=dict(n.topics))
+                                    kafka_topic=n.topic or "", kafka_topics=dict(n.topics),
+                                    outbox_path=_setting(n.outbox, resolve_path=spec))
     else:
         notifier = NotifierResource(kind="jsonl", outbox_path=_setting(n.outbox, resolve_path=spec))
     hive = build_hive_resource(spec, str(_setting(p.hive_home, resolve_path=spec)))

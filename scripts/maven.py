@@ -31,11 +31,15 @@ BUNDLES: dict[str, list[str]] = {
         f"org.apache.hadoop:hadoop-client-runtime:{HADOOP_VERSION}",
         f"org.apache.hadoop:hadoop-distcp:{HADOOP_VERSION}",
     ],
-    # A real Kafka broker (KRaft) and its clients.
+    # A real Kafka broker (KRaft) and its clients. The broker logs through SLF4J: without a
+    # binding (Maven resolves slf4j-api 1.7 and none) it logs nothing, so the launcher could not
+    # say why a start failed; SLF4J 2 + its Log4j 2 binding send the logs to log4j-core.
     "kafka": [
         f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION}",
         f"org.apache.kafka:kafka-server:{KAFKA_VERSION}",
         f"org.apache.kafka:kafka-clients:{KAFKA_VERSION}",
+        "org.slf4j:slf4j-api:2.0.17",
+        "org.apache.logging.log4j:log4j-slf4j2-impl:2.25.5",
     ],
 }
 

@@ -1,4 +1,5 @@
-"""Run success / failure notifications through the configured notifier."""
+"""Run success / failure notifications through the configured notifier, and the sensor that
+delivers what waits in the Kafka outbox once the broker is back."""
 
 
 from typing import Any
@@ -6,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.factory import TAG_AUDIT_FILE, TAG_DATASET, TAG_PARTITION, TAG_TRIGGER
-from resources.notify import NotifierResource
+from resources.notify import NotificationQueued, NotifierResource
 
 
 def run_event(run: dg.DagsterRun, event: str, error: str | None = None) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def build_notification_sensors() -> list[dg.SensorDefinition]:
         description="Sends a notification when a run of this code location succeeds.",
     )
     def notify_run_success(context: dg.RunStatusSensorContext, notifier: NotifierResource) -> None:
-        notifier.notify(run_event(context.dagster_run, "run_succeeded"))
+        _notify(context, notifier, run_event(context.dagster_run, "run_succeeded"))
 
     @dg.run_failure_sensor(
         name="notify_run_failure",
@@ -46,6 +47,28 @@ def build_notification_sensors() -> list[dg.SensorDefinition]:
     )
     def notify_run_failure(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
         message = context.failure_event.message if context.failure_event else None
-        notifier.notify(run_event(context.dagster_run, "run_failed", error=message))
+        _notify(context, notifier, run_event(context.dagster_run, "run_failed", error=message))
 
-    return [notify_run_success, notify_run_failure]
+    @dg.sensor(
+        name="notify_outbox",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Kind kafka: delivers the notifications that wait in the outbox (the broker "
+                    "was down) in order, once the broker answers again.",
+    )
+    def notify_outbox(context: dg.SensorEvaluationContext,
+                      notifier: NotifierResource) -> dg.SkipReason:
+        left = notifier.flush_outbox()
+        return dg.SkipReason(f"{left} notification(s) still wait in the outbox" if left
+                             else "outbox empty")
+
+    return [notify_run_success, notify_run_failure, notify_outbox]
+
+
+def _notify(context: Any, notifier: NotifierResource, event: dict[str, Any]) -> None:
+    """A message queued because the broker is down is not a sensor failure (a failed tick
+    would send it again)."""
+    try:
+        notifier.notify(event)
+    except NotificationQueued as exc:
+        context.log.warning(str(exc))
