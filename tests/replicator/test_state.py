@@ -1,0 +1,310 @@
+"""The state store contract, run against both back ends: an SQLite file and a real
+PostgreSQL (a private cluster, tests/fixtures/postgres.py). Then the engine on each:
+many pairs at once on one store, the same pair twice at once, a run killed with SIGKILL
+completed by the next, secrets kept out of everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from replicator.errors import LockedError, UsageError
+from replicator.state import Scratch, open_store
+from tests.fixtures.postgres import PostgresServer, postgres_server  # noqa: F401
+from tests.replicator.conftest import cli_command, temp_names, tree, write
+
+T0 = 1_700_000_000
+NS = 10**9
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_spec(request, tmp_path: Path) -> str:
+    """A fresh, empty state store of each kind, as a ``--state`` value."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "state.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    db = server.create_database(f"state_{uuid.uuid4().hex[:10]}")
+    return f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{db}"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------- the contract
+def test_pairs_manifest_and_byte_order(state_spec: str) -> None:
+    store = open_store(state_spec)
+    try:
+        assert store.find_pair("/a", "/b") is None
+        pair = store.pair_id("/a", "/b")
+        assert store.pair_id("/a", "/b") == pair and store.find_pair("/a", "/b") == pair
+        other = store.pair_id("/a", "/c")
+        assert other != pair
+        paths = ["b", "B", "a/x", "a-x", "a.x", "é", "z"]
+        store.commit(pair, record=[(p, "f", i, T0 * NS + i, None) for i, p in enumerate(paths)])
+        store.commit(other, record=[("only-other", "f", 1, 1, None)])
+        rows = list(store.manifest_rows(pair))
+        # path order is byte order on both back ends (the diff merges in that order)
+        assert [r[0] for r in rows] == sorted(paths, key=lambda p: p.encode())
+        assert store.has_records(pair) and store.has_records(other)
+        # upsert replaces, forget removes, other pairs untouched
+        store.commit(pair, record=[("b", "f", 99, 5, "crc32c:00000001")], forget=["z"])
+        got = {r[0]: r[1:5] for r in store.manifest_rows(pair)}
+        assert got["b"] == ("f", 99, 5, "crc32c:00000001") and "z" not in got
+        assert [r[0] for r in store.manifest_rows(other)] == ["only-other"]
+    finally:
+        store.close()
+
+
+def test_journal_and_atomic_commit(state_spec: str) -> None:
+    store = open_store(state_spec)
+    try:
+        pair = store.pair_id("/s", "/d")
+        store.journal_staging(pair, "run1", [("a", "/d/.rtmp-a"), ("b", None)])
+        store.journal_staged(pair, [("a", 3, 7, "crc32c:0000000a")])
+        assert store.journal_entries(pair) == [("a", "run1", "staged", "/d/.rtmp-a", 3, 7, "crc32c:0000000a"),
+                                               ("b", "run1", "staging", None, None, None, None)]
+        # re-staging a path resets what an earlier run left
+        store.journal_staging(pair, "run2", [("a", "/d/.rtmp-a2")])
+        assert store.journal_entries(pair)[0] == ("a", "run2", "staging", "/d/.rtmp-a2", None, None, None)
+        # a failure inside a transaction leaves nothing of it behind
+        with pytest.raises(RuntimeError), store.transaction():
+            store.record(pair, [("a", "f", 3, 7, None)])
+            store.journal_clear(pair, ["a", "b"])
+            raise RuntimeError("boom")
+        assert not store.has_records(pair) and len(store.journal_entries(pair)) == 2
+        store.commit(pair, record=[("a", "f", 3, 7, None)], clear=["a", "b"])
+        assert store.journal_entries(pair) == [] and store.has_records(pair)
+    finally:
+        store.close()
+
+
+def test_pair_lock_is_exclusive_across_connections_and_released_on_close(state_spec: str) -> None:
+    a, b = open_store(state_spec), open_store(state_spec)
+    try:
+        a.lock_pair("/s", "/d")
+        assert a.lock_held("/s", "/d") and b.lock_held("/s", "/d")
+        with pytest.raises(LockedError):
+            b.lock_pair("/s", "/d")
+        b.lock_pair("/s", "/other")  # another pair is free
+        assert not b.lock_held("/s", "/d2")
+    finally:
+        a.close()
+    assert not b.lock_held("/s", "/d")
+    b.lock_pair("/s", "/d")
+    b.close()
+
+
+def test_runs_and_a_dead_run_reads_as_interrupted(state_spec: str) -> None:
+    store = open_store(state_spec)
+    try:
+        store.lock_pair("/s", "/d")
+        pair = store.pair_id("/s", "/d")
+        store.start_run(pair, "r1", 1.0)
+        store.finish_run("r1", "ok", {"files_copied": 2})
+        store.start_run(pair, "r2", 2.0)
+        runs = store.last_runs(pair)
+        assert [(r["run_id"], r["status"]) for r in runs] == [("r2", "running"), ("r1", "ok")]
+        assert runs[1]["report"] == {"files_copied": 2}
+    finally:
+        store.close()  # r2 never finished: its process is gone
+    again = open_store(state_spec)
+    try:
+        assert again.last_runs(pair)[0]["status"] == "interrupted"
+        again.lock_pair("/s", "/d")
+        again.start_run(pair, "r3", 3.0)  # the next run of the pair records it as such
+        assert [r["status"] for r in again.last_runs(pair)] == ["running", "interrupted", "ok"]
+    finally:
+        again.close()
+
+
+def test_snapshot_into_scratch_and_read_only(state_spec: str) -> None:
+    store = open_store(state_spec)
+    pair = store.pair_id("/s", "/d")
+    store.commit(pair, record=[(f"p{i:05d}", "f", i, i, None) for i in range(25_000)])
+    store.close()
+    ro = open_store(state_spec, read_only=True)
+    try:
+        with Scratch() as scratch:
+            ro.snapshot_manifest(pair, scratch)
+            assert scratch.db.execute("SELECT COUNT(*), MAX(size) FROM manifest").fetchone() == (25_000, 24_999)
+        with pytest.raises(UsageError):
+            ro.commit(pair, record=[("x", "f", 1, 1, None)])
+        assert ro.find_pair("/s", "/d") == pair
+    finally:
+        ro.close()
+
+
+def test_read_only_open_of_a_store_never_written_creates_nothing(state_spec: str, tmp_path: Path) -> None:
+    store = open_store(state_spec, read_only=True)
+    try:
+        assert store.find_pair("/s", "/d") is None
+    finally:
+        store.close()
+    assert not (tmp_path / "state").exists()
+    if state_spec.startswith("postgresql"):
+        rw = open_store(state_spec)
+        # the read-only open did not create the tables: this one does, and finds them empty
+        assert rw.find_pair("/s", "/d") is None
+        rw.close()
+
+
+@pytest.mark.parametrize("bad", ["s3://bucket/state.db", "mysql://u@h/db", "gs://b/x", "http://h/x"])
+def test_unknown_scheme_is_a_usage_error_never_a_path(bad: str, tmp_path: Path, run_cli) -> None:
+    write(tmp_path / "src" / "a", "a", T0)
+    r = run_cli("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--state", bad, "--json")
+    assert r.returncode == 2 and "unknown scheme" in r.stderr
+    assert r.report["exit_code"] == 2 and "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["src"]  # nothing created, under no name
+
+
+# ---------------------------------------------------------------------------- the engine on each store
+def _engine_env(tmp_path: Path) -> dict[str, str]:
+    from tests.replicator.conftest import REPO
+
+    return dict(os.environ, REPLICATOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+
+
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(cli_command(*args), env=_engine_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+
+
+def test_many_pairs_at_once_on_one_store_all_succeed(state_spec: str, tmp_path: Path) -> None:
+    pairs = []
+    for i in range(4):
+        src = tmp_path / f"src{i}"
+        for j in range(600):
+            write(src / f"d{j % 7}" / f"f{j}.csv", f"{i}-{j}", T0)
+        pairs.append((src, tmp_path / f"dst{i}"))
+    procs = [_spawn(tmp_path, "copy", str(s), str(d), "--state", state_spec, "--workers", "2", "-q")
+             for s, d in pairs]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    for rc, err in results:
+        assert rc == 0, err
+    for s, d in pairs:
+        assert tree(d) == tree(s)
+    store = open_store(state_spec)
+    try:
+        for s, d in pairs:
+            pair = store.find_pair(str(s.resolve()), str(d.resolve()))
+            assert pair is not None and len(list(store.manifest_rows(pair))) == 600 + 7
+            assert [r["status"] for r in store.last_runs(pair)] == ["ok"]
+    finally:
+        store.close()
+
+
+def _slow_source(src: Path, n: int = 40, size: int = 100_000) -> None:
+    for j in range(n):
+        write(src / f"f{j:03d}.bin", os.urandom(size), T0)
+
+
+def test_same_pair_twice_at_once_one_refuses_cleanly(state_spec: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _slow_source(src)
+    first = _spawn(tmp_path, "copy", str(src), str(dst), "--state", state_spec, "--bandwidth", "0.5",
+                   "--workers", "2", "-q")
+    try:
+        def held() -> bool:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            store = open_store(state_spec, read_only=True)
+            try:
+                return store.lock_held(str(src.resolve()), str(dst.resolve()))
+            finally:
+                store.close()
+
+        wait_for(held, "the first run to hold the pair lock")
+        # the same pair through a symlinked destination and source is the same pair
+        (tmp_path / "dst-link").symlink_to(dst)
+        second = _spawn(tmp_path, "copy", str(src), str(tmp_path / "dst-link"), "--state", state_spec, "--json")
+        _out, err = second.communicate(timeout=120)
+        assert second.returncode == 1, err
+        assert "another replicator run" in err and "Traceback" not in err
+        assert first.wait(timeout=600) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert tree(dst) == tree(src) and temp_names(dst) == []
+
+
+def test_run_killed_mid_copy_is_completed_by_the_next(state_spec: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _slow_source(src)
+    key = (str(src.resolve()), str(dst.resolve()))
+    victim = _spawn(tmp_path, "copy", str(src), str(dst), "--state", state_spec, "--bandwidth", "1",
+                    "--workers", "2", "-q")
+
+    def some_published() -> bool:
+        assert victim.poll() is None, victim.stderr.read() if victim.stderr else ""
+        store = open_store(state_spec, read_only=True)  # afresh: the run creates the schema
+        try:
+            pair = store.find_pair(*key)
+            return pair is not None and store.has_records(pair) and bool(store.journal_entries(pair))
+        finally:
+            store.close()
+
+    try:
+        wait_for(some_published, "the run to publish some files and journal more")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    store = open_store(state_spec)
+    try:
+        pair = store.find_pair(*key)
+        assert pair is not None
+        assert store.last_runs(pair)[0]["status"] == "interrupted"  # no lock behind it any more
+        copied_before = len(list(store.manifest_rows(pair)))
+    finally:
+        store.close()
+    assert 0 < copied_before < 40
+    rerun = _spawn(tmp_path, "copy", str(src), str(dst), "--state", state_spec, "--json")
+    _out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert tree(dst) == tree(src) and temp_names(dst) == []
+    store = open_store(state_spec)
+    try:
+        assert store.journal_entries(pair) == []
+        assert len(list(store.manifest_rows(pair))) == 40
+        assert [r["status"] for r in store.last_runs(pair)] == ["ok", "interrupted"]
+    finally:
+        store.close()
+
+
+def test_postgres_password_never_printed_or_stored(postgres_server: PostgresServer,  # noqa: F811
+                                                   tmp_path: Path, run_cli) -> None:
+    server = postgres_server
+    db = server.create_database(f"state_{uuid.uuid4().hex[:10]}")
+    url = f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{db}"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a.csv", "a", T0)
+    ok = run_cli("copy", str(src), str(dst), "--state", url, "--json", "-v")
+    bad = run_cli("copy", str(src), str(dst), "--state", url.replace(server.password, "wrong-" + server.password),
+                  "--json")
+    plan = run_cli("plan", str(src), str(dst), "--state", url, "--json")
+    assert ok.returncode == 0 and plan.returncode == 0
+    assert bad.returncode == 1 and "password authentication failed" in bad.stderr
+    for r in (ok, bad, plan):
+        assert server.password not in r.stdout + r.stderr
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            for table in ("replicator_pairs", "replicator_files", "replicator_runs"):
+                cur.execute(f"SELECT * FROM {table}")
+                assert server.password not in repr(cur.fetchall())
+    finally:
+        conn.close()
+
