@@ -153,6 +153,10 @@ class SQLiteStateStore(StateStore):
             return StateDamaged(
                 f"state store {self.identity} is damaged ({text}); restore it from a backup or "
                 "move it aside (the next run then compares with the destination and rebuilds it)")
+        if self.real_path is not None and not self.read_only and not all(
+                os.access(p, os.W_OK) for p in (self.real_path, os.path.dirname(self.real_path))
+                if os.path.exists(p)):
+            text += " (the state file or its directory is read-only: a copy writes it; plan only reads)"
         return StateError(f"state store {self.identity}: {text}")
 
     def close(self) -> None:
