@@ -155,7 +155,12 @@ class Dataset(_Model):
     targets: list[Target] = Field(min_length=1)
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    include_regex: tuple[str, ...] = Field(default=(), description="regexes searched in relative paths")
+    exclude_regex: tuple[str, ...] = ()
     min_age_s: float = Field(default=0.0, ge=0)
+    max_age: float | None = Field(default=None, description="leave files older than this alone: "
+                                  "seconds or a duration such as '7d' or '12h'")
+    transforms: tuple[str, ...] = Field(default=(), description="gunzip, untar, gpg-encrypt=RCPT, gpg-decrypt")
     mode: Literal["sync", "async"] = "sync"
     incremental: bool = True
     delete: bool = False
@@ -184,6 +189,53 @@ class Dataset(_Model):
             v = [v]
         if isinstance(v, list) and any(not isinstance(x, str) or not x for x in v):
             raise ValueError("expected a list of non-empty glob strings")
+        return v
+
+    @field_validator("include_regex", "exclude_regex", mode="before")
+    @classmethod
+    def _regexes(cls, v: Any) -> Any:
+        from replicator.errors import UsageError
+        from replicator.filters import compile_regex
+
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or any(not isinstance(x, str) for x in v):
+            raise ValueError("expected a list of regular expressions")
+        try:
+            for x in v:
+                compile_regex(x, "regex")
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("regex: ")) from None
+        return v
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _max_age(cls, v: Any) -> Any:
+        from replicator.errors import UsageError
+        from replicator.options import parse_duration
+
+        if v is None:
+            return None
+        try:
+            seconds = parse_duration(v, "max_age")
+        except UsageError:
+            raise ValueError(f"expected seconds or a duration such as 30m, 12h, 7d, got {v!r}") from None
+        if seconds <= 0:
+            raise ValueError(f"expected a duration > 0, got {v!r}")
+        return seconds
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _transforms(cls, v: Any) -> Any:
+        from replicator.errors import UsageError
+        from replicator.transforms import parse_chain
+
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or any(not isinstance(x, str) for x in v):
+            raise ValueError("expected a list such as [gunzip, untar]")
+        try:
+            parse_chain(v)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--transform ").removeprefix("--transform: ")) from None
         return v
 
     @property

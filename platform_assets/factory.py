@@ -312,7 +312,11 @@ def _build_replica(
         options = replicator.options(
             include=ds.include,
             exclude=exclude,
+            include_regex=ds.include_regex,
+            exclude_regex=ds.exclude_regex,
             min_age_s=ds.min_age_s,
+            max_age_s=ds.max_age,
+            transforms=ds.transforms,
             delete=ds.delete or not ds.incremental,
             checksum=not ds.incremental,
         )

@@ -68,7 +68,8 @@ def fingerprint_partition(
     listing a typical partition when the change sensor fingerprints thousands of them."""
     ds = spec.datasets[dataset]
     fs, root = resolve(spec.endpoint_uri(ds.source, partition))
-    filt = Filter(include=ds.include, exclude=ds.exclude)
+    filt = Filter(include=ds.include, exclude=ds.exclude, include_regex=ds.include_regex,
+                  exclude_regex=ds.exclude_regex)
     cutoff_ns = int(((now if now is not None else time.time()) - ds.min_age_s) * 1e9)
     entries: list[tuple[str, int, int]] = []
     held_back = 0

@@ -36,6 +36,10 @@ class ReplicatorResource(dg.ConfigurableResource):
         min_age_s: float = 0.0,
         delete: bool = False,
         checksum: bool = False,
+        include_regex: Sequence[str] = (),
+        exclude_regex: Sequence[str] = (),
+        max_age_s: float | None = None,
+        transforms: Sequence[str] = (),
     ) -> CopyOptions:
         return CopyOptions(
             delete=delete,
@@ -45,6 +49,10 @@ class ReplicatorResource(dg.ConfigurableResource):
             include=tuple(include),
             exclude=tuple(exclude),
             min_age_s=min_age_s,
+            include_regex=tuple(include_regex),
+            exclude_regex=tuple(exclude_regex),
+            max_age_s=max_age_s,
+            transforms=tuple(transforms),
             state_path=self.state_path,
             executor=self.executor,
             marker=self.marker,
