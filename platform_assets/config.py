@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -398,7 +399,10 @@ class TriggerSpec(_Model):
 
 
 class PlatformSpec(_Model):
-    state_path: str = ".demo/state/replicator.db"
+    # the engine's state store, key ``state`` (``state_path`` still read): an SQLite file
+    # (relative to the spec), a postgresql:// URL, or env:NAME (a URL with a password must be)
+    state_path: str = Field(default=".demo/state/replicator.db",
+                            validation_alias=AliasChoices("state", "state_path"))
     # embedded Hive metastores (Derby + warehouse per cluster) and Hive worker logs
     hive_home: str = ".demo/hive"
     workers: int = Field(default=8, ge=1, le=1024)
@@ -407,6 +411,28 @@ class PlatformSpec(_Model):
     change_sensor: ChangeSensorSpec = ChangeSensorSpec()
     audit: AuditSpec | None = None
     retries: RetrySpec = RetrySpec()
+
+    @field_validator("state_path")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        if v.startswith("env:"):
+            if not v[4:]:
+                raise ValueError("expected env:VARIABLE_NAME")
+            return v
+        from urllib.parse import urlsplit
+
+        from replicator.errors import UsageError
+        from replicator.state import state_scheme
+
+        try:
+            kind = state_scheme(v)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--state: ")) from None
+        if kind == "postgresql" and urlsplit(v).password:
+            raise ValueError("a state URL with a password belongs in the environment: "
+                             "write env:VARIABLE_NAME (or use PGPASSWORD / ~/.pgpass)")
+        return v
+
 
 
 class ReplicationSpec(_Model):

@@ -14,11 +14,12 @@ from replicator.report import RunReport
 class ReplicatorResource(dg.ConfigurableResource):
     """Runs :func:`replicator.api.copy` with the platform's settings.
 
-    ``state_path`` is always explicit (the engine's SQLite manifest); set it from an
-    ``EnvVar`` in production, e.g. ``ReplicatorResource(state_path=dg.EnvVar("REPLICATOR_STATE_PATH"))``.
+    ``state_path`` is always explicit: the engine's state store, an SQLite file or a
+    ``postgresql://`` URL (shared by copies in many pods); set it from an ``EnvVar`` in
+    production, e.g. ``ReplicatorResource(state_path=dg.EnvVar("REPLICATOR_STATE"))``.
     """
 
-    state_path: str = Field(description="the engine's state store (SQLite file)")
+    state_path: str = Field(description="the engine's state store: SQLite file or postgresql:// URL")
     workers: int = Field(default=8, ge=1, le=1024)
     executor: str = Field(default="local", description="local | spark")
     marker: str | None = Field(default=None, description="file written last at each replica root")
