@@ -435,6 +435,21 @@ class PlatformSpec(_Model):
 
 
 
+class BotSpec(_Model):
+    """The chat bot (``python -m platform_assets.bot``): relays each step's message to the chats
+    subscribed to its dataset and takes commands from the allowed chats. The token is named by
+    environment variable, never written here."""
+
+    token_env: str = "REPLICATOR_BOT_TOKEN"
+    api_url: str = "https://api.telegram.org"  # Bot API base URL (a local one in tests)
+    allowed_chats: tuple[int, ...] = ()  # chats whose commands are accepted
+    subscriptions: dict[str, tuple[int, ...]] = Field(default_factory=dict)  # dataset -> chats
+    trigger_url: str | None = None  # default: http://<trigger.listen>
+    state: str = ".demo/bot/state.json"  # update offset, outbox position, last report per dataset
+    group_id: str = "replicator-chat-bot"  # Kafka consumer group (notifier kind kafka)
+    poll_s: int = Field(default=10, ge=0, le=50)  # getUpdates long-poll timeout
+
+
 class ReplicationSpec(_Model):
     version: Literal[1] = 1
     platform: PlatformSpec = PlatformSpec()
@@ -442,6 +457,7 @@ class ReplicationSpec(_Model):
     datasets: dict[str, Dataset] = Field(default_factory=dict)
     landing: dict[str, LandingDataset] = Field(default_factory=dict)
     trigger: TriggerSpec | None = None
+    bot: BotSpec | None = None
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source_file: str = PrivateAttr(default="<spec>")
@@ -521,6 +537,14 @@ class ReplicationSpec(_Model):
                 if name not in known:
                     errors.append(
                         f"trigger.allow[{i}]: expected a landing or replication dataset "
+                        f"({', '.join(known) or 'none declared'}), got {name!r}"
+                    )
+        if self.bot is not None:
+            known = sorted({*self.landing, *self.datasets})
+            for name in self.bot.subscriptions:
+                if name not in known:
+                    errors.append(
+                        f"bot.subscriptions.{name}: expected a landing or replication dataset "
                         f"({', '.join(known) or 'none declared'}), got {name!r}"
                     )
         if errors:

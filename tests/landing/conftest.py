@@ -101,3 +101,4 @@ def make_landing(root: Path, notifier: str = JSONL_NOTIFIER, extra: str = "", *,
 @pytest.fixture
 def landing(tmp_path: Path) -> Landing:
     return make_landing(tmp_path / "landing")
+from tests.fixtures.telegram import bot_api  # noqa: F401, E402
