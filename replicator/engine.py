@@ -224,6 +224,8 @@ class _Run:
                                   dst_listed=dst_listed, precision_ns=self.precision, workers=opts.workers)
             xpass.divert()
         counts = self._decide(store, scratch, pair_id, dst_listed)
+        if xpass and opts.delete:
+            counts["delete"] += xpass.plan_deletes()
         n_delete = counts["delete"]
         share, count = parse_max_delete(opts.max_delete)
         if n_delete:

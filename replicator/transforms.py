@@ -612,6 +612,17 @@ class TransformPass:
                     JOIN {table} f ON f.path > x.out || '/' AND f.path < x.out || '0'
                     WHERE x.is_dir = 1""", (OWNED,))
 
+    def plan_deletes(self) -> int:
+        """With ``--delete``: a destination file at a transformed source's own name (a plain
+        copy made before the chain was set) is no output of anything: delete it. Adds the
+        rows to the run's work list (after :meth:`divert` and the plain diff); returns how many."""
+        rows = self.scratch.db.execute("""
+            SELECT 'delete', d.path, d.kind, d.size, d.mtime_ns, NULL, NULL, d.version, d.kind
+            FROM xform x JOIN dst d ON d.path = x.path WHERE d.kind = 'f'""").fetchall()
+        if rows:
+            self.scratch.add_work(rows)
+        return len(rows)
+
     def _refuse(self, path: str, error: str) -> None:
         self.failures.append((path, error))
         with self._tx() as tx:  # still diverted (never copied plainly), not written

@@ -164,6 +164,22 @@ def test_delete_with_transforms_keeps_outputs_removes_orphans(tmp_path: Path) ->
     assert tree(dst) == {"keep.txt": b"k"}
 
 
+def test_chain_added_to_an_existing_replica(tmp_path: Path) -> None:
+    """A replica made by plain copies, then the chain is set: the sources are transformed on
+    the next run and, with --delete, the old plain copies (no output of anything) go."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    zipped = gzip.compress(b"x")
+    write(src / "x.csv.gz", zipped, T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).files_copied == 1
+    rep = api.copy(str(src), str(dst), opts(tmp_path, "gunzip", delete=True, max_delete="100%"))
+    assert rep.ok and rep.files_copied == 1 and rep.files_deleted == 1
+    assert tree(dst) == {"x.csv": b"x"}
+    rep = api.copy(str(src), str(dst), opts(tmp_path))  # and back: plain copies again
+    assert rep.ok and rep.files_copied == 1
+    rep = api.copy(str(src), str(dst), opts(tmp_path, delete=True, max_delete="100%"))
+    assert rep.ok and rep.files_deleted == 1 and tree(dst) == {"x.csv.gz": zipped}
+
+
 def test_output_name_collision_fails_the_transformed_file(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     write(src / "x.csv", "plain", T0)
