@@ -673,6 +673,9 @@ class TransformPass:
         ctx = self.ctx
         in_flight: set[Future] = set()
         jobs = list(self.decisions())  # the scratch cursor is done before the store is written
+        if progress and not dry_run:
+            todo = [j for j in jobs if j.action != "skip"]
+            progress.on_plan(len(todo), sum(j.size for j in todo))  # totals add up
         with ThreadPoolExecutor(self.workers, thread_name_prefix="transform") as pool:
             for job in jobs:
                 if job.action == "skip":

@@ -383,3 +383,35 @@ def test_gpg_decrypt_of_tampered_file_publishes_nothing(tmp_path: Path, gnupg_ho
     rep = api.copy(str(enc), str(dec), opts(tmp_path, "gpg-decrypt"))
     assert [f.path for f in rep.failures] == ["x.bin.gpg"]
     assert not (dec / "x.bin").exists() and (not dec.exists() or temp_names(dec) == [])
+
+
+def test_kill_9_during_untar_keeps_previous_directory_and_next_run_finishes(tmp_path: Path, run_cli) -> None:
+    """A real SIGKILL while a tar is being expanded (slowed by --bandwidth): the previous
+    directory stays whole, and the next run removes the staged one and publishes the new."""
+    import signal
+    import time
+
+    from tests.replicator.conftest import cli_command
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tar(src / "t.tar", {"a.csv": b"v1"})
+    assert run_cli("copy", str(src), str(dst), "-t", "untar").returncode == 0
+    payload = os.urandom(6 << 20)
+    make_tar(src / "t.tar", {"a.csv": b"v2", "big.bin": payload}, mtime=T0 + 60)
+    proc = subprocess.Popen(cli_command("copy", str(src), str(dst), "-t", "untar", "--bandwidth", "1"),
+                            env=run_cli.env, cwd=str(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".rtmp-") and (p / "a.csv").exists() for p in dst.iterdir()):
+            assert proc.poll() is None, "the copy ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no staged directory appeared"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert tree(dst / "t") == {"a.csv": b"v1"}  # the previous good copy, whole
+    assert temp_names(dst)  # the staged directory of the killed run
+    r = run_cli("copy", str(src), str(dst), "-t", "untar", "--json")
+    assert r.returncode == 0, r.stderr
+    assert tree(dst / "t") == {"a.csv": b"v2", "big.bin": payload} and temp_names(dst) == []
