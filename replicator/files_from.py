@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from replicator.errors import SourceReadError, UsageError
 from replicator.filesystems.base import DIR, FILE, LINK, FileSystem
 from replicator.filters import Filter
-from replicator.listing import Entry, ErrorCallback, ListingStats, walk
+from replicator.listing import Entry, ErrorCallback, ListingStats, age_hold, walk
 
 Listed = list[tuple[str, int]]  # (relative path, line number)
 
@@ -134,12 +134,11 @@ def walk_listed(
                 continue
             if not _keep_listed_file(flt, rel):
                 continue
-            age = now_ns - info.mtime_ns
-            held = min_age_ns > 0 and age < min_age_ns
-            if held:
+            hold = age_hold(now_ns, info.mtime_ns, min_age_ns, max_age_ns)
+            held = hold is not None
+            if hold == "new":
                 stats.held_back += 1
-            elif max_age_ns is not None and age > max_age_ns:
-                held = True
+            elif hold == "old":
                 stats.too_old += 1
             else:
                 stats.files += 1

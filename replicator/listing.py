@@ -82,6 +82,16 @@ class _Listed:
     symlinks_skipped: int = 0
 
 
+def age_hold(now_ns: int, mtime_ns: int, min_age_ns: int, max_age_ns: int | None) -> str | None:
+    """``"new"`` (younger than --min-age), ``"old"`` (older than --max-age) or None (copy it)."""
+    age = now_ns - mtime_ns
+    if min_age_ns > 0 and age < min_age_ns:
+        return "new"
+    if max_age_ns is not None and age > max_age_ns:
+        return "old"
+    return None
+
+
 def _by_rel(row: tuple) -> str:
     return row[0]
 
@@ -171,11 +181,11 @@ def walk(
                 continue
             if kind != FILE or not keep_file(rel):
                 continue  # FIFOs, sockets, devices; filtered names
-            held = min_age_ns > 0 and now_ns - mtime < min_age_ns
-            if held:
+            hold = age_hold(now_ns, mtime, min_age_ns, max_age_ns)
+            held = hold is not None
+            if hold == "new":
                 out.held_back += 1
-            elif max_age_ns is not None and now_ns - mtime > max_age_ns:
-                held = True
+            elif hold == "old":
                 out.too_old += 1
             else:
                 out.files += 1

@@ -68,6 +68,7 @@ from replicator.transfer import (
     Task,
     _check_unchanged,
     _chunks,
+    _quiet_delete,
     _source_stat,
     temp_name,
 )
@@ -381,13 +382,14 @@ def _run_job(job: Job, ctx: StageContext) -> Result:
     return Result(job, ok=True, src_checksum=crc.format_crc32c(src_crc), outputs=outputs, bytes_read=read)
 
 
-def _write_file(job: Job, ctx: StageContext, stream: Iterator[bytes], mtime_ns: int,
-                times: bool) -> tuple[str, int, int, str, bool]:
-    target = job.tmp or ctx.dst_path(job.out)
-    writer = ctx.dst_fs.open_write(target, mtime_ns=mtime_ns)
+def _write_out(ctx: StageContext, path: str, rel: str, chunks: Iterable[bytes], mtime_ns: int,
+               set_times: bool) -> tuple[str, int, int, str, bool]:
+    """Write one output from ``chunks`` (aborted on any error), verify it, set its mtime:
+    ``(rel, size, mtime_ns, crc32c, whether the CRC32C was checked)``."""
+    writer = ctx.dst_fs.open_write(path, mtime_ns=mtime_ns)
     value, size = 0, 0
     try:
-        for data in stream:
+        for data in chunks:
             value = crc.extend(value, data)
             size += len(data)
             writer.write(data)
@@ -395,10 +397,16 @@ def _write_file(job: Job, ctx: StageContext, stream: Iterator[bytes], mtime_ns: 
         writer.abort()
         raise
     writer.close()
-    checked = _verify_written(ctx, target, size, value, job.out)
-    if times and job.tmp is not None:
-        ctx.dst_fs.set_times(target, mtime_ns)
-    return job.out, size, mtime_ns, crc.format_crc32c(value), checked
+    checked = _verify_written(ctx, path, size, value, rel)
+    if set_times:
+        ctx.dst_fs.set_times(path, mtime_ns)
+    return rel, size, mtime_ns, crc.format_crc32c(value), checked
+
+
+def _write_file(job: Job, ctx: StageContext, stream: Iterator[bytes], mtime_ns: int,
+                times: bool) -> tuple[str, int, int, str, bool]:
+    return _write_out(ctx, job.tmp or ctx.dst_path(job.out), job.out, stream, mtime_ns,
+                      times and job.tmp is not None)
 
 
 def _verify_written(ctx: StageContext, path: str, size: int, value: int, rel: str) -> bool:
@@ -458,36 +466,14 @@ def _expand_tar(job: Job, ctx: StageContext, reader: _IterReader,
                 chunks = iter(lambda f=f: f.read(ctx.chunk_size), b"")
             else:
                 raise TransformError(f"untar {job.rel}: member {name!r} is a device or FIFO; refused")
-            mtime = int(member.mtime) * 1_000_000_000
-            writer = fs.open_write(path, mtime_ns=mtime)
-            value, size = 0, 0
-            try:
-                for data in chunks:
-                    value = crc.extend(value, data)
-                    size += len(data)
-                    writer.write(data)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-            out_rel = f"{job.out}/{name}"
-            checked = _verify_written(ctx, path, size, value, out_rel)
-            if times:
-                fs.set_times(path, mtime)
-            written[name] = (out_rel, size, mtime, crc.format_crc32c(value), checked)
+            written[name] = _write_out(ctx, path, f"{job.out}/{name}", chunks,
+                                       int(member.mtime) * 1_000_000_000, times)
         reader.drain()
     except tarfile.TarError as exc:
         raise TransformError(f"untar {job.rel}: corrupt or truncated tar ({exc})") from None
     finally:
         archive.close()
     return list(written.values())
-
-
-def _quiet_delete(fs: FileSystem, path: str) -> None:
-    try:
-        fs.delete_file(path)
-    except Exception:
-        pass
 
 
 def remove_tree(fs: FileSystem, path: str) -> None:
