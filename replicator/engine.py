@@ -15,11 +15,11 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from replicator import checksum as crc
 from replicator.diff import Action, iter_decisions
-from replicator.errors import ReplicatorError, UsageError, describe
+from replicator.errors import ReplicatorError, UsageError, describe, is_retryable, on_side
 from replicator.executors import get_executor
 from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
@@ -61,8 +61,15 @@ def _pair_key(fs: FileSystem, root: str) -> str:
     return _uri_key(fs, root)
 
 
-def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) -> int:
-    """Finish what an interrupted run left in the journal. Returns files recorded."""
+def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str,
+            on_error: Callable[[str, BaseException], None] | None = None) -> int:
+    """Finish what an interrupted run left in the journal. Returns files recorded.
+
+    A destination error on one entry (its directory replaced by a file, a read-only
+    directory, a staged name that cannot be renamed) never escapes: the file is reported
+    through ``on_error``; a fatal error forgets the file (the next plan copies it again) and
+    clears its entry, so no later run trips on it again; a retryable one keeps the entry for
+    the next run."""
     entries = store.journal_entries(pair_id)
     if not entries:
         return 0
@@ -70,31 +77,20 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) 
     dropped: list[str] = []
     forget: list[str] = []
     for path, _run_id, state, tmp, size, mtime_ns, checksum in entries:
-        final = dst_fs.join(dst_root, path)
-        if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
-            recover_dir(dst_fs, final, tmp, state, _run_id)
-            forget.append(path)  # the next run expands the archive again
-            dropped.append(path)
-            continue
-        if state == "staging":
+        try:
+            outcome = _recover_one(dst_fs, dst_root, path, _run_id, state, tmp, size, mtime_ns)
+        except Exception as exc:
+            if on_error is not None:
+                on_error(path, exc)
+            if is_retryable(exc):
+                continue  # the entry stays: the next run tries again
             if tmp:
-                dst_fs.delete_file(tmp)  # partial bytes, never published
-            else:
-                forget.append(path)  # an in-place write may or may not have completed
+                _quiet(dst_fs.delete_file, tmp)
+            outcome = "forget"
+        if outcome == "record":
+            recorded.append((path, FILE, size, mtime_ns, checksum))
+        elif outcome == "drop":
             dropped.append(path)
-            continue
-        # staged: verified bytes exist under tmp, or were already renamed into place
-        if tmp and dst_fs.stat(tmp) is not None:
-            dst_fs.rename(tmp, final)
-            recorded.append((path, FILE, size, mtime_ns, checksum))
-            continue
-        info = dst_fs.stat(final)
-        # a renamed staged file carries the source mtime we set on it (if the store can set one)
-        times_ok = info is not None and (
-            not tmp or not dst_fs.capabilities.can_set_mtime
-            or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns)
-        if info is not None and info.size == size and times_ok:
-            recorded.append((path, FILE, size, mtime_ns, checksum))
         else:
             forget.append(path)
             dropped.append(path)
@@ -102,6 +98,40 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str) 
     if recorded:
         log.info("recovered %d file(s) published by an interrupted run", len(recorded))
     return len(recorded)
+
+
+def _quiet(call: Callable[..., object], *args: object) -> None:
+    try:
+        call(*args)
+    except Exception:
+        pass
+
+
+def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, state: str,
+                 tmp: str | None, size: int, mtime_ns: int) -> str:
+    """One journal entry: ``record`` (published), ``drop`` (nothing to keep) or ``forget``
+    (the destination may hold anything: drop the manifest row too)."""
+    final = dst_fs.join(dst_root, path)
+    if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
+        recover_dir(dst_fs, final, tmp, state, run_id)
+        return "forget"  # the next run expands the archive again
+    if state == "staging":
+        if tmp:
+            dst_fs.delete_file(tmp)  # partial bytes, never published
+            return "drop"
+        return "forget"  # an in-place write may or may not have completed
+    # staged: verified bytes exist under tmp, or were already renamed into place
+    if tmp and dst_fs.stat(tmp) is not None:
+        dst_fs.rename(tmp, final)
+        return "record"
+    info = dst_fs.stat(final)
+    # a renamed staged file carries the source mtime we set on it (if the store can set one)
+    times_ok = info is not None and (
+        not tmp or not dst_fs.capabilities.can_set_mtime
+        or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns)
+    if info is not None and info.kind == FILE and info.size == size and times_ok:
+        return "record"
+    return "forget"
 
 
 class _Run:
@@ -157,7 +187,9 @@ class _Run:
             else:
                 store.lock_pair(*pair)
                 pair_id = store.pair_id(*pair)
-                self.report.files_recovered = recover(store, pair_id, self.dst_fs, self.dst_root)
+                self.report.files_recovered = recover(
+                    store, pair_id, self.dst_fs, self.dst_root,
+                    on_error=self._recovery_error)
                 store.start_run(pair_id, self.run_id, self.report.started_at)
                 started = True
             scratch = Scratch()
@@ -293,6 +325,14 @@ class _Run:
             found = [(m, rel) for m, rel in pool.map(one, ask) if m is not None]
         scratch.set_dst_mtimes(found)
 
+    def _dst_failure(self, rel: str, exc: BaseException, what: str = "") -> None:
+        """A destination error on ``rel``: reported naming the destination path, with its class."""
+        err = on_side("destination", self.dst_fs.uri(self.dst_fs.join(self.dst_root, rel)), exc)
+        self.report.add_failure(rel, what + describe(err), err.retryable, "destination")
+
+    def _recovery_error(self, rel: str, exc: BaseException) -> None:
+        self._dst_failure(rel, exc, "finishing an interrupted run's copy: ")
+
     def _listing_error(self, rel: str, exc: BaseException) -> None:
         self.report.add_failure(rel, describe(exc))
 
@@ -355,7 +395,7 @@ class _Run:
             try:
                 self.dst_fs.makedirs(target)
             except Exception as exc:
-                self.report.add_failure(path, describe(exc))
+                self._dst_failure(path, exc)
                 continue
             made.append((path, DIR, 0, mtime_ns, None))
         if made:
@@ -415,7 +455,8 @@ class _Run:
                     try:
                         handle = self.dst_fs.begin_parallel_write(target, t.size, t.mtime_ns)
                     except Exception as exc:
-                        self._fail(store, pair_id, t.rel, describe(exc))
+                        err = on_side("destination", self.dst_fs.uri(ctx.dst_path(t.rel)), exc)
+                        self._fail(store, pair_id, t.rel, describe(err), err.retryable, "destination")
                         continue
                     t.handle = handle
                     self._ranged[t.rel] = (t, [])
@@ -427,8 +468,9 @@ class _Run:
             if out:
                 yield out
 
-    def _fail(self, store: StateStore, pair_id: int, rel: str, error: str, retryable: bool = False) -> None:
-        self.report.add_failure(rel, error, retryable)
+    def _fail(self, store: StateStore, pair_id: int, rel: str, error: str, retryable: bool = False,
+              side: str | None = None) -> None:
+        self.report.add_failure(rel, error, retryable, side)
         store.commit(pair_id, clear=[rel])
         if self.progress:
             self.progress.on_file(rel, False)
@@ -459,7 +501,7 @@ class _Run:
                     if out is None:
                         continue
                 if not out.ok:
-                    self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable)
+                    self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable, out.side)
                     continue
                 batch.append(out)
                 if len(batch) >= opts.batch_files or time.monotonic() - last_flush > 0.5:
@@ -500,7 +542,7 @@ class _Run:
                 try:
                     self.dst_fs.rename(o.tmp, self.dst_fs.join(self.dst_root, o.rel))
                 except Exception as exc:
-                    self.report.add_failure(o.rel, describe(exc))
+                    self._dst_failure(o.rel, exc)
                     try:
                         self.dst_fs.delete_file(o.tmp)
                     except Exception:
@@ -530,7 +572,7 @@ class _Run:
                     self.dst_fs.delete_file(target)
                     self.report.files_deleted += 1
             except Exception as exc:
-                self.report.add_failure(path, describe(exc))
+                self._dst_failure(path, exc, "delete: ")
                 continue
             gone.append(path)
         store.commit(pair_id, forget=gone)

@@ -8,10 +8,12 @@ import socket
 
 
 class ReplicatorError(Exception):
-    """Base class for every error the engine raises on purpose."""
+    """Base class for every error the engine raises on purpose. ``side`` says where it
+    happened ("source" or "destination", None when neither), ``retryable`` its class."""
 
     retryable: bool = False
     exit_code: int = 1
+    side: str | None = None
 
 
 class UsageError(ReplicatorError):
@@ -30,12 +32,31 @@ class RetryableError(ReplicatorError):
     retryable = True
 
 
-class SourceReadError(ReplicatorError):
+class SideError(ReplicatorError):
+    """An error on one side of a copy; keeps the class (retryable or not) of its cause."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class SourceReadError(SideError):
     """The source file could not be read (permissions, vanished). The file fails, the run goes on."""
+
+    side = "source"
+
+
+class DestinationWriteError(SideError):
+    """The destination could not be written (permissions, not a directory, full disk, a
+    store refusing the write). The file fails, the run goes on."""
+
+    side = "destination"
 
 
 class SourceChangedError(RetryableError):
     """The source file changed while it was being copied; the copy is discarded."""
+
+    side = "source"
 
 
 class VerificationError(RetryableError):
@@ -79,3 +100,24 @@ def describe(exc: BaseException) -> str:
     name = type(exc).__name__
     text = str(exc) or name
     return redact(f"{name}: {text}" if not isinstance(exc, ReplicatorError) else text)
+
+
+_SIDE_VERBS = {"source": ("cannot read", SourceReadError),
+               "destination": ("cannot write", DestinationWriteError)}
+
+
+def on_side(side: str, path: str, exc: BaseException) -> ReplicatorError:
+    """``exc`` as an error of ``side`` ("source" or "destination") naming ``path``: an error
+    that already carries a side is returned as it is; others keep their retryable class."""
+    if isinstance(exc, ReplicatorError) and exc.side is not None:
+        return exc
+    verb, cls = _SIDE_VERBS[side]
+    if isinstance(exc, OSError) and not isinstance(exc, ReplicatorError) and exc.strerror:
+        reason = exc.strerror.lower()
+    else:
+        reason = describe(exc)
+    from replicator.secrets import redact
+
+    err = cls(redact(f"{verb} {path}: {reason}"), retryable=is_retryable(exc))
+    err.__cause__ = exc
+    return err

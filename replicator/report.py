@@ -21,6 +21,7 @@ class Failure:
     path: str
     error: str
     retryable: bool = False
+    side: str | None = None  # "source" (reading) or "destination" (writing); None: neither
 
 
 @dataclass
@@ -90,10 +91,11 @@ class RunReport:
     def exit_code(self) -> int:
         return 0 if self.ok else 1
 
-    def add_failure(self, path: str, error: str, retryable: bool = False) -> None:
+    def add_failure(self, path: str, error: str, retryable: bool = False,
+                    side: str | None = None) -> None:
         self.files_failed += 1
         if len(self.failures) < MAX_FAILURES_LISTED:
-            self.failures.append(Failure(path, error, retryable))
+            self.failures.append(Failure(path, error, retryable, side))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -10,6 +10,7 @@ and the object appears whole only when the upload completes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -17,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +29,10 @@ from replicator.errors import (
     VerificationError,
     describe,
     is_retryable,
+    on_side,
 )
-from replicator.filesystems.base import FILE, FileSystem
+from replicator.filesystems.base import FILE, LINK, FileSystem
+from replicator.filesystems.local import open_regular
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import Progress
 
@@ -93,6 +97,7 @@ class Outcome:
     tmp: str | None = None  # staged name; None when written in place
     error: str | None = None
     retryable: bool = False
+    side: str | None = None  # of the error: "source" or "destination"
     part: dict | None = None
     bytes_moved: int = 0
     attempts: int = 1
@@ -204,16 +209,32 @@ def stage(task: Task, ctx: StageContext) -> Outcome:
             if retryable and attempt <= ctx.retries:
                 time.sleep(ctx.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
                 continue
-            if isinstance(exc, PermissionError):
-                exc = SourceReadError(f"cannot read {task.rel}: permission denied")
             return Outcome(task.seq, task.rel, ok=False, error=describe(exc),
-                           retryable=retryable, attempts=attempt)
+                           retryable=retryable, side=getattr(exc, "side", None), attempts=attempt)
+
+
+@contextmanager
+def _on(side: str, fs: FileSystem, path: str) -> Iterator[None]:
+    """Errors inside carry their side and name ``path`` (as a URI), keeping their class:
+    a destination that cannot be written is never reported as a source that cannot be read."""
+    try:
+        yield
+    except Exception as exc:
+        err = on_side(side, fs.uri(path), exc)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
-    info = ctx.src_fs.stat(ctx.src_path(task.rel))
+    path = ctx.src_path(task.rel)
+    with _on("source", ctx.src_fs, path):
+        info = ctx.src_fs.stat(path)
     if info is None:
         raise SourceReadError(f"source vanished: {task.rel}")
+    kind = info.target_kind if info.kind == LINK else info.kind  # --copy-links: the target
+    if kind != FILE:  # replaced by a FIFO, socket, device or directory since the listing
+        raise SourceReadError(f"source is no longer a regular file: {task.rel} ({kind})")
     return info.size, info.mtime_ns, info.mode
 
 
@@ -234,7 +255,14 @@ def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None
 
 
 def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> Iterator[bytes]:
-    for data in ctx.src_fs.read_chunks(path, offset, length, ctx.chunk_size):
+    """The source's bytes; a read error is a source error naming ``path``."""
+    it = iter(ctx.src_fs.read_chunks(path, offset, length, ctx.chunk_size))
+    while True:
+        with _on("source", ctx.src_fs, path):
+            try:
+                data = next(it)
+            except StopIteration:
+                return
         if ctx.throttle:
             ctx.throttle.consume(len(data))
         if ctx.progress:
@@ -245,8 +273,12 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
+_DST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
 def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
-                     mtime_ns: int | None = None, mode: int | None = None) -> int:
+                     mtime_ns: int | None = None, mode: int | None = None,
+                     final: str | None = None) -> int:
     """Kernel copy (copy_file_range) for local -> local when no checksum is asked.
 
     Works on raw descriptors (no Python file objects, no makedirs unless the parent is
@@ -255,13 +287,14 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
     descriptor and checks with ``fstat`` that the staged file holds every byte written
     (raises VerificationError). Returns the bytes copied.
     """
-    infd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    infd = open_regular(src)
     try:
-        try:
-            outfd = os.open(dst, _WRITE_FLAGS, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+        with _on("destination", ctx.dst_fs, final or dst):
+            try:
+                outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                outfd = os.open(dst, _WRITE_FLAGS, 0o666)
         try:
             done = 0
             step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
@@ -269,7 +302,12 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
                 try:
                     n = os.copy_file_range(infd, outfd, step)
                 except OSError:
-                    n = os.sendfile(outfd, infd, None, step)
+                    try:
+                        n = os.sendfile(outfd, infd, None, step)
+                    except OSError as exc:
+                        side = "destination" if exc.errno in _DST_ERRNOS else "source"
+                        raise on_side(side, final or dst if side == "destination" else src,
+                                      exc) from exc
                 if n == 0:
                     break
                 done += n
@@ -305,29 +343,32 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
             # the open descriptor (one fstat, no lookups)
             caps = dst_fs.capabilities
             written = _copy_local_fast(
-                ctx, src, tmp, size0,
+                ctx, src, tmp, size0, final=final,
                 mtime_ns=mtime0 if "times" in ctx.preserve and caps.can_set_mtime else None,
                 mode=mode if "perms" in ctx.preserve and caps.can_set_mode else None)
             _check_unchanged(ctx, task, written, size0, mtime0)
             return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
                            bytes_moved=written)
         expect = task.dst_version if task.action == "update" else "0"
-        writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
+        with _on("destination", dst_fs, final):
+            writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
         crc_value, written = 0, 0
         try:
             for data in _chunks(ctx, src, 0, None):
                 crc_value = crc.extend(crc_value, data)
                 written += len(data)
-                writer.write(data)
+                with _on("destination", dst_fs, final):
+                    writer.write(data)
             # checked before close(): on object stores close() is what publishes
             _check_unchanged(ctx, task, written, size0, mtime0)
         except BaseException:
             writer.abort()
             raise
-        writer.close()
-        verified = _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
-        if tmp is not None:
-            _apply_attrs(ctx, tmp, mtime0, mode)
+        with _on("destination", dst_fs, final):
+            writer.close()
+            verified = _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
+            if tmp is not None:
+                _apply_attrs(ctx, tmp, mtime0, mode)
     except BaseException:
         if tmp is not None:
             _quiet_delete(dst_fs, tmp)
@@ -381,7 +422,8 @@ def _stage_range(task: Task, ctx: StageContext) -> Outcome:
             moved += len(data)
             yield data
 
-    part = ctx.dst_fs.write_part(task.handle or {}, index, offset, counted())
+    with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
+        part = ctx.dst_fs.write_part(task.handle or {}, index, offset, counted())
     if moved != length:
         raise SourceChangedError(f"source changed during copy: {task.rel} (range {index} short)")
     part = dict(part)
@@ -395,21 +437,24 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
     tmp = ctx.staged_path(task.rel)
     parts = sorted(parts, key=lambda p: p["index"])
     try:
-        ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
+        with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
+            ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
         value = parts[0]["crc"]
         for p in parts[1:]:
             value = crc.combine(value, p["crc"], p["length"])
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
-        verified = _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
-        if tmp is not None:
-            _apply_attrs(ctx, tmp, task.mtime_ns, mode)
+        with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
+            verified = _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
+            if tmp is not None:
+                _apply_attrs(ctx, tmp, task.mtime_ns, mode)
     except Exception as exc:
         try:
             ctx.dst_fs.abort_parallel_write(task.handle or {})
         except Exception:
             pass
-        return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc))
+        return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=is_retryable(exc),
+                       side=getattr(exc, "side", None))
     return Outcome(task.seq, task.rel, ok=True, size=task.size, mtime_ns=task.mtime_ns,
                    checksum=crc.format_crc32c(value), crc=value, tmp=tmp, verified=verified)

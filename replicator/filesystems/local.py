@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from replicator.errors import UsageError
+from replicator.errors import SourceReadError, UsageError, on_side
 from replicator.filesystems.base import (
     DIR,
     FILE,
@@ -55,6 +55,25 @@ def _link_info(path: str, lst: os.stat_result) -> FileInfo:
         target_kind=target.kind,
         inode=target.inode,
     )
+
+
+def open_regular(path: str) -> int:
+    """Open a local source for reading without blocking: a FIFO put in a file's place since
+    the listing would block ``open()`` forever (O_NONBLOCK returns at once; devices and
+    sockets are refused the same way by the ``fstat`` check). Raises SourceReadError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise on_side("source", path, exc) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise SourceReadError(f"cannot read {path}: not a regular file any more")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _LocalWriter(Writer):
@@ -164,7 +183,7 @@ class LocalFileSystem(FileSystem):
 
     # data
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115
+        f = os.fdopen(open_regular(path), "rb", buffering=0)  # never blocks on a FIFO
         if offset:
             f.seek(offset)
         return f  # type: ignore[return-value]
