@@ -23,6 +23,7 @@ from replicator.errors import ReplicatorError, UsageError, describe, is_retryabl
 from replicator.executors import get_executor
 from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filesystems.local import has_byte_names, native_path, shown, text_path
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions, parse_max_delete
@@ -57,7 +58,7 @@ def _pair_key(fs: FileSystem, root: str) -> str:
     """One side of the canonical pair the manifest and the pair lock are keyed by: a local
     root through symlinks resolved, any other its URI."""
     if fs.scheme == "file":
-        return os.path.realpath(root)
+        return text_path(os.path.realpath(native_path(root)))
     return _uri_key(fs, root)
 
 
@@ -325,6 +326,18 @@ class _Run:
             found = [(m, rel) for m, rel in pool.map(one, ask) if m is not None]
         scratch.set_dst_mtimes(found)
 
+    def _refuse_name(self, rel: str) -> bool:
+        """A name that is not UTF-8 (a local source's bytes, see local.ESC) goes only to a
+        destination whose names are bytes too; elsewhere that file alone fails."""
+        if not has_byte_names(rel) or (self.src_fs.capabilities.byte_names
+                                       and self.dst_fs.capabilities.byte_names):
+            return False
+        self.report.add_failure(
+            rel, f"cannot write '{shown(rel)}' to {self.dst_fs.scheme}://: the name is not valid "
+                 f"UTF-8 and {self.dst_fs.scheme} needs UTF-8 names (rename the source file)",
+            False, "destination")
+        return True
+
     def _dst_failure(self, rel: str, exc: BaseException, what: str = "") -> None:
         """A destination error on ``rel``: reported naming the destination path, with its class."""
         err = on_side("destination", self.dst_fs.uri(self.dst_fs.join(self.dst_root, rel)), exc)
@@ -391,6 +404,8 @@ class _Run:
     def _make_dirs(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         made: list[tuple] = []
         for path, mtime_ns in scratch.work_dirs():
+            if self._refuse_name(path):
+                continue
             target = self.dst_fs.join(self.dst_root, path)
             try:
                 self.dst_fs.makedirs(target)
@@ -415,6 +430,8 @@ class _Run:
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR:
                 self.report.add_failure(path, f"destination {path} is a directory; source is a file")
+                continue
+            if self._refuse_name(path):
                 continue
             task = Task(seq, path, action, size, mtime_ns, mode, version)
             if ranged and size >= big:

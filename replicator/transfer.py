@@ -32,7 +32,7 @@ from replicator.errors import (
     on_side,
 )
 from replicator.filesystems.base import FILE, LINK, FileSystem
-from replicator.filesystems.local import open_regular
+from replicator.filesystems.local import native_path, open_regular
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import Progress
 
@@ -291,10 +291,10 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
     try:
         with _on("destination", ctx.dst_fs, final or dst):
             try:
-                outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+                outfd = os.open(native_path(dst), _WRITE_FLAGS, 0o666)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                outfd = os.open(dst, _WRITE_FLAGS, 0o666)
+                os.makedirs(native_path(os.path.dirname(dst)), exist_ok=True)
+                outfd = os.open(native_path(dst), _WRITE_FLAGS, 0o666)
         try:
             done = 0
             step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size

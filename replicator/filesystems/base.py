@@ -56,6 +56,7 @@ class Capabilities:
     directories: bool = True  # real directories exist (empty ones can be created)
     parallel_write: bool = False  # begin/write_part/complete for ranges of one file
     symlinks: bool = False
+    byte_names: bool = False  # names are any bytes (text paths escape non-UTF-8, local.ESC)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

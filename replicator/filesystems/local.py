@@ -20,6 +20,70 @@ from replicator.filesystems.base import (
     Writer,
 )
 
+# Names are bytes on POSIX; Python shows bytes that are not UTF-8 as lone surrogates
+# (surrogateescape), which no state store, JSON report or terminal takes. The engine only
+# ever sees *text paths*: valid Unicode, the byte 0xXY of such a name written as ESC + "XY"
+# and a literal ESC doubled, so the mapping is lossless both ways. Only the system calls
+# below see the native form. ESC is U+10FFFD, a private-use code point.
+ESC = "\U0010fffd"
+
+
+def text_path(native: str) -> str:
+    """A native path (maybe with surrogate escapes) as valid Unicode; see ESC."""
+    if native.isascii():
+        return native
+    try:
+        native.encode("utf-8")
+        if ESC not in native:
+            return native
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in native:
+        if ch == ESC:
+            out.append(ESC + ESC)
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"{ESC}{ord(ch) - 0xDC00:02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def native_path(text: str) -> str:
+    """The inverse of :func:`text_path`."""
+    if text.isascii() or ESC not in text:
+        return text
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == ESC and i + 1 < n and text[i + 1] == ESC:
+            out.append(ESC)
+            i += 2
+        elif ch == ESC and i + 2 < n and _is_hex(text[i + 1:i + 3]):
+            out.append(chr(0xDC00 + int(text[i + 1:i + 3], 16)))
+            i += 3
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _is_hex(two: str) -> bool:
+    return len(two) == 2 and all(c in "0123456789ABCDEF" for c in two)
+
+
+def has_byte_names(text: str) -> bool:
+    """Whether a text path holds an escape (a name that is not UTF-8, or a literal ESC)."""
+    return ESC in text
+
+
+def shown(text: str) -> str:
+    """A text path for people: non-UTF-8 bytes as \\xNN, as Python's repr shows them."""
+    if ESC not in text:
+        return text
+    raw = os.fsencode(native_path(text))
+    return raw.decode("utf-8", "backslashreplace")
+
 
 def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
     if stat_mod.S_ISDIR(st.st_mode):
@@ -42,7 +106,7 @@ def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
 
 def _link_info(path: str, lst: os.stat_result) -> FileInfo:
     try:
-        st = os.stat(path)
+        st = os.stat(native_path(path))
     except OSError:
         return FileInfo(path=path, kind=LINK, mtime_ns=lst.st_mtime_ns, target_kind=None)
     target = _info_from_stat(path, st)
@@ -62,7 +126,7 @@ def open_regular(path: str) -> int:
     the listing would block ``open()`` forever (O_NONBLOCK returns at once; devices and
     sockets are refused the same way by the ``fstat`` check). Raises SourceReadError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(native_path(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise on_side("source", path, exc) from exc
     try:
@@ -79,7 +143,7 @@ def open_regular(path: str) -> int:
 class _LocalWriter(Writer):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._f = open(path, "wb")  # noqa: SIM115
+        self._f = open(native_path(path), "wb")  # noqa: SIM115
 
     def write(self, data: bytes | memoryview) -> None:
         self._f.write(data)
@@ -90,7 +154,7 @@ class _LocalWriter(Writer):
     def abort(self) -> None:
         self._f.close()
         try:
-            os.unlink(self.path)
+            os.unlink(native_path(self.path))
         except FileNotFoundError:
             pass
 
@@ -106,6 +170,7 @@ class LocalFileSystem(FileSystem):
         directories=True,
         parallel_write=True,
         symlinks=True,
+        byte_names=True,
     )
 
     def __init__(self, **options: Any) -> None:
@@ -117,7 +182,7 @@ class LocalFileSystem(FileSystem):
         if parts.netloc not in ("", "localhost"):
             raise UsageError(f"file URI with a host is not supported: {uri}")
         path = unquote(parts.path) or "/"
-        return cls(), os.path.normpath(path)
+        return cls(), text_path(os.path.normpath(path))
 
     def options(self) -> dict[str, Any]:
         return dict(self._options)
@@ -131,9 +196,9 @@ class LocalFileSystem(FileSystem):
     # metadata
     def list_dir(self, path: str) -> list[FileInfo]:
         out: list[FileInfo] = []
-        with os.scandir(path) as it:
+        with os.scandir(native_path(path)) as it:
             for entry in it:
-                full = entry.path
+                full = text_path(entry.path)
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -150,31 +215,32 @@ class LocalFileSystem(FileSystem):
         filled in for directories and symlinks, the only kinds loop detection looks at."""
         out: list[tuple] = []
         lstat_link = stat_mod.S_ISLNK
-        with os.scandir(path) as it:
+        with os.scandir(native_path(path)) as it:
             for entry in it:
+                name = text_path(entry.name)
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # vanished between readdir and stat
                 fmt = st.st_mode & 0o170000
                 if fmt == 0o040000:
-                    out.append((entry.name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777,
+                    out.append((name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777,
                                 (st.st_dev, st.st_ino), None))
                 elif lstat_link(st.st_mode):
-                    info = _link_info(entry.path, st)
-                    out.append((entry.name, LINK, info.size, info.mtime_ns, info.mode, info.inode,
+                    info = _link_info(text_path(entry.path), st)
+                    out.append((name, LINK, info.size, info.mtime_ns, info.mode, info.inode,
                                 info.target_kind))
                 elif fmt == 0o100000:
-                    out.append((entry.name, FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777,
+                    out.append((name, FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777,
                                 None, None))
                 else:  # FIFO, socket, device: never copied
-                    out.append((entry.name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777,
+                    out.append((name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777,
                                 (st.st_dev, st.st_ino), None))
         return out
 
     def stat(self, path: str) -> FileInfo | None:
         try:
-            st = os.lstat(path)
+            st = os.lstat(native_path(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
         if stat_mod.S_ISLNK(st.st_mode):
@@ -191,38 +257,38 @@ class LocalFileSystem(FileSystem):
     def open_write(
         self, path: str, *, mtime_ns: int | None = None, expect_version: str | None = None
     ) -> Writer:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(native_path(os.path.dirname(path)), exist_ok=True)
         return _LocalWriter(path)
 
     # namespace
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(native_path(path), exist_ok=True)
 
     def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
+        os.replace(native_path(src), native_path(dst))
 
     def delete_file(self, path: str) -> None:
         try:
-            os.unlink(path)
+            os.unlink(native_path(path))
         except FileNotFoundError:
             pass
 
     def delete_dir(self, path: str) -> None:
         try:
-            os.rmdir(path)
+            os.rmdir(native_path(path))
         except (FileNotFoundError, OSError):
             pass
 
     def set_times(self, path: str, mtime_ns: int) -> None:
-        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        os.utime(native_path(path), ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
     def set_mode(self, path: str, mode: int) -> None:
-        os.chmod(path, mode)
+        os.chmod(native_path(path), mode)
 
     # ranges: a preallocated temporary written at offsets by several workers
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.makedirs(native_path(os.path.dirname(path)), exist_ok=True)
+        fd = os.open(native_path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(fd, size)
         finally:
@@ -230,7 +296,7 @@ class LocalFileSystem(FileSystem):
         return {"path": path, "size": size}
 
     def write_part(self, handle: dict, index: int, offset: int, chunks: Iterable[bytes]) -> dict:
-        fd = os.open(handle["path"], os.O_WRONLY)
+        fd = os.open(native_path(handle["path"]), os.O_WRONLY)
         written = 0
         try:
             for data in chunks:
