@@ -178,9 +178,19 @@ class ObjectStore(StreamChunks):
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
         parts = urlsplit(uri)
-        if not parts.netloc:
-            raise UsageError(f"{cls.scheme} URI needs a bucket: {uri}")
-        return cls(), unquote((parts.netloc + "/" + parts.path.lstrip("/")).rstrip("/"))  # type: ignore[return-value]
+        user, password = uri_credentials(parts)
+        bucket = parts.netloc.rpartition("@")[2]  # credentials never become part of the path
+        if not bucket:
+            raise UsageError(redact(f"{cls.scheme} URI needs a bucket: {uri}"))
+        fs = cls() if user is None and password is None else cls.from_uri_credentials(user, password)
+        return fs, unquote((bucket + "/" + parts.path.lstrip("/")).rstrip("/"))  # type: ignore[return-value]
+
+    @classmethod
+    def from_uri_credentials(cls, user: str | None, password: str | None) -> FileSystem:
+        """A file system for ``scheme://USER:PASSWORD@bucket``; refused unless the store has
+        such credentials (S3: access key id and secret)."""
+        raise UsageError(f"{cls.scheme}:// URIs take no user or password; give credentials the "
+                         f"store's standard way or in a named remote")
 
     def makedirs(self, path: str) -> None:
         """Object stores have no directories: nothing to do."""
@@ -267,6 +277,22 @@ def uri_path(parts: SplitResult) -> str:
 
 def uri_user(parts: SplitResult) -> str | None:
     return unquote(parts.username) if parts.username else None
+
+
+def uri_credentials(parts: SplitResult) -> tuple[str | None, str | None]:
+    """``(user, password)`` of a URI, the password registered as a secret at once so no
+    message that quotes it (ours or a client library's) ever shows it."""
+    password = unquote(parts.password) if parts.password is not None else None
+    register_secret(password)
+    return uri_user(parts), password
+
+
+def refuse_uri_password(parts: SplitResult, scheme: str, how: str) -> None:
+    """Schemes that authenticate otherwise (Kerberos, tokens) refuse a password in the URI
+    rather than store or send it."""
+    _, password = uri_credentials(parts)
+    if password is not None:
+        raise UsageError(f"{scheme}:// URIs take no password ({how}); remove it from the URI")
 
 
 def split_bucket(path: str) -> tuple[str, str]:

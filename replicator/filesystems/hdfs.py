@@ -36,7 +36,9 @@ from replicator.filesystems._common import (
     StreamWriter,
     clean_options,
     env,
+    refuse_uri_password,
     uri_path,
+    uri_user,
 )
 from replicator.filesystems.base import DIR, FILE, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
@@ -118,10 +120,11 @@ class HDFSFileSystem(StreamChunks, FileSystem):
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
         parts = urlsplit(uri)
-        if not parts.netloc:
-            raise UsageError(f"hdfs URI needs a NameNode or nameservice: {uri}")
-        url = f"hdfs://{parts.netloc}"
-        return cls(url=url), uri_path(parts)
+        refuse_uri_password(parts, "hdfs", "HDFS authenticates with Kerberos or a user name")
+        host = parts.netloc.rpartition("@")[2]
+        if not host:
+            raise UsageError(redact(f"hdfs URI needs a NameNode or nameservice: {uri}"))
+        return cls(url=f"hdfs://{host}", user=uri_user(parts)), uri_path(parts)
 
     def options(self) -> dict[str, Any]:
         return clean_options({

@@ -33,6 +33,7 @@ from replicator.errors import (
     PreconditionFailed,
     ReplicatorError,
     RetryableError,
+    UsageError,
     VerificationError,
 )
 from replicator.filesystems._common import (
@@ -250,6 +251,14 @@ class S3FileSystem(ObjectStore, FileSystem):
         secret(env("AWS_SESSION_TOKEN"))
         self._lock = threading.Lock()
         self._c = None
+
+    @classmethod
+    def from_uri_credentials(cls, user: str | None, password: str | None) -> FileSystem:
+        """``s3://KEY_ID:SECRET@bucket/...`` (as Hadoop's s3a once took): the pair is used as
+        the access key, never kept in the path, the pair key or any message."""
+        if not user or not password:
+            raise UsageError("s3:// URI credentials: expected ACCESS_KEY_ID:SECRET_ACCESS_KEY@bucket")
+        return cls(access_key_id=user, secret_access_key=password)
 
     def options(self) -> dict[str, Any]:
         return clean_options({

@@ -38,6 +38,7 @@ from replicator.filesystems._common import (
     clean_options,
     env,
     network_error,
+    refuse_uri_password,
     secret,
     uri_path,
     uri_user,
@@ -195,8 +196,10 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
         parts = urlsplit(uri)
+        refuse_uri_password(parts, parts.scheme.lower(), "WebHDFS takes a user name, a delegation "
+                            "token or Kerberos")
         if not parts.hostname:
-            raise UsageError(f"webhdfs URI needs a NameNode host: {uri}")
+            raise UsageError(redact(f"webhdfs URI needs a NameNode host: {uri}"))
         https = parts.scheme.lower() == "swebhdfs"
         fs = cls(host=parts.hostname, port=parts.port or (9871 if https else 9870), https=https,
                  user=uri_user(parts))
