@@ -198,7 +198,11 @@ def _finish_run(report, as_json: bool) -> None:
 @click.option("--preserve", default="times", show_default=True, metavar="times,perms",
               help="Attributes to keep on the destination.")
 @click.option("--state", metavar="PATH|URL", help=STATE_HELP)
-@click.option("--executor", type=click.Choice(["local", "spark"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "spark", "distcp"]), default="local",
+              show_default=True,
+              help="Who moves the bytes. distcp: real `hadoop distcp` (local MapReduce runner, or the "
+                   "cluster $HADOOP_CONF_DIR names; jars from $REPLICATOR_HADOOP_CLASSPATH or "
+                   "`hadoop classpath`).")
 @click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Retries per file for retryable errors (with backoff).")

@@ -9,6 +9,7 @@ interrupted run left in the journal, so nothing is published twice or lost.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -164,6 +165,7 @@ class _Run:
         self._ranged: dict[str, tuple[Task, list[dict]]] = {}
         self._ctx: StageContext | None = None
         self.chain = parse_chain(opts.transforms)
+        self._ranges = True  # the executor takes ranges of big files
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself."""
@@ -426,7 +428,7 @@ class _Run:
         # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
         kernel_copy = (self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
                        and not self.opts.verify_checksum)
-        ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy
+        ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy and self._ranges
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR:
                 self.report.add_failure(path, f"destination {path} is a directory; source is a file")
@@ -506,8 +508,11 @@ class _Run:
 
     def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts = self.opts
-        ctx = self._stage_context()
         executor = get_executor(opts.executor, opts.workers, opts.executor_options)
+        self._ranges = executor.ranges
+        ctx = self._stage_context()
+        if not executor.stages:  # the executor writes and publishes each file itself
+            ctx = dataclasses.replace(ctx, staging=False)
         batch: list[Outcome] = []
         last_flush = time.monotonic()
         failed_ranged: set[str] = set()
@@ -528,6 +533,7 @@ class _Run:
             if batch:
                 self._publish(store, scratch, pair_id, batch)
         finally:
+            self.report.executor_details = executor.details()
             executor.close()
 
     def _range_done(self, out: Outcome, ctx: StageContext, failed: set[str]) -> Outcome | None:

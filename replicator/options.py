@@ -14,7 +14,7 @@ from replicator.filters import Filter, compile_regex
 
 MiB = 1 << 20
 PRESERVE_KINDS = frozenset({"times", "perms"})
-EXECUTORS = ("local", "spark")
+EXECUTORS = ("local", "spark", "distcp")
 
 
 def default_state_path() -> str:

@@ -57,6 +57,7 @@ class RunReport:
     failures: list[Failure] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)  # planned work (capped)
     error: str | None = None  # a run-level error (not one file's)
+    executor_details: dict[str, Any] = field(default_factory=dict)  # e.g. DistCp's counters
 
     def settle_verified(self) -> None:
         """``verified``: the run finished ok (not a dry run) and every file it copied was

@@ -121,6 +121,7 @@ class StageContext:
     retry_backoff_s: float = 0.5
     progress: Progress | None = field(default=None, repr=False)
     throttle: Throttle | None = field(default=None, repr=False)
+    staging: bool = True  # False: the executor writes (and publishes) each file itself
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -143,7 +144,7 @@ class StageContext:
         return self.checksum or self.verify_checksum
 
     def staged_path(self, rel: str) -> str | None:
-        if not self.dst_fs.capabilities.atomic_rename:
+        if not self.staging or not self.dst_fs.capabilities.atomic_rename:
             return None
         return temp_name(self.dst_path(rel), self.run_id)
 

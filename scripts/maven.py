@@ -30,6 +30,10 @@ BUNDLES: dict[str, list[str]] = {
         f"org.apache.hadoop:hadoop-client-api:{HADOOP_VERSION}",
         f"org.apache.hadoop:hadoop-client-runtime:{HADOOP_VERSION}",
         f"org.apache.hadoop:hadoop-distcp:{HADOOP_VERSION}",
+        # DistCp links the unshaded commons-cli (hadoop-common's, "provided" in its pom: the
+        # shaded client jars relocate it), and logs its job counters through slf4j.
+        "commons-cli:commons-cli:1.9.0",
+        "org.slf4j:slf4j-reload4j:1.7.36",
     ],
     # A real Kafka broker (KRaft) and its clients. The broker logs through SLF4J: without a
     # binding (Maven resolves slf4j-api 1.7 and none) it logs nothing, so the launcher could not

@@ -1,4 +1,4 @@
-"""Executors run staged transfers: ``local`` (threads, the default) and ``spark``."""
+"""Executors run staged transfers: ``local`` (threads, the default), ``spark`` and ``distcp``."""
 
 from __future__ import annotations
 
@@ -17,4 +17,8 @@ def get_executor(name: str, workers: int, options: dict | None = None) -> Execut
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise UsageError(f"--executor spark is not available: {exc}") from exc
         return SparkExecutor(workers=workers, **(options or {}))
-    raise UsageError(f"unknown executor {name!r}: expected local or spark")
+    if name == "distcp":
+        from replicator.executors.distcp import DistCpExecutor
+
+        return DistCpExecutor(workers=workers, **(options or {}))
+    raise UsageError(f"unknown executor {name!r}: expected local, spark or distcp")
