@@ -20,7 +20,8 @@ from replicator.errors import UsageError
 TEMP_PREFIX = ".rtmp-"  # our staged files: ".rtmp-<run>-<name>"
 
 # Files other writers are still producing, and Hadoop job scratch directories.
-SKIP_FILE_PATTERNS = ("*._COPYING_", "*.tmp", "*.crc.tmp", "*.inprogress", ".rtmp-*")
+SKIP_FILE_PATTERNS = ("*._COPYING_", "*.tmp", "*.crc.tmp", "*.inprogress", ".rtmp-*",
+                      ".distcp.tmp.*")  # DistCp's own temporaries
 SKIP_DIR_NAMES = frozenset({"_temporary", ".staging", "_COPYING_"})
 
 

@@ -30,9 +30,10 @@ BUNDLES: dict[str, list[str]] = {
         f"org.apache.hadoop:hadoop-client-api:{HADOOP_VERSION}",
         f"org.apache.hadoop:hadoop-client-runtime:{HADOOP_VERSION}",
         f"org.apache.hadoop:hadoop-distcp:{HADOOP_VERSION}",
-        # DistCp links the unshaded commons-cli (hadoop-common's, "provided" in its pom: the
-        # shaded client jars relocate it), and logs its job counters through slf4j.
+        # DistCp links the unshaded commons-cli and commons-lang3 (hadoop-common's, "provided"
+        # in its pom: the shaded client jars relocate them) and logs its counters via slf4j.
         "commons-cli:commons-cli:1.9.0",
+        "org.apache.commons:commons-lang3:3.18.0",
         "org.slf4j:slf4j-reload4j:1.7.36",
     ],
     # A real Kafka broker (KRaft) and its clients. The broker logs through SLF4J: without a

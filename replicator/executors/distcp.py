@@ -137,25 +137,38 @@ def path_part(uri: str) -> str:
     return _SCHEME_AUTHORITY.sub("", uri, count=1)
 
 
-def parse_failures(text: str, by_path: Mapping[str, str]) -> dict[str, str]:
-    """``FAIL: <path> - <exception>`` lines of DistCp's ``-log`` output -> {rel: error}.
-    ``by_path`` maps each source's absolute path (as Hadoop prints it, decoded) to its rel."""
+def parse_failures(text: str, by_path: Mapping[str, str], *, marker: str = "FAIL: ",
+                   separator: str = " - ") -> dict[str, str]:
+    """``FAIL: <path> - <exception>`` lines of DistCp's ``-log`` output (or, with another
+    ``marker``/``separator``, the mapper's ``Failure in copying <path> to <target>`` log
+    line, whose exception follows on the next line) -> {rel: error}. ``by_path`` maps each
+    source's absolute path (as Hadoop prints it, decoded) to its rel."""
     out: dict[str, str] = {}
-    for block in re.split(r"(?m)^(?=FAIL: )", text):
-        if not block.startswith("FAIL: "):
+    for block in re.split(f"(?m)^(?={re.escape(marker)})", text):
+        if not block.startswith(marker):
             continue
-        body = block[len("FAIL: "):]
+        body = block[len(marker):]
+        found = None  # the longest known path followed by the separator (names may hold it)
         start = 0
-        while True:
-            cut = body.find(" - ", start)
-            if cut < 0:
-                break
+        while (cut := body.find(separator, start)) >= 0:
             rel = by_path.get(path_part(body[:cut]))
             if rel is not None:
-                first = body[cut + 3:].strip().splitlines()
-                out[rel] = "distcp: " + (first[0] if first else "copy failed")
-                break
-            start = cut + 3
+                found = (rel, body[cut + len(separator):])
+            start = cut + len(separator)
+        if found is None:
+            continue
+        lines = []
+        for n, ln in enumerate(found[1].strip().splitlines()):
+            if n and re.match(r"^(INFO|WARN|ERROR|DEBUG|FATAL) ", ln):
+                break  # the next log record
+            lines.append(ln)
+        if separator == " - ":
+            reason = lines[0] if lines else "copy failed"
+        else:  # the first line names the target; the exception and its causes follow
+            causes = [ln.strip() for ln in lines[1:] if ln.strip().startswith("Caused by: ")
+                      or re.match(r"^[\w.$]+(Exception|Error)\b", ln.strip())]
+            reason = causes[-1].removeprefix("Caused by: ") if causes else "copy failed"
+        out.setdefault(found[0], "distcp: " + reason)
     return out
 
 
@@ -240,12 +253,12 @@ class DistCpExecutor(Executor):
                  heap: str = "512m", hadoop_conf_dir: str | None = None,
                  properties: Mapping[str, Any] | None = None, log_dir: str | None = None,
                  direct: bool | None = None, listing_threads: int = 8,
-                 verify_workers: int | None = None) -> None:
+                 verify_workers: int | None = None, collateral_retries: int = 1) -> None:
         if not re.fullmatch(r"\d+[mMgG]", heap):
             raise UsageError(f"distcp heap: expected e.g. 512m or 2g, got {heap!r}")
         self.workers = workers
-        self._classpath = classpath
-        self._java = java
+        self.classpath = resolve_classpath(classpath)  # bad set-up: refused before any work
+        self.java = _java(java)
         self.heap = heap
         self.hadoop_conf_dir = hadoop_conf_dir or os.environ.get("HADOOP_CONF_DIR") or None
         self.properties = {}
@@ -258,6 +271,9 @@ class DistCpExecutor(Executor):
         self.direct = direct
         self.listing_threads = listing_threads
         self.verify_workers = verify_workers or workers
+        # a write failure fails DistCp's whole map (-i only forgives read failures): files the
+        # failed job never reached run once more, without the files that failed themselves
+        self.collateral_retries = collateral_retries
         self._details: dict[str, Any] = {}
         self._work: str | None = None
 
@@ -307,33 +323,65 @@ class DistCpExecutor(Executor):
 
     # ------------------------------------------------------------------ run
     def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome]:
-        tasks: list[Task] = [t for b in bins for t in b]  # pulling journals every bin
+        classes = listing_classes(self.classpath, self.java)  # before a bin is pulled (journalled)
+        tasks: list[Task] = [t for b in bins for t in b]
         if not tasks:
             return
         if any(t.part is not None for t in tasks):
             raise FatalError("distcp executor got ranges of a file: it copies whole files")
-        classpath = resolve_classpath(self._classpath)
-        java = _java(self._java)
-        classes = listing_classes(classpath, java)
         self._work = tempfile.mkdtemp(prefix="replicator-distcp-")
-        work = Path(self._work)
-        (work / "replicator-distcp-log4j.properties").write_text(LOG4J)
-        listing = work / "listing.txt"
+        (Path(self._work) / "replicator-distcp-log4j.properties").write_text(LOG4J)
+        pending: list[Task] = []
+        for t in tasks:  # Hadoop's Path refuses ':' in a name (HDFS too): fail those alone
+            if ":" in t.rel:
+                yield Outcome(t.seq, t.rel, ok=False,
+                              error="Hadoop paths cannot hold ':' in a name: not copied by distcp")
+            else:
+                pending.append(t)
+        self._details = {"tool": "hadoop distcp", "jobs": []}
+        for attempt in range(1 + self.collateral_retries):
+            if not pending:
+                break
+            job_error, outcomes = self._job(pending, ctx, classes, attempt)
+            pending = []
+            retry = job_error is not None and any(own for _, own in outcomes)
+            for out, attributed in outcomes:
+                if out.ok or attributed or not retry:
+                    yield out
+                elif attempt < self.collateral_retries:
+                    pending.append(next(t for t in tasks if t.seq == out.seq))
+                else:
+                    yield out
+            if pending:
+                log.warning("distcp: %d file(s) not copied because the job failed on "
+                            "another file: running them again", len(pending))
+        last = self._details["jobs"][-1] if self._details["jobs"] else {}
+        self._details.update({k: last.get(k) for k in ("exit_code", "job_id", "counters", "error")})
+        self._details["failed_files"] = sum(j["failed_files"] for j in self._details["jobs"])
+
+    def _job(self, tasks: list[Task], ctx: StageContext, classes: str,
+             attempt: int) -> tuple[str | None, list[tuple[Outcome, bool]]]:
+        """One DistCp job over ``tasks``; each outcome says whether its failure is its own."""
+        work = Path(self._work or ".")
+        listing = work / f"listing-{attempt}.txt"
         by_path: dict[str, str] = {}
+        by_target: dict[str, str] = {}
         with listing.open("w", encoding="ascii") as f:
             for t in tasks:
-                src = ctx.src_path(t.rel)
-                f.write(hadoop_uri(ctx.src_fs, src) + "\n")
-                by_path[path_part(unquote(hadoop_uri(ctx.src_fs, src)))] = t.rel
-        log_uri = self.log_dir.rstrip("/") + "/" + ctx.run_id if self.log_dir else \
-            "file://" + quote(str(work / "log"))
-        cmd = self.command(ctx, "file://" + quote(str(listing)), log_uri, classes, classpath, java)
+                uri = hadoop_uri(ctx.src_fs, ctx.src_path(t.rel))
+                f.write(uri + "\n")
+                by_path[path_part(unquote(uri))] = t.rel
+                by_target[path_part(unquote(hadoop_uri(ctx.dst_fs, ctx.dst_path(t.rel))))] = t.rel
+        log_uri = (self.log_dir.rstrip("/") + f"/{ctx.run_id}-{attempt}" if self.log_dir else
+                   "file://" + quote(str(work / f"log-{attempt}")))
+        cmd = self.command(ctx, "file://" + quote(str(listing)), log_uri, classes,
+                           self.classpath, self.java)
         env = dict(os.environ)
         user = next((fs.options().get("user") for fs in (ctx.src_fs, ctx.dst_fs)
                      if fs.options().get("user")), None)
         if user:
             env["HADOOP_USER_NAME"] = str(user)
-        out_path = work / "distcp.out"
+        out_path = work / f"distcp-{attempt}.out"
         started = time.monotonic()
         log.info("distcp: %d file(s) -> %s", len(tasks), ctx.dst_fs.uri(ctx.dst_root))
         with out_path.open("wb") as out:
@@ -341,32 +389,37 @@ class DistCpExecutor(Executor):
                 proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                       cwd=self._work, preexec_fn=_die_with_parent, check=False)
             except OSError as exc:
-                raise FatalError(f"could not start DistCp ({java}): {exc}") from None
+                raise FatalError(f"could not start DistCp ({self.java}): {exc}") from None
         text = out_path.read_text(errors="replace")
-        failures, missing = self._job_failures(text, log_uri, by_path, ctx)
+        failures, missing = self._job_failures(text, log_uri, by_path)
+        for m in re.finditer(r"Can't replace (.+?)\. Target is", text):  # thrown by the map itself
+            rel = by_target.get(path_part(m.group(1)))
+            if rel is not None:
+                failures.setdefault(rel, "distcp: " + m.group(0).removesuffix(" Target is")
+                                    + " a directory, the source a file")
         job = re.search(r"DistCp job-id: (\S+)", text)
-        self._details = {
-            "tool": "hadoop distcp",
-            "exit_code": proc.returncode,
-            "job_id": job.group(1) if job else None,
-            "duration_s": round(time.monotonic() - started, 3),
-            "counters": parse_counters(text),
-            "failed_files": len(failures),
-        }
-        job_error = None
-        if proc.returncode != 0:
-            job_error = _job_error(text, proc.returncode)
-            self._details["error"] = job_error
+        job_error = _job_error(text, proc.returncode) if proc.returncode != 0 else None
+        self._details["jobs"].append({
+            "exit_code": proc.returncode, "job_id": job.group(1) if job else None,
+            "files": len(tasks), "duration_s": round(time.monotonic() - started, 3),
+            "counters": parse_counters(text), "failed_files": len(failures) + len(missing),
+            "error": job_error,
+        })
+        if job_error:
             log.warning("distcp failed: %s", job_error)
         if ctx.dst_fs.scheme == "file":
             self._drop_crc_sidecars(tasks, ctx)
         with ThreadPoolExecutor(self.verify_workers, thread_name_prefix="distcp-verify") as pool:
-            yield from pool.map(lambda t: self._check(t, ctx, failures, missing, job_error), tasks)
+            outcomes = list(pool.map(
+                lambda t: (self._check(t, ctx, failures, missing, job_error),
+                           t.rel in failures or t.rel in missing), tasks))
         if failures or job_error:
             self._clean_temporaries(tasks, ctx)
+        return job_error, outcomes
 
-    def _job_failures(self, text: str, log_uri: str, by_path: dict[str, str],
-                      ctx: StageContext) -> tuple[dict[str, str], set[str]]:
+    @staticmethod
+    def _job_failures(text: str, log_uri: str,
+                      by_path: dict[str, str]) -> tuple[dict[str, str], set[str]]:
         missing = set()
         for m in re.finditer(r"^REPLICATOR-MISSING (\S+)$", text, re.M):
             rel = by_path.get(path_part(unquote(m.group(1))))
@@ -386,7 +439,10 @@ class DistCpExecutor(Executor):
                 for info in fs.list_dir(root):
                     if info.name.startswith("part-"):
                         logs.append(b"".join(fs.read_chunks(info.path)).decode(errors="replace"))
-        return parse_failures("\n".join(logs), by_path), missing
+        failures = parse_failures(text, by_path, marker="ERROR CopyMapper: Failure in copying ",
+                                  separator=" to ")  # local runner: the map's own log
+        failures.update(parse_failures("\n".join(logs), by_path))  # -i: read failures
+        return failures, missing
 
     def _check(self, t: Task, ctx: StageContext, failures: dict[str, str], missing: set[str],
                job_error: str | None) -> Outcome:
@@ -448,11 +504,13 @@ def _read_crc(fs: FileSystem, path: str, chunk_size: int) -> str:
 
 
 def _job_error(text: str, code: int) -> str:
-    """The first error line DistCp printed (no stack traces)."""
-    for line in text.splitlines():
+    """DistCp's last ERROR record and the exception under it (no stack traces)."""
+    lines = text.splitlines()
+    found = None
+    for i, line in enumerate(lines):
         if line.startswith(("ERROR ", "Exception in thread")) or "Invalid arguments" in line:
-            nxt = text.splitlines()
-            i = nxt.index(line)
-            detail = nxt[i + 1].strip() if i + 1 < len(nxt) and line.rstrip().endswith(":") else ""
-            return f"distcp exited {code}: {line.strip()} {detail}".strip()
-    return f"distcp exited {code}"
+            detail = ""
+            if i + 1 < len(lines) and re.match(r"^[\w.$]+(Exception|Error)\b", lines[i + 1]):
+                detail = lines[i + 1].strip()
+            found = f"{line.strip()} {detail}".strip()
+    return f"distcp exited {code}: {found}" if found else f"distcp exited {code}"
