@@ -22,8 +22,8 @@ from replicator.executors.distcp import (
     preserve_flag,
 )
 from replicator.filesystems.local import LocalFileSystem
-from replicator.manifest import StateStore
 from replicator.options import CopyOptions
+from replicator.state import open_store
 
 REPO = Path(__file__).resolve().parents[3]
 MTIME_NS = 1_700_000_000_123_456_789
@@ -74,7 +74,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def manifest(state: Path, src: Path, dst: Path) -> list[tuple]:
-    store = StateStore(str(state), create=False)
+    store = open_store(str(state), read_only=True)
     try:
         pair = store.find_pair(str(src), str(dst))
         assert pair is not None, f"no manifest for {src} -> {dst}"
