@@ -162,12 +162,17 @@ def parse_failures(text: str, by_path: Mapping[str, str], *, marker: str = "FAIL
             if n and re.match(r"^(INFO|WARN|ERROR|DEBUG|FATAL) ", ln):
                 break  # the next log record
             lines.append(ln)
-        if separator == " - ":
+        # the deepest cause names the real problem ("File copy failed" wraps it)
+        causes = [ln.strip().removeprefix("Caused by: ") for ln in lines[1:]
+                  if ln.strip().startswith("Caused by: ")]
+        if causes:
+            reason = causes[-1]
+        elif separator == " - ":
             reason = lines[0] if lines else "copy failed"
-        else:  # the first line names the target; the exception and its causes follow
-            causes = [ln.strip() for ln in lines[1:] if ln.strip().startswith("Caused by: ")
-                      or re.match(r"^[\w.$]+(Exception|Error)\b", ln.strip())]
-            reason = causes[-1].removeprefix("Caused by: ") if causes else "copy failed"
+        else:  # the first line names the target; the exception follows
+            found_exc = [ln.strip() for ln in lines[1:]
+                         if re.match(r"^[\w.$]+(Exception|Error)\b", ln.strip())]
+            reason = found_exc[0] if found_exc else "copy failed"
         out.setdefault(found[0], "distcp: " + reason)
     return out
 

@@ -105,8 +105,7 @@ public class ReplicatorCopyListing extends CopyListing {
       final List<Path> files = e.getValue();
       parts.add(pool.submit(() -> statuses(parent, files)));
     }
-    FileSystem fs = root.getFileSystem(conf);
-    fs.delete(pathToListFile, false);
+    pathToListFile.getFileSystem(conf).delete(pathToListFile, false);
     try (SequenceFile.Writer writer = SequenceFile.createWriter(conf,
         SequenceFile.Writer.file(pathToListFile),
         SequenceFile.Writer.keyClass(Text.class),

@@ -37,7 +37,9 @@ def put_tree(tmp_path: Path, uri: str, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         (local / rel).parent.mkdir(parents=True, exist_ok=True)
         (local / rel).write_bytes(data)
-    seeded = api.copy(str(local), uri, CopyOptions(state_path=str(tmp_path / "seed.db")))
+    # preserve nothing: hdfs-native set_times(mtime, atime=-1) overflows (the hdfs back end's)
+    seeded = api.copy(str(local), uri, CopyOptions(state_path=str(tmp_path / "seed.db"),
+                                                   preserve=frozenset()))
     assert seeded.ok, seeded.failures
 
 
@@ -62,7 +64,9 @@ def test_distcp_between_two_clusters(tmp_path: Path, hdfs_cluster, hdfs_cluster_
         assert info is not None and info.size == len(data), rel
         algo_a, sum_a = hdfs_cluster.checksum(posixpath.join(src_dir, rel))
         algo_b, sum_b = hdfs_cluster_b.checksum(posixpath.join(dst_dir, rel))
-        assert algo_a == algo_b == "COMPOSITE-CRC32C" and sum_a == sum_b, rel
+        assert (algo_a, sum_a) == (algo_b, sum_b), rel
+        if data:  # an empty file's checksum is Hadoop's fixed MD5-of-0MD5-of-0CRC32
+            assert algo_a == "COMPOSITE-CRC32C", rel
     assert dst_fs.stat(dst_fs.join(dst_root, "_COPY_DONE")) is not None
 
     again = api.copy(src, dst, opts(tmp_path))
