@@ -480,7 +480,7 @@ class DistCpExecutor(Executor):
         if ctx.progress:
             ctx.progress.on_bytes(t.size)
         return Outcome(t.seq, t.rel, ok=True, size=t.size, mtime_ns=t.mtime_ns, checksum=want,
-                       tmp=None, bytes_moved=t.size)
+                       tmp=None, bytes_moved=t.size, verified=True)
 
     @staticmethod
     def _drop_crc_sidecars(tasks: list[Task], ctx: StageContext) -> None:
