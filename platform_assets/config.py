@@ -310,7 +310,7 @@ class RetrySpec(_Model):
 
 
 LANDING_TYPES = ("string", "int", "float", "bool", "date", "timestamp")
-LANDING_STEPS = ("ingested", "validated", "rejected", "converted", "report_ready")
+LANDING_STEPS = ("detected", "ingested", "validated", "rejected", "converted", "report_ready")
 
 
 class RowBounds(_Model):

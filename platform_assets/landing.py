@@ -617,11 +617,12 @@ def _build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             output_uri=paths.output, partition_by=ld.partition_by,
         )
         notify_step(context, notifier, ld, "report_ready", dataset=name, batch=batch,
-                    report=out.html, summary=out.csv)
+                    report=out.html, report_png=out.png, summary=out.csv)
         return dg.MaterializeResult(metadata={
             "batch": batch,
             "report": dg.MetadataValue.path(out.html),
             "report_url": dg.MetadataValue.url("file://" + out.html),
+            "charts_png": dg.MetadataValue.path(out.png),
             "summary_csv": dg.MetadataValue.path(out.csv),
             "files": len(files), "rows": sum(int(f["rows"]) for f in files),
         })

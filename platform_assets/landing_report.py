@@ -1,5 +1,6 @@
 """The landing report: one self-contained HTML page with inline SVG charts (no JavaScript, no
-CDN: it renders offline) and a CSV summary, written next to the data.
+CDN: it renders offline), the same charts as a PNG (``report_charts``) and a CSV summary,
+written next to the data.
 
 Charts: rows per file of the batch, validation outcomes (files accepted / rejected per batch,
 and violations per rule over all recorded batches), and trends across runs (rows and files
@@ -33,6 +34,7 @@ GREY = "#9e9e9e"
 class ReportPaths:
     html: str
     csv: str
+    png: str
 
 
 def _esc(value: Any) -> str:
@@ -256,13 +258,19 @@ td.rejected {{ color: {RED}; font-weight: bold; }}
 
 
 def write_report(directory: str, **kwargs: Any) -> ReportPaths:
-    """Write ``report.html`` and ``summary.csv`` into ``directory`` (each via a temporary name)."""
+    """Write ``report.html``, ``summary.csv`` and ``charts.png`` (the charts as an image, for
+    chats and mail) into ``directory``, each via a temporary name."""
+    from platform_assets.report_charts import render_png
+
     os.makedirs(directory, exist_ok=True)
     html_path = os.path.join(directory, "report.html")
     csv_path = os.path.join(directory, "summary.csv")
+    png_path = os.path.join(directory, "charts.png")
     for path, text in ((csv_path, summary_csv(kwargs["files"])), (html_path, render_html(**kwargs))):
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    return ReportPaths(html=html_path, csv=csv_path)
+    render_png(png_path, dataset=kwargs["dataset"], batch=kwargs["batch"], files=kwargs["files"],
+               batches=latest_per_batch(kwargs["history"])[-30:], rules=tuple(RULES))
+    return ReportPaths(html=html_path, csv=csv_path, png=png_path)

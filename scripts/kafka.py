@@ -71,6 +71,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def cluster_id() -> str:
+    """A random cluster id as ``kafka-storage random-uuid`` makes it (URL-safe base64 of 16
+    bytes; like Kafka's ``Uuid.randomUuid`` never starting with ``-``)."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
+
+
 def _properties(home: Path, port: int, controller_port: int, partitions: int) -> str:
     props = {
         "process.roles": "broker,controller",
@@ -161,9 +170,11 @@ def start(home: Path, port: int | None = None, partitions: int = 3,
     props.write_text(_properties(home, port, controller_port, partitions))
     java = _java(home)
     if not (home / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(props)], capture_output=True, text=True)
+        # "--cluster-id=ID": a base64 id may start with "-" (1 in 64 starts failed as
+        # "expected one argument" with "-t ID")
+        proc = subprocess.run([*java, "kafka.tools.StorageTool", "format",
+                               f"--cluster-id={cluster_id()}", f"--config={props}"],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             raise KafkaError(f"storage format failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     with open(home / "kafka.log", "a") as log:

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec
-from platform_assets.landing import TAG_BATCH, TAG_LANDING, landing_job_name
+from platform_assets.landing import TAG_BATCH, TAG_LANDING, landing_job_name, notify_step
 from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
+from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
 
 MAX_ATTEMPTS = 3  # runs requested for the same files before the sensor waits for a change
@@ -150,14 +151,20 @@ def build_landing_sensor(spec: ReplicationSpec, name: str, job) -> dg.SensorDefi
         description=(f"Starts a landing run of {name!r} when new or changed files (older than "
                      f"{ld.min_age_s:g}s) are in its watched directory."),
     )
-    def _sensor(context: dg.SensorEvaluationContext,
-                replicator: ReplicatorResource) -> dg.SensorResult | dg.SkipReason:
+    def _sensor(context: dg.SensorEvaluationContext, replicator: ReplicatorResource,
+                notifier: NotifierResource) -> dg.SensorResult | dg.SkipReason:
         state = LandingState.decode(context.cursor)
         state_path = replicator.state_path
         ev = evaluate_landing(spec, name, state, state_path, context.instance)
         if ev.run_request is None:
             return dg.SkipReason(ev.skip_reason or "nothing to do")
-        context.log.info(f"{len(ev.files)} new/changed files -> batch {ev.run_request.tags[TAG_BATCH]}")
+        batch = ev.run_request.tags[TAG_BATCH]
+        context.log.info(f"{len(ev.files)} new/changed files -> batch {batch}")
+        # the first step's message: the files were seen (a tick evaluated again from the same
+        # cursor may send it twice; consumers drop repeats of a batch's "detected")
+        notify_step(context, notifier, ld, "detected", dataset=name, batch=batch,
+                    files=[f[0] for f in ev.files[:50]], bytes=sum(f[1] for f in ev.files),
+                    attempt=ev.state.attempts)
         return dg.SensorResult(run_requests=[ev.run_request], cursor=ev.state.encode())
 
     return _sensor

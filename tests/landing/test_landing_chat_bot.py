@@ -12,10 +12,12 @@ import pytest
 
 from platform_assets.bot import Bot, build_bot, format_event, main
 from platform_assets.definitions import build_definitions
+from platform_assets.landing import report_key
 from platform_assets.trigger import Launch, TriggerApp, serve_in_thread
 from tests.fixtures.telegram import TOKEN as BOT_TOKEN
 from tests.fixtures.telegram import BotApi
 from tests.landing.conftest import GOOD_CSV, Landing, make_landing
+from tests.landing.png import count_colour, read_png
 from tests.landing.test_landing_pipeline import BAD_CSV, _tick
 
 SUBSCRIBED, OTHER, STRANGER = 111, 222, 333
@@ -62,6 +64,17 @@ def test_chat_bot_relays_every_step_and_sends_the_report_as_documents(
     html = [d for d in docs if d["filename"].endswith(".html")]
     assert len(html) == 1 and html[0]["mime"] == "text/html"
     assert b"a.csv" in html[0]["content"] and html[0]["content"].count(b"<svg") == 4
+    [png] = [d for d in docs if d["filename"] == "charts.png"]
+    assert png["mime"] == "image/png"
+    (tmp_path / "charts.png").write_bytes(png["content"])
+    img = read_png(str(tmp_path / "charts.png"))
+    assert img.shape[:2] == (800, 1200)
+    assert count_colour(img, (0x2E, 0x7D, 0x32)) > 500  # the accepted file's bar, in green
+    assert count_colour(img, (0xC6, 0x28, 0x28)) > 50  # the current batch on the trend, in red
+    md = instance.fetch_materializations(report_key("orders"), limit=1).records[0]
+    md = md.asset_materialization.metadata
+    assert Path(md["charts_png"].value).read_bytes() == png["content"]  # beside the HTML
+    assert Path(md["charts_png"].value).parent == Path(md["report"].value).parent
     assert bot_api.texts(OTHER) == [] and bot_api.docs(OTHER) == []  # not subscribed
     assert BOT_TOKEN not in (landing.root / "bot" / "state.json").read_text()
 
@@ -140,7 +153,7 @@ def test_chat_bot_commands_run_through_the_trigger_and_strangers_are_refused(
         status, report = bot_api.texts(OTHER)[-2:]
         assert status.startswith("orders: last step\n📊 orders: report ready")
         assert report.startswith("📊 orders: report ready")
-        assert [d["filename"].rsplit(".", 1)[1] for d in bot_api.docs(OTHER)][:1] == ["html"]
+        assert [d["filename"] for d in bot_api.docs(OTHER)] == ["report.html", "charts.png"]
     finally:
         server.shutdown()
         server.server_close()

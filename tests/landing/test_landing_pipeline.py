@@ -99,7 +99,7 @@ def test_good_file_flows_to_parquet_and_report_with_webhook_notifications(
 
     # one notification per step, in order, delivered to the webhook server
     events = [r["body"] for r in http_sink.requests]
-    assert [e["event"] for e in events] == ["ingested", "validated", "converted", "report_ready"]
+    assert [e["event"] for e in events] == ["detected", "ingested", "validated", "converted", "report_ready"]
     assert all(e["dataset"] == "orders" and e["batch"] == batch for e in events)
     assert events[-1]["report"] == str(report)
     assert http_sink.requests[0]["path"] == "/hook?token=hook-s3cret"
@@ -144,8 +144,8 @@ def test_bad_rows_are_caught_and_downstream_does_not_run(landing, instance) -> N
 
     # the rejection notification names the rule, file and row
     events = [json.loads(line) for line in landing.outbox()]
-    assert [e["event"] for e in events] == ["ingested", "rejected"]
-    rejected = events[1]
+    assert [e["event"] for e in events] == ["detected", "ingested", "rejected"]
+    rejected = events[2]
     assert (rejected["file"], rejected["row"], rejected["rule"]) == ("bad.csv", 2, "not_null")
     assert rejected["files_rejected"] == ["bad.csv"]
     assert "bad.csv row 2" in rejected["error"]
@@ -323,4 +323,4 @@ def test_the_watched_directory_can_be_a_bucket(tmp_path, instance, monkeypatch, 
     assert (landing.raw / "a.csv").read_text() == GOOD_CSV
     assert _parquet_rows(landing) == 4
     assert [json.loads(line)["event"] for line in landing.outbox()] == [
-        "ingested", "validated", "converted", "report_ready"]
+        "detected", "ingested", "validated", "converted", "report_ready"]
