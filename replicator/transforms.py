@@ -245,7 +245,8 @@ class _Pipe:
 
 
 def _gpg(step: Step, chunks: Iterator[bytes], rel: str, read_size: int) -> Iterator[bytes]:
-    argv = ["gpg", "--batch", "--no-tty", "--quiet", "--yes", "--output", "-"]
+    # never ask for a passphrase (no one is there to type it): a protected key fails the file
+    argv = ["gpg", "--batch", "--no-tty", "--quiet", "--yes", "--pinentry-mode", "error", "--output", "-"]
     if step.kind == GPG_ENCRYPT:
         argv += ["--trust-model", "always", "--encrypt", "--recipient", step.arg or ""]
     else:

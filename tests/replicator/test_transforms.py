@@ -415,3 +415,23 @@ def test_kill_9_during_untar_keeps_previous_directory_and_next_run_finishes(tmp_
     r = run_cli("copy", str(src), str(dst), "-t", "untar", "--json")
     assert r.returncode == 0, r.stderr
     assert tree(dst / "t") == {"a.csv": b"v2", "big.bin": payload} and temp_names(dst) == []
+
+
+def test_gpg_key_with_passphrase_fails_the_file_without_asking(tmp_path: Path, monkeypatch) -> None:
+    """No one can type a passphrase in a copy: a protected key fails the file promptly."""
+    home = tmp_path / "gpg"
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(home))
+    subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "s3cret",
+                    "--quick-gen-key", "Locked <locked@example.com>", "future-default", "default", "never"],
+                   check=True, env=env, capture_output=True)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    try:
+        src, enc, dec = tmp_path / "src", tmp_path / "enc", tmp_path / "dec"
+        write(src / "x.txt", "secret data", T0)
+        assert api.copy(str(src), str(enc), opts(tmp_path, "gpg-encrypt=locked@example.com")).ok
+        rep = api.copy(str(enc), str(dec), opts(tmp_path, "gpg-decrypt"))
+        assert [f.path for f in rep.failures] == ["x.txt.gpg"] and "gpg failed" in rep.failures[0].error
+        assert "s3cret" not in rep.failures[0].error and not (dec / "x.txt").exists()
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
