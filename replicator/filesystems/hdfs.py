@@ -289,8 +289,9 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         c = self._get()
         if self._kind == "pyarrow":
             raise NotImplementedError("pyarrow's HadoopFileSystem cannot set times")
-        self._guard(f"set mtime of {self.uri(path)}",
-                    lambda: c.set_times(path, mtime_ns // 1_000_000, -1))
+        ms = mtime_ns // 1_000_000
+        # hdfs-native takes unsigned times (Java's -1 "leave atime" overflows): atime = mtime
+        self._guard(f"set mtime of {self.uri(path)}", lambda: c.set_times(path, ms, ms))
 
     def set_mode(self, path: str, mode: int) -> None:
         c = self._get()
