@@ -63,7 +63,7 @@ def build_definitions(
     sensors: list[dg.SensorDefinition] = [build_change_sensor(spec, ra)]
     if spec.platform.audit is not None:
         sensors.append(build_audit_sensor(spec, ra.copy_jobs))
-    sensors.extend(build_notification_sensors())
+    sensors.extend(build_notification_sensors(outbox=spec.platform.notifier.kind == "kafka"))
     landing = build_landing(spec)
     sensors.extend(landing.sensors)
 

@@ -28,7 +28,9 @@ def run_event(run: dg.DagsterRun, event: str, error: str | None = None) -> dict[
     return {k: v for k, v in out.items() if v not in (None, [], "")}
 
 
-def build_notification_sensors() -> list[dg.SensorDefinition]:
+def build_notification_sensors(outbox: bool = False) -> list[dg.SensorDefinition]:
+    """Run success/failure sensors; with ``outbox`` (notifier kind kafka) also the sensor that
+    delivers what waits in the outbox."""
     @dg.run_status_sensor(
         name="notify_run_success",
         run_status=dg.DagsterRunStatus.SUCCESS,
@@ -62,7 +64,7 @@ def build_notification_sensors() -> list[dg.SensorDefinition]:
         return dg.SkipReason(f"{left} notification(s) still wait in the outbox" if left
                              else "outbox empty")
 
-    return [notify_run_success, notify_run_failure, notify_outbox]
+    return [notify_run_success, notify_run_failure, *([notify_outbox] if outbox else [])]
 
 
 def _notify(context: Any, notifier: NotifierResource, event: dict[str, Any]) -> None:

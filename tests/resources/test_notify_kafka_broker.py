@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from resources import notify
@@ -92,3 +93,26 @@ def test_kafka_broker_down_messages_wait_in_the_outbox_and_arrive_when_it_is_bac
     finally:
         notify._down_until.clear()
         broker.stop()
+
+
+def test_kafka_broker_outbox_sensor_delivers_what_waits(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    from platform_assets.definitions import build_definitions, build_resources
+
+    spec = tmp_path / "r.yaml"
+    spec.write_text(
+        "platform:\n  notifier: {kind: kafka, bootstrap_servers: '" + kafka_broker.bootstrap
+        + "', topic: sensor.runs, outbox: outbox.jsonl}\n"
+        "clusters:\n  a: {uri: a}\n  b: {uri: b}\n"
+        "datasets:\n  d:\n    source: {cluster: a}\n    targets: [{cluster: b}]\n")
+    defs = build_definitions(spec)
+    assert "notify_outbox" in {s.name for s in defs.sensors}
+    # a message that waited while the broker was down (written by an earlier run)
+    (tmp_path / "outbox.jsonl").write_text(json.dumps(
+        {"id": "w1", "event": "run_failed", "dataset": "d", "run_id": "r0"}) + "\n")
+    from platform_assets.config import load_spec
+
+    ctx = dg.build_sensor_context(resources=build_resources(load_spec(spec)), definitions=defs)
+    result = defs.get_sensor_def("notify_outbox")(ctx)
+    assert result.skip_message == "outbox empty"
+    [got] = kafka_broker.events(["sensor.runs"], count=1)
+    assert (got["id"], got["run_id"], got["_key"]) == ("w1", "r0", "d")
