@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from replicator.errors import RetryableError, UsageError
 from replicator.filters import SKIP_DIR_NAMES, SKIP_FILE_PATTERNS, glob_to_regex
@@ -224,7 +225,11 @@ def replicator_cli_args(source: str, destination: str, opts: CopyOptions, *,
     if opts.marker:
         args += ["--marker", opts.marker]
     if state or opts.state_path:
-        args += ["--state", state or opts.state_path]  # type: ignore[list-item]
+        spec = state or opts.state_path or ""
+        if "://" in spec and urlsplit(spec).password:  # job arguments are visible to anyone who lists jobs
+            raise UsageError("--state: a state URL with a password cannot go into Dataproc job arguments; "
+                             "give the cluster PGPASSWORD or ~/.pgpass and pass the URL without it")
+        args += ["--state", spec]
     for value in args:
         if any(ord(c) < 32 for c in value):
             raise UsageError(f"argument with a control character: {value!r}")

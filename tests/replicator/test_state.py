@@ -309,3 +309,14 @@ def test_postgres_password_never_printed_or_stored(postgres_server: PostgresServ
     finally:
         conn.close()
 
+
+
+def test_a_state_password_never_goes_into_dataproc_job_arguments() -> None:
+    from replicator.executors.dataproc import replicator_cli_args
+    from replicator.options import CopyOptions
+
+    src, dst = "hdfs://nn:8020/a", "gs://bucket/a"
+    with pytest.raises(UsageError, match="password"):
+        replicator_cli_args(src, dst, CopyOptions(state_path="postgresql://rep:s3cret-pw@db:5432/p"))
+    args = replicator_cli_args(src, dst, CopyOptions(state_path="postgresql://rep@db:5432/p"))
+    assert args[args.index("--state") + 1] == "postgresql://rep@db:5432/p"
