@@ -1,7 +1,8 @@
 """``--files-from FILE``: copy the listed paths instead of walking the whole tree
 (DistCp ``-f``, rclone ``--files-from``).
 
-The list is a local text file, one path a line, relative to the source root. Leading and
+The list is a local text file, one path a line, relative to the source root (bytes that
+are not UTF-8 name files byte for byte, as the local back end does). Leading and
 trailing whitespace is stripped; blank lines and lines starting with ``#`` or ``;`` are
 comments. An absolute path is accepted when it lies under the source root's path (it is
 made relative); one outside the root, or any path with a ``..`` component, is refused
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from replicator.errors import SourceReadError, UsageError
 from replicator.filesystems.base import DIR, FILE, LINK, FileSystem
+from replicator.filesystems.local import text_path
 from replicator.filters import Filter
 from replicator.listing import Entry, ErrorCallback, ListingStats, age_hold, walk
 
@@ -56,7 +58,7 @@ def read_files_from(list_path: str, root_path: str) -> Listed:
         parts = [p for p in text.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise UsageError(f"{where}: {text!r} escapes the source root (a '..' component)")
-        rel = "/".join(parts)
+        rel = text_path("/".join(parts))  # bytes that are not UTF-8 as the engine spells them
         if not rel:
             raise UsageError(f"{where}: {text!r} names the source root itself; list paths under it")
         if rel not in seen:

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING
 from replicator import checksum as crc
 from replicator.errors import ReplicatorError, SourceReadError, UsageError, describe, is_retryable
 from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filesystems.local import text_path
 from replicator.transfer import (
     StageContext,
     Task,
@@ -307,8 +308,8 @@ def safe_member_name(name: str, rel: str) -> str:
         raise TransformError(f"untar {rel}: member {name!r} has an absolute path; refused")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise TransformError(f"untar {rel}: member {name!r} escapes the directory ('..'); refused")
-    return "/".join(parts)
+        raise TransformError(f"untar {rel}: member {text_path(name)!r} escapes the directory ('..'); refused")
+    return text_path("/".join(parts))  # a name that is not UTF-8: as the engine spells one
 
 
 # --------------------------------------------------------------------------- one file

@@ -190,3 +190,19 @@ def test_files_from_unreadable_list_exits_2(tmp_path: Path, run_cli) -> None:
     r = run_cli("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--files-from",
                 str(tmp_path / "nope.txt"))
     assert r.returncode == 2 and "nope.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_files_from_non_utf8_name(tmp_path: Path) -> None:
+    import os
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    name = b"caf\xe9.csv"  # latin-1, not UTF-8
+    src.mkdir()
+    with open(os.path.join(os.fsencode(src), name), "wb") as f:
+        f.write(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"# latin-1 below\n" + name + b"\n")
+    rep = api.copy(str(src), str(dst), opts(tmp_path, files_from=str(listing)))
+    assert rep.ok and rep.files_copied == 1, rep.failures
+    with open(os.path.join(os.fsencode(dst), name), "rb") as f:
+        assert f.read() == b"x"

@@ -435,3 +435,22 @@ def test_gpg_key_with_passphrase_fails_the_file_without_asking(tmp_path: Path, m
         assert "s3cret" not in rep.failures[0].error and not (dec / "x.txt").exists()
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
+
+
+def test_untar_member_with_non_utf8_name(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    raw = b"caf\xe9.csv"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tf:
+        info = tarfile.TarInfo(raw.decode("utf-8", "surrogateescape"))
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"ok"))
+    write(src / "t.tar", buf.getvalue(), T0)
+    o = opts(tmp_path, "untar")
+    rep = api.copy(str(src), str(dst), o)
+    assert rep.ok, rep.failures
+    with open(os.path.join(os.fsencode(dst / "t"), raw), "rb") as f:
+        assert f.read() == b"ok"
+    assert api.copy(str(src), str(dst), o).files_copied == 0
+    assert api.verify(str(src), str(dst), o).identical
