@@ -3,6 +3,9 @@
   a  10,000 small files (4 KiB) HDFS -> HDFS: seconds, files/s
   b  one 1 GiB file HDFS -> HDFS: seconds, MB/s
   c  a no-op re-sync of tree (a) onto an up-to-date copy: seconds
+  d  a no-op re-sync of a partitioned tree (that of a/c, 10 files a directory, or one of
+     ``BENCH_HADOOP_SNAP_FILES`` files) from WebHDFS, ours with the full listing vs ours with ``--snapshot-diff``
+     (issue 11, item 7): seconds
 
 HDFS is one MiniDFSCluster (``scripts/hadoop.py``: NameNode + one DataNode + WebHDFS in one
 JVM on loopback); both tools copy between two directories of it. DistCp is hadoop-distcp
@@ -15,7 +18,8 @@ destinations; medians are printed with the ratio ours/DistCp as a speed-up (Dist
 divided by ours: > 1 means ours is faster).
 
 Environment: ``BENCH_DIR``, ``BENCH_HADOOP_FILES`` (10000), ``BENCH_HADOOP_BIG_MIB`` (1024),
-``BENCH_HADOOP_REPEAT`` (3), ``BENCH_HADOOP_SCENARIOS`` (e.g. ``ac``).
+``BENCH_HADOOP_REPEAT`` (3), ``BENCH_HADOOP_SCENARIOS`` (default ``abc``; ``d`` on request),
+``BENCH_HADOOP_SNAP_FILES`` (a tree of its own for d).
 """
 
 from __future__ import annotations
@@ -46,9 +50,12 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, proc.stdout
 
 
-def ours(env: dict[str, str], src: str, dst: str, state: Path) -> tuple[float, dict]:
+def ours(env: dict[str, str], src: str, dst: str, state: Path, *extra: str) -> tuple[float, dict]:
+    if dst.startswith("hdfs://"):  # DistCp runs without -p: neither tool sets times there
+        extra = ("--preserve", "", *extra)
     elapsed, out = _run([sys.executable, "-m", "replicator.cli", "copy", src, dst,
-                         "--workers", str(WORKERS), "--state", str(state), "--json", "-q"], env)
+                         "--workers", str(WORKERS), "--state", str(state), "--json", "-q",
+                         *extra], env)
     report = json.loads(out.strip().splitlines()[-1])
     if not report["ok"]:
         raise RuntimeError(f"replicator copy failed: {report.get('failures')}")
@@ -62,6 +69,49 @@ def distcp(env: dict[str, str], cp: str, work: Path, src: str, dst: str) -> floa
     elapsed, _ = _run(["java", "-Xmx512m", "-cp", cp, "org.apache.hadoop.tools.DistCp", *props,
                        "-update", "-m", str(WORKERS), src, dst], env)
     return elapsed
+
+
+def snapshot_noop(env: dict[str, str], work: Path, cluster: dict,
+                  repeat: int) -> tuple[str, float, float, str]:
+    """Scenario d: the same no-op re-sync, listed in full vs by snapshot diff."""
+    from scripts import hadoop
+
+    n = int(os.environ.get("BENCH_HADOOP_SNAP_FILES", "0")) or None
+    tree = "small"  # the tree of scenarios a/c (10 files a directory) unless a size is asked
+    if n is not None or not (work / "seed.db").exists():
+        n = n or 100_000
+        tree = "part"
+        seed = work / "seed-part"
+        for i in range(n):
+            p = seed / f"dt={i // 10:06d}" / f"part-{i % 10}"
+            if i % 10 == 0:
+                p.parent.mkdir(parents=True)
+            p.write_bytes(b"x" * 64)
+        t, _ = ours(env, str(seed), f"{cluster['hdfs']}/part", work / "seed-part.db")
+        print(f"seeded {n:,} files in {n // 10:,} directories into HDFS in {t:.1f}s", flush=True)
+        shutil.rmtree(seed)
+    else:
+        n = int(os.environ.get("BENCH_HADOOP_FILES", "10000"))
+    hadoop.control(work / "hdfs", f"allow-snapshot /{tree}")
+    src = f"webhdfs://{cluster['webhdfs'].removeprefix('http://')}/{tree}"
+    dst = str(work / "part-copy")
+    ours(env, src, dst, work / "d-full.db")  # the copy both modes then re-sync
+    ours(env, src, dst, work / "d-snap.db", "--snapshot-diff")  # adopts it, records a snapshot
+    full, snap = [], []
+    for r in range(repeat):
+        for mode in (("full", "snap") if r % 2 == 0 else ("snap", "full")):
+            if mode == "full":
+                t, rep = ours(env, src, dst, work / "d-full.db")
+                full.append(t)
+            else:
+                t, rep = ours(env, src, dst, work / "d-snap.db", "--snapshot-diff")
+                assert rep["snapshot"]["listing"] == "diff", rep["snapshot"]
+                snap.append(t)
+            assert rep["files_copied"] == 0, rep
+        print(f"  d run {r + 1}: full listing {full[-1]:.2f}s, snapshot diff {snap[-1]:.2f}s",
+              flush=True)
+    return (f"d no-op {n:,} files, snapshot diff vs listing", _median(snap), _median(full),
+            "(the 'distcp s' column is our full listing here)")
 
 
 def _median(values: list[float]) -> float:
@@ -92,7 +142,7 @@ def main() -> int:
         if "a" in scenarios or "c" in scenarios:
             seed = work / "seed-small"
             for i in range(n_files):
-                p = seed / f"dt={i % 10:02d}" / f"part-{i:06d}"
+                p = seed / f"dt={i // 10:06d}" / f"part-{i % 10}"  # 10 files a partition
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(os.urandom(4096))
             t, _ = ours(env, str(seed), f"{nn}/small", work / "seed.db")
@@ -158,6 +208,8 @@ def main() -> int:
             mb = big_mib * MiB / 1e6
             results.append((f"b one {big_mib} MiB file HDFS->HDFS", _median(mine), _median(theirs),
                             f"{mb / _median(mine):.0f} vs {mb / _median(theirs):.0f} MB/s"))
+        if "d" in scenarios:
+            results.append(snapshot_noop(env, work, cluster, repeat))
     finally:
         hadoop.stop(work / "hdfs")
         shutil.rmtree(work, ignore_errors=True)
