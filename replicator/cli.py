@@ -130,6 +130,7 @@ def _copy_options(**kw: Any) -> CopyOptions:
         marker=kw.get("marker"),
         copy_links=kw.get("copy_links", False),
         retries=kw.get("retries", 3),
+        snapshot_diff=kw.get("snapshot_diff", False),
     ).validated()
 
 
@@ -203,6 +204,10 @@ def _finish_run(report, as_json: bool) -> None:
               help="Who moves the bytes. distcp: real `hadoop distcp` (local MapReduce runner, or the "
                    "cluster $HADOOP_CONF_DIR names; jars from $REPLICATOR_HADOOP_CLASSPATH or "
                    "`hadoop classpath`).")
+@click.option("--snapshot-diff", is_flag=True,
+              help="HDFS source (webhdfs://): take a snapshot per run, copy from it, and list only "
+                   "what changed since the last recorded snapshot (falls back to a full listing "
+                   "where the root is not snapshottable).")
 @click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Retries per file for retryable errors (with backoff).")

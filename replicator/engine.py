@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from replicator import checksum as crc
+from replicator import snapdiff
 from replicator.diff import Action, iter_decisions
 from replicator.errors import ReplicatorError, UsageError, describe, is_retryable, on_side
 from replicator.executors import get_executor
@@ -166,6 +167,8 @@ class _Run:
         self._ctx: StageContext | None = None
         self.chain = parse_chain(opts.transforms)
         self._ranges = True  # the executor takes ranges of big files
+        self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
+        self._snap_changes: list[int] = []
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself."""
@@ -203,6 +206,7 @@ class _Run:
                 if exc.exit_code == 2:
                     raise
             finally:
+                self._end_snapshot()
                 self.report.finished_at = time.time()
                 self.report.settle_verified()
                 if started:
@@ -215,6 +219,31 @@ class _Run:
             if self.progress:
                 self.progress.on_finish()
         return self.report
+
+    def _snapshot_lister(self, store: StateStore, pair_id: int):
+        """--snapshot-diff: take this run's snapshot and list from it (by diff against the
+        last recorded snapshot where there is one); None falls back to the plain listing."""
+        runs = [r for r in store.last_runs(pair_id, 3) if r["run_id"] != self.run_id]
+        begun = snapdiff.begin(self.src_fs, self.src_root, self.run_id, runs, self.filter)
+        if isinstance(begun, str):
+            log.info("--snapshot-diff: %s", begun)
+            self.report.snapshot = {"listing": "full", "note": begun, "recorded": False}
+            return None
+        self._snap = begun
+        self.src_root = begun.path
+        if begun.base is None or self.listed is not None or not store.has_records(pair_id):
+            return None  # the snapshot, listed in full
+        return functools.partial(snapdiff.diff_listing, run=begun,
+                                 manifest=store.manifest_rows(pair_id), counter=self._snap_changes)
+
+    def _end_snapshot(self) -> None:
+        snap, report = self._snap, self.report
+        if snap is None:
+            return
+        ok = report.ok and not report.files_held_back and report.snapshot is not None
+        recorded = snapdiff.finish(self.src_fs, snap, ok)
+        if report.snapshot is not None:
+            report.snapshot["recorded"] = recorded
 
     def _finish(self, store: StateStore) -> None:
         """Record the run's end. If the store fails here too (its disk is full), the run row
@@ -233,11 +262,16 @@ class _Run:
         stats = ListingStats()
         lister = walk if self.listed is None else functools.partial(
             walk_listed, listed=self.listed, list_name=opts.files_from)
+        if opts.snapshot_diff and not opts.dry_run:
+            lister = self._snapshot_lister(store, pair_id) or lister  # reads from the snapshot
         scratch.load_listing("src", lister(
             self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
             max_age_s=opts.max_age_s, copy_links=opts.copy_links, workers=opts.listing_workers,
             on_error=self._listing_error, stats=stats,
             exclude_root_names=self.own_names))
+        if self._snap is not None:
+            self.report.snapshot = self._snap.report(self._snap_changes[0] if self._snap_changes
+                                                     else None)
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
         report.files_too_old = stats.too_old

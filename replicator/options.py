@@ -110,6 +110,7 @@ class CopyOptions:
     include_regex: tuple[str, ...] = ()
     exclude_regex: tuple[str, ...] = ()
     files_from: str | None = None  # a local file listing the paths to copy (rclone --files-from)
+    snapshot_diff: bool = False  # list by HDFS snapshot diff where the source root allows it
     transforms: tuple[str, ...] = ()  # "gunzip", "untar", "gpg-encrypt=RCPT", "gpg-decrypt"
     bandwidth_mbps: float | None = None  # MiB/s shared by all workers
     preserve: frozenset[str] = frozenset({"times"})

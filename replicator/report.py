@@ -58,6 +58,7 @@ class RunReport:
     actions: list[dict[str, Any]] = field(default_factory=list)  # planned work (capped)
     error: str | None = None  # a run-level error (not one file's)
     executor_details: dict[str, Any] = field(default_factory=dict)  # e.g. DistCp's counters
+    snapshot: dict[str, Any] | None = None  # --snapshot-diff: name, base, listing, changes
 
     def settle_verified(self) -> None:
         """``verified``: the run finished ok (not a dry run) and every file it copied was

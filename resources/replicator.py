@@ -21,7 +21,7 @@ class ReplicatorResource(dg.ConfigurableResource):
 
     state_path: str = Field(description="the engine's state store: SQLite file or postgresql:// URL")
     workers: int = Field(default=8, ge=1, le=1024)
-    executor: str = Field(default="local", description="local | spark")
+    executor: str = Field(default="local", description="local | spark | distcp")
     marker: str | None = Field(default=None, description="file written last at each replica root")
     retries: int = Field(default=3, ge=0, description="per-file retries inside one copy")
     verify_checksum: bool = Field(

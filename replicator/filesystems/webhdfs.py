@@ -313,6 +313,37 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
             if r.content and r.json().get("boolean") is False:
                 raise RetryableError(f"{what}: refused by the NameNode")
 
+    # ------------------------------------------------------------ snapshots (HDFS)
+    def create_snapshot(self, path: str, name: str) -> str:
+        """CREATESNAPSHOT; returns the snapshot's path (``path/.snapshot/name``). Raises
+        ReplicatorError (SnapshotException) where ``path`` is not snapshottable."""
+        r = self._call("PUT", path, "CREATESNAPSHOT", {"snapshotname": name},
+                       what=f"snapshot {self.uri(path)}")
+        return r.json().get("Path") or posixpath.join(path, ".snapshot", name)
+
+    def delete_snapshot(self, path: str, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._call("DELETE", path, "DELETESNAPSHOT", {"snapshotname": name},
+                       what=f"delete snapshot {name} of {self.uri(path)}")
+
+    def snapshot_names(self, path: str) -> list[str]:
+        try:
+            return [i.name for i in self.list_dir(posixpath.join(path, ".snapshot"))]
+        except FileNotFoundError:
+            return []
+
+    def snapshot_diff(self, path: str, old: str, new: str) -> list[tuple[str, str, str | None]]:
+        """GETSNAPSHOTDIFF (what DistCp -diff uses): ``(type, rel, target rel)`` with type
+        CREATE, MODIFY, DELETE or RENAME, paths relative to ``path``."""
+        r = self._call("GET", path, "GETSNAPSHOTDIFF",
+                       {"oldsnapshotname": old, "snapshotname": new},
+                       what=f"snapshot diff {old}..{new} of {self.uri(path)}")
+        out = []
+        for d in r.json()["SnapshotDiffReport"]["diffList"]:
+            target = d.get("targetPath")
+            out.append((d["type"], d.get("sourcePath", ""), target))
+        return out
+
     def delete_file(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._call("DELETE", path, "DELETE", {"recursive": "false"},

@@ -24,6 +24,7 @@ from replicator.executors.distcp import (
 from replicator.filesystems.local import LocalFileSystem
 from replicator.options import CopyOptions
 from replicator.state import open_store
+from tests.replicator.conftest import tree
 
 REPO = Path(__file__).resolve().parents[3]
 MTIME_NS = 1_700_000_000_123_456_789
@@ -65,12 +66,7 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 
 def files_of(root: Path) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            p = Path(dirpath, name)
-            out[str(p.relative_to(root))] = p.read_bytes()
-    return out
+    return {rel: data for rel, data in tree(root).items() if data is not None}
 
 
 def manifest(state: Path, src: Path, dst: Path) -> list[tuple]:

@@ -1,0 +1,182 @@
+"""O(changes) source listing from HDFS snapshot diffs (``copy --snapshot-diff``).
+
+Each run takes a snapshot of the source root (``replicator-<run id>``, WebHDFS
+CREATESNAPSHOT) and copies from it (``root/.snapshot/<name>/...``: a consistent image, no
+file changes under the copy). When the pair's previous run finished ok and recorded its
+snapshot, the listing is the manifest with the snapshot diff between that snapshot and this
+one applied (GETSNAPSHOTDIFF, what DistCp ``-diff`` uses): deleted paths leave it, created,
+modified and renamed ones are stat'ed (created or renamed directories are walked) from the
+new snapshot. Nothing else is asked of the NameNode, so an unchanged tree costs one snapshot
+and one diff, not a listing of every directory.
+
+Lossless: the diff is always against the last recorded snapshot, so a missed run only
+makes the next diff longer. A run records its snapshot only when it finished ok with
+nothing held back (``--min-age``) and the run before it was itself recorded the same way;
+anything else (first run, a failed or interrupted run, filters given, the previous
+snapshot gone) lists the new snapshot in full and starts the chain again. Old
+``replicator-*`` snapshots are deleted once a newer one is recorded; the recorded one stays.
+Where the root is not snapshottable (or the back end has no snapshots) the run falls back
+to the ordinary listing and says so in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from replicator.errors import ReplicatorError, describe
+from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filters import Filter
+from replicator.listing import Entry, ListingStats, walk
+
+log = logging.getLogger("replicator")
+PREFIX = "replicator-"
+
+
+@dataclass
+class SnapshotRun:
+    root: str  # the live source root
+    name: str  # this run's snapshot
+    path: str  # root/.snapshot/name: what the run lists and reads
+    base: str | None  # the previous recorded snapshot the listing diffs against
+    note: str = ""
+
+    def report(self, changes: int | None) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base, "listing": "diff" if self.base else "full",
+                "changes": changes, "recorded": False, "note": self.note or None}
+
+
+def supported(fs: FileSystem) -> bool:
+    return all(hasattr(fs, m) for m in ("create_snapshot", "delete_snapshot", "snapshot_diff",
+                                        "snapshot_names"))
+
+
+def previous_base(last_runs: list[dict[str, Any]]) -> str | None:
+    """The snapshot the pair's latest run recorded, if that run finished ok and recorded one."""
+    if not last_runs:
+        return None
+    report = last_runs[0].get("report") or {}
+    snap = report.get("snapshot") or {}
+    if last_runs[0].get("status") != "ok" or not snap.get("recorded"):
+        return None
+    return snap.get("name")
+
+
+def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]],
+          flt: Filter) -> SnapshotRun | str:
+    """Take this run's snapshot; a string says why the run falls back to a plain listing."""
+    if not supported(fs):
+        return f"{fs.scheme}:// has no snapshots: listed in full"
+    name = f"{PREFIX}{run_id}"
+    try:
+        path = fs.create_snapshot(root, name)  # type: ignore[attr-defined]
+    except (ReplicatorError, OSError) as exc:
+        return f"no snapshot of {fs.uri(root)} ({describe(exc)}): listed in full"
+    base = previous_base(last_runs)
+    note = ""
+    if flt.selective:
+        base, note = None, "include/exclude filters: the snapshot is listed in full"
+    elif base is not None and base not in fs.snapshot_names(root):  # type: ignore[attr-defined]
+        base, note = None, f"recorded snapshot {base} is gone: listed in full"
+    return SnapshotRun(root, name, path, base, note)
+
+
+def diff_listing(fs: FileSystem, root: str, flt: Filter, *, run: SnapshotRun,
+                 manifest: Iterable[tuple], counter: list[int], min_age_s: float = 0.0,
+                 max_age_s: float | None = None, workers: int = 8, on_error=None,
+                 stats: ListingStats, exclude_root_names: frozenset[str] = frozenset(),
+                 copy_links: bool = False) -> Iterator[list[Entry]]:
+    """The source listing of ``root`` (this run's snapshot, ``run.path``): ``manifest`` rows ``(path, kind, size, mtime_ns, checksum, ...)``
+    with the diff base..name applied; changed paths are stat'ed / walked in the snapshot."""
+    assert run.base is not None
+    changes = fs.snapshot_diff(run.root, run.base, run.name)  # type: ignore[attr-defined]
+    counter.append(len(changes))
+    # rel -> (rel, kind, size, mtime_ns, checksum, mode, held)
+    rows: dict[str, tuple] = {r[0]: (r[0], r[1], r[2], r[3], None, None, False) for r in manifest}
+    fresh_files: set[str] = set()
+    fresh_dirs: set[str] = set()
+    now_ns = time.time_ns()
+    min_age_ns = int(min_age_s * 1e9)
+
+    def drop(rel: str) -> None:
+        rows.pop(rel, None)
+        prefix = rel + "/"
+        for k in [k for k in rows if k.startswith(prefix)]:
+            del rows[k]
+
+    # every path a change names is dropped, then whatever the new snapshot holds at the paths
+    # it created, modified or renamed to is stat'ed back in: the order of the report (an
+    # overwritten file shows as a delete and a create of one name) does not matter
+    for kind, rel, target in changes:
+        rel = rel.strip("/")
+        if kind in ("DELETE", "RENAME") and rel:
+            drop(rel)
+        if kind == "RENAME" and target is not None and target.strip("/"):
+            fresh_files.add(target.strip("/"))
+        elif kind in ("CREATE", "MODIFY") and rel:
+            fresh_files.add(rel)
+    for rel in sorted(fresh_files):
+        if rel in exclude_root_names:
+            continue
+        info = fs.stat(fs.join(root, rel))
+        if info is None:
+            drop(rel)
+        elif info.kind == DIR:
+            if not flt.keep_dir(rel):
+                drop(rel)
+                continue
+            if rel not in rows or rows[rel][1] != DIR:
+                fresh_dirs.add(rel)  # a new or renamed directory: everything under it
+            rows[rel] = (rel, DIR, 0, info.mtime_ns, None, None, False)
+        elif info.kind == FILE and flt.keep_file(rel):
+            held = min_age_ns > 0 and now_ns - info.mtime_ns < min_age_ns
+            rows[rel] = (rel, FILE, info.size, info.mtime_ns, None, info.mode, held)
+        else:  # a symlink or special file, or a name writers use for files in progress
+            rows.pop(rel, None)
+    for top in sorted(fresh_dirs):
+        if any(top.startswith(d + "/") for d in fresh_dirs):
+            continue  # walked with its ancestor
+        drop_under = top + "/"
+        for k in [k for k in rows if k.startswith(drop_under)]:
+            del rows[k]
+        for batch in walk(fs, fs.join(root, top), flt, min_age_s=min_age_s,
+                          max_age_s=max_age_s, copy_links=copy_links, workers=workers,
+                          on_error=on_error, stats=stats):
+            for e in batch:
+                e.rel = posixpath.join(top, e.rel)
+                rows[e.rel] = (e.rel, e.kind, e.size, e.mtime_ns, e.checksum, e.mode, e.held)
+    batch: list[Entry] = []
+    for rel in sorted(rows):
+        r = rows[rel]
+        kind, size, mtime, mode, held = r[1], r[2], r[3], r[5], bool(r[6])
+        if kind == FILE:
+            stats.files += 1
+            stats.bytes += size
+            stats.held_back += held
+            batch.append(Entry(rel, FILE, size, mtime, mode, None, None, held))
+        else:
+            stats.dirs += 1
+            batch.append(Entry(rel, DIR, 0, mtime))
+        if len(batch) >= 5000:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def finish(fs: FileSystem, run: SnapshotRun, ok: bool) -> bool:
+    """Record (True) or drop this run's snapshot; once recorded, delete older ones of ours."""
+    try:
+        if not ok:
+            fs.delete_snapshot(run.root, run.name)  # type: ignore[attr-defined]
+            return False
+        for old in fs.snapshot_names(run.root):  # type: ignore[attr-defined]
+            if old.startswith(PREFIX) and old != run.name:
+                fs.delete_snapshot(run.root, old)  # type: ignore[attr-defined]
+    except (ReplicatorError, OSError) as exc:
+        log.warning("snapshot clean-up of %s: %s", fs.uri(run.root), describe(exc))
+    return ok

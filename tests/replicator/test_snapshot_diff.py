@@ -1,0 +1,113 @@
+"""``copy --snapshot-diff`` against a real HDFS (MiniDFSCluster) over WebHDFS: a snapshot per
+run, the listing by GETSNAPSHOTDIFF against the last recorded one, the copy read from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from replicator import api
+from replicator.filesystems.registry import resolve
+from replicator.options import CopyOptions
+from tests.fixtures.hadoop import hdfs_cluster  # noqa: F401
+from tests.replicator.conftest import tree
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {rel: data for rel, data in tree(root).items() if data is not None}
+
+
+def hdfs_files(uri: str) -> dict[str, bytes]:
+    fs, root = resolve(uri)
+    out: dict[str, bytes] = {}
+    stack = [root]
+    while stack:
+        for info in fs.list_dir(stack.pop()):
+            if info.kind == "d":
+                stack.append(info.path)
+            else:
+                out[info.path[len(root) + 1:]] = b"".join(fs.read_chunks(info.path))
+    return out
+
+
+def test_snapshot_diff_lists_only_changes_and_loses_nothing(tmp_path: Path,
+                                                             hdfs_cluster):  # noqa: F811
+    src_dir = hdfs_cluster.fresh_dir("snap")
+    src = hdfs_cluster.webhdfs_uri(src_dir)
+    fs, root = resolve(src)
+    seed = tmp_path / "seed"
+    for i in range(30):
+        (seed / f"dt={i % 3}").mkdir(parents=True, exist_ok=True)
+        (seed / f"dt={i % 3}" / f"part-{i:03d}").write_bytes(os.urandom(100 + i))
+    (seed / "keep.txt").write_bytes(b"keep")
+    assert api.copy(str(seed), src, CopyOptions(state_path=str(tmp_path / "seed.db"))).ok
+    hdfs_cluster.allow_snapshot(src_dir)
+    dst = tmp_path / "dst"
+    opts = CopyOptions(state_path=str(tmp_path / "state.db"), snapshot_diff=True,
+                       delete=True, workers=4).validated()
+
+    first = api.copy(src, str(dst), opts)
+    assert first.ok, first.failures or first.error
+    assert first.snapshot["listing"] == "full" and first.snapshot["recorded"]
+    assert first.files_copied == 31
+    snaps = sorted(n for n in fs.snapshot_names(root) if n.startswith("replicator-"))
+    assert snaps == [first.snapshot["name"]]
+
+    noop = api.copy(src, str(dst), opts)
+    assert noop.ok and noop.files_copied == 0 and noop.files_skipped == 31
+    assert noop.snapshot["listing"] == "diff" and noop.snapshot["changes"] == 0
+    assert noop.snapshot["base"] == first.snapshot["name"]
+    # the recorded snapshot is the newest one; older ones of ours are gone
+    assert sorted(n for n in fs.snapshot_names(root) if n.startswith("replicator-")) == \
+        [noop.snapshot["name"]]
+
+    # modify, create (in a new directory), delete and rename
+    with fs.open_write(fs.join(root, "keep.txt")) as w:
+        w.write(b"keep, but changed")
+    fs.makedirs(fs.join(root, "dt=new"))
+    with fs.open_write(fs.join(root, "dt=new/part-999")) as w:
+        w.write(b"brand new")
+    fs.delete_file(fs.join(root, "dt=0/part-000"))
+    fs.rename(fs.join(root, "dt=1/part-001"), fs.join(root, "dt=2/renamed"))
+    changed = api.copy(src, str(dst), opts)
+    assert changed.ok, changed.failures
+    assert changed.snapshot["listing"] == "diff" and changed.snapshot["changes"] >= 4
+    assert changed.files_copied == 3  # keep.txt, dt=new/part-999, dt=2/renamed
+    assert changed.files_deleted == 2  # dt=0/part-000, dt=1/part-001
+    assert files_of(dst) == hdfs_files(src)
+
+    # a run that fails does not record its snapshot (and drops it); the run after it lists
+    # the new snapshot in full (the failed run may have changed the manifest in ways no diff
+    # shows), and the chain starts again from there
+    (dst / "dt=late").write_bytes(b"a file where the source now has a directory")
+    fs.makedirs(fs.join(root, "dt=late"))
+    with fs.open_write(fs.join(root, "dt=late/part-0")) as w:
+        w.write(b"late")
+    failed = api.copy(src, str(dst), opts.with_(delete=False))
+    assert not failed.ok and not failed.snapshot["recorded"]
+    assert failed.snapshot["base"] == changed.snapshot["name"]
+    assert failed.snapshot["name"] not in fs.snapshot_names(root)  # dropped
+    (dst / "dt=late").unlink()
+    after = api.copy(src, str(dst), opts)
+    assert after.ok, after.failures
+    assert after.snapshot["listing"] == "full" and after.snapshot["recorded"]
+    assert after.files_copied == 1
+    assert files_of(dst) == hdfs_files(src)
+    again = api.copy(src, str(dst), opts)
+    assert again.ok and again.files_copied == 0 and again.files_deleted == 0
+    assert again.snapshot["listing"] == "diff" and again.snapshot["base"] == after.snapshot["name"]
+
+
+def test_not_snapshottable_falls_back_to_the_listing(tmp_path: Path, hdfs_cluster):  # noqa: F811
+    src_dir = hdfs_cluster.fresh_dir("plain")
+    src = hdfs_cluster.webhdfs_uri(src_dir)
+    seed = tmp_path / "seed"
+    (seed / "a").mkdir(parents=True)
+    (seed / "a" / "f").write_bytes(b"f")
+    assert api.copy(str(seed), src, CopyOptions(state_path=str(tmp_path / "seed.db"))).ok
+    report = api.copy(src, str(tmp_path / "dst"),
+                      CopyOptions(state_path=str(tmp_path / "s.db"), snapshot_diff=True))
+    assert report.ok and report.files_copied == 1
+    assert report.snapshot["listing"] == "full" and not report.snapshot["recorded"]
+    assert "snapshot" in report.snapshot["note"]
+    assert (tmp_path / "dst" / "a" / "f").read_bytes() == b"f"
