@@ -5,6 +5,9 @@ relayed as text to the subscribed chats, the report delivered as documents, and 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,12 +17,15 @@ from platform_assets.bot import Bot, build_bot, format_event, main
 from platform_assets.definitions import build_definitions
 from platform_assets.landing import report_key
 from platform_assets.trigger import Launch, TriggerApp, serve_in_thread
+from resources.telegram import TelegramError
+from tests.fixtures.process import start_server
 from tests.fixtures.telegram import TOKEN as BOT_TOKEN
 from tests.fixtures.telegram import BotApi
 from tests.landing.conftest import GOOD_CSV, Landing, make_landing
 from tests.landing.png import count_colour, read_png
 from tests.landing.test_landing_pipeline import BAD_CSV, _tick
 
+REPO = Path(__file__).resolve().parents[2]
 SUBSCRIBED, OTHER, STRANGER = 111, 222, 333
 TRIGGER_TOKEN = "trigger-t0ken-for-bot-tests"
 
@@ -190,3 +196,48 @@ def test_chat_bot_process_refuses_a_missing_token_and_bad_spec(tmp_path, bot_api
 ])
 def test_chat_bot_formats_messages_readably(event, text) -> None:
     assert format_event(event) == text
+
+
+def test_chat_bot_loses_nothing_when_the_bot_api_fails_mid_relay(tmp_path, instance,
+                                                                  bot_api: BotApi) -> None:
+    landing = _landing_with_bot(tmp_path / "landing", bot_api)
+    landing.write("a.csv", GOOD_CSV)
+    _, launched = _tick(landing, build_definitions(landing.spec_path), instance)
+    assert launched[0].success
+    bot = _bot(landing)
+    bot_api.fail["sendMessage"] = 1  # the Bot API answers 502 to the first message
+    with pytest.raises(TelegramError, match="sendMessage: Bad Gateway") as err:
+        bot.run_once(poll_s=0)
+    assert err.value.retryable
+    assert bot_api.texts(SUBSCRIBED) == []
+    bot.run_once(poll_s=0)  # the next round relays them all, in order, once
+    texts = bot_api.texts(SUBSCRIBED)
+    assert [t.split(":")[0] for t in texts] == [
+        "📥 orders", "📦 orders", "✅ orders", "🗂 orders", "📊 orders"]
+    _bot(landing).run_once(poll_s=0)  # a restarted bot sends none of them again
+    assert bot_api.texts(SUBSCRIBED) == texts
+
+
+def test_chat_bot_process_relays_answers_and_stops_on_sigterm(tmp_path, instance,
+                                                              bot_api: BotApi) -> None:
+    landing = _landing_with_bot(tmp_path / "landing", bot_api)
+    landing.write("a.csv", GOOD_CSV)
+    _, launched = _tick(landing, build_definitions(landing.spec_path), instance)
+    assert launched[0].success
+    log = tmp_path / "bot.log"
+    env = {**os.environ, "BOT_TEST_TOKEN": BOT_TOKEN}
+    proc = start_server([sys.executable, "-m", "platform_assets.bot", "--spec",
+                         str(landing.spec_path)], env, log, cwd=REPO)
+    try:
+        assert bot_api.wait(lambda api: len(api.docs(SUBSCRIBED)) == 2), log.read_text()[-2000:]
+        bot_api.say(OTHER, "/status orders")
+        assert bot_api.wait(lambda api: api.texts(OTHER)), log.read_text()[-2000:]
+        assert bot_api.texts(OTHER)[0].startswith("orders: last step\n📊 orders: report ready")
+        bot_api.say(STRANGER, "/run orders")
+        assert bot_api.wait(lambda api: api.texts(STRANGER))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    text = log.read_text()
+    assert f"refused a message from chat {STRANGER}" in text
+    assert BOT_TOKEN not in text and "bot-t0ken" not in text
