@@ -59,3 +59,16 @@ def file_crc32c(fs, path: str, chunk_size: int) -> int:
     for data in fs.read_chunks(path, 0, None, chunk_size):
         value = google_crc32c.extend(value, data)
     return value
+
+
+def crc32c_of(fs, path: str, chunk_size: int, listed: str | None = None) -> tuple[str, str]:
+    """A file's ``crc32c:...`` and how it was had: ``"stored"`` (the listing's or the store's
+    own whole-file CRC32C: GCS, HDFS COMPOSITE-CRC32C; no bytes read) or ``"computed"``
+    (read and hashed here)."""
+    if listed and listed.startswith("crc32c:"):
+        return listed, "stored"
+    if "crc32c" in fs.capabilities.hash_kinds:
+        stored = fs.checksum(path, "crc32c")
+        if stored:
+            return stored, "stored"
+    return format_crc32c(file_crc32c(fs, path, chunk_size)), "computed"

@@ -10,10 +10,11 @@ atomic replace), DELETE, MKDIRS, SETTIMES and GETFILECHECKSUM.
 Auth: ``user.name`` (simple auth; ``HADOOP_USER_NAME`` or the login name) or a delegation
 token (option ``token``). Kerberos/SPNEGO is not implemented.
 
-Checksums: GETFILECHECKSUM reports ``COMPOSITE-CRC32C`` (a whole-file CRC32C, comparable
-with any store) only where the cluster sets ``dfs.checksum.combine.mode=COMPOSITE_CRC``;
-the default ``MD5-of-xMD5-of-yCRC32C`` depends on block layout and is reported as kind
-``hdfs-md5crc``, comparable only between HDFS clusters with the same settings.
+Checksums: kind ``crc32c`` is the file's COMPOSITE-CRC32C, the CRC32C of its bytes, asked of
+the DataNodes without reading the data (``_hdfs_checksum``: WebHDFS's own GETFILECHECKSUM
+always answers ``MD5-of-xMD5-of-yCRC32C`` on Hadoop 3.5, whatever the combine mode; a server
+that does answer ``COMPOSITE-CRC32C`` there is used as is). Kind ``hdfs-md5crc`` is that
+MD5-of-MD5 value, comparable only between clusters with the same block and chunk sizes.
 """
 
 from __future__ import annotations
@@ -69,6 +70,28 @@ def _remote_error(r: requests.Response, what: str) -> BaseException:
     if r.status_code in (408, 429) or r.status_code >= 500:
         return RetryableError(text)
     return FatalError(text)
+
+
+def stored_crc32c(fs: WebHDFSFileSystem, path: str) -> str | None:
+    """``crc32c:...`` of an HDFS file from its DataNodes' block CRCs, or None where the cluster
+    cannot give one (file being written, CRC32 chunks, erasure coding)."""
+    from replicator.filesystems._hdfs_checksum import ChecksumUnavailable, composite_crc32c
+
+    what = f"checksum {fs.uri(path)}"
+    try:
+        located = fs.block_locations(path)
+    except FatalError:  # not a Hadoop NameNode (no such op): its GETFILECHECKSUM may do
+        r = fs._call("GET", path, "GETFILECHECKSUM", what=what)
+        fc = r.json()["FileChecksum"]
+        if fc.get("algorithm") == "COMPOSITE-CRC32C":
+            return f"crc32c:{fc['bytes'][-8:].lower()}"
+        return None
+    try:
+        return f"crc32c:{composite_crc32c(located, timeout=fs._timeout):08x}"
+    except ChecksumUnavailable:
+        return None
+    except OSError as exc:
+        raise network_error(exc, what) from None
 
 
 class _WebHDFSWriter(Writer):
@@ -167,7 +190,7 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
     ranged_open = True
     scheme = "webhdfs"
     capabilities = Capabilities(
-        hash_kinds=("crc32c",),  # via GETFILECHECKSUM, only with COMPOSITE_CRC (see above)
+        hash_kinds=("crc32c",),  # COMPOSITE-CRC32C from the DataNodes (see above)
         mtime_precision_ns=1_000_000,
         atomic_rename=True,
         server_side_copy=False,
@@ -278,14 +301,18 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         return self._info(path, r.json()["FileStatus"])
 
     def checksum(self, path: str, kind: str) -> str | None:
+        if kind == "crc32c":
+            return stored_crc32c(self, path)
         r = self._call("GET", path, "GETFILECHECKSUM", what=f"checksum {self.uri(path)}")
         fc = r.json()["FileChecksum"]
-        algo = fc.get("algorithm", "")
-        if algo == "COMPOSITE-CRC32C":
-            value = f"crc32c:{fc['bytes'][-8:].lower()}"
-        else:
-            value = f"hdfs-md5crc:{algo}:{fc['bytes'].lower()}"
+        value = f"hdfs-md5crc:{fc.get('algorithm', '')}:{fc['bytes'].lower()}"
         return value if value.startswith(kind + ":") else None
+
+    def block_locations(self, path: str) -> dict:
+        """The NameNode's ``LocatedBlocks`` of a file (WebHDFS ``GET_BLOCK_LOCATIONS``)."""
+        r = self._call("GET", path, "GET_BLOCK_LOCATIONS", {"offset": "0", "length": str(1 << 62)},
+                       what=f"block locations of {self.uri(path)}")
+        return r.json()["LocatedBlocks"]
 
     # ------------------------------------------------------------ data
     def open_read(self, path: str, offset: int = 0, length: int | None = None) -> BinaryIO:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from replicator.filesystems.base import FileSystem
+from tests.fixtures.hadoop import hdfs_cluster, hdfs_cluster_b  # noqa: F401
 from tests.replicator.filesystems.servers import SSHD, FakeGCS, FTPServer, Moto, WebHDFS
 
 BUCKET = "replicator-test"
@@ -60,6 +61,9 @@ def sftp_server(tmp_path_factory) -> Iterator[SSHD]:
 
 @pytest.fixture(scope="session")
 def webhdfs_server(tmp_path_factory) -> Iterator[WebHDFS]:
+    """Our stub WebHDFS server: only for faults the real NameNode cannot be made to show
+    (a DataNode that drops mid-stream, recorded request sequences); the contract suite runs
+    against the real cluster (``hdfs_cluster``)."""
     srv = WebHDFS(tmp_path_factory.mktemp("webhdfs"))
     srv.start()
     yield srv
@@ -125,18 +129,27 @@ def make_backend(name: str, request, tmp_path: Path) -> Backend:
         opts = srv.fs_options()
         return Backend(name, SFTPFileSystem(**opts), str(root),
                        {"type": "sftp", "root": str(root), **opts})
-    if name == "webhdfs":
+    if name == "webhdfs":  # the real NameNode's WebHDFS (MiniDFSCluster)
         from replicator.filesystems.webhdfs import WebHDFSFileSystem
 
-        srv = request.getfixturevalue("webhdfs_server")
-        (srv.root / unique).mkdir()
-        opts = {"host": "127.0.0.1", "port": srv.port, "user": "hdfs"}
-        return Backend(name, WebHDFSFileSystem(**opts), f"/{unique}",
-                       {"type": "webhdfs", "root": f"/{unique}", **opts})
+        cluster = request.getfixturevalue("hdfs_cluster")
+        host, port = cluster.webhdfs.removeprefix("http://").split(":")
+        opts = {"host": host, "port": int(port), "user": cluster.superuser}
+        fs = WebHDFSFileSystem(**opts)
+        fs.makedirs(f"/{unique}")
+        return Backend(name, fs, f"/{unique}", {"type": "webhdfs", "root": f"/{unique}", **opts})
+    if name == "hdfs":  # hdfs-native over RPC to the real NameNode
+        from replicator.filesystems.hdfs import HDFSFileSystem
+
+        cluster = request.getfixturevalue("hdfs_cluster")
+        opts = {"url": cluster.hdfs, "client": "native", "http_address": cluster.webhdfs}
+        fs = HDFSFileSystem(**opts)
+        fs.makedirs(f"/{unique}")
+        return Backend(name, fs, f"/{unique}", {"type": "hdfs", "root": f"/{unique}", **opts})
     raise AssertionError(name)
 
 
-BACKENDS = ["local", "gs", "s3", "ftp", "sftp", "webhdfs"]
+BACKENDS = ["local", "gs", "s3", "ftp", "sftp", "webhdfs", "hdfs"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -295,7 +295,7 @@ def test_failed_parallel_write_leaves_nothing(backend: Backend):
 
 
 # ---------------------------------------------------------------- error classes
-@pytest.mark.parametrize("scheme", ["gs", "s3", "ftp", "sftp", "webhdfs"])
+@pytest.mark.parametrize("scheme", ["gs", "s3", "ftp", "sftp", "webhdfs", "hdfs"])
 def test_server_down_is_retryable(scheme, tmp_path):
     from replicator.filesystems.registry import filesystem_from_options
     from tests.replicator.filesystems.servers import free_port
@@ -308,6 +308,7 @@ def test_server_down_is_retryable(scheme, tmp_path):
         "ftp": {"host": "127.0.0.1", "port": port, "timeout": 5},
         "sftp": {"host": "127.0.0.1", "port": port, "timeout": 5, "host_key_check": False},
         "webhdfs": {"host": "127.0.0.1", "port": port, "timeout": 5},
+        "hdfs": {"url": f"hdfs://127.0.0.1:{port}", "client": "native"},
     }[scheme]
     fs = filesystem_from_options(scheme, opts)
     root = "bucket/x" if scheme in ("gs", "s3") else "/x"
@@ -357,24 +358,33 @@ def test_sftp_bad_key_and_unknown_host_are_fatal(sftp_server, tmp_path):
         SFTPFileSystem(**opts).list_dir("/")
 
 
-def test_webhdfs_access_denied_is_fatal(tmp_path):
-    from replicator.filesystems.webhdfs import WebHDFSFileSystem
-    from tests.replicator.filesystems.webhdfs_server import WebHDFSServer
-
-    srv = WebHDFSServer(str(tmp_path), allowed_users={"hdfs"})
-    srv.start()
-    try:
-        assert WebHDFSFileSystem(host="127.0.0.1", port=srv.port, user="hdfs").list_dir("/") == []
-        with pytest.raises(FatalError):
-            WebHDFSFileSystem(host="127.0.0.1", port=srv.port, user="mallory").list_dir("/")
-    finally:
-        srv.stop()
-
-
-def test_webhdfs_create_goes_through_a_datanode_redirect(webhdfs_server, tmp_path, request):
+@pytest.mark.parametrize("name", ["webhdfs", "hdfs"])
+def test_hdfs_access_denied_is_fatal(name, request, tmp_path, monkeypatch):
+    """The real NameNode enforces permissions: another user cannot list or write a 0700
+    directory of the superuser, and that is fatal (not retried)."""
+    from replicator.filesystems.registry import filesystem_from_options
     from tests.replicator.filesystems.conftest import make_backend
 
-    b = make_backend("webhdfs", request, tmp_path)
+    b = make_backend(name, request, tmp_path)
+    put(b, "private/f.txt", b"secret")
+    b.fs.set_mode(b.path("private"), 0o700)
+    monkeypatch.setenv("HADOOP_USER_NAME", "mallory")  # hdfs-native's user (no per-client one)
+    other = filesystem_from_options(b.fs.scheme, {**b.fs.options(), "user": "mallory"})
+    assert other.stat(b.path("private")).kind == DIR  # the parent is readable
+    with pytest.raises(FatalError, match=r"mallory|Permission denied") as info:
+        other.list_dir(b.path("private"))
+    assert not is_retryable(info.value)
+    with pytest.raises(FatalError), other.open_write(b.path("private/new.txt")) as w:
+        w.write(b"x")
+    assert names(b.fs.list_dir(b.path("private"))) == {"f.txt": FILE}
+
+
+def test_webhdfs_create_goes_through_a_datanode_redirect(webhdfs_server, tmp_path):
+    from replicator.filesystems.webhdfs import WebHDFSFileSystem
+
+    fs = WebHDFSFileSystem(host="127.0.0.1", port=webhdfs_server.port, user="hdfs")
+    (webhdfs_server.root / tmp_path.name).mkdir()
+    b = Backend("webhdfs-stub", fs, f"/{tmp_path.name}", {})
     webhdfs_server.server.ops.clear()
     put(b, "r.txt", b"redirected")
     ops = webhdfs_server.server.ops
