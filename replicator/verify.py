@@ -17,7 +17,7 @@ from typing import Any
 from replicator import checksum as crc
 from replicator.errors import describe
 from replicator.files_from import read_files_from, walk_listed
-from replicator.filesystems.base import FILE, FileSystem
+from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions
@@ -41,6 +41,12 @@ class VerifyReport:
     n_extra: int = 0
     n_differing: int = 0
     errors: list[str] = field(default_factory=list)
+    # How each side's CRC32C was had: "stored" (the store's own, no bytes read: GCS crc32c,
+    # HDFS COMPOSITE-CRC32C; or the record of a transformed output) or "computed" (read
+    # here); counts and the first files.
+    checksums: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {"source": {}, "destination": {}})
+    files: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
 
     @property
@@ -56,10 +62,6 @@ class VerifyReport:
         d["identical"] = self.identical
         d["command"] = "verify"
         return d
-
-
-def _crc(fs: FileSystem, path: str, chunk: int) -> str:
-    return crc.format_crc32c(crc.file_crc32c(fs, path, chunk))
 
 
 def _batches(rows: list[tuple], size: int = 2000) -> Iterator[list[tuple]]:
@@ -157,26 +159,30 @@ def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport
             if len(report.extra) < MAX_LISTED:
                 report.extra.append(path)
 
-        def compare(row: tuple) -> dict[str, Any] | None:
+        def compare(row: tuple) -> tuple[dict[str, Any] | None, str, str]:
             path, s_size, d_size, s_sum, d_sum, *why = row
             if s_size != d_size:
-                return {"path": path, "reason": why[0] if why else "size", "source": s_size,
-                        "destination": d_size}
-            try:
-                a = s_sum if s_sum and s_sum.startswith("crc32c:") else _crc(src_fs, src_fs.join(src_root, path), opts.chunk_size)
-                b = d_sum if d_sum and d_sum.startswith("crc32c:") else _crc(dst_fs, dst_fs.join(dst_root, path), opts.chunk_size)
+                return ({"path": path, "reason": why[0] if why else "size", "source": s_size,
+                         "destination": d_size}, "size", "size")
+            try:  # a side's stored whole-file CRC32C (GCS, HDFS) spares reading its bytes
+                a, how_a = crc.crc32c_of(src_fs, src_fs.join(src_root, path), opts.chunk_size, s_sum)
+                b, how_b = crc.crc32c_of(dst_fs, dst_fs.join(dst_root, path), opts.chunk_size, d_sum)
             except Exception as exc:
-                return {"path": path, "reason": "error", "error": describe(exc)}
+                return {"path": path, "reason": "error", "error": describe(exc)}, "error", "error"
             if a != b:
-                return {"path": path, "reason": why[0] if why else "checksum", "source": a,
-                        "destination": b}
-            return None
+                return ({"path": path, "reason": why[0] if why else "checksum", "source": a,
+                         "destination": b}, how_a, how_b)
+            return None, how_a, how_b
 
         with ThreadPoolExecutor(max_workers=opts.workers) as pool:
             for rows in itertools.chain(scratch.common_rows(), _batches(extra_rows)):
-                for row, diff in zip(rows, pool.map(compare, rows), strict=True):
+                for row, (diff, how_a, how_b) in zip(rows, pool.map(compare, rows), strict=True):
                     report.files_compared += 1
                     report.bytes_compared += row[1]
+                    for side, how in (("source", how_a), ("destination", how_b)):
+                        report.checksums[side][how] = report.checksums[side].get(how, 0) + 1
+                    if len(report.files) < MAX_LISTED:
+                        report.files.append({"path": row[0], "source": how_a, "destination": how_b})
                     if diff is not None:
                         report.n_differing += 1
                         if len(report.differing) < MAX_LISTED:

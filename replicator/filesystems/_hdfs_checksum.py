@@ -165,8 +165,12 @@ def block_crc(host: str, port: int, block: dict, token: str, timeout: float) -> 
 def composite_crc32c(located: dict, timeout: float = 30.0) -> int:
     """The whole-file CRC32C from a WebHDFS ``LocatedBlocks`` answer; raises
     ChecksumUnavailable where the cluster cannot give it, OSError when no DataNode answers."""
-    if located.get("isUnderConstruction") or not located.get("isLastBlockComplete", True):
+    if located.get("isUnderConstruction"):
         raise ChecksumUnavailable("file is being written (open lease)")
+    if int(located.get("fileLength", 0)) == 0:
+        return 0  # the CRC32C of nothing (an empty file has no blocks)
+    if not located.get("isLastBlockComplete", True):
+        raise ChecksumUnavailable("last block not complete")
     if located.get("ecPolicy") or located.get("isStriped"):
         raise ChecksumUnavailable("erasure-coded file")
     blocks = [b for b in located.get("locatedBlocks", []) if int(b["block"]["numBytes"]) > 0]

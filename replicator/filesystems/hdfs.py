@@ -113,7 +113,8 @@ class HDFSFileSystem(StreamChunks, FileSystem):
     def __init__(self, url: str, client: str = "auto", config: dict[str, str] | None = None,
                  config_dir: str | None = None, kerberos_principal: str | None = None,
                  kerberos_keytab: str | None = None, user: str | None = None,
-                 http_address: str | None = None) -> None:
+                 http_address: str | None = None, blocksize: int | None = None,
+                 replication: int | None = None) -> None:
         if client not in ("auto", "native", "pyarrow"):
             raise UsageError(f"hdfs client: expected auto, native or pyarrow, got {client!r}")
         self._url = url
@@ -124,6 +125,8 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         self._keytab = kerberos_keytab
         self._user = user
         self._http_address = http_address
+        self._blocksize = int(blocksize) if blocksize else None
+        self._replication = int(replication) if replication else None
         self._lock = threading.Lock()
         self._client = None
         self._kind: str | None = None
@@ -142,7 +145,8 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             "url": self._url, "client": self._client_kind, "config": self._config or None,
             "config_dir": self._config_dir, "kerberos_principal": self._principal,
             "kerberos_keytab": self._keytab, "user": self._user,
-            "http_address": self._http_address,
+            "http_address": self._http_address, "blocksize": self._blocksize,
+            "replication": self._replication,
         })
 
     def uri(self, path: str) -> str:
@@ -275,7 +279,12 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             return c.open_output_stream(path)
         import hdfs_native
 
-        return c.create(path, hdfs_native.WriteOptions(overwrite=True, create_parent=True))
+        opts = hdfs_native.WriteOptions(overwrite=True, create_parent=True)
+        if self._blocksize:  # new files' block size and replication (else the cluster's)
+            opts.block_size = self._blocksize
+        if self._replication:
+            opts.replication = self._replication
+        return c.create(path, opts)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,
                    expect_version: str | None = None) -> Writer:

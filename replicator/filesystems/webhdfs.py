@@ -103,7 +103,12 @@ class _WebHDFSWriter(Writer):
     def __init__(self, fs: WebHDFSFileSystem, path: str) -> None:
         self.fs, self.path = fs, path
         self.what = f"write {fs.uri(path)}"
-        r = fs._call("PUT", path, "CREATE", {"overwrite": "true"}, allow_redirects=False,
+        params = {"overwrite": "true"}
+        if fs._blocksize:
+            params["blocksize"] = str(fs._blocksize)
+        if fs._replication:
+            params["replication"] = str(fs._replication)
+        r = fs._call("PUT", path, "CREATE", params, allow_redirects=False,
                      ok=(307, 201, 200), what=self.what)
         if r.status_code == 307:
             self.location = r.headers["Location"]
