@@ -239,11 +239,19 @@ def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
     return info.size, info.mtime_ns, info.mode
 
 
+def _check_not_being_written(ctx: StageContext, task: Task) -> None:
+    """An HDFS file another client still writes lists only its completed blocks: refuse it
+    (the next run copies it once the writer closed it)."""
+    if ctx.src_fs.being_written(ctx.src_path(task.rel)):
+        raise SourceChangedError(f"source is being written (open lease), not copied: {task.rel}")
+
+
 def _check_unchanged(ctx: StageContext, task: Task, moved: int, size0: int, mtime0: int) -> None:
     """A source that grew, shrank or was rewritten while being read must not be published."""
     size1, mtime1, _ = _source_stat(ctx, task)
     if moved != size0 or size1 != size0 or mtime1 != mtime0:
         raise SourceChangedError(f"source changed during copy: {task.rel}")
+    _check_not_being_written(ctx, task)
 
 
 def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None) -> None:
@@ -450,6 +458,7 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
         size1, mtime1, mode = _source_stat(ctx, task)
         if size1 != task.size or mtime1 != task.mtime_ns:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
+        _check_not_being_written(ctx, task)
         with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
             verified = _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
             if tmp is not None:

@@ -128,6 +128,12 @@ class FileSystem(ABC):
             return info.checksum
         return None
 
+    def being_written(self, path: str) -> bool:
+        """True while another client holds the file open for writing (an HDFS lease): its
+        listed length is not final (HDFS shows only completed blocks), so it must not be
+        copied yet. False where the store cannot tell or has no such state."""
+        return False
+
     def source_mtime(self, path: str) -> int | None:
         """The source mtime kept as object metadata at ``path``, for stores whose listings
         report upload times (``capabilities.extra["listing_mtime"] == "upload"``); None if

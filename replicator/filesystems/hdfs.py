@@ -243,18 +243,34 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             return None
         return addr if "://" in addr else f"http://{addr}"
 
+    def _web(self):
+        from replicator.filesystems.webhdfs import WebHDFSFileSystem
+
+        parts = urlsplit(self.http_address() or "")
+        return WebHDFSFileSystem(host=parts.hostname or "", port=parts.port or 9870,
+                                 https=parts.scheme == "https",
+                                 user=self._user or env("HADOOP_USER_NAME"))
+
+    def being_written(self, path: str) -> bool:
+        """An open lease, seen in the block locations (needs ``http_address``: hdfs-native's
+        file status does not say)."""
+        if not self.http_address():
+            return False
+        web = self._web()
+        try:
+            return web.being_written(path)
+        finally:
+            web.close()
+
     def checksum(self, path: str, kind: str) -> str | None:
         """COMPOSITE-CRC32C (``crc32c:``) from the DataNodes' block CRCs, no data read; None
         without an HTTP address or where the cluster cannot give it (see _hdfs_checksum)."""
         addr = self.http_address()
         if kind != "crc32c" or not addr:
             return None
-        from replicator.filesystems.webhdfs import WebHDFSFileSystem, stored_crc32c
+        from replicator.filesystems.webhdfs import stored_crc32c
 
-        parts = urlsplit(addr)
-        web = WebHDFSFileSystem(host=parts.hostname or "", port=parts.port or 9870,
-                                https=parts.scheme == "https",
-                                user=self._user or env("HADOOP_USER_NAME"))
+        web = self._web()
         try:
             return stored_crc32c(web, path)
         finally:

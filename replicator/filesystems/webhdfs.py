@@ -313,6 +313,12 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         value = f"hdfs-md5crc:{fc.get('algorithm', '')}:{fc['bytes'].lower()}"
         return value if value.startswith(kind + ":") else None
 
+    def being_written(self, path: str) -> bool:
+        try:
+            return bool(self.block_locations(path).get("isUnderConstruction"))
+        except FatalError:  # not a Hadoop NameNode (no such op): cannot tell
+            return False
+
     def block_locations(self, path: str) -> dict:
         """The NameNode's ``LocatedBlocks`` of a file (WebHDFS ``GET_BLOCK_LOCATIONS``)."""
         r = self._call("GET", path, "GET_BLOCK_LOCATIONS", {"offset": "0", "length": str(1 << 62)},

@@ -213,3 +213,69 @@ def test_dead_namenode_is_a_clear_error_naming_the_uri(tmp_path, run_cli):
     assert result.returncode in (1, 2), result.stderr
     assert "127.0.0.1" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_file_with_open_lease_is_not_copied_half_written(hdfs_cluster, tmp_path, run_cli,
+                                                         remotes_file):
+    import hdfs_native
+
+    root = hdfs_cluster.fresh_dir("lease")
+    client = hdfs_native.Client(hdfs_cluster.hdfs)
+    with client.create(f"{root}/done.bin", hdfs_native.WriteOptions(create_parent=True)) as w:
+        w.write(b"complete")
+    writer = client.create(f"{root}/open.bin", hdfs_native.WriteOptions(create_parent=True))
+    writer.write(b"x" * 300_000)  # another client is still writing: the NameNode shows 0 bytes
+    use_remotes(run_cli, remotes_file, {"onprem": hdfs_remote(hdfs_cluster, root)})
+    dst = tmp_path / "dst"
+    try:
+        first = run_cli("copy", "onprem:", str(dst), "--retries", "1", "--json")
+        assert first.returncode == 1, first.stderr
+        [failure] = first.report["failures"]
+        assert failure["path"] == "open.bin" and "open lease" in failure["error"]
+        assert tree(dst) == {"done.bin": b"complete"}
+    finally:
+        writer.write(b"y")
+        writer.close()
+    second = run_cli("copy", "onprem:", str(dst), "--json")
+    assert second.returncode == 0, second.stderr
+    assert (dst / "open.bin").read_bytes() == b"x" * 300_000 + b"y"
+
+
+def test_unknown_user_and_denied_directory_fail_per_file(hdfs_cluster, tmp_path, run_cli,
+                                                         remotes_file):
+    import hdfs_native
+
+    root = hdfs_cluster.fresh_dir("denied")
+    client = hdfs_native.Client(hdfs_cluster.hdfs)
+    for rel in ("open/a.txt", "open/b.txt", "private/secret.txt"):
+        with client.create(f"{root}/{rel}", hdfs_native.WriteOptions(create_parent=True)) as w:
+            w.write(rel.encode())
+    client.set_permission(f"{root}/private", 0o700)
+    use_remotes(run_cli, remotes_file, {"onprem": hdfs_remote(hdfs_cluster, root)})
+
+    # Reading as a user the cluster does not know: the 0700 directory fails alone.
+    run_cli.env["HADOOP_USER_NAME"] = "no-such-user"
+    try:
+        dst = tmp_path / "dst"
+        result = run_cli("copy", "onprem:", str(dst), "--json")
+        assert result.returncode == 1, result.stderr
+        files = {k: v for k, v in tree(dst).items() if v is not None}
+        assert files == {"open/a.txt": b"open/a.txt", "open/b.txt": b"open/b.txt"}
+        [failure] = result.report["failures"]
+        assert failure["path"].startswith("private")
+        assert "Permission denied" in failure["error"] or "AccessControl" in failure["error"]
+        assert "Traceback" not in result.stderr
+
+        # Writing as that user into the superuser's 0755 tree: every file fails, named, and
+        # nothing already there is lost.
+        src = tmp_path / "src"
+        write(src / "new.txt", b"new")
+        write(src / "sub/other.txt", b"other")
+        up = run_cli("copy", str(src), "onprem:open", "--json")
+        assert up.returncode == 1, up.stderr
+        failed = {f["path"] for f in up.report["failures"]}
+        assert {"new.txt", "sub/other.txt"} <= failed <= {"new.txt", "sub", "sub/other.txt"}
+        assert all("Permission denied" in f["error"] for f in up.report["failures"])
+        assert rest_files(hdfs_cluster, f"{root}/open") == {"a.txt": 10, "b.txt": 10}
+    finally:
+        del run_cli.env["HADOOP_USER_NAME"]
