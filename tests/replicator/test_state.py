@@ -320,3 +320,15 @@ def test_a_state_password_never_goes_into_dataproc_job_arguments() -> None:
         replicator_cli_args(src, dst, CopyOptions(state_path="postgresql://rep:s3cret-pw@db:5432/p"))
     args = replicator_cli_args(src, dst, CopyOptions(state_path="postgresql://rep@db:5432/p"))
     assert args[args.index("--state") + 1] == "postgresql://rep@db:5432/p"
+
+
+def test_sqlite_url_forms_name_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "state.db"
+    for spec in (str(path), f"sqlite://{path}", f"file://{path}"):
+        store = open_store(spec)
+        try:
+            assert store.identity == str(path.resolve()) and store.pair_id("/a", "/b") == 1
+        finally:
+            store.close()
+    with pytest.raises(UsageError):
+        open_store("sqlite://otherhost/state.db")
