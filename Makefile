@@ -17,10 +17,11 @@ venv: $(STAMP)
 sysdeps:
 	@scripts/sysdeps.sh
 
-# JVM parts the tests run for real (MiniDFSCluster, DistCp): fetched from Maven Central once,
-# cached under .tools/java (scripts/maven.py).
+# JVM parts the tests run for real (MiniDFSCluster, DistCp, the Kafka broker): fetched from
+# Maven Central once, cached under .tools/java (scripts/maven.py).
 jars: venv
 	@$(PY) -m scripts.maven fetch hadoop > /dev/null
+	@$(PY) -m scripts.maven fetch kafka > /dev/null
 
 lint: venv
 	$(VENV)/bin/ruff check .
