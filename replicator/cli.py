@@ -1,6 +1,7 @@
 """The ``replicator`` command: parses, calls the library, prints. Nothing else.
 
-Exit codes: 0 success, 1 differences or failed files, 2 bad usage or bad input.
+Exit codes: 0 success, 1 differences or failed files, 2 bad usage or bad input, 3 the run's
+deadline (``--deadline``) passed.
 With ``--json`` the last line of stdout is one JSON object, the run report.
 """
 
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from replicator.errors import ReplicatorError
-from replicator.options import CopyOptions, parse_duration, parse_preserve
+from replicator.errors import ReplicatorError, describe
+from replicator.options import DEFAULT_DEADLINE_S, CopyOptions, parse_duration, parse_preserve
 from replicator.secrets import redact
 
 log = logging.getLogger("replicator")
@@ -53,12 +55,18 @@ def _fail(exc: ReplicatorError, as_json: bool) -> None:
 
 
 def _guarded(as_json: bool, call: Callable[[], T]) -> T:
-    """Run a library call; a ReplicatorError becomes its message and exit code (2 or 1)."""
+    """The one error boundary of the CLI: a ReplicatorError becomes its message and exit code
+    (2 bad usage, 3 deadline, else 1); anything else (a bug, an error a back end did not
+    classify) becomes one redacted line and exit 1, its traceback only in the -vv log."""
     try:
         return call()
     except ReplicatorError as exc:
         _fail(exc, as_json)
         raise  # not reached: _fail exits
+    except Exception as exc:
+        log.debug("unexpected error", exc_info=True)
+        _fail(ReplicatorError(f"unexpected error: {describe(exc)}"), as_json)
+        raise  # not reached
 
 
 def _filters(f):
@@ -113,6 +121,7 @@ def _copy_options(**kw: Any) -> CopyOptions:
         dry_run=kw.get("dry_run", False),
         checksum=kw.get("checksum", False),
         verify_checksum=kw.get("verify_checksum", False),
+        deadline_s=kw.get("deadline", DEFAULT_DEADLINE_S),
         workers=kw.get("workers", 8),
         include=tuple(kw.get("include") or ()),
         exclude=tuple(kw.get("exclude") or ()),
@@ -161,6 +170,9 @@ def _print_summary(report, *, err: bool) -> None:
         lines.append(f"  FAILED {f.path}: {f.error}")
     if report.files_failed > 20:
         lines.append(f"  ... and {report.files_failed - 20} more failures (see --json)")
+    if report.files_not_done:
+        lines.append(f"  not done ({report.files_not_done:,} files, the next run copies them):")
+        lines += [f"    {p}" for p in report.not_done[:20]]
     click.echo(redact("\n".join(lines)), err=err)
 
 
@@ -172,6 +184,12 @@ def _finish_run(report, as_json: bool) -> None:
     _print_summary(report, err=as_json)
     if as_json:
         _emit_json(report.to_dict())
+    if report.deadline_exceeded:
+        # workers may still sit in calls to a server that stopped answering: the report is
+        # out and the pair lock released, so do not wait for them to time out
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(report.exit_code)
     sys.exit(report.exit_code)
 
 
@@ -210,7 +228,11 @@ def _finish_run(report, as_json: bool) -> None:
                    "where the root is not snapshottable).")
 @click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 100),
-              help="Retries per file for retryable errors (with backoff).")
+              help="Retries per file for retryable errors (with backoff), never past --deadline.")
+@click.option("--deadline", type=float, default=DEFAULT_DEADLINE_S, show_default=True,
+              metavar="SECONDS",
+              help="Give up the whole run after SECONDS (a server that stopped answering): what "
+                   "was not done is listed, the next run finishes it; exit code 3.")
 @_common
 def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
     """Copy the tree SRC to DST: new and changed files only, verified, published atomically."""

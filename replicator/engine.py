@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterator
 from replicator import checksum as crc
 from replicator import snapdiff
 from replicator.diff import Action, iter_decisions
-from replicator.errors import ReplicatorError, UsageError, describe, is_retryable, on_side
+from replicator.errors import (
+    DeadlineExceeded,
+    ReplicatorError,
+    UsageError,
+    describe,
+    is_retryable,
+    on_side,
+)
 from replicator.executors import get_executor
 from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
@@ -45,6 +52,7 @@ from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_ch
 
 log = logging.getLogger("replicator")
 MAX_ACTIONS_LISTED = 10_000
+MAX_NOT_DONE_LISTED = 100
 MAX_STREAMS_PER_FILE = 4  # ranges of one big file in flight (rclone's --multi-thread-streams)
 
 
@@ -203,6 +211,8 @@ class _Run:
                 self._run(store, scratch, pair_id)
             except ReplicatorError as exc:
                 self.report.error = describe(exc)
+                if isinstance(exc, DeadlineExceeded):
+                    self.report.deadline_exceeded = True
                 if exc.exit_code == 2:
                     raise
             finally:
@@ -316,6 +326,8 @@ class _Run:
                 xpass.run(report, dry_run=True, listed_cap=MAX_ACTIONS_LISTED)
             return
         # 4. directories, then files, then deletes, then the marker
+        self._planned_files = counts["copy_files"]
+        self._check_deadline("before the copy started")
         self._make_dirs(store, scratch, pair_id)
         self._adopt(store, scratch, pair_id)
         self._transfer(store, scratch, pair_id)
@@ -537,8 +549,28 @@ class _Run:
                 preserve=opts.preserve, chunk_size=opts.chunk_size,
                 retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
                 progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
+                deadline=self._deadline,
             )
         return self._ctx
+
+    @property
+    def _deadline(self) -> float | None:
+        d = self.opts.deadline_s
+        return None if d is None else self.report.started_at + d
+
+    def _check_deadline(self, what: str) -> None:
+        if self._deadline is not None and time.time() >= self._deadline:
+            raise DeadlineExceeded(f"deadline of {self.opts.deadline_s:g}s exceeded {what}")
+
+    def _not_done(self, scratch: Scratch, finished: set[str]) -> None:
+        """Every planned file that was neither copied nor failed goes in the report."""
+        report = self.report
+        report.deadline_exceeded = True
+        for _seq, _action, path, *_ in scratch.work_files():
+            if path not in finished:
+                report.files_not_done += 1
+                if len(report.not_done) < MAX_NOT_DONE_LISTED:
+                    report.not_done.append(path)
 
     def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts = self.opts
@@ -550,12 +582,19 @@ class _Run:
         batch: list[Outcome] = []
         last_flush = time.monotonic()
         failed_ranged: set[str] = set()
+        finished: set[str] = set()  # copied or failed on their own (not stopped by the deadline)
+        stopped = False
         try:
             for out in executor.run(self._bins(store, scratch, pair_id, ctx), ctx):
                 if out.part is not None or (not out.ok and out.rel in self._ranged):
                     out = self._range_done(out, ctx, failed_ranged)
                     if out is None:
                         continue
+                if out.gave_up:
+                    stopped = True
+                    store.commit(pair_id, clear=[out.rel])  # nothing staged (aborted)
+                    continue
+                finished.add(out.rel)
                 if not out.ok:
                     self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable, out.side)
                     continue
@@ -564,11 +603,18 @@ class _Run:
                     self._publish(store, scratch, pair_id, batch)
                     batch = []
                     last_flush = time.monotonic()
+        except DeadlineExceeded:
+            stopped = True  # the workers still in calls are abandoned; their journal entries stay
+        finally:
             if batch:
                 self._publish(store, scratch, pair_id, batch)
-        finally:
             self.report.executor_details = executor.details()
             executor.close()
+        if stopped or (ctx.past_deadline() and len(finished) < self._planned_files):
+            self._not_done(scratch, finished)
+            raise DeadlineExceeded(
+                f"deadline of {opts.deadline_s:g}s exceeded: {self.report.files_not_done} "
+                f"file(s) not done (a server may have stopped answering)")
 
     def _range_done(self, out: Outcome, ctx: StageContext, failed: set[str]) -> Outcome | None:
         task, parts = self._ranged[out.rel]

@@ -67,6 +67,13 @@ class PreconditionFailed(FatalError):
     """Someone else wrote the destination object between our check and our write."""
 
 
+class DeadlineExceeded(ReplicatorError):
+    """The run's overall deadline (``--deadline``) passed: a server that stopped answering,
+    or more work than the time allowed. What was not done is in the report. Exit code 3."""
+
+    exit_code = 3
+
+
 class LockedError(ReplicatorError):
     """Another run holds the lock on this (source, destination) pair."""
 

@@ -22,6 +22,7 @@ def default_state_path() -> str:
     return os.path.join(base, "state.db")
 
 
+DEFAULT_DEADLINE_S = 24 * 3600.0  # a run gives up (exit 3) after a day, whatever hangs
 MAX_SECONDS = 100 * 365 * 86400.0  # a century: anything longer is a typo, not a setting
 
 
@@ -125,6 +126,7 @@ class CopyOptions:
     part_size: int = 64 * MiB
     retries: int = 3
     retry_backoff_s: float = 0.5
+    deadline_s: float | None = DEFAULT_DEADLINE_S  # the whole run; None: no deadline
     listing_workers: int = 8
     batch_files: int = 256  # files journalled / recorded per state transaction
 
@@ -138,6 +140,8 @@ class CopyOptions:
                     what="MiB/s")
         _number("--retries", self.retries, lo=0, hi=100, integer=True, what="a whole number")
         _number("retry_backoff_s", self.retry_backoff_s, lo=0, hi=3600, what="seconds")
+        if self.deadline_s is not None:
+            _number("--deadline", self.deadline_s, lo=0, hi=MAX_SECONDS, lo_open=True, what="seconds")
         _number("chunk_size", self.chunk_size, lo=64 * 1024, hi=1 << 30, integer=True,
                 what="bytes")
         _number("part_size", self.part_size, lo=5 * MiB, hi=5 << 30, integer=True, what="bytes")

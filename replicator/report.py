@@ -59,6 +59,9 @@ class RunReport:
     error: str | None = None  # a run-level error (not one file's)
     executor_details: dict[str, Any] = field(default_factory=dict)  # e.g. DistCp's counters
     snapshot: dict[str, Any] | None = None  # --snapshot-diff: name, base, listing, changes
+    deadline_exceeded: bool = False  # --deadline passed: exit code 3
+    files_not_done: int = 0  # planned files neither copied nor failed (deadline)
+    not_done: list[str] = field(default_factory=list)  # their paths (capped)
 
     def settle_verified(self) -> None:
         """``verified``: the run finished ok (not a dry run) and every file it copied was
@@ -71,7 +74,8 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.files_failed == 0 and self.error is None and self.delete_refused is None
+        return (self.files_failed == 0 and self.error is None and self.delete_refused is None
+                and not self.deadline_exceeded)
 
     @property
     def status(self) -> str:
@@ -91,6 +95,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
+        if self.deadline_exceeded:
+            return 3
         return 0 if self.ok else 1
 
     def add_failure(self, path: str, error: str, retryable: bool = False,

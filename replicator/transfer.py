@@ -24,6 +24,7 @@ from typing import Any
 
 from replicator import checksum as crc
 from replicator.errors import (
+    DeadlineExceeded,
     SourceChangedError,
     SourceReadError,
     VerificationError,
@@ -101,6 +102,7 @@ class Outcome:
     part: dict | None = None
     bytes_moved: int = 0
     attempts: int = 1
+    gave_up: bool = False  # stopped by the run's deadline: not done (not a failure of its own)
     verified: bool = False  # the published bytes were checked by CRC32C (store's or re-read)
 
 
@@ -119,6 +121,7 @@ class StageContext:
     chunk_size: int = 8 << 20
     retries: int = 3
     retry_backoff_s: float = 0.5
+    deadline: float | None = None  # wall-clock time (time.time()) the run gives up at
     progress: Progress | None = field(default=None, repr=False)
     throttle: Throttle | None = field(default=None, repr=False)
     staging: bool = True  # False: the executor writes (and publishes) each file itself
@@ -137,6 +140,13 @@ class StageContext:
 
     def dst_path(self, rel: str) -> str:
         return self.dst_fs.join(self.dst_root, rel)
+
+    def past_deadline(self, margin: float = 0.0) -> bool:
+        return self.deadline is not None and time.time() + margin >= self.deadline
+
+    def check_deadline(self) -> None:
+        if self.past_deadline():
+            raise DeadlineExceeded("the run's deadline passed")
 
     @property
     def verify(self) -> bool:
@@ -205,10 +215,15 @@ def stage(task: Task, ctx: StageContext) -> Outcome:
                 out = _stage_range(task, ctx) if task.part else _stage_file(task, ctx)
             out.attempts = attempt
             return out
+        except DeadlineExceeded as exc:
+            return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=True,
+                           attempts=attempt, gave_up=True)
         except Exception as exc:
             retryable = is_retryable(exc)
-            if retryable and attempt <= ctx.retries:
-                time.sleep(ctx.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+            pause = ctx.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
+            # no retry that would start after the run's deadline: it could not finish in time
+            if retryable and attempt <= ctx.retries and not ctx.past_deadline(pause):
+                time.sleep(pause)
                 continue
             return Outcome(task.seq, task.rel, ok=False, error=describe(exc),
                            retryable=retryable, side=getattr(exc, "side", None), attempts=attempt)
@@ -276,6 +291,7 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
             ctx.throttle.consume(len(data))
         if ctx.progress:
             ctx.progress.on_bytes(len(data))
+        ctx.check_deadline()
         yield data
 
 

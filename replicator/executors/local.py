@@ -9,9 +9,11 @@ than copying a 4 KiB file.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from replicator.errors import DeadlineExceeded
 from replicator.executors.base import Executor
 from replicator.plan import make_bins
 from replicator.transfer import Outcome, StageContext, Task, stage
@@ -46,11 +48,15 @@ class LocalExecutor(Executor):
         groups = _groups(bins)
         results: queue.SimpleQueue = queue.SimpleQueue()
         limit = self.workers * 2  # pool jobs handed out and not finished: bounded look-ahead
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy")
+        gave_up = False
+        try:
 
             def job(tasks: list[Task]) -> None:
                 try:
                     for task in tasks:
+                        if ctx.past_deadline():
+                            break  # not started: the report lists it as not done
                         results.put(stage(task, ctx))
                 except BaseException as exc:  # handed to the driver thread
                     results.put(_Failed(exc))
@@ -69,10 +75,19 @@ class LocalExecutor(Executor):
                     jobs += 1
                 if not jobs:
                     return
-                out = results.get()
+                try:
+                    timeout = None if ctx.deadline is None else max(0.0, ctx.deadline - time.time())
+                    out = results.get(timeout=timeout)
+                except queue.Empty:
+                    # workers stuck in calls to a server that stopped answering: stop waiting
+                    # for them (they end at their request timeouts and start nothing new)
+                    gave_up = True
+                    raise DeadlineExceeded("the run's deadline passed") from None
                 if out is _JOB_DONE:
                     jobs -= 1
                 elif isinstance(out, _Failed):
                     raise out.exc
                 else:
                     yield out
+        finally:
+            pool.shutdown(wait=not gave_up, cancel_futures=True)
