@@ -215,6 +215,10 @@ class _Run:
                     self.report.deadline_exceeded = True
                 if exc.exit_code == 2:
                     raise
+            except Exception as exc:  # the API's error boundary: an unclassified error is a
+                # failed run with a report (and its end recorded), never a half-recorded crash
+                log.debug("unexpected error in run %s", self.run_id, exc_info=True)
+                self.report.error = f"unexpected error: {describe(exc)}"
             finally:
                 self._end_snapshot()
                 self.report.finished_at = time.time()
