@@ -162,6 +162,9 @@ class Dataset(_Model):
     max_age: float | None = Field(default=None, description="leave files older than this alone: "
                                   "seconds or a duration such as '7d' or '12h'")
     transforms: tuple[str, ...] = Field(default=(), description="gunzip, untar, gpg-encrypt=RCPT, gpg-decrypt")
+    preserve: tuple[str, ...] = Field(
+        default=("times",), description="attributes kept on the replicas (--preserve): times, "
+        "perms, owner, group, replication, blocksize; a comma string or a list")
     mode: Literal["sync", "async"] = "sync"
     incremental: bool = True
     delete: bool = False
@@ -182,6 +185,21 @@ class Dataset(_Model):
                     f"expected one glob per directory level such as 'dt=*', got {v!r}"
                 )
         return "/".join(levels)
+
+    @field_validator("preserve", mode="before")
+    @classmethod
+    def _preserve(cls, v: Any) -> Any:
+        from replicator.errors import UsageError
+        from replicator.options import parse_preserve
+
+        if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
+            v = ",".join(v)
+        if not isinstance(v, str):
+            raise ValueError("expected a comma list or a list of attribute names")
+        try:
+            return tuple(sorted(parse_preserve(v)))
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--preserve: ")) from None
 
     @field_validator("include", "exclude", mode="before")
     @classmethod

@@ -317,6 +317,7 @@ def _build_replica(
             min_age_s=ds.min_age_s,
             max_age_s=ds.max_age,
             transforms=ds.transforms,
+            preserve=ds.preserve,
             delete=ds.delete or not ds.incremental,
             checksum=not ds.incremental,
         )

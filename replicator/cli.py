@@ -214,8 +214,10 @@ def _finish_run(report, as_json: bool) -> None:
                    "(x.gpg -> x). Files a step does not apply to pass it unchanged. Keys from $GNUPGHOME.")
 @click.option("--bandwidth", type=click.FloatRange(min=0, min_open=True), metavar="MBPS",
               help="Limit total transfer rate to MBPS MiB/s, shared by all workers.")
-@click.option("--preserve", default="times", show_default=True, metavar="times,perms",
-              help="Attributes to keep on the destination.")
+@click.option("--preserve", default="times", show_default=True, metavar="KINDS",
+              help="Attributes to keep on the destination, a comma list: times, perms, owner, "
+                   "group, replication, blocksize (DistCp -p; each where both ends have it: "
+                   "owner/group on HDFS and local, as root; replication/blocksize HDFS to HDFS).")
 @click.option("--state", metavar="PATH|URL", help=STATE_HELP)
 @click.option("--executor", type=click.Choice(["local", "spark", "distcp"]), default="local",
               show_default=True,

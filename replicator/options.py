@@ -13,7 +13,7 @@ from replicator.errors import UsageError
 from replicator.filters import Filter, compile_regex
 
 MiB = 1 << 20
-PRESERVE_KINDS = frozenset({"times", "perms"})
+PRESERVE_KINDS = frozenset({"times", "perms", "owner", "group", "replication", "blocksize"})
 EXECUTORS = ("local", "spark", "distcp")
 
 
@@ -62,7 +62,8 @@ def parse_preserve(text: str | None) -> frozenset[str]:
     unknown = kinds - PRESERVE_KINDS
     if unknown:
         raise UsageError(
-            f"--preserve: unknown {', '.join(sorted(unknown))}; expected a comma list of times,perms"
+            f"--preserve: unknown {', '.join(sorted(unknown))}; expected a comma list of "
+            f"{','.join(sorted(PRESERVE_KINDS))}"
         )
     return kinds
 

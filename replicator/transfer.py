@@ -269,8 +269,27 @@ def _check_unchanged(ctx: StageContext, task: Task, moved: int, size0: int, mtim
     _check_not_being_written(ctx, task)
 
 
-def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None) -> None:
+ATTRIBUTE_KINDS = frozenset({"owner", "group", "replication", "blocksize"})
+
+
+def _source_attrs(ctx: StageContext, task: Task) -> dict[str, Any]:
+    """The source's ``--preserve`` attributes that both ends have (DistCp ``-pugrb``);
+    others are left to the destination's defaults."""
+    both = (set(ctx.src_fs.capabilities.extra.get("attributes", ()))
+            & set(ctx.dst_fs.capabilities.extra.get("attributes", ())))
+    kinds = ctx.preserve & ATTRIBUTE_KINDS & both
+    if not kinds:
+        return {}
+    attrs = ctx.src_fs.attributes(ctx.src_path(task.rel))
+    return {k: v for k, v in attrs.items() if k in kinds and v is not None}
+
+
+def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None,
+                 attrs: dict[str, Any] | None = None) -> None:
     """Set the kept attributes on a staged file (before it is renamed into place)."""
+    rest = {k: v for k, v in (attrs or {}).items() if k != "blocksize"}
+    if rest:
+        ctx.dst_fs.set_attributes(staged, rest)
     caps = ctx.dst_fs.capabilities
     if "times" in ctx.preserve and caps.can_set_mtime:
         ctx.dst_fs.set_times(staged, mtime_ns)
@@ -372,11 +391,16 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
                 mtime_ns=mtime0 if "times" in ctx.preserve and caps.can_set_mtime else None,
                 mode=mode if "perms" in ctx.preserve and caps.can_set_mode else None)
             _check_unchanged(ctx, task, written, size0, mtime0)
+            attrs = _source_attrs(ctx, task)
+            if attrs:
+                dst_fs.set_attributes(tmp, attrs)
             return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
                            bytes_moved=written)
         expect = task.dst_version if task.action == "update" else "0"
+        attrs = _source_attrs(ctx, task)
+        kw = {"blocksize": attrs["blocksize"]} if "blocksize" in attrs else {}
         with _on("destination", dst_fs, final):
-            writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect)
+            writer = dst_fs.open_write(tmp or final, mtime_ns=mtime0, expect_version=expect, **kw)
         crc_value, written = 0, 0
         try:
             for data in _chunks(ctx, src, 0, None):
@@ -393,7 +417,7 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
             writer.close()
             verified = _verify_staged(ctx, tmp or final, size0, crc_value, task.rel)
             if tmp is not None:
-                _apply_attrs(ctx, tmp, mtime0, mode)
+                _apply_attrs(ctx, tmp, mtime0, mode, attrs)
     except BaseException:
         if tmp is not None:
             _quiet_delete(dst_fs, tmp)

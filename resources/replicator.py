@@ -41,6 +41,7 @@ class ReplicatorResource(dg.ConfigurableResource):
         exclude_regex: Sequence[str] = (),
         max_age_s: float | None = None,
         transforms: Sequence[str] = (),
+        preserve: Sequence[str] = ("times",),
     ) -> CopyOptions:
         return CopyOptions(
             delete=delete,
@@ -54,6 +55,7 @@ class ReplicatorResource(dg.ConfigurableResource):
             exclude_regex=tuple(exclude_regex),
             max_age_s=max_age_s,
             transforms=tuple(transforms),
+            preserve=frozenset(preserve),
             state_path=self.state_path,
             executor=self.executor,
             marker=self.marker,

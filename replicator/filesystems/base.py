@@ -190,6 +190,18 @@ class FileSystem(ABC):
     def set_mode(self, path: str, mode: int) -> None:
         raise NotImplementedError
 
+    # ----------------------------------------------------------------- attributes (--preserve)
+    def attributes(self, path: str) -> dict[str, Any]:
+        """The file's attributes among ``capabilities.extra["attributes"]`` (``owner``,
+        ``group``, ``replication``, ``blocksize``), as names and numbers."""
+        return {}
+
+    def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
+        """Apply ``owner``/``group``/``replication`` (``blocksize`` is given to
+        :meth:`open_write` instead: a block size is fixed when a file is created)."""
+        if attrs:
+            raise NotImplementedError
+
     # ----------------------------------------------------------------- ranges of one file
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:
         """Start a file written in ranges by several workers; returns a plain handle."""

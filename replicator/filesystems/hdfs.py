@@ -82,9 +82,9 @@ def _map_error(exc: BaseException, what: str) -> BaseException:
 
 
 class _HDFSWriter(StreamWriter):
-    def __init__(self, fs: HDFSFileSystem, path: str) -> None:
+    def __init__(self, fs: HDFSFileSystem, path: str, blocksize: int | None = None) -> None:
         super().__init__(fs, path, _map_error)
-        self.f = fs._guard(self.what, fs._open_output, path)
+        self.f = fs._guard(self.what, fs._open_output, path, blocksize)
 
     def _send(self, data: bytes | memoryview) -> None:
         self.f.write(data)
@@ -107,7 +107,8 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         directories=True,
         parallel_write=False,
         symlinks=False,
-        extra={"checksum_in_stat": False},
+        extra={"checksum_in_stat": False,
+               "attributes": ("owner", "group", "replication", "blocksize")},
     )
 
     def __init__(self, url: str, client: str = "auto", config: dict[str, str] | None = None,
@@ -288,7 +289,25 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             f.seek(offset)
         return ChunkReader(f.read, f.close, lambda exc: _map_error(exc, what))  # type: ignore[return-value]
 
-    def _open_output(self, path: str):
+    def attributes(self, path: str) -> dict[str, Any]:
+        c = self._get()
+        if self._kind != "native":
+            return {}
+        st = self._guard(f"stat {self.uri(path)}", c.get_file_info, path)
+        return {"owner": st.owner, "group": st.group, "replication": int(st.replication),
+                "blocksize": int(st.blocksize)}
+
+    def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
+        c = self._get()
+        what = f"set attributes of {self.uri(path)}"
+        if self._kind != "native":
+            raise FatalError(f"{what}: not supported by the pyarrow client")
+        if attrs.get("owner") or attrs.get("group"):
+            self._guard(what, lambda: c.set_owner(path, attrs.get("owner"), attrs.get("group")))
+        if attrs.get("replication"):
+            self._guard(what, lambda: c.set_replication(path, int(attrs["replication"])))
+
+    def _open_output(self, path: str, blocksize: int | None = None):
         c = self._get()
         if self._kind == "pyarrow":
             c.create_dir(posixpath.dirname(path), recursive=True)
@@ -296,15 +315,15 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         import hdfs_native
 
         opts = hdfs_native.WriteOptions(overwrite=True, create_parent=True)
-        if self._blocksize:  # new files' block size and replication (else the cluster's)
-            opts.block_size = self._blocksize
+        if blocksize or self._blocksize:  # the block size and replication of new files
+            opts.block_size = int(blocksize or self._blocksize)  # (else the cluster's)
         if self._replication:
             opts.replication = self._replication
         return c.create(path, opts)
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,
-                   expect_version: str | None = None) -> Writer:
-        return _HDFSWriter(self, path)
+                   expect_version: str | None = None, blocksize: int | None = None) -> Writer:
+        return _HDFSWriter(self, path, blocksize)
 
     # ------------------------------------------------------------ namespace
     def makedirs(self, path: str) -> None:

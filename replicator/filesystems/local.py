@@ -171,6 +171,7 @@ class LocalFileSystem(FileSystem):
         parallel_write=True,
         symlinks=True,
         byte_names=True,
+        extra={"attributes": ("owner", "group")},  # by name; setting them needs root
     )
 
     def __init__(self, **options: Any) -> None:
@@ -285,6 +286,36 @@ class LocalFileSystem(FileSystem):
     def set_mode(self, path: str, mode: int) -> None:
         os.chmod(native_path(path), mode)
 
+    def attributes(self, path: str) -> dict[str, Any]:
+        import grp
+        import pwd
+
+        st = os.lstat(native_path(path))
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return {"owner": owner, "group": group}
+
+    def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
+        import shutil
+
+        from replicator.errors import FatalError
+
+        owner, group = attrs.get("owner"), attrs.get("group")
+        if not (owner or group):
+            return
+        try:  # names (HDFS owners are names); an all-digit name is taken as an id
+            shutil.chown(native_path(path), user=_id_or_name(owner), group=_id_or_name(group))
+        except LookupError as exc:
+            raise FatalError(f"chown {path}: {exc} on this machine") from None
+        except PermissionError as exc:
+            raise FatalError(f"chown {path}: {exc} (keeping owner/group needs root)") from None
+
     # ranges: a preallocated temporary written at offsets by several workers
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:
         os.makedirs(native_path(os.path.dirname(path)), exist_ok=True)
@@ -317,3 +348,7 @@ class LocalFileSystem(FileSystem):
 
     def abort_parallel_write(self, handle: dict) -> None:
         self.delete_file(handle["path"])
+
+
+def _id_or_name(value: str | None) -> str | int | None:
+    return int(value) if value and value.isdigit() else value

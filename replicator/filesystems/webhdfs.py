@@ -100,12 +100,12 @@ class _WebHDFSWriter(Writer):
 
     _END = object()
 
-    def __init__(self, fs: WebHDFSFileSystem, path: str) -> None:
+    def __init__(self, fs: WebHDFSFileSystem, path: str, blocksize: int | None = None) -> None:
         self.fs, self.path = fs, path
         self.what = f"write {fs.uri(path)}"
         params = {"overwrite": "true"}
-        if fs._blocksize:
-            params["blocksize"] = str(fs._blocksize)
+        if blocksize or fs._blocksize:
+            params["blocksize"] = str(blocksize or fs._blocksize)
         if fs._replication:
             params["replication"] = str(fs._replication)
         r = fs._call("PUT", path, "CREATE", params, allow_redirects=False,
@@ -204,7 +204,8 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         directories=True,
         parallel_write=False,
         symlinks=False,
-        extra={"checksum_in_stat": False},
+        extra={"checksum_in_stat": False,
+               "attributes": ("owner", "group", "replication", "blocksize")},
     )
 
     def __init__(self, host: str, port: int = 9870, https: bool = False, user: str | None = None,
@@ -336,8 +337,24 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
                            lambda exc: network_error(exc, what))
 
     def open_write(self, path: str, *, mtime_ns: int | None = None,
-                   expect_version: str | None = None) -> Writer:
-        return _WebHDFSWriter(self, path)  # CREATE makes the parents
+                   expect_version: str | None = None, blocksize: int | None = None) -> Writer:
+        return _WebHDFSWriter(self, path, blocksize)  # CREATE makes the parents
+
+    def attributes(self, path: str) -> dict[str, Any]:
+        r = self._call("GET", path, "GETFILESTATUS", what=f"stat {self.uri(path)}")
+        st = r.json()["FileStatus"]
+        return {"owner": st.get("owner"), "group": st.get("group"),
+                "replication": int(st.get("replication") or 0) or None,
+                "blocksize": int(st.get("blockSize") or 0) or None}
+
+    def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
+        what = f"set attributes of {self.uri(path)}"
+        owner = {k: attrs[k] for k in ("owner", "group") if attrs.get(k)}
+        if owner:
+            self._call("PUT", path, "SETOWNER", owner, what=what)
+        if attrs.get("replication"):
+            self._call("PUT", path, "SETREPLICATION", {"replication": str(attrs["replication"])},
+                       what=what)
 
     # ------------------------------------------------------------ namespace
     def makedirs(self, path: str) -> None:

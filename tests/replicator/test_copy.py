@@ -251,7 +251,7 @@ def test_bad_usage_exits_2(tmp_path: Path, run_cli) -> None:
     src.mkdir()
     cases = [
         ("copy", str(tmp_path / "missing"), str(tmp_path / "d")),
-        ("copy", str(src), str(tmp_path / "d"), "--preserve", "owner"),
+        ("copy", str(src), str(tmp_path / "d"), "--preserve", "acls"),
         ("copy", str(src), str(tmp_path / "d"), "--max-delete", "many"),
         ("copy", str(src), str(tmp_path / "d"), "--workers", "0"),
         ("copy", str(src)),

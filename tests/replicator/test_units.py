@@ -62,7 +62,7 @@ def test_options_validation() -> None:
     with pytest.raises(UsageError, match="--max-delete"):
         CopyOptions(max_delete="lots").validated()
     with pytest.raises(UsageError, match="--preserve"):
-        parse_preserve("times,owner")
+        parse_preserve("times,acls")
     with pytest.raises(UsageError, match="--marker"):
         CopyOptions(marker="../x").validated()
     assert parse_max_delete("25%") == (0.25, None)
