@@ -39,7 +39,7 @@ from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
 from replicator.progress import Progress
 from replicator.report import RunReport, utc_iso
-from replicator.state import Scratch, StateError, StateStore, open_store
+from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
     Outcome,
     StageContext,
@@ -53,11 +53,29 @@ from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_ch
 log = logging.getLogger("replicator")
 MAX_ACTIONS_LISTED = 10_000
 MAX_NOT_DONE_LISTED = 100
+MARKER_MAX = 1 << 20  # a marker is a small JSON summary
+REPLICA_SAMPLE = 8  # recorded files checked at the destination before the manifest is trusted
 MAX_STREAMS_PER_FILE = 4  # ranges of one big file in flight (rclone's --multi-thread-streams)
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+
+
+def _within(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it (both resolved, no trailing slash but ``/``)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _is_marker(fs: FileSystem, path: str, info) -> bool:
+    """Whether the file at ``path`` is a marker this engine wrote (a JSON run summary)."""
+    if info.kind != FILE or not 0 < info.size <= MARKER_MAX:
+        return False
+    try:
+        data = json.loads(b"".join(fs.read_chunks(path, 0, info.size)))
+    except (ValueError, OSError, ReplicatorError):
+        return False
+    return isinstance(data, dict) and {"run_id", "copy_finished", "files_copied"} <= data.keys()
 
 
 def _uri_key(fs: FileSystem, root: str) -> str:
@@ -72,9 +90,18 @@ def _pair_key(fs: FileSystem, root: str) -> str:
     return _uri_key(fs, root)
 
 
+UNKNOWN_SIZE = -1  # a manifest row saying "we may have written this: look before trusting it"
+
+
 def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str,
             on_error: Callable[[str, BaseException], None] | None = None) -> int:
     """Finish what an interrupted run left in the journal. Returns files recorded.
+
+    Staged temporaries are renamed (verified) or removed (partial); whatever a write left out
+    of sight (part objects, unfinished multipart uploads) is discarded. A path whose outcome
+    cannot be known (an in-place upload that may have completed) keeps a manifest row of
+    unknown size rather than none: the next run then overwrites it as an update, instead of
+    planning a must-not-exist write that the object left by the killed run refuses forever.
 
     A destination error on one entry (its directory replaced by a file, a read-only
     directory, a staged name that cannot be renamed) never escapes: the file is reported
@@ -86,6 +113,7 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str,
         return 0
     recorded: list[tuple] = []
     dropped: list[str] = []
+    unknown: list[tuple] = []
     forget: list[str] = []
     for path, _run_id, state, tmp, size, mtime_ns, checksum in entries:
         try:
@@ -102,10 +130,14 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str,
             recorded.append((path, FILE, size, mtime_ns, checksum))
         elif outcome == "drop":
             dropped.append(path)
+        elif outcome == "unknown":
+            unknown.append((path, FILE, UNKNOWN_SIZE, 0, None))
+            dropped.append(path)
         else:
             forget.append(path)
             dropped.append(path)
-    store.commit(pair_id, record=recorded, forget=forget, clear=[r[0] for r in recorded] + dropped)
+    store.commit(pair_id, record=recorded + unknown, forget=forget,
+                 clear=[r[0] for r in recorded] + dropped)
     if recorded:
         log.info("recovered %d file(s) published by an interrupted run", len(recorded))
     return len(recorded)
@@ -120,8 +152,9 @@ def _quiet(call: Callable[..., object], *args: object) -> None:
 
 def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, state: str,
                  tmp: str | None, size: int, mtime_ns: int) -> str:
-    """One journal entry: ``record`` (published), ``drop`` (nothing to keep) or ``forget``
-    (the destination may hold anything: drop the manifest row too)."""
+    """One journal entry: ``record`` (published), ``drop`` (nothing to keep), ``unknown``
+    (a file the destination may hold in any version: its row says so) or ``forget`` (drop
+    the manifest row: the next run plans it afresh)."""
     final = dst_fs.join(dst_root, path)
     if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
         recover_dir(dst_fs, final, tmp, state, run_id)
@@ -130,7 +163,8 @@ def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, stat
         if tmp:
             dst_fs.delete_file(tmp)  # partial bytes, never published
             return "drop"
-        return "forget"  # an in-place write may or may not have completed
+        dst_fs.discard_staged(final)  # parts / unfinished uploads of an in-place write
+        return "unknown"  # an in-place write may or may not have completed
     # staged: verified bytes exist under tmp, or were already renamed into place
     if tmp and dst_fs.stat(tmp) is not None:
         dst_fs.rename(tmp, final)
@@ -142,7 +176,7 @@ def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, stat
         or abs(info.mtime_ns - mtime_ns) < dst_fs.capabilities.mtime_precision_ns)
     if info is not None and info.kind == FILE and info.size == size and times_ok:
         return "record"
-    return "forget"
+    return "unknown"
 
 
 class _Run:
@@ -179,17 +213,45 @@ class _Run:
         self._snap_changes: list[int] = []
 
     def _refuse_overlap(self) -> None:
-        """A destination inside the source (or the reverse) would copy or delete itself."""
-        if self.src_fs.scheme != self.dst_fs.scheme or self.src_fs.options() != self.dst_fs.options():
-            return
-        a, b = self.src_root.rstrip("/") + "/", self.dst_root.rstrip("/") + "/"
-        if a.startswith(b) or b.startswith(a):
+        """A destination inside the source (or the reverse) would copy or delete itself; so
+        would a state store inside either tree (``--delete`` removes it mid-run, a copy
+        copies the live database). Compared on resolved paths (symlinks followed), both ways."""
+        src = self.src_fs.real_path(self.src_root)
+        dst = self.dst_fs.real_path(self.dst_root)
+        same_fs = (self.src_fs.scheme == self.dst_fs.scheme
+                   and self.src_fs.options() == self.dst_fs.options())
+        if same_fs and (_within(src, dst) or _within(dst, src)):
             raise UsageError(f"source and destination overlap: {self.report.source} and "
-                             f"{self.report.destination}")
+                             f"{self.report.destination} (resolved: {src} and {dst})")
+        state = self.opts.resolved_state_path
+        if state_scheme(state) != "sqlite":
+            return  # a database server, not a file in either tree
+        state = text_path(os.path.realpath(sqlite_path(state)))
+        for side, fs, root in (("source", self.src_fs, src), ("destination", self.dst_fs, dst)):
+            if fs.scheme == "file" and _within(state, root):
+                raise UsageError(f"--state {self.opts.resolved_state_path} is inside the {side} "
+                                 f"tree {root}: put the state store outside both trees")
+
+    def _refuse_marker_clash(self) -> None:
+        """The marker is the engine's own file at the destination root; a source file of that
+        name that is not a marker (Hadoop jobs write an empty ``_SUCCESS``) would be left out
+        and replaced by it. Refused before anything is written: pick another ``--marker`` name
+        (the source's file is then copied as data). An upstream hop's marker (a chain
+        a -> b -> c with one marker name) is ours: it is replaced, as before."""
+        name = self.opts.marker
+        if not name:
+            return
+        path = self.src_fs.join(self.src_root, name)
+        info = self.src_fs.stat(path)
+        if info is None or _is_marker(self.src_fs, path, info):
+            return
+        raise UsageError(f"--marker {name}: the source has its own {name} at its root, which "
+                         f"the marker would replace; choose another --marker name")
 
     # ------------------------------------------------------------------ main
     def run(self) -> RunReport:
         opts = self.opts
+        self._refuse_marker_clash()
         pair = (_pair_key(self.src_fs, self.src_root), _pair_key(self.dst_fs, self.dst_root))
         store = open_store(opts.resolved_state_path, read_only=opts.dry_run)
         scratch: Scratch | None = None
@@ -292,7 +354,8 @@ class _Run:
         # 2. the manifest; the destination listed when the manifest cannot stand for it
         if pair_id >= 0:
             store.snapshot_manifest(pair_id, scratch)
-        dst_listed = opts.delete or pair_id < 0 or not store.has_records(pair_id)
+        dst_listed = (opts.delete or pair_id < 0 or not store.has_records(pair_id)
+                      or self._replica_lost(scratch))
         dst_files = 0
         if dst_listed:
             dst_stats = ListingStats()
@@ -343,7 +406,25 @@ class _Run:
             else:
                 self._delete(store, scratch, pair_id)
         if opts.marker and report.ok:
-            self._write_marker()
+            self._write_marker(store, pair_id)
+
+    def _replica_lost(self, scratch: Scratch) -> bool:
+        """Whether the destination still looks like what the manifest describes: its root
+        exists and a random sample of recorded files is there at the recorded size (a few
+        requests per run). When not (a missing mount, a replaced disk, a wiped prefix), the
+        run lists the destination as if there were no manifest."""
+        if self.dst_fs.stat(self.dst_root) is None:
+            log.warning("destination %s is missing: listing it instead of trusting the manifest",
+                        self.report.destination)
+            return True
+        for rel, size in scratch.sample_manifest_files(REPLICA_SAMPLE):
+            info = self.dst_fs.stat(self.dst_fs.join(self.dst_root, rel))
+            if info is None or info.kind != FILE or info.size != size:
+                log.warning("destination %s lost %s since it was recorded: listing the "
+                            "destination instead of trusting the manifest",
+                            self.report.destination, rel)
+                return True
+        return False
 
     def _walk_dst(self, stats: ListingStats):
         info = self.dst_fs.stat(self.dst_root)
@@ -446,11 +527,23 @@ class _Run:
         if rows:
             scratch.add_work(rows)
         self.report.files_skipped = counts["skip"]
-        if dst_listed and not self.opts.dry_run:  # rows for paths gone from both sides are stale
-            stale = scratch.stale_manifest_paths()
+        if dst_listed and not self.opts.dry_run:
+            # rows for paths gone from both listings are stale, unless the listings could not
+            # see them (excluded by the filter, or the marker): those keep their rows
+            stale = [p for p, kind in scratch.stale_manifest_entries() if self._listable(p, kind)]
             for i in range(0, len(stale), 10_000):
                 store.commit(pair_id, forget=stale[i:i + 10_000])
         return counts
+
+    def _listable(self, rel: str, kind: str) -> bool:
+        """Whether a listing with this run's filter would have reported ``rel``."""
+        if rel in self.own_names:
+            return False
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            if not self.filter.keep_dir("/".join(parts[:i])):
+                return False
+        return self.filter.keep_dir(rel) if kind == DIR else self.filter.keep_file(rel)
 
     # ------------------------------------------------------------------ execute
     def _make_dirs(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
@@ -684,18 +777,24 @@ class _Run:
             gone.append(path)
         store.commit(pair_id, forget=gone)
 
-    def _write_marker(self) -> None:
-        final = self.dst_fs.join(self.dst_root, self.opts.marker or "")
+    def _write_marker(self, store: StateStore, pair_id: int) -> None:
+        """Written last; where it is staged, its temporary is journalled like any file's (a
+        kill between write and rename leaves nothing that recovery does not remove)."""
+        name = self.opts.marker or ""
+        final = self.dst_fs.join(self.dst_root, name)
         summary = self.report.to_dict()
         summary.pop("actions", None)
         summary.pop("failures", None)
         summary["finished_at"] = summary["copy_finished"] = utc_iso(time.time())
         data = json.dumps(summary, indent=2, sort_keys=True).encode()
         tmp = temp_name(final, self.run_id) if self.dst_fs.capabilities.atomic_rename else None
+        if tmp:
+            store.journal_staging(pair_id, self.run_id, [(name, tmp)])
         with self.dst_fs.open_write(tmp or final) as w:
             w.write(data)
         if tmp:
             self.dst_fs.rename(tmp, final)
+            store.commit(pair_id, clear=[name])
         self.report.marker = self.dst_fs.uri(final)
 
 

@@ -24,6 +24,16 @@ LINK = "l"
 OTHER = "o"  # FIFO, socket, device
 
 
+def unsafe_rel(rel: str) -> bool:
+    """A relative path that would not stay under its root when joined: absolute, or with an
+    empty, ``.`` or ``..`` segment (object keys like ``a/../../x`` or ``a//b``)."""
+    if not rel or rel[0] == "/" or rel[-1] == "/" or "//" in rel:
+        return True
+    if "." not in rel:
+        return False
+    return any(seg in (".", "..") for seg in rel.split("/"))
+
+
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     """One entry as a back end reports it."""
@@ -112,6 +122,11 @@ class FileSystem(ABC):
             return root
         return posixpath.join(root, rel) if root else rel
 
+    def real_path(self, path: str) -> str:
+        """``path`` with symlinks resolved, for the overlap guards (the same path where the
+        file system has no links to resolve)."""
+        return path.rstrip("/") or "/"
+
     # ----------------------------------------------------------------- metadata
     @abstractmethod
     def list_dir(self, path: str) -> list[FileInfo]:
@@ -189,6 +204,11 @@ class FileSystem(ABC):
 
     def set_mode(self, path: str, mode: int) -> None:
         raise NotImplementedError
+
+    def discard_staged(self, path: str) -> None:
+        """Remove whatever an interrupted write of ``path`` may have left staged out of sight
+        (object stores: part objects, unfinished multipart uploads). Recovery calls it for
+        every file an interrupted run was writing; the default has nothing to remove."""
 
     # ----------------------------------------------------------------- attributes (--preserve)
     def attributes(self, path: str) -> dict[str, Any]:

@@ -194,6 +194,9 @@ class LocalFileSystem(FileSystem):
     def join(self, root: str, rel: str) -> str:
         return os.path.join(root, rel) if rel else root
 
+    def real_path(self, path: str) -> str:
+        return text_path(os.path.realpath(native_path(path)))
+
     # metadata
     def list_dir(self, path: str) -> list[FileInfo]:
         out: list[FileInfo] = []

@@ -32,7 +32,8 @@ def state_scheme(spec: str) -> str:
                      "or postgresql://USER@HOST:PORT/DB)")
 
 
-def _sqlite_path(spec: str) -> str:
+def sqlite_path(spec: str) -> str:
+    """The file of an SQLite ``--state`` value (a path or ``sqlite:///PATH``)."""
     m = _URL.match(spec)
     if m is None:
         return spec
@@ -63,7 +64,7 @@ def open_store(spec: str | None, *, read_only: bool = False) -> StateStore:
             return SQLiteStateStore(None)
     import os
 
-    path = os.path.expanduser(_sqlite_path(spec))
+    path = os.path.expanduser(sqlite_path(spec))
     if read_only and not os.path.exists(path):
         return SQLiteStateStore(None)  # nothing recorded yet: an empty store, nothing created
     return SQLiteStateStore(path, read_only=read_only)

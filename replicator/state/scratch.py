@@ -113,6 +113,17 @@ class Scratch:
             "SELECT path FROM manifest m WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = m.path) "
             "AND NOT EXISTS (SELECT 1 FROM dst d WHERE d.path = m.path)")]
 
+    def stale_manifest_entries(self) -> list[tuple[str, str]]:
+        """``(path, kind)`` of the rows :meth:`stale_manifest_paths` returns."""
+        return self.db.execute(
+            "SELECT path, kind FROM manifest m WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = m.path) "
+            "AND NOT EXISTS (SELECT 1 FROM dst d WHERE d.path = m.path)").fetchall()
+
+    def sample_manifest_files(self, n: int) -> list[tuple[str, int]]:
+        """``(path, size)`` of up to ``n`` recorded files of known size, at random."""
+        return self.db.execute("SELECT path, size FROM manifest WHERE kind = 'f' AND size >= 0 "
+                               "ORDER BY random() LIMIT ?", (n,)).fetchall()
+
     # ------------------------------------------------------------------ the diff join
     def decision_rows(self, dst_listed: bool) -> Iterator[tuple]:
         """Every source path in path order, with its manifest row and (when listed) its
