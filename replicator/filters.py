@@ -22,7 +22,8 @@ TEMP_PREFIX = ".rtmp-"  # our staged files: ".rtmp-<run>-<name>"
 # Files other writers are still producing, and Hadoop job scratch directories.
 SKIP_FILE_PATTERNS = ("*._COPYING_", "*.tmp", "*.crc.tmp", "*.inprogress", ".rtmp-*",
                       ".distcp.tmp.*")  # DistCp's own temporaries
-SKIP_DIR_NAMES = frozenset({"_temporary", ".staging", "_COPYING_"})
+# ".replicator-parts": our own part objects of parallel writes to GCS (never data)
+SKIP_DIR_NAMES = frozenset({"_temporary", ".staging", "_COPYING_", ".replicator-parts"})
 
 
 @lru_cache(maxsize=512)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.errors import UsageError
-from replicator.filesystems.base import DIR, FILE, LINK, FileSystem
+from replicator.filesystems.base import DIR, FILE, LINK, FileSystem, unsafe_rel
 from replicator.filters import SKIP_FILE_PATTERNS, TEMP_PREFIX, Filter, glob_to_regex
 
 ErrorCallback = Callable[[str, BaseException], None]
@@ -158,8 +158,15 @@ def walk(
         this work overlaps with the caller writing the previous batch to the state store."""
         out = _Listed()
         batch = out.batch
+        under = dir_rel + "/" if dir_rel else ""
         for rel, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
             if not rel:
+                continue
+            if scan is None and (unsafe_rel(rel) or not rel.startswith(under) or "/" in rel[len(under):]):
+                # an object key with "..", "." or empty segments: joined to the destination
+                # root it would name something outside it (or another path than its own)
+                out.errors.append((rel, UsageError(
+                    f"{fs.uri(cpath)}: name with an empty, '.' or '..' segment; not copied")))
                 continue
             if kind == LINK:
                 if not copy_links or target is None:

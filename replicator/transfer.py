@@ -27,12 +27,13 @@ from replicator.errors import (
     DeadlineExceeded,
     SourceChangedError,
     SourceReadError,
+    UsageError,
     VerificationError,
     describe,
     is_retryable,
     on_side,
 )
-from replicator.filesystems.base import FILE, LINK, FileSystem
+from replicator.filesystems.base import FILE, LINK, FileSystem, unsafe_rel
 from replicator.filesystems.local import native_path, open_regular
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import Progress
@@ -136,10 +137,10 @@ class StageContext:
         self.__dict__.update(state)
 
     def src_path(self, rel: str) -> str:
-        return self.src_fs.join(self.src_root, rel)
+        return self.src_fs.join(self.src_root, _confined(rel))
 
     def dst_path(self, rel: str) -> str:
-        return self.dst_fs.join(self.dst_root, rel)
+        return self.dst_fs.join(self.dst_root, _confined(rel))
 
     def past_deadline(self, margin: float = 0.0) -> bool:
         return self.deadline is not None and time.time() + margin >= self.deadline
@@ -157,6 +158,14 @@ class StageContext:
         if not self.staging or not self.dst_fs.capabilities.atomic_rename:
             return None
         return temp_name(self.dst_path(rel), self.run_id)
+
+
+def _confined(rel: str) -> str:
+    """``rel`` if it stays under the root it is joined to (listings refuse other names
+    already; this keeps any other caller from writing outside the destination)."""
+    if unsafe_rel(rel):
+        raise UsageError(f"{rel!r}: path with an empty, '.' or '..' segment; refused")
+    return rel
 
 
 def _local_pair(ctx: StageContext) -> bool:
@@ -486,12 +495,14 @@ def _stage_range(task: Task, ctx: StageContext) -> Outcome:
 
 
 def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
-    """Driver side, after every range of a file landed: assemble, check, stage."""
+    """Driver side, after every range of a file landed: check the source, assemble, verify.
+
+    The source is re-checked *before* the parts are assembled: on object stores completing
+    (compose, CompleteMultipartUpload) is what publishes, so ranges read from a source that
+    changed meanwhile are discarded unseen instead of leaving a torn object in place."""
     tmp = ctx.staged_path(task.rel)
     parts = sorted(parts, key=lambda p: p["index"])
     try:
-        with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
-            ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
         value = parts[0]["crc"]
         for p in parts[1:]:
             value = crc.combine(value, p["crc"], p["length"])
@@ -500,6 +511,7 @@ def finish_ranges(task: Task, parts: list[dict], ctx: StageContext) -> Outcome:
             raise SourceChangedError(f"source changed during copy: {task.rel}")
         _check_not_being_written(ctx, task)
         with _on("destination", ctx.dst_fs, ctx.dst_path(task.rel)):
+            ctx.dst_fs.complete_parallel_write(task.handle or {}, parts)
             verified = _verify_staged(ctx, tmp or ctx.dst_path(task.rel), task.size, value, task.rel)
             if tmp is not None:
                 _apply_attrs(ctx, tmp, task.mtime_ns, mode)

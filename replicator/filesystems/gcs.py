@@ -17,6 +17,7 @@ endpoint, no auth), ``GOOGLE_APPLICATION_CREDENTIALS`` / application default cre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -57,6 +58,13 @@ _STAGING = ".replicator-parts"
 _LIST_FIELDS = (
     "items(name,size,generation,crc32c,md5Hash,updated,metadata),prefixes,nextPageToken"
 )
+
+
+def _staging_prefix(path: str) -> str:
+    """Where the parts of parallel writes of ``path`` go: ``<bucket>/.replicator-parts/<hash
+    of the key>``, one sub-prefix per write; recovery finds them from the path alone."""
+    bucket, key = object_path(path, "gs")
+    return f"{bucket}/{_STAGING}/{hashlib.sha1(key.encode()).hexdigest()}"
 
 
 def _q(name: str) -> str:
@@ -383,7 +391,7 @@ class GCSFileSystem(ObjectStore, FileSystem):
         out: list[FileInfo] = []
         for page in self._list(bucket, prefix):
             for p in page.get("prefixes", []):
-                out.append(FileInfo(path=f"{bucket}/{p.rstrip('/')}", kind=DIR))
+                out.append(FileInfo(path=f"{bucket}/{p[:-1]}", kind=DIR))  # keep "a//" apart from "a/"
             for item in page.get("items", []):
                 if item["name"] == prefix:  # a "directory marker" object
                     continue
@@ -489,9 +497,8 @@ class GCSFileSystem(ObjectStore, FileSystem):
     # ------------------------------------------------------------ parallel ranges (compose)
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None,
                              expect_version: str | None = None) -> dict:
-        bucket, _ = object_path(path, "gs")
         return {"path": path, "size": size, "mtime_ns": mtime_ns, "expect": expect_version,
-                "staging": f"{bucket}/{_STAGING}/{uuid.uuid4().hex}"}
+                "staging": f"{_staging_prefix(path)}/{uuid.uuid4().hex}"}
 
     def write_part(self, handle: dict, index: int, offset: int, chunks: Iterable[bytes]) -> dict:
         part = f"{handle['staging']}/{index:06d}"
@@ -542,7 +549,14 @@ class GCSFileSystem(ObjectStore, FileSystem):
             self.abort_parallel_write(handle)
 
     def abort_parallel_write(self, handle: dict) -> None:
-        bucket, prefix = split_bucket(handle["staging"])
+        self._delete_prefix(handle["staging"])
+
+    def discard_staged(self, path: str) -> None:
+        """Delete the part objects of every interrupted parallel write of ``path``."""
+        self._delete_prefix(_staging_prefix(path))
+
+    def _delete_prefix(self, path: str) -> None:
+        bucket, prefix = split_bucket(path)
         try:
             for page in self._list(bucket, prefix + "/", delimiter=None):
                 for item in page.get("items", []):

@@ -325,7 +325,7 @@ class S3FileSystem(ObjectStore, FileSystem):
             except FileNotFoundError as exc:
                 raise bucket_missing("s3", bucket, exc) from None
             for p in page.get("CommonPrefixes", []):
-                out.append(FileInfo(path=f"{bucket}/{p['Prefix'].rstrip('/')}", kind=DIR))
+                out.append(FileInfo(path=f"{bucket}/{p['Prefix'][:-1]}", kind=DIR))  # "a//" is not "a/"
             for obj in page.get("Contents", []):
                 if obj["Key"] == prefix:
                     continue
@@ -475,6 +475,26 @@ class S3FileSystem(ObjectStore, FileSystem):
         except BaseException:
             self.abort_parallel_write(handle)
             raise
+
+    def discard_staged(self, path: str) -> None:
+        """Abort every unfinished multipart upload of exactly this key (an interrupted run's
+        in-place or parallel write; nothing else may be uploading it while the pair is locked)."""
+        bucket, key = split_bucket(path)
+        c = self._client()
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        try:
+            while True:
+                page = self._call(f"list uploads s3://{path}", c.list_multipart_uploads, **kw)
+                for up in page.get("Uploads", []):
+                    if up["Key"] == key:
+                        self._call(f"abort upload s3://{path}", c.abort_multipart_upload,
+                                   Bucket=bucket, Key=key, UploadId=up["UploadId"])
+                if not page.get("IsTruncated"):
+                    return
+                kw["KeyMarker"] = page.get("NextKeyMarker")
+                kw["UploadIdMarker"] = page.get("NextUploadIdMarker")
+        except FileNotFoundError:
+            return
 
     def abort_parallel_write(self, handle: dict) -> None:
         bucket, key = split_bucket(handle["path"])
