@@ -211,6 +211,7 @@ class _Run:
         self._ranges = True  # the executor takes ranges of big files
         self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
         self._snap_changes: list[int] = []
+        self._dst_listed = True
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself; so
@@ -356,6 +357,7 @@ class _Run:
             store.snapshot_manifest(pair_id, scratch)
         dst_listed = (opts.delete or pair_id < 0 or not store.has_records(pair_id)
                       or self._replica_lost(scratch))
+        self._dst_listed = dst_listed
         dst_files = 0
         if dst_listed:
             dst_stats = ListingStats()
@@ -578,7 +580,8 @@ class _Run:
                 continue
             if self._refuse_name(path):
                 continue
-            task = Task(seq, path, action, size, mtime_ns, mode, version)
+            task = Task(seq, path, action, size, mtime_ns, mode, version,
+                        dst_listed=self._dst_listed)
             if ranged and size >= big:
                 task.nparts = -(-size // self._part_size(size))
             yield task  # a ranged file is expanded into its ranges by _bins, once journalled
@@ -624,7 +627,8 @@ class _Run:
                     self._ranged[t.rel] = (t, [])
                     for index, offset, length in split_ranges(t.size, self._part_size(t.size)):
                         out.append(Task(t.seq, t.rel, t.action, t.size, t.mtime_ns, t.mode,
-                                        t.dst_version, (index, offset, length), t.nparts, handle))
+                                        t.dst_version, (index, offset, length), t.nparts, handle,
+                                        t.dst_listed))
                 else:
                     out.append(t)
             if out:

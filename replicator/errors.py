@@ -60,7 +60,11 @@ class SourceChangedError(RetryableError):
 
 
 class VerificationError(RetryableError):
-    """The staged copy did not match what was read (size or checksum)."""
+    """The staged copy did not match what was read (size or checksum). ``version``: where
+    the mismatching copy was written in place (object stores), the generation / ETag of
+    that object, so a retry replaces exactly it and a final failure removes it."""
+
+    version: str | None = None
 
 
 class PreconditionFailed(FatalError):

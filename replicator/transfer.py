@@ -10,6 +10,7 @@ and the object appears whole only when the upload completes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -19,12 +20,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from replicator import checksum as crc
 from replicator.errors import (
     DeadlineExceeded,
+    PreconditionFailed,
     SourceChangedError,
     SourceReadError,
     UsageError,
@@ -85,6 +87,9 @@ class Task:
     part: tuple[int, int, int] | None = None  # (index, offset, length)
     nparts: int = 1
     handle: dict | None = None  # parallel-write handle, for ranges
+    # the plan saw the destination (listed); False: it trusted the manifest, so an object it
+    # did not know of may exist (a must-not-exist write then adopts or overwrites it)
+    dst_listed: bool = True
 
 
 @dataclass(slots=True)
@@ -214,8 +219,16 @@ def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
 
 def stage(task: Task, ctx: StageContext) -> Outcome:
     """Stage and verify one task, retrying retryable errors with backoff (a retry first
-    checks whether the failed attempt's in-place write completed after all)."""
+    checks whether the failed attempt's in-place write completed after all).
+
+    In-place writes (object stores) also recover from two refusals of their own making: a
+    copy the store reports damaged (its checksum of what it received differs from ours) is
+    replaced by the retry under that object's generation / ETag, and removed if every attempt
+    fails; a must-not-exist write planned from the manifest alone that finds an object
+    there (412) adopts it when it holds the source's bytes, else overwrites it under the
+    version it has (someone writing it meanwhile still makes the write fail)."""
     attempt = 0
+    overwrite_tried = False
     while True:
         attempt += 1
         try:
@@ -228,12 +241,30 @@ def stage(task: Task, ctx: StageContext) -> Outcome:
             return Outcome(task.seq, task.rel, ok=False, error=describe(exc), retryable=True,
                            attempts=attempt, gave_up=True)
         except Exception as exc:
+            in_place = task.part is None and ctx.staged_path(task.rel) is None
+            damaged = getattr(exc, "version", None) if in_place else None
+            if damaged:
+                task = replace(task, action="update", dst_version=damaged)
+            if (in_place and isinstance(exc, PreconditionFailed) and task.action == "copy"
+                    and not task.dst_listed and not overwrite_tried):
+                overwrite_tried = True
+                found = _existing_version(task, ctx)
+                if found is not None:
+                    adopted = adopt_previous_attempt(task, ctx)
+                    if adopted is not None:
+                        adopted.attempts = attempt
+                        return adopted
+                    task = replace(task, action="update", dst_version=found)
+                    continue
             retryable = is_retryable(exc)
             pause = ctx.retry_backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())
             # no retry that would start after the run's deadline: it could not finish in time
             if retryable and attempt <= ctx.retries and not ctx.past_deadline(pause):
                 time.sleep(pause)
                 continue
+            if damaged:
+                with contextlib.suppress(Exception):  # nothing damaged stays under the final name
+                    ctx.dst_fs.delete_version(ctx.dst_path(task.rel), damaged)
             return Outcome(task.seq, task.rel, ok=False, error=describe(exc),
                            retryable=retryable, side=getattr(exc, "side", None), attempts=attempt)
 
@@ -249,6 +280,12 @@ def _on(side: str, fs: FileSystem, path: str) -> Iterator[None]:
         if err is exc:
             raise
         raise err from exc
+
+
+def _existing_version(task: Task, ctx: StageContext) -> str | None:
+    """The version of the object at the task's final name, if one is there."""
+    info = ctx.dst_fs.stat(ctx.dst_path(task.rel))
+    return info.version if info is not None and info.kind == FILE and info.version else None
 
 
 def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
@@ -441,9 +478,16 @@ def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | N
     the CRC32C of what was read. Returns True when the content was compared by checksum
     (the store's own CRC32C, or a re-read when ``ctx.verify``), False for size only."""
     info = ctx.dst_fs.stat(staged)
+
+    def mismatch(text: str) -> VerificationError:
+        err = VerificationError(f"staged copy of {rel}: {text}")
+        if info is not None and not ctx.dst_fs.capabilities.atomic_rename:
+            err.version = info.version  # written in place: the retry replaces this object
+        return err
+
     if info is None or info.size != size:
         got = "nothing" if info is None else f"{info.size} bytes"
-        raise VerificationError(f"staged copy of {rel}: expected {size} bytes, found {got}")
+        raise mismatch(f"expected {size} bytes, found {got}")
     if crc_value is None:
         return False
     stored = info.checksum if info.checksum and info.checksum.startswith("crc32c:") else None
@@ -452,15 +496,14 @@ def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | N
         stored = ctx.dst_fs.checksum(staged, "crc32c")  # HDFS: COMPOSITE-CRC32C, one call
     if stored:
         if stored != crc.format_crc32c(crc_value):
-            raise VerificationError(f"staged copy of {rel}: store checksum {stored} != "
-                                    f"{crc.format_crc32c(crc_value)}")
+            raise mismatch(f"store checksum {stored} != {crc.format_crc32c(crc_value)}")
         if not ctx.checksum:
             return True
     if not ctx.verify:
         return False
     again = crc.file_crc32c(ctx.dst_fs, staged, ctx.chunk_size)
     if again != crc_value:
-        raise VerificationError(f"staged copy of {rel}: checksum mismatch on re-read")
+        raise mismatch("checksum mismatch on re-read")
     return True
 
 

@@ -195,6 +195,11 @@ class FileSystem(ABC):
     def delete_file(self, path: str) -> None:
         """Remove a file; a missing file is not an error."""
 
+    def delete_version(self, path: str, version: str) -> None:
+        """Remove the file at ``path`` only while it is still ``version`` (the generation or
+        ETag a write returned), where the store has conditional deletes."""
+        self.delete_file(path)
+
     def delete_dir(self, path: str) -> None:
         """Remove an empty directory; a missing or non-empty one is left alone."""
 

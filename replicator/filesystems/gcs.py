@@ -17,6 +17,7 @@ endpoint, no auth), ``GOOGLE_APPLICATION_CREDENTIALS`` / application default cre
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -29,6 +30,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from replicator import checksum as crc
 from replicator.errors import FatalError, PreconditionFailed, RetryableError
 from replicator.filesystems._common import (
     ChunkReader,
@@ -84,6 +86,10 @@ class _GCSWriter(ObjectWriter):
         self.session: str | None = None
         self.done = False
         self.result: dict | None = None
+        self.crc = 0  # CRC32C of every byte written, sent with the upload
+
+    def _crc_b64(self) -> str:
+        return base64.b64encode(self.crc.to_bytes(4, "big")).decode()
 
     def _params(self, upload_type: str) -> dict[str, str]:
         params = {"uploadType": upload_type}
@@ -98,6 +104,7 @@ class _GCSWriter(ObjectWriter):
         return res
 
     def write(self, data: bytes | memoryview) -> None:
+        self.crc = crc.extend(self.crc, data)
         self.buf += data
         while len(self.buf) > self.chunk:
             self._send(final=False)
@@ -122,7 +129,10 @@ class _GCSWriter(ObjectWriter):
         else:
             rng = f"bytes {start}-{start + n - 1}/*"
         body = bytes(self.buf[:n])
-        r = self.fs._request("PUT", self.session, data=body, headers={"Content-Range": rng},
+        headers = {"Content-Range": rng}
+        if final:  # the store checks the whole object's CRC32C and refuses damaged bytes
+            headers["x-goog-hash"] = f"crc32c={self._crc_b64()}"
+        r = self.fs._request("PUT", self.session, data=body, headers=headers,
                              ok=(200, 201, 308), what=f"upload gs://{self.path}")
         if final:
             if r.status_code == 308:
@@ -158,9 +168,11 @@ class _GCSWriter(ObjectWriter):
 
     def _multipart(self) -> None:
         boundary = "rpl" + uuid.uuid4().hex
+        resource = self._resource()
+        resource["crc32c"] = self._crc_b64()  # the store refuses the upload if bytes differ
         head = (
             f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
-            + json.dumps(self._resource())
+            + json.dumps(resource)
             + f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
         ).encode()
         body = head + bytes(self.buf) + f"\r\n--{boundary}--\r\n".encode()
@@ -480,6 +492,9 @@ class GCSFileSystem(ObjectStore, FileSystem):
                           what=f"delete gs://{path}")
         except FileNotFoundError:
             pass
+
+    def delete_version(self, path: str, version: str) -> None:
+        self.delete_file(path, generation=version)
 
     def copy(self, src: str, dst: str) -> None:
         """Server-side copy (rewrite) keeping metadata."""

@@ -181,9 +181,11 @@ class _S3Writer(ObjectWriter):
                 expected = f'"{joined}-{len(self.parts)}"'
             self.etag = r.get("ETag")
             if self.etag and self.etag != expected:
-                raise VerificationError(
+                err = VerificationError(
                     f"s3://{self.path}: store ETag {self.etag} differs from the {expected} "
                     "computed while uploading")
+                err.version = self.etag  # the damaged object now live: replaced or removed
+                raise err
         except BaseException:
             self.abort()
             raise
@@ -433,6 +435,14 @@ class S3FileSystem(ObjectStore, FileSystem):
         except FileNotFoundError:
             pass
 
+    def delete_version(self, path: str, version: str) -> None:
+        bucket, key = split_bucket(path)
+        try:
+            self._call(f"delete s3://{path}", self._client().delete_object, Bucket=bucket,
+                       Key=key, IfMatch=version)
+        except (FileNotFoundError, PreconditionFailed):
+            pass  # gone, or replaced by someone else since: not ours to delete
+
     def copy(self, src: str, dst: str) -> None:
         sb, sk = split_bucket(src)
         db, dk = split_bucket(dst)
@@ -455,7 +465,7 @@ class S3FileSystem(ObjectStore, FileSystem):
         body = b"".join(chunks)  # one part in memory: bounded by the part size
         r = self._call(f"upload s3://{handle['path']}", self._client().upload_part,
                        Bucket=bucket, Key=key, UploadId=handle["upload_id"],
-                       PartNumber=index + 1, Body=body)
+                       PartNumber=index + 1, Body=body, ContentMD5=_content_md5(body)[1])
         return {"index": index, "offset": offset, "size": len(body), "etag": r["ETag"]}
 
     def complete_parallel_write(self, handle: dict, parts: list[dict]) -> None:

@@ -313,3 +313,21 @@ def test_excluded_paths_survive_delete_runs_and_update_later(kind, remote, tmp_p
     r = plain(tmp_path, str(src), "dst:/")
     assert r.ok, r.failures
     assert objects(b.fs, b.root) == local_tree(src)
+
+
+# ------------------------------------------------------------ 4: a manifest that lost a row
+@pytest.mark.parametrize("kind", ["gs", "s3"])
+def test_object_unknown_to_the_manifest_is_adopted_or_overwritten(kind, remote, tmp_path):
+    b, _env = remote(kind)
+    src = tmp_path / "src"
+    _tree(src, 4)
+    assert plain(tmp_path, str(src), "dst:/").ok
+    db = sqlite3.connect(tmp_path / "state.db")
+    with db:
+        db.execute("DELETE FROM files WHERE path IN ('d0/f0.bin', 'd1/f1.bin')")
+    db.close()
+    _update(src, ["d1/f1.bin"], b"new-")  # f0 unchanged (adopted), f1 changed (overwritten)
+    report = plain(tmp_path, str(src), "dst:/")
+    assert report.ok and report.files_failed == 0, report.failures
+    assert objects(b.fs, b.root) == local_tree(src)
+    assert plain(tmp_path, str(src), "dst:/").files_copied == 0
