@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from replicator import checksum as crc
 from replicator.errors import (
@@ -41,6 +41,7 @@ from replicator.filters import TEMP_PREFIX
 from replicator.progress import Progress
 
 NAME_MAX = 255
+E = TypeVar("E", bound=BaseException)
 
 
 def temp_name(final: str, run_id: str) -> str:
@@ -242,10 +243,11 @@ def stage(task: Task, ctx: StageContext) -> Outcome:
                            attempts=attempt, gave_up=True)
         except Exception as exc:
             in_place = task.part is None and ctx.staged_path(task.rel) is None
-            damaged = getattr(exc, "version", None) if in_place else None
+            bad_copy = _cause(exc, VerificationError)
+            damaged = bad_copy.version if in_place and bad_copy is not None else None
             if damaged:
                 task = replace(task, action="update", dst_version=damaged)
-            if (in_place and isinstance(exc, PreconditionFailed) and task.action == "copy"
+            if (in_place and _cause(exc, PreconditionFailed) is not None and task.action == "copy"
                     and not task.dst_listed and not overwrite_tried):
                 overwrite_tried = True
                 found = _existing_version(task, ctx)
@@ -280,6 +282,16 @@ def _on(side: str, fs: FileSystem, path: str) -> Iterator[None]:
         if err is exc:
             raise
         raise err from exc
+
+
+def _cause(exc: BaseException | None, cls: type[E]) -> E | None:
+    """``exc`` or the error it wraps (an error given its side keeps the original as its
+    cause) if it is a ``cls``."""
+    while exc is not None:
+        if isinstance(exc, cls):
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 def _existing_version(task: Task, ctx: StageContext) -> str | None:

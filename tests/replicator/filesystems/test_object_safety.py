@@ -111,12 +111,12 @@ def _update(src: Path, rels: list[str], tag: bytes) -> None:
 POINTS = {
     "gs": ["replicator.filesystems.gcs:_GCSWriter.close:before:3",
            "replicator.filesystems.gcs:_GCSWriter.close:after:3",
-           "replicator.manifest:StateStore.journal_staged:after:1",
-           "replicator.manifest:StateStore.record:before:1"],
+           "replicator.state.base:StateStore.journal_staged:after:1",
+           "replicator.engine:_Run._publish:after:1"],
     "s3": ["replicator.filesystems.s3:_S3Writer.close:before:3",
            "replicator.filesystems.s3:_S3Writer.close:after:3",
-           "replicator.manifest:StateStore.journal_staged:after:1",
-           "replicator.manifest:StateStore.record:before:1"],
+           "replicator.state.base:StateStore.journal_staged:after:1",
+           "replicator.engine:_Run._publish:after:1"],
 }
 
 
