@@ -157,3 +157,31 @@ def test_delete_with_exclude_keeps_manifest_rows_of_excluded_paths(tmp_path, run
     db.close()
     assert "keep.log" in paths
     assert (dst / "keep.log").exists()
+
+
+# ---------------------------------------------------------------- one run per pair
+def test_second_run_of_a_pair_through_a_symlinked_destination_is_refused(tmp_path, run_cli):
+    import time
+
+    from tests.replicator.conftest import cli_command
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(4):
+        write(src / f"f{i}.bin", os.urandom(1 << 20), T0)
+    dst.mkdir()
+    (tmp_path / "dst-link").symlink_to(dst)
+    state = str(tmp_path / "s.db")
+    first = subprocess.Popen(cli_command("copy", str(src), str(dst), "--state", state,
+                                         "--bandwidth", "1", "--workers", "1", "-q"),
+                             env=run_cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not temp_names(dst) and not any(dst.iterdir()):  # the first run is copying
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        second = run_cli("copy", str(src), str(tmp_path / "dst-link"), "--state", state)
+        assert second.returncode == 1 and "another replicator run" in second.stderr, second.stderr
+    finally:
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert tree(dst) == tree(src)
