@@ -182,6 +182,6 @@ def test_second_run_of_a_pair_through_a_symlinked_destination_is_refused(tmp_pat
         second = run_cli("copy", str(src), str(tmp_path / "dst-link"), "--state", state)
         assert second.returncode == 1 and "another replicator run" in second.stderr, second.stderr
     finally:
-        out, err = first.communicate(timeout=300)
+        _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert tree(dst) == tree(src)
