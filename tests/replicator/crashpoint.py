@@ -3,7 +3,9 @@
 ``python -m tests.replicator.crashpoint SPEC_JSON`` where the spec is
 ``{"src": ..., "dst": ..., "options": {CopyOptions fields}, "crash": "module:Qual.name:when:n"}``:
 the ``n``-th call (1-based, counted across threads) of ``Qual.name`` in ``module`` kills the
-process ``before`` it runs or ``after`` it returned. Without ``crash`` it is a plain run.
+process ``before`` it runs or ``after`` it returned; ``pause`` instead creates the file
+``spec["paused"]`` and waits (at most 10 minutes) until ``spec["release"]`` exists, then runs
+the call. Without ``crash`` it is a plain run.
 The report is printed as JSON on the last line of stdout.
 """
 
@@ -16,9 +18,10 @@ import os
 import signal
 import sys
 import threading
+import time
 
 
-def install(point: str) -> None:
+def install(point: str, paused: str | None = None, release: str | None = None) -> None:
     module_name, qual, when, nth = point.split(":")
     target = importlib.import_module(module_name)
     owner_path, _, attr = qual.rpartition(".")
@@ -38,6 +41,11 @@ def install(point: str) -> None:
     @functools.wraps(real)
     def wrapper(*args, **kw):
         fire = hit()
+        if fire and when == "pause":
+            open(paused, "w").close()  # type: ignore[arg-type]
+            deadline = time.monotonic() + 600
+            while not os.path.exists(release) and time.monotonic() < deadline:  # type: ignore[arg-type]
+                time.sleep(0.02)
         if fire and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         result = real(*args, **kw)
@@ -51,7 +59,7 @@ def install(point: str) -> None:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     if spec.get("crash"):
-        install(spec["crash"])
+        install(spec["crash"], spec.get("paused"), spec.get("release"))
     from replicator import api
     from replicator.options import CopyOptions
 

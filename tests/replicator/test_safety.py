@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.replicator.conftest import REPO, temp_names, tree, write
@@ -161,27 +162,28 @@ def test_delete_with_exclude_keeps_manifest_rows_of_excluded_paths(tmp_path, run
 
 # ---------------------------------------------------------------- one run per pair
 def test_second_run_of_a_pair_through_a_symlinked_destination_is_refused(tmp_path, run_cli):
-    import time
-
-    from tests.replicator.conftest import cli_command
-
     src, dst = tmp_path / "src", tmp_path / "dst"
-    for i in range(4):
-        write(src / f"f{i}.bin", os.urandom(1 << 20), T0)
+    _sample(src)
     dst.mkdir()
     (tmp_path / "dst-link").symlink_to(dst)
-    state = str(tmp_path / "s.db")
-    first = subprocess.Popen(cli_command("copy", str(src), str(dst), "--state", state,
-                                         "--bandwidth", "1", "--workers", "1", "-q"),
-                             env=run_cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    paused, release = tmp_path / "paused", tmp_path / "release"
+    # the first run holds the pair and stops just before its first publish, until released
+    spec = {"src": str(src), "dst": str(dst), "paused": str(paused), "release": str(release),
+            "crash": "replicator.filesystems.local:LocalFileSystem.rename:pause:1",
+            "options": {"state_path": str(tmp_path / "state.db")}}
+    env = dict(os.environ, PYTHONPATH=str(REPO), REPLICATOR_HOME=str(tmp_path / "home"))
+    first = subprocess.Popen([sys.executable, "-m", "tests.replicator.crashpoint", json.dumps(spec)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not temp_names(dst) and not any(dst.iterdir()):  # the first run is copying
+        deadline = time.monotonic() + 300
+        while not paused.exists():
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.05)
-        second = run_cli("copy", str(src), str(tmp_path / "dst-link"), "--state", state)
+        second = run_cli("copy", str(src), str(tmp_path / "dst-link"),
+                         "--state", str(tmp_path / "state.db"))
         assert second.returncode == 1 and "another replicator run" in second.stderr, second.stderr
     finally:
+        release.touch()
         _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert tree(dst) == tree(src)
