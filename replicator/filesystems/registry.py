@@ -152,6 +152,12 @@ def resolve(uri: str) -> tuple[FileSystem, str]:
         remotes = load_remotes()
         if m.group(1) in remotes:
             return _resolve_remote(m.group(1), m.group(2), remotes[m.group(1)])
+        if m.group(1).lower() in set(known_schemes()) - {"file"}:
+            # "hdfs:data/x" is neither a URI nor a remote: refuse it rather than copy into a
+            # local directory named "hdfs:data"
+            scheme = m.group(1).lower()
+            raise UsageError(f"{uri}: a {scheme} URI needs '//' and an absolute path, e.g. "
+                             f"{scheme}://host/path (or define a remote named {m.group(1)!r})")
     scheme, _ = split_scheme(uri)
     if scheme == "file" and not uri.startswith("file://"):
         uri = "file://" + os.path.abspath(os.path.expanduser(uri))

@@ -317,3 +317,26 @@ def test_preserve_owner_group_replication_blocksize_between_clusters(
     result = run_cli("verify", "onprem:", "plain:", "--json")
     assert result.returncode == 0, result.stdout
     assert result.report["checksums"] == {"source": {"stored": 1}, "destination": {"stored": 1}}
+
+
+def test_paged_listing_of_a_large_directory(hdfs_cluster):
+    """The NameNode answers a listing in pages of dfs.ls.limit (1000) entries: hdfs-native
+    pages on, WebHDFS LISTSTATUS gathers them; both see all 1100."""
+    import hdfs_native
+
+    from replicator.filesystems.hdfs import HDFSFileSystem
+    from replicator.filesystems.webhdfs import WebHDFSFileSystem
+
+    root = hdfs_cluster.fresh_dir("paged")
+    client = hdfs_native.Client(hdfs_cluster.hdfs)
+    client.mkdirs(f"{root}/big", create_parent=True)
+    names = {f"f-{i:04d} ü.txt" for i in range(1100)}
+    for name in names:
+        client.create(f"{root}/big/{name}").close()
+    host, port = hdfs_cluster.webhdfs.removeprefix("http://").split(":")
+    web = WebHDFSFileSystem(host=host, port=int(port))
+    native = HDFSFileSystem(url=hdfs_cluster.hdfs, client="native")
+    for fs in (web, native):
+        listed = fs.list_dir(f"{root}/big")
+        assert sorted(i.name for i in listed) == sorted(names)
+        assert {i.size for i in listed} == {0}

@@ -92,3 +92,14 @@ def test_dead_namenode_fails_fast():
         fs.list_dir("/")
     assert is_retryable(info.value)
     assert time.monotonic() - start < 5
+
+
+def test_scheme_without_slashes_is_refused_not_copied_locally(tmp_path, run_cli):
+    """``hdfs:data/x`` once became a local directory named ``hdfs:data`` in the working dir."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"x")
+    for uri in ("hdfs:relative/dir", "gs:bucket/x", "webhdfs:nn/x"):
+        result = run_cli("copy", str(tmp_path / "src"), uri)
+        assert result.returncode == 2, result.stdout
+        assert "needs '//' and an absolute path" in result.stderr
+        assert not (tmp_path / uri.split("/")[0]).exists()
