@@ -373,7 +373,8 @@ class _Run:
             xpass.divert()
         counts = self._decide(store, scratch, pair_id, dst_listed)
         if xpass and opts.delete:
-            counts["delete"] += xpass.plan_deletes()
+            counts["delete"] += xpass.plan_deletes(report.actions if opts.dry_run else None,
+                                                   MAX_ACTIONS_LISTED)
         n_delete = counts["delete"]
         share, count = parse_max_delete(opts.max_delete)
         if n_delete:

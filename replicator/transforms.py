@@ -600,7 +600,7 @@ class TransformPass:
                     JOIN {table} f ON f.path > x.out || '/' AND f.path < x.out || '0'
                     WHERE x.is_dir = 1""", (OWNED,))
 
-    def plan_deletes(self) -> int:
+    def plan_deletes(self, actions: list | None = None, cap: int = 10_000) -> int:
         """With ``--delete``: a destination file at a transformed source's own name (a plain
         copy made before the chain was set) is no output of anything: delete it. Adds the
         rows to the run's work list (after :meth:`divert` and the plain diff); returns how many."""
@@ -609,6 +609,9 @@ class TransformPass:
             FROM xform x JOIN dst d ON d.path = x.path WHERE d.kind = 'f'""").fetchall()
         if rows:
             self.scratch.add_work(rows)
+        if actions is not None:  # a dry run lists them with the other work
+            actions.extend({"action": "delete", "path": r[1], "kind": r[2], "size": r[3]}
+                           for r in rows[:max(0, cap - len(actions))])
         return len(rows)
 
     def _refuse(self, path: str, error: str) -> None:

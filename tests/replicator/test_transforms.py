@@ -171,6 +171,9 @@ def test_chain_added_to_an_existing_replica(tmp_path: Path) -> None:
     zipped = gzip.compress(b"x")
     write(src / "x.csv.gz", zipped, T0)
     assert api.copy(str(src), str(dst), opts(tmp_path)).files_copied == 1
+    planned = api.plan(str(src), str(dst), opts(tmp_path, "gunzip", delete=True, max_delete="100%"))
+    assert sorted((a["action"], a["path"]) for a in planned.actions) == [
+        ("delete", "x.csv.gz"), ("update", "x.csv.gz")]
     rep = api.copy(str(src), str(dst), opts(tmp_path, "gunzip", delete=True, max_delete="100%"))
     assert rep.ok and rep.files_copied == 1 and rep.files_deleted == 1
     assert tree(dst) == {"x.csv": b"x"}
