@@ -1,5 +1,10 @@
 """The one place the code location's ``Definitions`` is assembled (``workspace.yaml`` loads it).
 
+Each dataset kind builds its own ``Definitions`` (``replication/``, ``landing/``, ``hive/``,
+each in its ``definitions.py``); this module only merges them and applies what holds for the
+whole code location: the resources every kind shares and the shared run-status notification
+sensors (``sensors/``).
+
 Import reads ``replication.yaml`` next to the repository root and nothing else: no network
 call and no environment read at import; resources resolve their ``EnvVar`` fields at run time.
 """
@@ -11,17 +16,30 @@ from pathlib import Path
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec, load_spec
-from platform_assets.factory import build_replication_assets
-from platform_assets.hive import build_hive_bundle, build_hive_resource
-from platform_assets.landing import build_landing
+from platform_assets.datasets import resolve
+from platform_assets.hive.definitions import build_defs as hive_defs
+from platform_assets.landing.definitions import build_defs as landing_defs
+from platform_assets.replication.definitions import build_defs as replication_defs
+from platform_assets.replication.names import (
+    TAG_AUDIT_FILE,
+    TAG_DATASET,
+    TAG_PARTITION,
+    TAG_TRIGGER,
+)
+from resources.hive import HiveMetastoreResource
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
-from sensors.audit import build_audit_sensor
-from sensors.change import build_change_sensor
 from sensors.notify import build_notification_sensors
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "replication.yaml"
 ENV_PREFIX = "env:"
+# event field of a run notification -> the run tags that fill it, first present wins
+NOTIFICATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "dataset": (TAG_DATASET,),
+    "partition": (TAG_PARTITION, "dagster/partition"),
+    "trigger": (TAG_TRIGGER,),
+    "audit_file": (TAG_AUDIT_FILE,),
+}
 
 
 def _setting(value: str, *, resolve_path: ReplicationSpec | None = None) -> str | dg.EnvVar:
@@ -51,7 +69,10 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
                                     outbox_path=_setting(n.outbox, resolve_path=spec))
     else:
         notifier = NotifierResource(kind="jsonl", outbox_path=_setting(n.outbox, resolve_path=spec))
-    hive = build_hive_resource(spec, str(_setting(p.hive_home, resolve_path=spec)))
+    hive = HiveMetastoreResource(
+        home=str(_setting(p.hive_home, resolve_path=spec)),
+        metastores={name: c.hive_metastore for name, c in spec.clusters.items() if c.hive_metastore},
+    )
     return {"replicator": replicator, "notifier": notifier, "hive": hive}
 
 
@@ -59,39 +80,16 @@ def build_definitions(
     spec_path: str | Path = SPEC_PATH, *, spec: ReplicationSpec | None = None
 ) -> dg.Definitions:
     spec = spec or load_spec(spec_path)
-    ra = build_replication_assets(spec)
-    sensors: list[dg.SensorDefinition] = [build_change_sensor(spec, ra)]
-    if spec.platform.audit is not None:
-        sensors.append(build_audit_sensor(spec, ra.copy_jobs))
-    sensors.extend(build_notification_sensors(outbox=spec.platform.notifier.kind == "kafka"))
-    landing = build_landing(spec)
-    sensors.extend(landing.sensors)
-
-    hive = build_hive_bundle(spec)
-    sensors.extend(hive.sensors)
-    jobs: list[dg.UnresolvedAssetJobDefinition] = [*ra.copy_jobs, *landing.jobs, *hive.jobs]
-    schedules: list[dg.ScheduleDefinition] = []
-
-    def scheduled(name: str, schedule: str, cron: str, selection: dg.AssetSelection,
-                  description: str) -> None:
-        job = dg.define_asset_job(name, selection=selection, description=description)
-        jobs.append(job)
-        schedules.append(dg.ScheduleDefinition(
-            name=schedule, job=job, cron_schedule=cron,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-        ))
-
-    if ra.checks:
-        scheduled("replication_lag_checks", "replication_lag_schedule", "5 * * * *",
-                  dg.AssetSelection.checks(*ra.checks),
-                  "Is any replica partition older than its source?")
-    return dg.Definitions(
-        assets=[*ra.sources, *ra.replicas, *landing.assets, *hive.assets],
-        asset_checks=ra.checks,
-        sensors=sensors,
-        jobs=jobs,
-        schedules=schedules,
-        resources=build_resources(spec),
+    rs = resolve(spec)
+    return dg.Definitions.merge(
+        replication_defs(rs),
+        landing_defs(spec),
+        hive_defs(rs),
+        dg.Definitions(
+            sensors=build_notification_sensors(
+                NOTIFICATION_FIELDS, outbox=spec.platform.notifier.kind == "kafka"),
+            resources=build_resources(spec),
+        ),
     )
 
 

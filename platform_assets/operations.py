@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec
-from platform_assets.factory import copy_pool
+from platform_assets.replication.names import copy_pool
 
 
 def pool_limits(spec: ReplicationSpec) -> dict[str, int]:

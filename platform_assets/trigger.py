@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from platform_assets.config import UNPARTITIONED_KEY, ReplicationSpec, SpecError, load_spec
+from platform_assets.replication.names import TAG_TRIGGER
 from replicator.secrets import redact, register_secret
 
 log = logging.getLogger("platform_assets.trigger")
 PARTITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9=._/-]{0,199}$")
 MAX_BODY = 64 * 1024
-TAG_TRIGGER = "replication/trigger"
 
 
 class TriggerRefused(Exception):
@@ -61,7 +61,7 @@ class Launch:
 def plan_launch(spec: ReplicationSpec, dataset: Any, partition: Any) -> Launch:
     """Which job to launch, with which tags, for ``dataset``/``partition``; refuses anything
     not in the allow-list or malformed."""
-    from platform_assets.landing import TAG_BATCH, TAG_LANDING, landing_job_name
+    from platform_assets.landing.names import TAG_BATCH, TAG_LANDING, landing_job_name
 
     if spec.trigger is None:
         raise TriggerRefused(403, "no trigger section in the replication spec: nothing may be triggered")
@@ -87,7 +87,8 @@ def plan_launch(spec: ReplicationSpec, dataset: Any, partition: Any) -> Launch:
                                           "expected letters, digits, '.', '_' or '-'")
             tags[TAG_BATCH] = partition
         return Launch(landing_job_name(dataset), tags, dataset, partition)
-    from platform_assets.factory import copy_job_name, copy_run_tags
+    from platform_assets.replication.names import copy_job_name
+    from platform_assets.replication.requests import copy_run_tags
 
     ds = spec.datasets[dataset]
     if ds.partitioned and not partition:

@@ -121,7 +121,9 @@ def walk(
     ``held`` (left alone: neither copied nor, at the destination, deleted).
     Symlinks are skipped (and counted) unless ``copy_links``; then they are followed,
     and a link to one of its own ancestors is refused as a loop.
-    Raises UsageError if ``root`` is missing or not a directory.
+    ``workers=0`` lists in the calling thread (no thread pool: cheaper for the many small
+    trees a change sensor fingerprints). Raises UsageError if ``root`` is missing or not a
+    directory.
     """
     stats = stats if stats is not None else ListingStats()
     now_ns = now_ns if now_ns is not None else time.time_ns()
@@ -214,12 +216,13 @@ def walk(
     # finished listings never pile up in memory however wide the tree is
     todo: deque[tuple[str, str, frozenset]] = deque([(root, "", root_ancestors)])
     limit = 2 * max(1, workers)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="list")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") if workers > 0 else None
+    submit = pool.submit if pool is not None else (lambda fn, *args: fn(*args))
     try:
         outstanding = 0
         while todo or outstanding:
             while todo and outstanding < limit:
-                pool.submit(task, *todo.pop())
+                submit(task, *todo.pop())
                 outstanding += 1
             path, listed, exc = results.get()
             outstanding -= 1
@@ -247,4 +250,5 @@ def walk(
             if listed.batch:
                 yield listed.batch
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

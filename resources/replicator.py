@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from replicator.options import CopyOptions
+from replicator.progress import Progress
 from replicator.report import RunReport
 
 
@@ -62,10 +63,11 @@ class ReplicatorResource(dg.ConfigurableResource):
             retries=self.retries,
         ).validated()
 
-    def copy(self, source: str, destination: str, options: CopyOptions) -> RunReport:
+    def copy(self, source: str, destination: str, options: CopyOptions,
+             progress: Progress | None = None) -> RunReport:
         from replicator.api import copy
 
-        return copy(source, destination, options)
+        return copy(source, destination, options, progress=progress)
 
     def verify(self, source: str, destination: str):  # -> replicator VerifyReport
         from replicator.api import verify

@@ -47,9 +47,11 @@ def main() -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     import dagster as dg
 
-    from platform_assets import hive as ph
     from platform_assets.config import load_spec
+    from platform_assets.datasets import resolve
     from platform_assets.definitions import build_definitions, build_resources
+    from platform_assets.hive.names import hive_table_key, sync_job_name
+    from platform_assets.hive.sensors import copy_slave_requests
     from platform_assets.runner import QUIET, execute_run_request
 
     spec = load_spec(REPO / "replication.yaml")
@@ -68,7 +70,7 @@ def main() -> int:
     print(f"== {db}.{table}: import on {source!r}, replicate to {remote!r} "
           f"(mode {ds.mode}, {'incremental' if ds.incremental else 'full load'}; "
           "two metastores, two Spark processes)")
-    job = defs.resolve_job_def(ph.sync_job_name(DATASET))
+    job = defs.resolve_job_def(sync_job_name(DATASET))
     ok = True
     for partition, rows in PARTITIONS:
         cfg = {**QUIET, "ops": {f"{source}__{DATASET}__import": {"config": {"rows": rows}}}}
@@ -79,7 +81,7 @@ def main() -> int:
         print(f"  run {res.run_id[:8]} {partition}: {'ok' if res.success else 'FAILED'} "
               f"({' -> '.join(steps)})")
 
-    etl = ph.copy_slave_requests(spec, instance)
+    etl = copy_slave_requests(resolve(spec), instance)
     for req in etl:
         res = execute_run_request(defs, instance, req, quiet=True)
         ok &= res.success
@@ -93,7 +95,7 @@ def main() -> int:
     print(f"{db}.{table} on {remote} (copy_slave={info['properties'].get('copy_slave')}), "
           f"location {info['location']}")
     print(f"  {'partition':<14} {'rows ' + source:>12} {'rows ' + remote:>9}  copy_finished (UTC)")
-    key = ph.hive_table_key(DATASET, remote)
+    key = hive_table_key(DATASET, remote)
     latest: dict[str, float] = {}
     for rec in instance.fetch_materializations(key, limit=100).records:
         md = rec.asset_materialization.metadata if rec.asset_materialization else {}

@@ -48,8 +48,8 @@ def main() -> int:
 
     from platform_assets.config import load_spec
     from platform_assets.definitions import build_definitions, build_resources
-    from platform_assets.landing import landing_paths
-    from sensors.landing import landing_sensor_name
+    from platform_assets.landing.batches import landing_paths
+    from platform_assets.landing.names import landing_sensor_name
 
     spec = load_spec(REPO / "replication.yaml")
     name = "orders"

@@ -57,16 +57,18 @@ def main() -> int:
     import dagster as dg
 
     from platform_assets.config import load_spec
+    from platform_assets.datasets import resolve
     from platform_assets.definitions import build_definitions
-    from platform_assets.factory import missing_dynamic_partitions, replica_keys
     from platform_assets.operations import apply_pool_limits
+    from platform_assets.replication.audit_sensor import AuditState, evaluate_audit
+    from platform_assets.replication.change_sensor import ChangeState, evaluate_changes
+    from platform_assets.replication.requests import missing_dynamic_partitions
     from platform_assets.runner import QUIET, apply_sensor_result
-    from sensors.audit import AuditState, evaluate_audit
-    from sensors.change import ChangeState, evaluate_changes
 
     spec = load_spec(REPO / "replication.yaml")
-    events_src = Path(spec.endpoint_uri(spec.datasets["events"].source))
-    customers_src = Path(spec.endpoint_uri(spec.datasets["customers"].source))
+    rs = resolve(spec)
+    events_src = Path(rs["events"].source_root)
+    customers_src = Path(rs["customers"].source_root)
     audit_dir = Path(spec.resolve_location(spec.platform.audit.dir))
     # start from scratch: only what this demo owns
     for path in (events_src, customers_src, DEMO / "gcs", DEMO / "dr", audit_dir,
@@ -83,11 +85,11 @@ def main() -> int:
     apply_pool_limits(instance, spec)
 
     def change_tick(state: ChangeState) -> tuple[ChangeState, list]:
-        ev = evaluate_changes(spec, state, instance=instance)
+        ev = evaluate_changes(rs, state, instance=instance)
         result = dg.SensorResult(
             run_requests=ev.run_requests,
             asset_events=ev.observations,  # the source partitions' data versions
-            dynamic_partitions_requests=missing_dynamic_partitions(spec, instance, ev.new_partitions),
+            dynamic_partitions_requests=missing_dynamic_partitions(rs, instance, ev.new_partitions),
         )
         launched = apply_sensor_result(defs, instance, result,
                                        sensor_name="replication_change_sensor", quiet=True)
@@ -107,7 +109,7 @@ def main() -> int:
     time.sleep(0.05)
     _folder(events_src, "folder_3", 400)
     _folder(events_src, "folder_4", 500)
-    gcs_events = spec.endpoint_uri(spec.target("events", "gcs"))
+    gcs_events = rs["events"].target("gcs").root
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     audit_name = f"{spec.platform.audit.prefix}{stamp}"
     _write(audit_dir / audit_name, "\n".join([
@@ -116,7 +118,7 @@ def main() -> int:
         f"{events_src}/../../etc {gcs_events}/etc",
     ]) + "\n")
     state, wave2 = change_tick(state)
-    ev = evaluate_audit(spec, AuditState(), instance)
+    ev = evaluate_audit(rs, AuditState(), instance)
     for rejections in ev.rejected.values():
         for r in rejections:
             print(f"  audit sensor: {audit_name} line {r.line_no} refused: {r.reason}")
@@ -124,7 +126,7 @@ def main() -> int:
         run_requests=ev.run_requests, dynamic_partitions_requests=ev.dynamic_partitions_requests),
         sensor_name="replication_audit_file_sensor", quiet=True)
     if launched:
-        ev = evaluate_audit(spec, ev.state, instance)
+        ev = evaluate_audit(rs, ev.state, instance)
     print(f"  audit sensor: {len(launched)} extra copies needed; archived: {', '.join(ev.archived) or 'none'}")
 
     # run the lag checks so the UI shows them (source data versions come from the change sensor)
@@ -136,7 +138,7 @@ def main() -> int:
     print(f"{'asset':<16} {'partition':<10} {'copy_finished (UTC)':<24} {'files':>5} {'bytes':>8}")
     print("-" * 67)
     for d in sorted(spec.datasets):
-        for key in replica_keys(spec, d):
+        for key in rs[d].replica_keys:
             latest: dict[str, dict] = {}
             for rec in instance.fetch_materializations(key, limit=1000).records:
                 latest.setdefault(rec.partition_key or "all", rec.asset_materialization.metadata)

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from platform_assets.definitions import build_definitions
-from platform_assets.factory import partitions_def_name
+from platform_assets.replication.names import partitions_def_name
 from resources.replicator import ReplicatorResource
 from tests.fixtures.platform import make_platform
 

@@ -10,7 +10,7 @@ import pytest
 
 from platform_assets.config import SpecError
 from platform_assets.definitions import build_definitions
-from platform_assets.factory import partitions_def_name
+from platform_assets.replication.names import partitions_def_name
 from resources.replicator import ReplicatorResource
 from tests.fixtures.platform import SPEC_TEMPLATE, make_platform
 

@@ -104,3 +104,39 @@ def test_spec_without_audit_has_no_audit_sensor(tmp_path) -> None:
     assert {s.name for s in defs.sensors} == {
         "replication_change_sensor", "notify_run_success", "notify_run_failure",
     }
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_layout_one_folder_per_kind_and_no_imports_back_and_forth() -> None:
+    """platform_assets/ has one folder per dataset kind, each with its own definitions.py;
+    sensors/ and resources/ never import platform_assets/ (it imports them), resources/ never
+    imports sensors/; the second tree walker is gone."""
+    pa = REPO / "platform_assets"
+    for kind in ("replication", "landing", "hive"):
+        assert (pa / kind / "definitions.py").is_file(), kind
+    assert not (pa / "listing.py").exists() and not (pa / "factory.py").exists()
+    for package, forbidden in (("sensors", ("platform_assets",)),
+                               ("resources", ("platform_assets", "sensors"))):
+        for path in sorted((REPO / package).rglob("*.py")):
+            bad = {m for m in _imports(path) if m.split(".")[0] in forbidden}
+            assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+    # only the root definitions module assembles across kinds
+    for path in sorted(pa.rglob("definitions.py")):
+        if path.parent == pa:
+            continue
+        others = {m for m in _imports(path)
+                  if m.startswith("platform_assets.") and m.split(".")[1] in ("replication", "landing", "hive")
+                  and m.split(".")[1] != path.parent.name}
+        assert others <= {"platform_assets.replication.assets"}, (path, others)

@@ -16,8 +16,10 @@ import dagster as dg
 import pytest
 import requests
 
+from platform_assets.datasets import resolve
 from platform_assets.definitions import build_definitions
-from platform_assets.factory import CHECK_LAG, evaluate_lag
+from platform_assets.replication.checks import evaluate_lag
+from platform_assets.replication.names import CHECK_LAG
 from platform_assets.runner import apply_sensor_result
 from tests.fixtures.platform import Platform, make_platform
 from tests.fixtures.postgres import PostgresServer, free_port
@@ -108,7 +110,7 @@ def test_second_tick_copies_only_the_changed_partition(flow) -> None:
     platform.write("events", "dt=2026-11-20", "d.csv", "d" * 10, age_s=30)
     key = dg.AssetKey(["gcs", "events"])
     spec = platform.spec
-    lag = evaluate_lag(spec, "events", spec.target("events", "gcs"), instance)
+    lag = evaluate_lag(resolve(spec)["events"], resolve(spec)["events"].target("gcs"), instance)
     assert not lag.passed and lag.metadata["lagging"].value == "dt=2026-11-20"
     result = defs.get_sensor_def(SENSOR)(
         dg.build_sensor_context(instance=instance, cursor=quiet.cursor, definitions=defs)
@@ -117,7 +119,7 @@ def test_second_tick_copies_only_the_changed_partition(flow) -> None:
     assert [r.partition for r in launched] == ["dt=2026-11-20"] and launched[0].success
     md = instance.fetch_materializations(key, limit=1).records[0].asset_materialization.metadata
     assert md["files_copied"].value == 1 and md["files_skipped"].value == 1
-    assert evaluate_lag(spec, "events", spec.target("events", "gcs"), instance).passed
+    assert evaluate_lag(resolve(spec)["events"], resolve(spec)["events"].target("gcs"), instance).passed
     assert CHECK_LAG == "replication_lag"
 
 

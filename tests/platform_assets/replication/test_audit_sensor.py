@@ -7,9 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from platform_assets.datasets import resolve
 from platform_assets.definitions import build_definitions, build_resources
+from platform_assets.replication.audit_sensor import AuditState, parse_audit_text
 from platform_assets.runner import apply_sensor_result
-from sensors.audit import AuditState, parse_audit_text
 from tests.fixtures.platform import Platform
 
 SENSOR = "replication_audit_file_sensor"
@@ -44,7 +45,7 @@ def test_every_bad_line_is_refused_with_its_reason_and_good_lines_proceed(platfo
         f"relative/dt=1 {gcs}/dt=1",                    # 12 relative path
         f"file://{src}/dt=1 file://{platform.root}/dr/events/dt=1",  # 13 good, URIs, dr target
     ])
-    accepted, rejected = parse_audit_text(spec, text)
+    accepted, rejected = parse_audit_text(resolve(spec), text)
     assert [(a.line_no, a.dataset, a.partition, a.target) for a in accepted] == [
         (3, "events", "dt=1", "gcs"), (13, "events", "dt=1", "dr"),
     ]

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec
-from platform_assets.landing import TAG_BATCH, TAG_LANDING, landing_job_name, notify_step
+from platform_assets.landing.batches import notify_step
+from platform_assets.landing.names import (
+    TAG_BATCH,
+    TAG_LANDING,
+    landing_job_name,
+    landing_sensor_name,
+)
 from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
@@ -134,10 +140,6 @@ def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState, stat
         tags={TAG_BATCH: batch, TAG_LANDING: name, "replication/trigger": "landing_sensor"},
     )
     return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key))
-
-
-def landing_sensor_name(name: str) -> str:
-    return f"landing_{name}_sensor"
 
 
 def build_landing_sensor(spec: ReplicationSpec, name: str, job) -> dg.SensorDefinition:

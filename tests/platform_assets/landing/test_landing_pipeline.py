@@ -16,17 +16,17 @@ import pyarrow.dataset as pds
 import pytest
 
 from platform_assets.definitions import build_definitions, build_resources
-from platform_assets.landing import (
+from platform_assets.landing.names import (
     TAG_BATCH,
     ingested_key,
     landing_job_name,
+    landing_sensor_name,
     parquet_key,
     report_key,
 )
 from platform_assets.runner import QUIET, apply_sensor_result
-from sensors.landing import landing_sensor_name
-from tests.landing.conftest import GOOD_CSV, WEBHOOK_NOTIFIER, Landing, make_landing
-from tests.landing.png import count_colour, read_png
+from tests.platform_assets.landing.conftest import GOOD_CSV, WEBHOOK_NOTIFIER, Landing, make_landing
+from tests.platform_assets.landing.png import count_colour, read_png
 from tests.replicator.filesystems.conftest import BUCKET as S3_BUCKET
 
 SENSOR = landing_sensor_name("orders")

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import fcntl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from platform_assets import hive as ph
+from platform_assets.datasets import resolve
 from platform_assets.definitions import build_resources
-from platform_assets.factory import replica_key
+from platform_assets.hive import copy_table as ct
+from platform_assets.hive import names as hn
+from platform_assets.hive.assets import pending_copies
+from platform_assets.hive.definitions import build_defs as hive_defs
+from platform_assets.hive.sensors import async_copy_requests, copy_slave_requests
+from platform_assets.replication.names import replica_key
 from platform_assets.runner import execute_run_request
-from tests.hive.conftest import HiveEnv
+from resources.hive import HiveUnavailable
+from tests.platform_assets.hive.conftest import HiveEnv
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -58,9 +65,9 @@ def test_sync_one_run_gives_b_the_same_partitions_and_row_counts(hive_env: HiveE
         assert res.success
         # import, copy and remote registration in the same run
         assert materialized(res) == {
-            dg.AssetKey(["a", "sales", "import"]), replica_key("sales", "b"), ph.hive_table_key("sales", "b"),
+            dg.AssetKey(["a", "sales", "import"]), replica_key("sales", "b"), hn.hive_table_key("sales", "b"),
         }
-        [rc] = check_results(res, ph.CHECK_ROW_COUNTS)
+        [rc] = check_results(res, hn.CHECK_ROW_COUNTS)
         assert rc.passed and rc.metadata["rows_source"].value == rc.metadata["rows_remote"].value == rows
 
     assert parts(b.list_partitions("analytics", "sales")) == parts(a.list_partitions("analytics", "sales"))
@@ -77,7 +84,7 @@ def test_sync_one_run_gives_b_the_same_partitions_and_row_counts(hive_env: HiveE
         assert p["location"].startswith(f"file:{b_replica}/dt=")
     props = info_b["properties"]
     assert props["copy_slave"] == "1" and props["copy_finished_partition"] == "dt=2026-11-02"
-    mat = instance.get_latest_materialization_event(ph.hive_table_key("sales", "b")).asset_materialization
+    mat = instance.get_latest_materialization_event(hn.hive_table_key("sales", "b")).asset_materialization
     stamped = mat.metadata["copy_finished"].value
     import datetime as dt
 
@@ -135,15 +142,15 @@ datasets:
 def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, instance) -> None:
     spec = hive_env.spec
     assert run_job(hive_env, instance, "hive_clicks", "clicks", "dt=2026-11-01", rows=3).success
-    etl = ph.etl_key("clicks", "b")
+    etl = hn.etl_key("clicks", "b")
 
     def requests() -> list[dg.RunRequest]:
-        return [r for r in ph.copy_slave_requests(spec, instance) if r.job_name == "etl_b_clicks"]
+        return [r for r in copy_slave_requests(resolve(spec), instance) if r.job_name == "etl_b_clicks"]
 
     [req] = requests()
     assert req.partition_key == "dt=2026-11-01"
     # the sensor itself returns the same request
-    sensor = hive_env.defs.resolve_sensor_def(ph.COPY_SLAVE_SENSOR)
+    sensor = hive_env.defs.resolve_sensor_def(hn.COPY_SLAVE_SENSOR)
     out = sensor(dg.build_sensor_context(instance=instance, definitions=hive_env.defs))
     assert [r.run_key for r in out.run_requests if r.job_name == "etl_b_clicks"] == [req.run_key]
     res = execute_run_request(hive_env.defs, instance, req, quiet=True)
@@ -166,37 +173,46 @@ def test_async_retries_while_b_is_down_then_completes(hive_env: HiveEnv, instanc
     assert res.success
     # the import run ended after the import: nothing copied yet
     assert materialized(res) == {dg.AssetKey(["a", "orders", "import"])}
-    [req] = [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_orders"]
+    [req] = [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_orders"]
     assert req.partition_key == "dt=2026-11-05"
 
     # cluster b goes down: its metastore process stops and cannot start again (the metastore is
-    # held by another process) until the lock is released 3 s later
+    # held by another process) until the lock is released, once the registration step has
+    # failed and been put up for retry (a condition, not a timer: the copy before it may take
+    # any time on a loaded machine)
     hive.client("b").stop()
     lock = open(hive_env.b_lock, "a+")  # noqa: SIM115
     fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    with pytest.raises(ph.HiveUnavailable, match="held by another process"):
+    with pytest.raises(HiveUnavailable, match="held by another process"):
         hive.client("b").ping()
-    released = threading.Event()
+    done = threading.Event()
 
-    def back_up() -> None:
-        fcntl.lockf(lock, fcntl.LOCK_UN)
-        lock.close()
-        released.set()
+    def back_up_after_first_retry() -> None:
+        deadline = time.monotonic() + 600
+        try:
+            while not done.is_set() and time.monotonic() < deadline:
+                runs = instance.get_runs(dg.RunsFilter(tags={"dagster/run_key": req.run_key}), limit=1)
+                if runs and instance.all_logs(runs[0].run_id,
+                                              of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY):
+                    return
+                done.wait(0.05)
+        finally:
+            fcntl.lockf(lock, fcntl.LOCK_UN)
+            lock.close()
 
-    timer = threading.Timer(3.0, back_up)
-    timer.start()
+    watcher = threading.Thread(target=back_up_after_first_retry, daemon=True)
+    watcher.start()
     try:
         result = execute_run_request(hive_env.defs, instance, req, quiet=True)
     finally:
-        timer.cancel()
-        if not released.is_set():
-            back_up()
+        done.set()
+        watcher.join(timeout=60)
     assert result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert retries and all("orders__hive_table" in e.step_key for e in retries)
     b = hive.client("b")
     assert b.count_by_partition("analytics", "orders") == {"dt=2026-11-05": 9}
-    assert ph.async_copy_requests(spec, instance) == []  # nothing pending any more
+    assert async_copy_requests(resolve(spec), instance) == []  # nothing pending any more
 
 
 def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env: HiveEnv, instance) -> None:
@@ -204,7 +220,7 @@ def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env
     assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-12-01").success
 
     def pending() -> list[dg.RunRequest]:
-        return [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_snapshots"]
+        return [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_snapshots"]
 
     [first] = pending()
     job = hive_env.defs.resolve_job_def("hive_copy_snapshots")
@@ -222,7 +238,7 @@ def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEn
     assert run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-01").success
     refused = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
     assert not refused.success
-    [check] = check_results(refused, ph.CHECK_PREVIOUS_COPIES)
+    [check] = check_results(refused, hn.CHECK_PREVIOUS_COPIES)
     assert not check.passed and check.blocking
     assert "dt=2026-11-01" in check.metadata["pending"].value and "not yet on b" in check.metadata["pending"].value
     failure = next(e for e in refused.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
@@ -231,17 +247,17 @@ def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEn
     a_parts = hive_env.hive.client("a").list_partitions("analytics", "ledger")
     assert [p["spec"] for p in a_parts] == [{"dt": "2026-11-01"}]  # nothing imported
 
-    [req] = [r for r in ph.async_copy_requests(spec, instance) if r.job_name == "hive_copy_ledger"]
+    [req] = [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_ledger"]
     assert execute_run_request(hive_env.defs, instance, req, quiet=True).success
     again = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
     assert again.success
-    [ok] = check_results(again, ph.CHECK_PREVIOUS_COPIES)
+    [ok] = check_results(again, hn.CHECK_PREVIOUS_COPIES)
     assert ok.passed
 
 
 def test_full_load_import_is_not_blocked(hive_env: HiveEnv, instance) -> None:
     assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-01").success
-    assert ph.pending_copies(hive_env.spec, "snapshots", instance)  # its copy is still pending
+    assert pending_copies(resolve(hive_env.spec), "snapshots", instance)  # its copy is still pending
     res = run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-02")
     assert res.success
 
@@ -254,7 +270,7 @@ def test_whole_table_copy_gives_identical_tables(hive_env: HiveEnv, capsys) -> N
         rows = [[i, f"p{i}", i + 0.25] for i in range(n)]
         a.write_partition("archive", "payments", cols, {"day": day}, rows, str(loc), f"{loc}/day={day}")
     res = build_resources(hive_env.spec)
-    r = ph.copy_table(hive_env.spec, res["hive"], res["replicator"], "a", "b", "archive", "payments")
+    r = ct.copy_table(hive_env.spec, res["hive"], res["replicator"], "a", "b", "archive", "payments")
     assert r.identical_counts and r.rows_target == {"day=2025-01-01": 3, "day=2025-01-02": 5}
     assert r.files_copied >= 2
     ia, ib = a.describe_table("archive", "payments"), b.describe_table("archive", "payments")
@@ -266,11 +282,11 @@ def test_whole_table_copy_gives_identical_tables(hive_env: HiveEnv, capsys) -> N
 
     # the command line: again (nothing to copy), then bad input exits 2
     args = ["copy-table", "--spec", str(hive_env.spec_path), "--from", "a", "--to", "b"]
-    assert ph.main([*args, "--database", "archive", "--table", "payments"]) == 0
+    assert ct.main([*args, "--database", "archive", "--table", "payments"]) == 0
     assert "0 files" in capsys.readouterr().out
-    assert ph.main([*args, "--database", "archive", "--table", "pay;drop"]) == 2
+    assert ct.main([*args, "--database", "archive", "--table", "pay;drop"]) == 2
     assert "expected a Hive identifier" in capsys.readouterr().err
-    assert ph.main([*args, "--database", "archive", "--table", "payments", "--target-path", "../x"]) == 2
+    assert ct.main([*args, "--database", "archive", "--table", "payments", "--target-path", "../x"]) == 2
 
 
 def test_bad_hive_spec_names_file_and_key(tmp_path: Path) -> None:
@@ -284,7 +300,7 @@ def test_bad_hive_spec_names_file_and_key(tmp_path: Path) -> None:
     p = tmp_path / "r.yaml"
     p.write_text(text)
     with pytest.raises(SpecError) as err:
-        ph.build_hive_bundle(load_spec(p))
+        hive_defs(resolve(load_spec(p)))
     msg = str(err.value)
     assert f"{p}: clusters.a.hive_metastore: expected 'embedded' or thrift://" in msg
     assert f"{p}: datasets.d.partitions: a dataset with a hive_table needs Hive-style levels" in msg

@@ -15,15 +15,15 @@ import pytest
 
 from platform_assets.bot import Bot, build_bot, format_event, main
 from platform_assets.definitions import build_definitions
-from platform_assets.landing import report_key
+from platform_assets.landing.names import report_key
 from platform_assets.trigger import Launch, TriggerApp, serve_in_thread
 from resources.telegram import TelegramError
 from tests.fixtures.process import start_server
 from tests.fixtures.telegram import TOKEN as BOT_TOKEN
 from tests.fixtures.telegram import BotApi
-from tests.landing.conftest import GOOD_CSV, Landing, make_landing
-from tests.landing.png import count_colour, read_png
-from tests.landing.test_landing_pipeline import BAD_CSV, _tick
+from tests.platform_assets.landing.conftest import GOOD_CSV, Landing, make_landing
+from tests.platform_assets.landing.png import count_colour, read_png
+from tests.platform_assets.landing.test_landing_pipeline import BAD_CSV, _tick
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSCRIBED, OTHER, STRANGER = 111, 222, 333

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from platform_assets.validation import RULES
+from platform_assets.landing.validation import RULES
 
 GREEN = "#2e7d32"
 RED = "#c62828"

@@ -8,8 +8,8 @@ from platform_assets.definitions import build_definitions
 from tests.fixtures.kafka import KafkaBroker
 from tests.fixtures.telegram import TOKEN as BOT_TOKEN
 from tests.fixtures.telegram import BotApi
-from tests.landing.conftest import GOOD_CSV, make_landing
-from tests.landing.test_landing_pipeline import _tick
+from tests.platform_assets.landing.conftest import GOOD_CSV, make_landing
+from tests.platform_assets.landing.test_landing_pipeline import _tick
 
 STEP_TOPICS = {"detected": "e2e.detected", "ingested": "e2e.ingested",
                "validated": "e2e.validated", "rejected": "e2e.rejected",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from platform_assets.hive import partition_spec
+from platform_assets.hive.spec import partition_spec
 from resources import hive_worker as hw
 from resources.hive import HiveClient
 

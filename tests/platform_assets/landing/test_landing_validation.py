@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from platform_assets.validation import Rules, parse_value, validate_file
+from platform_assets.landing.validation import Rules, parse_value, validate_file
 
 RULES = Rules(columns={"id": "int", "name": "string", "amount": "float", "dt": "date"},
               min_rows=1, max_rows=3, not_null=("id", "name"), unique=("id",))
@@ -90,7 +90,7 @@ def test_what_the_parquet_conversion_refuses_the_validation_refuses(tmp_path, ki
     import pyarrow as pa
 
     from platform_assets.config import parse_spec
-    from platform_assets.landing import read_table
+    from platform_assets.landing.parquet import read_table
 
     path = tmp_path / "v.csv"
     path.write_text(f"x\n{text}\n")
@@ -106,7 +106,7 @@ def test_accepted_values_convert_to_the_declared_types(tmp_path) -> None:
     import datetime as dt
 
     from platform_assets.config import parse_spec
-    from platform_assets.landing import read_table
+    from platform_assets.landing.parquet import read_table
 
     cols = {"i": "int", "f": "float", "b": "bool", "d": "date", "t": "timestamp", "s": "string"}
     path = tmp_path / "ok.csv"

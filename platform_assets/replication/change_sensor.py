@@ -1,7 +1,7 @@
 """The change sensor: cheap, lossless change detection per tick.
 
 Each tick lists the partition directories of every ``mode: sync`` dataset, fingerprints them
-(see :mod:`platform_assets.listing`) and compares with the fingerprints kept in the cursor.
+(see :mod:`replicator.fingerprint`) and compares with the fingerprints kept in the cursor.
 New partitions are added to the dataset's dynamic partitions; every new or changed partition
 gets one ``RunRequest`` (all the dataset's replicas). Because the comparison is against the
 last fingerprints and not against "modified in the last N minutes", a missed tick loses
@@ -40,19 +40,17 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from platform_assets.config import ReplicationSpec
-from platform_assets.factory import (
+from platform_assets.datasets import ResolvedSpec
+from platform_assets.history import latest_copies
+from platform_assets.replication.assets import source_observation
+from platform_assets.replication.names import (
+    CHANGE_SENSOR,
     TAG_DATASET,
     TAG_FINGERPRINT,
     TAG_PARTITION,
-    ReplicationAssets,
-    copy_run_request,
-    latest_copies,
-    missing_dynamic_partitions,
-    replica_keys,
-    source_observation,
 )
-from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition, list_partitions
+from platform_assets.replication.requests import copy_run_request, missing_dynamic_partitions
+from replicator.fingerprint import EMPTY_FINGERPRINT
 
 CURSOR_VERSION = 1
 _COMPRESS_OVER = 4096
@@ -123,9 +121,9 @@ class ChangeEvaluation:
     complete_cycle: bool  # every partition was fingerprinted at least once in this tick
 
 
-def sync_datasets(spec: ReplicationSpec) -> list[str]:
+def sync_datasets(rs: ResolvedSpec) -> list[str]:
     """The datasets this sensor watches (``mode: async`` ones are the audit sensor's)."""
-    return sorted(d for d, ds in spec.datasets.items() if ds.mode == "sync")
+    return rs.names(mode="sync")
 
 
 def _rotate_after(items: list[tuple[str, str]], position: tuple[str, str] | None) -> list[tuple[str, str]]:
@@ -137,13 +135,13 @@ def _rotate_after(items: list[tuple[str, str]], position: tuple[str, str] | None
 
 
 def seed_from_instance(
-    spec: ReplicationSpec, instance: dg.DagsterInstance, datasets: list[str]
+    rs: ResolvedSpec, instance: dg.DagsterInstance, datasets: list[str]
 ) -> dict[str, dict[str, str]]:
     """Fingerprints recorded by the replicas' latest materializations, per partition, where
     every target of the dataset recorded the same one."""
     seeded: dict[str, dict[str, str]] = {}
     for d in datasets:
-        per_target = [latest_copies(instance, key) for key in replica_keys(spec, d)]
+        per_target = [latest_copies(instance, key) for key in rs[d].replica_keys]
         common: dict[str, str] = {}
         for p, copy in per_target[0].items():
             if copy.fingerprint and all(
@@ -172,7 +170,7 @@ def finished_copy_runs(
 
 
 def track_failed_copies(
-    spec: ReplicationSpec,
+    rs: ResolvedSpec,
     instance: dg.DagsterInstance,
     state: ChangeState,
     fingerprints: dict[str, dict[str, str]],
@@ -181,7 +179,7 @@ def track_failed_copies(
     """The cursor's failed-copy entries, updated with the copy runs finished since the last
     tick (see the module doc), and the new watermark. Entries whose content is no longer the
     cursor's are dropped: the change itself gets a request."""
-    cfg = spec.platform.change_sensor
+    cfg = rs.platform.change_sensor
     failed = {
         d: {p: list(e) for p, e in state.failed.get(d, {}).items() if fingerprints[d].get(p) == e[0]}
         for d in fingerprints
@@ -199,7 +197,7 @@ def track_failed_copies(
             continue
         entry = failed[d].get(p)
         if run.status == dg.DagsterRunStatus.SUCCESS:
-            whole = not run.asset_selection or set(replica_keys(spec, d)) <= set(run.asset_selection)
+            whole = not run.asset_selection or set(rs[d].replica_keys) <= set(run.asset_selection)
             if entry is not None and whole:
                 del failed[d][p]
         elif tags.get(_WILL_RETRY_TAG) != "true" and (entry is None or updated > entry[3]):
@@ -210,7 +208,7 @@ def track_failed_copies(
 
 
 def evaluate_changes(
-    spec: ReplicationSpec,
+    rs: ResolvedSpec,
     state: ChangeState,
     *,
     max_partitions: int | None = None,
@@ -221,20 +219,20 @@ def evaluate_changes(
     wall_clock: Callable[[], float] = time.time,
 ) -> ChangeEvaluation:
     """One tick's work, without the sensor machinery (tests and the benchmark call it)."""
-    cfg = spec.platform.change_sensor
+    cfg = rs.platform.change_sensor
     max_partitions = max_partitions or cfg.max_partitions_per_tick
     budget_s = budget_s or cfg.tick_budget_s
     workers = workers or cfg.workers
     start = clock()
-    datasets = sync_datasets(spec)
+    datasets = sync_datasets(rs)
     seq = state.seq + 1
     fingerprints = {d: dict(state.fingerprints.get(d, {})) for d in datasets}
     if not state.seeded and not any(fingerprints.values()) and instance is not None:
-        for d, fps in seed_from_instance(spec, instance, datasets).items():
+        for d, fps in seed_from_instance(rs, instance, datasets).items():
             fingerprints[d].update(fps)
     wall_now = wall_clock()
     if instance is not None:
-        failed, runs_checked_at = track_failed_copies(spec, instance, state, fingerprints, wall_now)
+        failed, runs_checked_at = track_failed_copies(rs, instance, state, fingerprints, wall_now)
     else:
         failed = {d: f for d, f in state.failed.items() if d in fingerprints}
         runs_checked_at = state.runs_checked_at
@@ -244,7 +242,7 @@ def evaluate_changes(
     }
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="change-sensor") as pool:
-        discovered = dict(zip(datasets, pool.map(lambda d: list_partitions(spec, d), datasets), strict=True))
+        discovered = dict(zip(datasets, pool.map(lambda d: rs[d].partitions(), datasets), strict=True))
         new_items: list[tuple[str, str]] = []
         known_items: list[tuple[str, str]] = []
         for d in datasets:
@@ -271,7 +269,7 @@ def evaluate_changes(
                 break
             batch = order[i : i + chunk]
             results = list(
-                pool.map(lambda item: fingerprint_partition(spec, item[0], item[1], now=now), batch)
+                pool.map(lambda item: rs[item[0]].fingerprint(item[1], now=now), batch)
             )
             for (d, p), fp in zip(batch, results, strict=True):
                 scanned += 1
@@ -283,16 +281,16 @@ def evaluate_changes(
                     last_done = (d, p)
                 fingerprints[d][p] = fp.fingerprint
                 if fp.fingerprint != previous:
-                    observations.append(source_observation(spec, d, fp))
+                    observations.append(source_observation(rs[d], fp))
                 if retry and fp.fingerprint == previous:
                     # requested again; should this run be lost too, ask again after the longest delay
-                    failed[d][p][2] = wall_now + spec.platform.change_sensor.failed_retry_max_s
+                    failed[d][p][2] = wall_now + cfg.failed_retry_max_s
                 elif retry:
                     del failed[d][p]  # new content: an ordinary change request below
                 if fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry):
                     run_requests.append(
                         copy_run_request(
-                            spec, d, p, fp.fingerprint,
+                            rs[d], p, fp.fingerprint,
                             run_key=f"{d}|{p}|{fp.fingerprint}|{seq}",
                             trigger="retry" if retry and fp.fingerprint == previous else "change",
                         )
@@ -317,14 +315,14 @@ def evaluate_changes(
     )
 
 
-def build_change_sensor(spec: ReplicationSpec, assets: ReplicationAssets) -> dg.SensorDefinition:
-    cfg = spec.platform.change_sensor
-    datasets = sync_datasets(spec)
+def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinition:
+    cfg = rs.platform.change_sensor
+    names = {rs[d].copy_job_name for d in sync_datasets(rs)}
 
     @dg.sensor(
-        name="replication_change_sensor",
+        name=CHANGE_SENSOR,
         minimum_interval_seconds=cfg.interval_s,
-        jobs=assets.jobs_for(datasets) or assets.copy_jobs,
+        jobs=[j for j in copy_jobs if j.name in names] or copy_jobs,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Fingerprints the partition directories of every sync dataset and requests one copy "
@@ -333,8 +331,8 @@ def build_change_sensor(spec: ReplicationSpec, assets: ReplicationAssets) -> dg.
     )
     def replication_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         state = ChangeState.decode(context.cursor)
-        ev = evaluate_changes(spec, state, instance=context.instance)
-        dyn = missing_dynamic_partitions(spec, context.instance, ev.new_partitions)
+        ev = evaluate_changes(rs, state, instance=context.instance)
+        dyn = missing_dynamic_partitions(rs, context.instance, ev.new_partitions)
         context.log.info(
             f"scanned {ev.scanned}/{ev.total} partitions in {ev.elapsed_s:.2f}s, "
             f"{len(ev.run_requests)} changed, "

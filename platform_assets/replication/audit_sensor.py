@@ -25,19 +25,20 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.config import UNPARTITIONED_KEY, ReplicationSpec
-from platform_assets.factory import (
+from platform_assets.config import UNPARTITIONED_KEY
+from platform_assets.datasets import ResolvedSpec
+from platform_assets.replication.names import (
+    AUDIT_SENSOR,
     TAG_AUDIT_FILE,
     TAG_DATASET,
     TAG_FINGERPRINT,
     TAG_PARTITION,
-    copy_run_request,
-    missing_dynamic_partitions,
     replica_key,
 )
-from platform_assets.listing import EMPTY_FINGERPRINT, fingerprint_partition
+from platform_assets.replication.requests import copy_run_request, missing_dynamic_partitions
 from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve, split_scheme
+from replicator.fingerprint import EMPTY_FINGERPRINT
 from resources.notify import NotifierResource
 
 CURSOR_VERSION = 1
@@ -88,13 +89,13 @@ def _below(root: str, location: str) -> str | None:
     return location[len(prefix) :] if location.startswith(prefix) else None
 
 
-def parse_audit_text(spec: ReplicationSpec, text: str) -> tuple[list[AuditLine], list[Rejection]]:
+def parse_audit_text(rs: ResolvedSpec, text: str) -> tuple[list[AuditLine], list[Rejection]]:
     """Validate every line of an audit file; blank lines and ``#`` comments are ignored."""
     accepted: list[AuditLine] = []
     rejected: list[Rejection] = []
     # longest source root first, so a dataset nested under another's root wins
     sources = sorted(
-        ((d, _canonical(spec.endpoint_uri(ds.source)) or "") for d, ds in spec.datasets.items()),
+        ((v.name, _canonical(v.source_root) or "") for v in rs),
         key=lambda item: -len(item[1]),
     )
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -127,7 +128,8 @@ def parse_audit_text(spec: ReplicationSpec, text: str) -> tuple[list[AuditLine],
             refuse(f"unknown source root: {src_raw} is not under any dataset's source")
             continue
         d, rel = match
-        ds = spec.datasets[d]
+        view = rs[d]
+        ds = view.config
         if ds.partitioned:
             if not ds.matches_partition(rel):
                 refuse(
@@ -142,15 +144,15 @@ def parse_audit_text(spec: ReplicationSpec, text: str) -> tuple[list[AuditLine],
                 continue
             partition = UNPARTITIONED_KEY
         target = None
-        for t in ds.targets:
-            t_root = _canonical(spec.endpoint_uri(t))
+        for t in view.targets:
+            t_root = _canonical(t.root)
             if t_root is not None and _below(t_root, dst) is not None:
                 target = t
                 break
         if target is None:
             refuse(f"unknown destination root: {dst_raw} is not under a target of dataset {d!r}")
             continue
-        expected = _canonical(spec.endpoint_uri(target, partition))
+        expected = _canonical(target.uri(partition))
         if dst != expected:
             refuse(f"destination {dst_raw} does not match the source partition (expected {expected})")
             continue
@@ -252,11 +254,11 @@ def _archive(path: str, archive_dir: str, rejected: list[dict[str, Any]]) -> str
     return dest
 
 
-def list_audit_files(spec: ReplicationSpec) -> list[tuple[str, str]]:
+def list_audit_files(rs: ResolvedSpec) -> list[tuple[str, str]]:
     """(name, native path) of audit files waiting in the audit directory, oldest name first."""
-    audit = spec.platform.audit
+    audit = rs.platform.audit
     assert audit is not None
-    fs, root = resolve(spec.resolve_location(audit.dir))
+    fs, root = resolve(rs.spec.resolve_location(audit.dir))
     try:
         entries = fs.list_dir(root)
     except FileNotFoundError:
@@ -286,11 +288,11 @@ class AuditEvaluation:
 
 
 def evaluate_audit(
-    spec: ReplicationSpec, state: AuditState, instance: dg.DagsterInstance
+    rs: ResolvedSpec, state: AuditState, instance: dg.DagsterInstance
 ) -> AuditEvaluation:
-    audit = spec.platform.audit
+    audit = rs.platform.audit
     assert audit is not None
-    archive_dir = spec.resolve_location(audit.archive_dir or os.path.join(audit.dir, "archive"))
+    archive_dir = rs.spec.resolve_location(audit.archive_dir or os.path.join(audit.dir, "archive"))
     pending = dict(state.pending)
     run_requests: list[dg.RunRequest] = []
     rejected_by_file: dict[str, list[Rejection]] = {}
@@ -298,16 +300,16 @@ def evaluate_audit(
     new_parts: dict[str, set[str]] = {}
     just_requested: set[str] = set()
 
-    for name, path in list_audit_files(spec):
+    for name, path in list_audit_files(rs):
         if name in pending:
             continue
-        accepted, rejected = parse_audit_text(spec, _read(path))
+        accepted, rejected = parse_audit_text(rs, _read(path))
         # lines naming a partition whose source has nothing to copy are refused too
         groups: dict[tuple[str, str], PendingGroup] = {}
         for line in accepted:
             key = (line.dataset, line.partition)
             if key not in groups:
-                fp = fingerprint_partition(spec, line.dataset, line.partition)
+                fp = rs[line.dataset].fingerprint(line.partition)
                 if fp.fingerprint == EMPTY_FINGERPRINT:
                     rejected.append(
                         Rejection(line.line_no, f"{line.dataset}:{line.partition}",
@@ -327,7 +329,7 @@ def evaluate_audit(
                 g.run_key = f"audit|{name}|{d}|{p}|{g.fingerprint}"
                 run_requests.append(
                     copy_run_request(
-                        spec, d, p, g.fingerprint, run_key=g.run_key, trigger="audit",
+                        rs[d], p, g.fingerprint, run_key=g.run_key, trigger="audit",
                         targets=g.targets, extra_tags={TAG_AUDIT_FILE: name[:200]},
                     )
                 )
@@ -375,16 +377,16 @@ def evaluate_audit(
                      "reason": "copy runs failed; the file stays until they succeed"}
                 )
 
-    dyn = missing_dynamic_partitions(spec, instance, {d: sorted(p) for d, p in new_parts.items()})
+    dyn = missing_dynamic_partitions(rs, instance, {d: sorted(p) for d, p in new_parts.items()})
     return AuditEvaluation(run_requests, dyn, AuditState(pending), archived, rejected_by_file, failed, notifications)
 
 
-def build_audit_sensor(spec: ReplicationSpec, jobs: list) -> dg.SensorDefinition:
-    audit = spec.platform.audit
+def build_audit_sensor(rs: ResolvedSpec, jobs: list) -> dg.SensorDefinition:
+    audit = rs.platform.audit
     assert audit is not None
 
     @dg.sensor(
-        name="replication_audit_file_sensor",
+        name=AUDIT_SENSOR,
         minimum_interval_seconds=audit.interval_s,
         jobs=jobs,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -396,7 +398,7 @@ def build_audit_sensor(spec: ReplicationSpec, jobs: list) -> dg.SensorDefinition
     def replication_audit_file_sensor(
         context: dg.SensorEvaluationContext, notifier: NotifierResource
     ) -> dg.SensorResult:
-        ev = evaluate_audit(spec, AuditState.decode(context.cursor), context.instance)
+        ev = evaluate_audit(rs, AuditState.decode(context.cursor), context.instance)
         for name, rejections in ev.rejected.items():
             for r in rejections:
                 context.log.warning(f"{name} line {r.line_no} refused: {r.reason}: {r.line!r}")

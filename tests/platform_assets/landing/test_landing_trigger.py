@@ -22,9 +22,9 @@ from platform_assets.trigger import TriggerRefused, plan_launch
 from replicator.cli import main as cli
 from tests.fixtures.postgres import free_port
 from tests.fixtures.process import start_server, stop_group, wait_for_url
-from tests.landing.conftest import GOOD_CSV, Landing, make_landing
+from tests.platform_assets.landing.conftest import GOOD_CSV, Landing, make_landing
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOKEN = "trigger-t0ken-for-tests"
 
 

@@ -7,10 +7,11 @@ import time
 
 import dagster as dg
 
+from platform_assets.datasets import resolve
 from platform_assets.definitions import build_definitions
-from platform_assets.factory import TAG_FINGERPRINT
+from platform_assets.replication.change_sensor import ChangeState, evaluate_changes
+from platform_assets.replication.names import TAG_FINGERPRINT
 from platform_assets.runner import apply_sensor_result
-from sensors.change import ChangeState, evaluate_changes
 from tests.fixtures.platform import Platform, make_platform
 
 SENSOR = "replication_change_sensor"
@@ -149,9 +150,9 @@ def test_time_budget_stops_a_tick_early_and_the_next_goes_on(platform: Platform)
         platform.write("events", f"dt={i:03d}", "f.csv", str(i))
     spec = platform.spec
     clock_values = iter([0.0] + [100.0] * 10_000)  # the budget is spent after the first chunk
-    ev = evaluate_changes(spec, ChangeState(), budget_s=1.0, workers=2, clock=lambda: next(clock_values))
+    ev = evaluate_changes(resolve(spec), ChangeState(), budget_s=1.0, workers=2, clock=lambda: next(clock_values))
     assert 0 < ev.scanned < 300 and not ev.complete_cycle
-    ev2 = evaluate_changes(spec, ev.state, workers=2)
+    ev2 = evaluate_changes(resolve(spec), ev.state, workers=2)
     assert ev2.complete_cycle
     got = {r.partition_key for r in ev.run_requests} | {r.partition_key for r in ev2.run_requests}
     assert len(got) == 300
@@ -160,7 +161,7 @@ def test_time_budget_stops_a_tick_early_and_the_next_goes_on(platform: Platform)
 def test_cursor_is_compact_and_round_trips(platform: Platform) -> None:
     for i in range(500):
         platform.write("events", f"dt={i:04d}", "f.csv", "x")
-    ev = evaluate_changes(platform.spec, ChangeState())
+    ev = evaluate_changes(resolve(platform.spec), ChangeState())
     text = ev.state.encode()
     assert text.startswith("z1:") and len(text) < 20_000
     assert ChangeState.decode(text).fingerprints == ev.state.fingerprints
@@ -215,27 +216,27 @@ def test_copy_that_failed_for_good_is_requested_again_until_it_succeeds(
     assert fp == first.run_requests[0].tags[TAG_FINGERPRINT]
 
     later = time.time() + 301
-    ev = evaluate_changes(spec, state, instance=instance, wall_clock=lambda: later)
+    ev = evaluate_changes(resolve(spec), state, instance=instance, wall_clock=lambda: later)
     assert [(r.partition_key, r.tags["replication/trigger"]) for r in ev.run_requests] == [("dt=1", "retry")]
     assert ev.run_requests[0].run_key != first.run_requests[0].run_key
     # asked again once: not on every tick while that run is pending
-    assert evaluate_changes(spec, ev.state, instance=instance, wall_clock=lambda: later + 60).run_requests == []
+    assert evaluate_changes(resolve(spec), ev.state, instance=instance, wall_clock=lambda: later + 60).run_requests == []
 
     # it fails again: the next delay doubles
     retry = dg.SensorResult(run_requests=ev.run_requests, cursor=ev.state.encode())
     assert [r.success for r in apply_sensor_result(defs, instance, retry, sensor_name=SENSOR)] == [False]
-    ev2 = evaluate_changes(spec, ev.state, instance=instance, wall_clock=lambda: later + 61)
+    ev2 = evaluate_changes(resolve(spec), ev.state, instance=instance, wall_clock=lambda: later + 61)
     assert ev2.run_requests == []
     assert ev2.state.failed["events"]["dt=1"][1] == 2
     assert ev2.state.failed["events"]["dt=1"][2] >= later + 61 + 600
 
     # the destination is repaired: the retry succeeds and the entry is cleared
     blocker.unlink()
-    ev3 = evaluate_changes(spec, ev2.state, instance=instance, wall_clock=lambda: later + 61 + 601)
+    ev3 = evaluate_changes(resolve(spec), ev2.state, instance=instance, wall_clock=lambda: later + 61 + 601)
     assert [r.partition_key for r in ev3.run_requests] == ["dt=1"]
     fixed = dg.SensorResult(run_requests=ev3.run_requests, cursor=ev3.state.encode())
     assert [r.success for r in apply_sensor_result(defs, instance, fixed, sensor_name=SENSOR)] == [True]
-    ev4 = evaluate_changes(spec, ev3.state, instance=instance, wall_clock=lambda: later + 10_000)
+    ev4 = evaluate_changes(resolve(spec), ev3.state, instance=instance, wall_clock=lambda: later + 10_000)
     assert ev4.run_requests == [] and ev4.state.failed == {}
     assert (platform.root / "gcs" / "events" / "dt=1" / "a.csv").read_text() == "1"
 
@@ -271,3 +272,29 @@ def test_sensor_records_source_versions_so_only_changed_replica_partitions_are_u
     apply_sensor_result(defs, instance, dg.SensorResult(run_requests=second.run_requests), sensor_name=SENSOR)
     resolver = get_stale_status_resolver(instance, assets)
     assert resolver.get_status(replica, "dt=2") == StaleStatus.FRESH
+
+
+def test_symlinks_in_a_source_partition_are_skipped_as_the_copy_skips_them(
+    platform: Platform, instance
+) -> None:
+    """A link back to its own partition (a loop) and a link to a file elsewhere: the copy skips
+    both, so the fingerprint must too (it once followed links with no loop guard and failed
+    the tick, or saw a change the copy would never carry)."""
+    platform.write("events", "dt=1", "a.csv", "1")
+    part = platform.source("events") / "dt=1"
+    outside = platform.root / "elsewhere.csv"
+    outside.write_text("not part of the dataset")
+    rs = resolve(platform.spec)
+    plain = rs["events"].fingerprint("dt=1")
+    (part / "loop").symlink_to(part, target_is_directory=True)
+    (part / "link.csv").symlink_to(outside)
+
+    linked = rs["events"].fingerprint("dt=1")
+    assert (linked.fingerprint, linked.files) == (plain.fingerprint, 1)
+    defs = build_definitions(platform.spec_path)
+    result = tick(defs, instance, None)
+    assert ("events", "dt=1") in requested(result)
+    launched = apply_sensor_result(defs, instance, result, sensor_name=SENSOR)
+    assert all(r.success for r in launched)
+    mat = instance.get_latest_materialization_event(dg.AssetKey(["gcs", "events"]))
+    assert mat.asset_materialization.metadata["source_fingerprint"].value == plain.fingerprint

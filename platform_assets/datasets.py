@@ -1,0 +1,202 @@
+"""One resolved view per dataset, computed once from the spec and handed to every builder and
+sensor: where the source and each replica live (URIs), where each replica copies from, the
+engine's filter and copy policy, and the asset keys. Nothing here is re-derived per call.
+
+``resolve(spec)`` contacts nothing (it only joins strings); listing goes through the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dagster as dg
+
+from platform_assets.config import (
+    UNPARTITIONED_KEY,
+    Dataset,
+    Freshness,
+    HiveTable,
+    ReplicationSpec,
+    Target,
+)
+from platform_assets.hive.names import import_key
+from platform_assets.replication.names import (
+    copy_job_name,
+    copy_pool,
+    partitions_def_name,
+    replica_key,
+    source_key,
+)
+from replicator.filters import Filter
+from replicator.fingerprint import TreeFingerprint, fingerprint_tree, list_partition_dirs
+
+
+def join_partition(root: str, partition: str | None) -> str:
+    """``root`` or the directory of ``partition`` below it (``all``: the root itself)."""
+    if not partition or partition == UNPARTITIONED_KEY:
+        return root
+    return root + partition if root.endswith("/") else f"{root}/{partition}"
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """One replica of a dataset, resolved."""
+
+    dataset: str
+    cluster: str
+    via: str | None  # the target this one copies from (None: the source)
+    root: str  # the replica's root URI
+    copy_from_cluster: str
+    copy_from_root: str
+    key: dg.AssetKey
+    upstream_key: dg.AssetKey  # the asset it copies from: the source or the `via` replica
+    pool: str  # concurrency pool of copies writing to its cluster
+    config: Target
+
+    def uri(self, partition: str | None = None) -> str:
+        return join_partition(self.root, partition)
+
+    def copy_from_uri(self, partition: str | None = None) -> str:
+        return join_partition(self.copy_from_root, partition)
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """One replicated dataset, resolved: source, targets, filter, copy policy, keys."""
+
+    name: str
+    config: Dataset
+    source_cluster: str
+    source_root: str
+    source_key: dg.AssetKey
+    import_key: dg.AssetKey | None  # the Hive import on the source cluster, if any
+    targets: tuple[TargetView, ...]
+    filter: Filter  # the engine's include/exclude globs and regexes (temporary names skipped)
+    min_age_s: float
+    max_age_s: float | None  # files older than this are left alone
+    transforms: tuple[str, ...]  # applied by the copy (gunzip, untar, gpg-...)
+    preserve: tuple[str, ...]  # attributes kept on the replicas (times, perms, ...)
+    delete: bool  # copy policy: propagate deletes (always for a full load)
+    checksum: bool  # copy policy: compare checksums (a full load re-verifies everything)
+    partitions_def_name: str
+    copy_job_name: str
+
+    @property
+    def partitioned(self) -> bool:
+        return self.config.partitioned
+
+    @property
+    def layout_levels(self) -> tuple[str, ...]:
+        return self.config.layout_levels
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def incremental(self) -> bool:
+        return self.config.incremental
+
+    @property
+    def freshness(self) -> Freshness | None:
+        return self.config.freshness
+
+    @property
+    def fail_window(self) -> timedelta | None:
+        return self.config.freshness.fail_window if self.config.freshness else None
+
+    @property
+    def hive_table(self) -> HiveTable | None:
+        return self.config.hive_table
+
+    @property
+    def replica_keys(self) -> list[dg.AssetKey]:
+        return [t.key for t in self.targets]
+
+    def source_uri(self, partition: str | None = None) -> str:
+        return join_partition(self.source_root, partition)
+
+    def target(self, cluster: str) -> TargetView:
+        for t in self.targets:
+            if t.cluster == cluster:
+                return t
+        raise KeyError(f"dataset {self.name!r} has no target on cluster {cluster!r}")
+
+    def partitions(self) -> list[str]:
+        """Partition keys at the source, sorted (``["all"]`` when unpartitioned)."""
+        if not self.partitioned:
+            return [UNPARTITIONED_KEY]
+        return list_partition_dirs(self.source_root, self.layout_levels)
+
+    def fingerprint(self, partition: str, *, now: float | None = None) -> TreeFingerprint:
+        """The source partition's fingerprint over the files the copy would take."""
+        return fingerprint_tree(self.source_uri(partition), self.filter, min_age_s=self.min_age_s,
+                                max_age_s=self.max_age_s, now=now, partition=partition)
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """The spec with every dataset resolved (``resolve(spec)``)."""
+
+    spec: ReplicationSpec
+    datasets: Mapping[str, DatasetView]
+
+    def __getitem__(self, dataset: str) -> DatasetView:
+        return self.datasets[dataset]
+
+    def __iter__(self) -> Iterator[DatasetView]:
+        return iter(self.datasets[d] for d in sorted(self.datasets))
+
+    @property
+    def platform(self):  # -> PlatformSpec
+        return self.spec.platform
+
+    def names(self, mode: str | None = None) -> list[str]:
+        return sorted(d for d, v in self.datasets.items() if mode is None or v.mode == mode)
+
+
+def _view(spec: ReplicationSpec, name: str) -> DatasetView:
+    ds = spec.datasets[name]
+    src = ds.source.cluster
+    has_import = ds.hive_table is not None and bool(spec.clusters[src].hive_metastore)
+    targets = []
+    for t in ds.targets:
+        copy_from = spec.copy_source(name, t)
+        targets.append(TargetView(
+            dataset=name,
+            cluster=t.cluster,
+            via=t.via,
+            root=spec.endpoint_uri(t),
+            copy_from_cluster=copy_from.cluster,
+            copy_from_root=spec.endpoint_uri(copy_from),
+            key=replica_key(name, t.cluster),
+            upstream_key=replica_key(name, t.via) if t.via else source_key(src, name),
+            pool=copy_pool(t.cluster),
+            config=t,
+        ))
+    return DatasetView(
+        name=name,
+        config=ds,
+        source_cluster=src,
+        source_root=spec.endpoint_uri(ds.source),
+        source_key=source_key(src, name),
+        import_key=import_key(name, src) if has_import else None,
+        targets=tuple(targets),
+        filter=Filter(include=ds.include, exclude=ds.exclude, include_regex=ds.include_regex,
+                      exclude_regex=ds.exclude_regex),
+        min_age_s=ds.min_age_s,
+        max_age_s=ds.max_age,
+        transforms=tuple(ds.transforms),
+        preserve=tuple(ds.preserve),
+        delete=ds.delete or not ds.incremental,
+        checksum=not ds.incremental,
+        partitions_def_name=partitions_def_name(name),
+        copy_job_name=copy_job_name(name),
+    )
+
+
+def resolve(spec: ReplicationSpec) -> ResolvedSpec:
+    """Resolve every dataset of ``spec`` once."""
+    return ResolvedSpec(spec, {name: _view(spec, name) for name in sorted(spec.datasets)})

@@ -1,0 +1,123 @@
+"""The one engine-to-Dagster adapter, used by replicas, landing and Hive.
+
+- :func:`run_copy` runs one engine copy and raises :class:`CopyFailed` (no Dagster in it, so a
+  CLI can use it too) when the copy raised or a file failed; the retry rule lives here: a
+  failure is retryable when the engine says so (a retryable error class, or every failed file
+  failed retryably), never for bad input or data errors.
+- :func:`copy_or_fail` is the same, raising ``dg.Failure`` whose ``allow_retries`` follows that
+  rule, so a step's ``RetryPolicy`` retries only what can succeed on a retry.
+- :func:`report_metadata` is the run report as the asset metadata DESIGN.md promises.
+- :func:`retry_policy` is the step retry policy from ``platform.retries``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from platform_assets.config import ReplicationSpec
+from replicator.errors import ReplicatorError, is_retryable
+from replicator.options import CopyOptions
+from replicator.progress import Progress
+from replicator.report import RunReport
+from replicator.secrets import redact
+from resources.replicator import ReplicatorResource
+
+
+class CopyFailed(Exception):
+    """An engine copy that did not complete; ``retryable`` says whether a retry can help."""
+
+    def __init__(self, description: str, *, retryable: bool, report: RunReport | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.retryable = retryable
+        self.report = report
+
+    def metadata(self) -> dict[str, object]:
+        r = self.report
+        if r is None:
+            return {}
+        return {
+            "files_failed": r.files_failed,
+            "files_copied": r.files_copied,
+            "failures": [{"path": redact(f.path), "error": redact(f.error)} for f in r.failures[:20]],
+        }
+
+
+def failure_summary(report: RunReport, limit: int = 20) -> str:
+    lines = [f"copy {redact(report.source)} -> {redact(report.destination)} failed:"]
+    if report.error:
+        lines.append(f"  run error: {redact(report.error)}")
+    if report.delete_refused:
+        lines.append(f"  delete refused: {redact(report.delete_refused)}")
+    for f in report.failures[:limit]:
+        lines.append(f"  {redact(f.path)}: {redact(f.error)}")
+    if report.files_failed > limit:
+        lines.append(f"  ... {report.files_failed - limit} more failed files")
+    return "\n".join(lines)
+
+
+def run_copy(
+    replicator: ReplicatorResource, source: str, destination: str, options: CopyOptions, *,
+    progress: Progress | None = None,
+) -> RunReport:
+    """One engine copy; :class:`CopyFailed` unless it completed."""
+    try:
+        report = replicator.copy(source, destination, options, progress=progress)
+    except ReplicatorError as exc:
+        raise CopyFailed(f"copy {redact(source)} -> {redact(destination)}: {redact(str(exc))}",
+                         retryable=is_retryable(exc)) from None
+    if not report.ok:
+        retryable = bool(report.failures) and all(f.retryable for f in report.failures)
+        raise CopyFailed(failure_summary(report), retryable=retryable, report=report)
+    return report
+
+
+def as_failure(exc: CopyFailed) -> dg.Failure:
+    return dg.Failure(description=exc.description, metadata=exc.metadata(),
+                      allow_retries=exc.retryable)
+
+
+def copy_or_fail(
+    replicator: ReplicatorResource, source: str, destination: str, options: CopyOptions, *,
+    progress: Progress | None = None, on_failure: Callable[[CopyFailed], None] | None = None,
+) -> RunReport:
+    """:func:`run_copy` inside an asset: ``dg.Failure`` (retries per the rule) unless it
+    completed. ``on_failure`` runs first (e.g. to keep what did get copied)."""
+    try:
+        return run_copy(replicator, source, destination, options, progress=progress)
+    except CopyFailed as exc:
+        if on_failure is not None:
+            on_failure(exc)
+        raise as_failure(exc) from None
+
+
+def report_metadata(report: RunReport) -> dict[str, dg.MetadataValue]:
+    """The run report as asset metadata (the names DESIGN.md promises)."""
+    finished = report.finished_at if report.finished_at is not None else time.time()
+    return {
+        "copy_finished": dg.MetadataValue.timestamp(finished),
+        "files_copied": dg.MetadataValue.int(report.files_copied),
+        "bytes_copied": dg.MetadataValue.int(report.bytes_copied),
+        "files_skipped": dg.MetadataValue.int(report.files_skipped),
+        "files_deleted": dg.MetadataValue.int(report.files_deleted),
+        "files_held_back": dg.MetadataValue.int(report.files_held_back),
+        "duration_s": dg.MetadataValue.float(round(float(report.duration_s), 3)),
+        "throughput_mb_s": dg.MetadataValue.float(float(report.throughput_mb_s)),
+        "verified": dg.MetadataValue.bool(bool(report.verified)),
+    }
+
+
+def retry_policy(spec: ReplicationSpec) -> dg.RetryPolicy:
+    """Step retries from ``platform.retries`` (only failures the rule above allows)."""
+    r = spec.platform.retries
+    if not r.delay_s:
+        return dg.RetryPolicy(max_retries=r.max_retries)
+    return dg.RetryPolicy(
+        max_retries=r.max_retries,
+        delay=r.delay_s,
+        backoff=dg.Backoff.EXPONENTIAL if r.backoff == "exponential" else dg.Backoff.LINEAR,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )

@@ -1,0 +1,341 @@
+"""Remote Hive tables and multi-cluster sync, as Dagster assets (what DBImport's multi-cluster
+imports do: import once on cluster A, copy to B, register on B, B runs its ETL on the copy).
+
+For every dataset with a ``hive_table`` whose source cluster has a ``hive_metastore``:
+
+``<A>/<dataset>/import``
+    the import on the source cluster A: a pluggable importer writes one partition into A's
+    table (the demo's and the tests' importer generates rows with Spark). Its blocking check
+    ``previous_copies_finished`` refuses the import of an ``incremental`` dataset while an
+    earlier import is not yet copied and registered on every remote cluster (B would miss an
+    increment); a full-load dataset is never blocked. First-hop replicas depend on it.
+``<B>/<dataset>`` (the replica, built by :mod:`platform_assets.replication.assets`)
+    the copy of the partition directory to B.
+``<B>/<dataset>/hive_table``
+    per target cluster with a metastore (or only ``hive_table.cluster``): creates the table on
+    B when missing (columns, partition columns and format from A's table, LOCATION rewritten
+    to B's replica), adds or re-points the partition, stamps ``copy_finished`` (asset metadata
+    and the TBLPROPERTIES ``copy_finished``, ``copy_finished_partition``, ``copy_slave=1``).
+    Check ``row_counts_match`` compares the partition's rows on A and B.
+``<B>/<dataset>/etl_summary``
+    B's own work on the copy (copy_slave: B never imports the dataset); the
+    ``hive_copy_slave_sensor`` starts it for a partition when that partition's ``copy_finished``
+    on B is newer than the ETL's own last start.
+
+Modes: ``sync``: job ``hive_<dataset>`` runs import -> replicas -> remote tables in one run.
+``async``: job ``hive_import_<dataset>`` runs the import only; ``hive_async_copy_sensor``
+requests ``hive_copy_<dataset>`` (replicas + remote tables, step retries with backoff) for every
+import not yet registered remotely, and requests it again after a run that failed for good,
+until it succeeds (e.g. while B is down).
+
+Whole-table copy (history and custom tables): job ``hive_copy_table`` and
+``python -m platform_assets.hive copy-table --from A --to B --database D --table T``
+(:mod:`platform_assets.hive.copy_table`).
+"""
+
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.datasets import DatasetView, ResolvedSpec, TargetView
+from platform_assets.engine import retry_policy
+from platform_assets.history import latest_copies
+from platform_assets.hive.names import (
+    CHECK_PREVIOUS_COPIES,
+    CHECK_ROW_COUNTS,
+    etl_key,
+    hive_table_key,
+)
+from platform_assets.hive.spec import (
+    iso,
+    partition_columns,
+    partition_spec,
+    remote_clusters,
+    table_properties,
+)
+from replicator.secrets import redact
+from resources.hive import HiveError, HiveMetastoreResource, HiveUnavailable
+from resources.hive_worker import HiveInputError
+
+
+@dataclass(frozen=True)
+class ImportBatch:
+    """What an importer produced for one partition: the table's data columns and the rows."""
+
+    columns: list[list[str]]  # [[name, hive type], ...]
+    rows: list[list[Any]]
+
+
+class ImportConfig(dg.Config):
+    rows: int = 20  # rows the synthetic importer generates
+    seed: int = 0
+
+
+Importer = Callable[[str, str, ImportConfig], ImportBatch]  # (dataset, partition, config)
+
+
+def synthetic_import(dataset: str, partition: str, config: ImportConfig) -> ImportBatch:
+    """The demo's and the tests' source system: deterministic rows per partition and seed."""
+    base = int(hashlib.sha256(f"{dataset}/{partition}/{config.seed}".encode()).hexdigest()[:6], 16)
+    rows = [[i, f"item-{(base + i) % 97}", round(((base + i * 31) % 10_000) / 100, 2)]
+            for i in range(config.rows)]
+    return ImportBatch([["id", "bigint"], ["name", "string"], ["amount", "double"]], rows)
+
+
+@dataclass(frozen=True)
+class PendingCopy:
+    cluster: str
+    partition: str
+    imported_at: float
+    copied_at: float | None
+    asset: str
+
+
+def pending_copies(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstance) -> list[PendingCopy]:
+    """Imports of ``dataset`` not yet copied (and registered, where a remote table is) on every
+    target: the partition's last import is newer than the target's last ``copy_finished``."""
+    view = rs[dataset]
+    ikey = view.import_key
+    assert ikey is not None
+    imports = latest_copies(instance, ikey)  # no copy_finished on imports: the record time
+    if not imports:
+        return []
+    tables = set(remote_clusters(rs, dataset))
+    out: list[PendingCopy] = []
+    for t in view.targets:
+        keys = [t.key]
+        if t.cluster in tables:
+            keys.append(hive_table_key(dataset, t.cluster))
+        for key in keys:
+            copies = latest_copies(instance, key, imports)
+            for p, imp in sorted(imports.items()):
+                c = copies.get(p)
+                if c is None or c.copy_finished < imp.copy_finished:
+                    out.append(PendingCopy(t.cluster, p, imp.copy_finished,
+                                           c.copy_finished if c else None, key.to_user_string()))
+    return out
+
+
+def hive_failure(exc: Exception, what: str) -> dg.Failure:
+    """A Hive error as a step failure: retried only while a metastore does not answer."""
+    return dg.Failure(description=f"{what}: {exc}", allow_retries=isinstance(exc, HiveUnavailable))
+
+
+def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinition,
+                 importer: Importer) -> dg.AssetsDefinition:
+    dataset, ds = view.name, view.config
+    assert ds.hive_table is not None
+    key = view.import_key
+    assert key is not None
+    a = view.source_cluster
+    db, table = ds.hive_table.database, ds.hive_table.table
+    pcols = partition_columns(view)
+
+    @dg.asset(
+        key=key,
+        partitions_def=pdef,
+        group_name=dataset,
+        description=(
+            f"Import of dataset {dataset!r} into {db}.{table} on cluster {a!r} (the only "
+            f"import: remote clusters get copies). Mode {ds.mode}, "
+            f"{'incremental' if ds.incremental else 'full load'}."
+        ),
+        metadata={"hive_table": f"{db}.{table}", "mode": ds.mode,
+                  "incremental": str(ds.incremental).lower()},
+        kinds={"hive"},
+        tags={"replication/role": "import"},
+        retry_policy=retry_policy(rs.spec),  # only while A's metastore does not answer
+        check_specs=[dg.AssetCheckSpec(
+            CHECK_PREVIOUS_COPIES, asset=key, blocking=True,
+            description="incremental datasets: every earlier import has been copied and "
+                        "registered on every remote cluster before the next import",
+        )],
+    )
+    def _import(context: dg.AssetExecutionContext, config: ImportConfig,
+                hive: HiveMetastoreResource) -> Iterable[Any]:
+        partition = context.partition_key
+        spec_values = partition_spec(partition)
+        if set(spec_values) != set(pcols):
+            raise dg.Failure(f"partition {partition!r}: expected the levels {pcols}")
+        if ds.incremental:
+            pending = pending_copies(rs, dataset, context.instance)
+            if pending:
+                desc = "; ".join(
+                    f"{p.partition} imported {iso(p.imported_at)} not yet on {p.cluster} ({p.asset})"
+                    for p in pending[:10]
+                )
+                yield dg.AssetCheckResult(
+                    check_name=CHECK_PREVIOUS_COPIES, passed=False,
+                    metadata={"pending": desc, "pending_count": len(pending)},
+                )
+                raise dg.Failure(
+                    description=(
+                        f"import of incremental dataset {dataset!r} refused: a previous copy is "
+                        f"unfinished ({desc}); the remote cluster would miss an increment"
+                    ),
+                    allow_retries=False,
+                )
+        batch = importer(dataset, partition, config)
+        table_loc = view.source_root
+        try:
+            current = hive.client(a).describe_table(db, table)
+            if current.get("exists") and current["properties"].get("copy_slave") == "1":
+                raise dg.Failure(
+                    description=(
+                        f"{db}.{table} on cluster {a!r} is a copy (copy_slave=1, copied from "
+                        f"{current['properties'].get('copied_from', '?')}): it is not imported "
+                        "here; its data comes from the source cluster's copies"
+                    ),
+                    allow_retries=False,
+                )
+            n = hive.client(a).write_partition(
+                db, table, batch.columns, spec_values, batch.rows, table_loc,
+                view.source_uri(partition),
+                mode="append" if ds.incremental else "overwrite",
+            )
+        except HiveInputError as exc:
+            raise dg.Failure(description=f"import into {db}.{table} on {a}: {exc}") from None
+        except HiveError as exc:
+            raise hive_failure(exc, f"import into {db}.{table} on {a}") from None
+        yield dg.AssetCheckResult(
+            check_name=CHECK_PREVIOUS_COPIES, passed=True,
+            metadata={"incremental": ds.incremental, "pending_count": 0},
+        )
+        yield dg.MaterializeResult(metadata={
+            "imported_at": dg.MetadataValue.timestamp(dt.datetime.now(dt.UTC).timestamp()),
+            "rows": dg.MetadataValue.int(n),
+            "hive_table": dg.MetadataValue.text(f"{db}.{table}"),
+            "cluster": dg.MetadataValue.text(a),
+        })
+
+    return _import
+
+
+def register_partition(view: DatasetView, target: TargetView, partition: str,
+                       hive: HiveMetastoreResource) -> dict[str, Any]:
+    """Create B's table if missing (schema from A, location rewritten to B's replica), add or
+    re-point the partition, stamp ``copy_finished``; return what was done and both row counts."""
+    assert view.hive_table is not None
+    db, table = view.hive_table.database, view.hive_table.table
+    a, b = view.source_cluster, target.cluster
+    src = hive.client(a).describe_table(db, table)
+    if not src.get("exists"):
+        raise HiveError(f"table {db}.{table} does not exist on source cluster {a!r}")
+    remote = hive.client(b)
+    props = table_properties(src)
+    props.update({"copy_slave": "1", "copied_from": f"{a}.{db}.{table}"})
+    created = remote.create_table(db, table, src["columns"], src["partition_columns"],
+                                  target.root, src.get("format", "parquet"), props)
+    pspec = partition_spec(partition)
+    outcome = "unpartitioned"
+    if pspec:
+        outcome = remote.add_partition(db, table, pspec, target.uri(partition))
+    finished = dt.datetime.now(dt.UTC).timestamp()
+    remote.set_properties(db, table, {
+        "copy_finished": iso(finished), "copy_finished_partition": partition, "copy_slave": "1",
+    })
+    rows_a = hive.client(a).count_rows(db, table, pspec or None)
+    rows_b = remote.count_rows(db, table, pspec or None)
+    return {"created": created, "partition": outcome, "copy_finished": finished,
+            "rows_source": rows_a, "rows_remote": rows_b}
+
+
+def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
+                       pdef: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    dataset, ds = view.name, view.config
+    assert ds.hive_table is not None
+    db, table = ds.hive_table.database, ds.hive_table.table
+    key = hive_table_key(dataset, target.cluster)
+    rkey = target.key
+
+    @dg.asset(
+        key=key,
+        deps=[rkey],
+        partitions_def=pdef,
+        group_name=dataset,
+        description=(
+            f"Hive table {db}.{table} on cluster {target.cluster!r} over the replica (copy_slave: "
+            f"not imported there), registered from {ds.source.cluster!r}'s table."
+        ),
+        metadata={"hive_table": f"{db}.{table}", "location": redact(target.root),
+                  "copy_slave": "true", "mode": ds.mode},
+        kinds={"hive"},
+        tags={"replication/role": "remote_table"},
+        retry_policy=retry_policy(rs.spec),
+        check_specs=[dg.AssetCheckSpec(
+            CHECK_ROW_COUNTS, asset=key, blocking=True,
+            description=f"the partition has as many rows on {target.cluster!r} as on "
+                        f"{ds.source.cluster!r}",
+        )],
+    )
+    def _register(context: dg.AssetExecutionContext, hive: HiveMetastoreResource) -> dg.MaterializeResult:
+        partition = context.partition_key
+        copied = latest_copies(context.instance, rkey, [partition]).get(partition)
+        if copied is None:
+            raise dg.Failure(f"partition {partition!r} has no copy on {target.cluster!r} yet",
+                             allow_retries=False)
+        try:
+            r = register_partition(view, target, partition, hive)
+        except HiveInputError as exc:
+            raise dg.Failure(description=f"register {db}.{table} on {target.cluster}: {exc}") from None
+        except HiveError as exc:
+            raise hive_failure(exc, f"register {db}.{table} on {target.cluster}") from None
+        context.log.info(
+            f"{db}.{table} on {target.cluster}: partition {partition} {r['partition']}, "
+            f"copy_finished {iso(r['copy_finished'])}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "copy_finished": dg.MetadataValue.timestamp(r["copy_finished"]),
+                "data_copied": dg.MetadataValue.timestamp(copied.copy_finished),
+                "hive_table": dg.MetadataValue.text(f"{db}.{table}"),
+                "partition_registration": dg.MetadataValue.text(r["partition"]),
+                "table_created": dg.MetadataValue.bool(r["created"]),
+                "rows": dg.MetadataValue.int(r["rows_remote"]),
+                "copy_slave": dg.MetadataValue.bool(True),
+            },
+            check_results=[dg.AssetCheckResult(
+                check_name=CHECK_ROW_COUNTS,
+                passed=r["rows_source"] == r["rows_remote"],
+                metadata={"rows_source": r["rows_source"], "rows_remote": r["rows_remote"]},
+            )],
+        )
+
+    return _register
+
+
+def build_etl(view: DatasetView, cluster: str, pdef: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    dataset, ds = view.name, view.config
+    assert ds.hive_table is not None
+    db, table = ds.hive_table.database, ds.hive_table.table
+    upstream = hive_table_key(dataset, cluster)
+
+    @dg.asset(
+        key=etl_key(dataset, cluster),
+        deps=[upstream],
+        partitions_def=pdef,
+        group_name=dataset,
+        description=f"Cluster {cluster!r}'s ETL on the copied {db}.{table} (here: a row summary).",
+        kinds={"hive"},
+        tags={"replication/role": "copy_slave_etl"},
+    )
+    def _etl(context: dg.AssetExecutionContext, hive: HiveMetastoreResource) -> dg.MaterializeResult:
+        started = dt.datetime.now(dt.UTC).timestamp()
+        partition = context.partition_key
+        upstream_copy = latest_copies(context.instance, upstream, [partition]).get(partition)
+        try:
+            rows = hive.client(cluster).count_rows(db, table, partition_spec(partition) or None)
+        except HiveError as exc:
+            raise hive_failure(exc, f"ETL on {db}.{table} on {cluster}") from None
+        md: dict[str, Any] = {"started_at": dg.MetadataValue.timestamp(started),
+                              "rows": dg.MetadataValue.int(rows)}
+        if upstream_copy is not None:
+            md["source_copy_finished"] = dg.MetadataValue.timestamp(upstream_copy.copy_finished)
+        return dg.MaterializeResult(metadata=md)
+
+    return _etl

@@ -1,0 +1,257 @@
+"""Landing-zone pipeline: files users drop in a watched directory are ingested onto the
+cluster, validated, converted to Parquet and reported on, as Dagster assets.
+
+Per landing dataset ``NAME`` declared under ``landing:`` in ``replication.yaml`` (group
+``landing_NAME``, job ``landing_NAME``):
+
+- ``landing/NAME/ingested``: copies the new and changed landing files (the engine's manifest
+  decides, files younger than ``min_age_s`` are left alone) into the raw area, verified; then
+  validates each file it copied. Four **blocking** checks on this asset (``schema``,
+  ``row_count``, ``not_null``, ``unique``): one failing fails the step, so the downstream assets
+  do not run; its metadata and the ``rejected`` notification name the file, row and rule.
+- ``landing/NAME/parquet``: converts the batch's files to Parquet with pyarrow (with Spark,
+  local mode, when the batch is larger than ``spark_threshold_bytes``), partitioned by
+  ``partition_by`` (hive style ``col=value/``), written to a temporary directory and swapped in
+  file by file, so a rerun replaces its own output and a failed one leaves the previous output.
+- ``landing/NAME/report``: an HTML report with charts and a CSV summary under
+  ``<output>/_landing/reports/<batch>/`` (Parquet readers skip ``_``-prefixed paths), linked
+  from the asset metadata.
+
+Assets are unpartitioned; a run is one **batch**, named by the run tag ``landing/batch`` (the
+landing sensor and the trigger set it; otherwise the root run id). The batch record
+(``<output>/_landing/batches/<batch>.json``) lists the files that batch ingested, so the steps
+of one run, a re-execution, or a trigger naming the batch again all work on the same files.
+Every step notifies through the platform's ``NotifierResource``.
+"""
+
+import os
+import time
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.config import ReplicationSpec
+from platform_assets.engine import copy_or_fail, report_metadata
+from platform_assets.landing.batches import (
+    CopiedFiles,
+    batch_id,
+    landing_paths,
+    load_pending,
+    load_record,
+    notify_step,
+    require_record,
+    rules_for,
+    save_pending,
+    save_record,
+)
+from platform_assets.landing.checks import CHECK_DESCRIPTIONS, CHECKS, check_results
+from platform_assets.landing.names import (
+    TAG_LANDING,
+    ingested_key,
+    landing_group,
+    landing_job_name,
+    parquet_key,
+    report_key,
+)
+from platform_assets.landing.parquet import write_parquet
+from platform_assets.landing.report import append_history, read_history, write_report
+from platform_assets.landing.validation import FileResult, validate_file
+from replicator.secrets import redact
+from resources.notify import NotifierResource
+from resources.replicator import ReplicatorResource
+
+
+def _file_entry(r: FileResult) -> dict[str, Any]:
+    return {"file": r.file, "rows": r.rows, "bytes": r.bytes, "status": "ok" if r.ok else "rejected",
+            "violations": r.violation_count, "rule_counts": dict(r.rule_counts),
+            "first_violation": r.first.describe() if r.first else None}
+
+
+def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
+    ld = spec.landing[name]
+    key = ingested_key(name)
+
+    @dg.asset(
+        key=key,
+        group_name=landing_group(name),
+        description=(f"Landing files of {name!r} copied into the raw area (verified) and "
+                     "validated; blocking checks stop the pipeline on a bad file."),
+        metadata={"source": redact(spec.endpoint_uri(ld.source)),
+                  "raw": redact(spec.endpoint_uri(ld.raw)), "format": ld.format},
+        kinds={ld.format},
+        tags={"replication/role": "landing"},
+        check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c],
+                                       blocking=True) for c in CHECKS],
+    )
+    def _ingested(context: dg.AssetExecutionContext, replicator: ReplicatorResource,
+                  notifier: NotifierResource) -> dg.MaterializeResult:
+        paths = landing_paths(spec, name)
+        batch = batch_id(context)
+        previous = load_record(paths, batch)
+        copy_md: dict[str, dg.MetadataValue] = {}
+        if previous is not None:  # the same batch again (re-execution, trigger naming it)
+            files = list(previous["files"])
+            missing = [f for f in files if not os.path.isfile(os.path.join(paths.raw, f))]
+            if missing:
+                raise dg.Failure(description=f"batch {batch}: files gone from the raw area: "
+                                             f"{', '.join(missing[:10])}")
+            context.log.info(f"batch {batch}: reprocessing its {len(files)} files")
+        else:
+            options = replicator.options(include=ld.file_globs, min_age_s=ld.min_age_s)
+            collector = CopiedFiles()
+            # on failure, files that did get copied are in the manifest now: the next batch
+            # takes them
+            report = copy_or_fail(
+                replicator, paths.source, paths.raw, options, progress=collector,
+                on_failure=lambda _: save_pending(paths, [*load_pending(paths), *collector.ok]),
+            )
+            copied = sorted(collector.ok)
+            carried = [f for f in load_pending(paths)
+                       if f not in copied and os.path.isfile(os.path.join(paths.raw, f))]
+            if carried:
+                context.log.info(f"batch {batch}: takes along {len(carried)} valid files of an "
+                                 f"earlier batch not converted yet: {', '.join(carried[:10])}")
+            files = sorted({*copied, *carried})
+            copy_md = report_metadata(report)
+            save_record(paths, {"batch": batch, "files": files, "ingested_at": time.time(),
+                                "run_id": context.run_id, "source": redact(paths.source),
+                                "carried": carried})
+            if copied:
+                notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
+                            files=copied[:50], bytes=report.bytes_copied, raw=paths.raw)
+        results = [validate_file(os.path.join(paths.raw, f), rules_for(ld), name=f) for f in files]
+        checks = check_results(name, results)
+        record = load_record(paths, batch) or {"batch": batch, "files": files}
+        record["validation"] = [_file_entry(r) for r in results]
+        save_record(paths, record)
+        bad = [r for r in results if not r.ok]
+        save_pending(paths, [*(f for f in load_pending(paths) if f not in files),
+                             *(r.file for r in results if r.ok)])
+        rule_counts: dict[str, int] = {}
+        for r in results:
+            for rule, c in r.rule_counts.items():
+                rule_counts[rule] = rule_counts.get(rule, 0) + c
+        first = next((r.first for r in bad if r.first), None)
+        history_entry = {
+            "batch": batch, "at": time.time(), "run_id": context.run_id,
+            "status": "rejected" if bad else "accepted", "files": len(results),
+            "files_ok": len(results) - len(bad), "files_rejected": len(bad),
+            "rows": sum(r.rows for r in results), "rule_counts": rule_counts,
+            "first_violation": first.describe() if first else None,
+        }
+        if results:  # an empty batch (a trigger with nothing new) is no point on the trend
+            append_history(paths.history, history_entry)
+        if bad:
+            notify_step(context, notifier, ld, "rejected", dataset=name, batch=batch,
+                        file=first.file if first else None, row=first.row if first else None,
+                        rule=first.rule if first else None,
+                        error=first.describe() if first else None,
+                        files_rejected=[r.file for r in bad][:50])
+            context.log.error(f"batch {batch}: rejected: {first.describe() if first else ''}")
+        elif files:
+            notify_step(context, notifier, ld, "validated", dataset=name, batch=batch,
+                        files=len(files), rows=sum(r.rows for r in results))
+        return dg.MaterializeResult(
+            metadata={
+                "batch": batch, "files": len(files), "rows": sum(r.rows for r in results),
+                "files_rejected": len(bad), "raw": dg.MetadataValue.path(paths.raw),
+                "batch_files": ", ".join(files[:50]) or "none", **copy_md,
+            },
+            check_results=checks,
+        )
+
+    return _ingested
+
+
+def build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
+    ld = spec.landing[name]
+
+    @dg.asset(
+        key=parquet_key(name),
+        deps=[ingested_key(name)],
+        group_name=landing_group(name),
+        description=(f"Validated landing files of {name!r} as a Parquet dataset"
+                     + (f" partitioned by {ld.partition_by!r}." if ld.partition_by else ".")),
+        metadata={"output": redact(spec.endpoint_uri(ld.output)),
+                  "partition_by": ld.partition_by or "none"},
+        kinds={"parquet"},
+        tags={"replication/role": "landing"},
+    )
+    def _parquet(context: dg.AssetExecutionContext,
+                 notifier: NotifierResource) -> dg.MaterializeResult:
+        paths = landing_paths(spec, name)
+        batch = batch_id(context)
+        record = require_record(paths, batch)
+        files = list(record["files"])
+        total = sum(os.path.getsize(os.path.join(paths.raw, f)) for f in files)
+        engine = ("spark" if ld.spark_threshold_bytes is not None
+                  and total > ld.spark_threshold_bytes else "pyarrow")
+        context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
+        try:
+            written = write_parquet(ld, paths, files, batch, engine=engine)
+        except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
+            raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
+                                         f"{redact(str(exc))[:1000]}") from None
+        record["parquet"] = written
+        save_record(paths, record)
+        save_pending(paths, [f for f in load_pending(paths) if f not in written])
+        n_files = sum(len(v) for v in written.values())
+        partitions = sorted({os.path.dirname(f) for v in written.values() for f in v} - {""})
+        if files:
+            notify_step(context, notifier, ld, "converted", dataset=name, batch=batch,
+                        files=len(files), parquet_files=n_files, output=paths.output)
+        return dg.MaterializeResult(metadata={
+            "batch": batch, "files_converted": len(files), "parquet_files": n_files,
+            "bytes_in": total, "engine": engine, "partitions": ", ".join(partitions[:50]) or "none",
+            "output": dg.MetadataValue.path(paths.output),
+        })
+
+    return _parquet
+
+
+def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
+    ld = spec.landing[name]
+
+    @dg.asset(
+        key=report_key(name),
+        deps=[parquet_key(name)],
+        group_name=landing_group(name),
+        description=(f"HTML report (charts: rows per file, validation outcomes, trends) and CSV "
+                     f"summary of each {name!r} batch, stored next to the data."),
+        kinds={"html"},
+        tags={"replication/role": "landing"},
+    )
+    def _report(context: dg.AssetExecutionContext,
+                notifier: NotifierResource) -> dg.MaterializeResult:
+        paths = landing_paths(spec, name)
+        batch = batch_id(context)
+        record = require_record(paths, batch)
+        parquet = record.get("parquet", {})
+        files = [{**f, "parquet_files": len(parquet.get(f["file"], []))}
+                 for f in record.get("validation", [])]
+        out = write_report(
+            paths.report_dir(batch), dataset=name, batch=batch, files=files,
+            history=read_history(paths.history), generated_at=time.time(),
+            output_uri=paths.output, partition_by=ld.partition_by,
+        )
+        notify_step(context, notifier, ld, "report_ready", dataset=name, batch=batch,
+                    report=out.html, report_png=out.png, summary=out.csv)
+        return dg.MaterializeResult(metadata={
+            "batch": batch,
+            "report": dg.MetadataValue.path(out.html),
+            "report_url": dg.MetadataValue.url("file://" + out.html),
+            "charts_png": dg.MetadataValue.path(out.png),
+            "summary_csv": dg.MetadataValue.path(out.csv),
+            "files": len(files), "rows": sum(int(f["rows"]) for f in files),
+        })
+
+    return _report
+
+
+def landing_job(name: str) -> Any:
+    return dg.define_asset_job(
+        landing_job_name(name),
+        selection=dg.AssetSelection.assets(ingested_key(name), parquet_key(name), report_key(name)),
+        tags={TAG_LANDING: name},
+        description=f"Ingest, validate, convert and report one batch of landing dataset {name!r}.",
+    )

@@ -1,0 +1,188 @@
+"""Landing files to Parquet: read with the declared schema, convert with pyarrow (or Spark in
+local mode for large batches), write to a temporary directory and swap in file by file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+
+from platform_assets.config import LandingDataset
+from platform_assets.landing.batches import LandingPaths
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _stem(rel: str) -> str:
+    base = rel.rsplit(".", 1)[0] if "." in os.path.basename(rel) else rel
+    safe = _UNSAFE.sub("_", base.replace("/", "__"))
+    if safe != base.replace("/", "__"):
+        safe += "-" + hashlib.sha1(rel.encode()).hexdigest()[:8]
+    return safe
+
+
+def arrow_schema(ld: LandingDataset):
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+             "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC")}
+    return pa.schema([(c, types[t]) for c, t in ld.columns.items()])
+
+
+def read_table(path: str, ld: LandingDataset):
+    """One landing file as an Arrow table with the declared schema (empty value = null)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from platform_assets.landing.validation import parse_value
+
+    schema = arrow_schema(ld)
+    if ld.format == "csv":
+        # timestamps are read as text and parsed like the validation did (offset or UTC)
+        stamps = [c for c, t in ld.columns.items() if t == "timestamp"]
+        types = {c: (pa.string() if c in stamps else schema.field(c).type) for c in ld.columns}
+        table = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                column_types=types, include_columns=list(ld.columns), null_values=[""],
+                strings_can_be_null=True, true_values=["true", "True", "TRUE", "1"],
+                false_values=["false", "False", "FALSE", "0"],
+            ),
+        )
+        for c in stamps:
+            parsed = [parse_value("timestamp", v) for v in table.column(c).to_pylist()]
+            table = table.set_column(table.schema.get_field_index(c), c,
+                                     pa.array(parsed, type=schema.field(c).type))
+        return table.select(list(ld.columns)).cast(schema)
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                rows.append({c: parse_value(t, obj.get(c)) for c, t in ld.columns.items()})
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str], batch: str,
+                  *, engine: str = "pyarrow") -> dict[str, list[str]]:
+    """Convert ``files`` (relative to the raw area) to Parquet under the output directory,
+    with pyarrow or (``engine="spark"``) Spark.
+
+    Everything is written to ``<output>/.tmp-<batch>-<uuid>/`` first; only when every file has
+    been converted are each file's previous Parquet files removed and the new ones moved in, so
+    a rerun is idempotent and a failed conversion leaves the previous output. Each landing file
+    owns the Parquet files named ``<stem>-part-<i>.parquet`` (in the partition directories).
+    Returns the Parquet files (relative to the output) per landing file.
+    """
+    os.makedirs(paths.output, exist_ok=True)
+    tmp = os.path.join(paths.output, f".tmp-{batch}-{uuid.uuid4().hex[:8]}")
+    try:
+        convert = _convert_spark if engine == "spark" else _convert_pyarrow
+        written = convert(ld, paths, files, tmp)
+        for rel, new_files in written.items():
+            own = re.compile(rf"^{re.escape(_stem(rel))}-part-\d+\.parquet$")
+            for dirpath, dirnames, filenames in os.walk(paths.output):
+                dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
+                for fn in filenames:
+                    if own.match(fn):
+                        os.unlink(os.path.join(dirpath, fn))
+            for f in new_files:
+                dst = os.path.join(paths.output, f)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(os.path.join(tmp, f), dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def _convert_pyarrow(ld: LandingDataset, paths: LandingPaths, files: list[str],
+                     tmp: str) -> dict[str, list[str]]:
+    import pyarrow.dataset as pds
+
+    written: dict[str, list[str]] = {}
+    for rel in files:
+        table = read_table(os.path.join(paths.raw, rel), ld)
+        out: list[str] = []
+        pds.write_dataset(
+            table, tmp, format="parquet",
+            partitioning=[ld.partition_by] if ld.partition_by else None,
+            partitioning_flavor="hive" if ld.partition_by else None,
+            basename_template=f"{_stem(rel)}-part-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
+        )
+        written[rel] = sorted(out)
+    return written
+
+
+def _spark_session():
+    """The active SparkSession, or a local one (ours to stop): ``(session, owned)``."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    spark = (
+        SparkSession.builder.master(os.environ.get("LANDING_SPARK_MASTER", "local[2]"))
+        .appName("landing-parquet")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .getOrCreate()
+    )
+    return spark, True
+
+
+def _convert_spark(ld: LandingDataset, paths: LandingPaths, files: list[str],
+                   tmp: str) -> dict[str, list[str]]:
+    """Spark (local mode unless ``LANDING_SPARK_MASTER`` says otherwise): every column is read
+    as a string and cast like the validation parsed it, partitioned by ``partition_by``; the
+    part files are then renamed ``<stem>-part-<i>.parquet`` so the swap treats both engines alike."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark, owned = _spark_session()
+    casts = {
+        "string": lambda c: F.col(c),
+        "int": lambda c: F.col(c).cast("bigint"),
+        "float": lambda c: F.col(c).cast("double"),
+        "bool": lambda c: F.when(F.lower(F.col(c)).isin("true", "1"), F.lit(True))
+        .when(F.lower(F.col(c)).isin("false", "0"), F.lit(False)),
+        "date": lambda c: F.to_date(F.col(c), "yyyy-MM-dd"),
+        "timestamp": lambda c: F.to_timestamp(F.col(c)),
+    }
+    written: dict[str, list[str]] = {}
+    try:
+        as_strings = T.StructType([T.StructField(c, T.StringType()) for c in ld.columns])
+        for k, rel in enumerate(files):
+            src = os.path.join(paths.raw, rel)
+            if ld.format == "csv":  # by header name (any column order), every value a string
+                df = spark.read.option("header", True).option("inferSchema", False).csv(src)
+                df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
+            else:
+                df = spark.read.schema(as_strings).json(src)
+            df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
+            staged = os.path.join(tmp, ".spark", str(k))
+            writer = df.write.mode("overwrite")
+            if ld.partition_by:
+                writer = writer.partitionBy(ld.partition_by)
+            writer.parquet(staged)
+            out: list[str] = []
+            for dirpath, _, filenames in sorted(os.walk(staged)):
+                for fn in sorted(f for f in filenames if f.endswith(".parquet")):
+                    rel_dir = os.path.relpath(dirpath, staged)
+                    name = os.path.normpath(os.path.join(rel_dir, f"{_stem(rel)}-part-{len(out)}.parquet"))
+                    os.makedirs(os.path.join(tmp, os.path.dirname(name)), exist_ok=True)
+                    os.replace(os.path.join(dirpath, fn), os.path.join(tmp, name))
+                    out.append(name)
+            written[rel] = sorted(out)
+    finally:
+        if owned:
+            spark.stop()
+    return written

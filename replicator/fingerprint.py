@@ -1,0 +1,123 @@
+"""Cheap change detection on the engine's own listing: partition directories, a fingerprint
+per tree, and the temporaries a copy may have left behind.
+
+A fingerprint is a short hash over the (path, size, mtime) of every file the engine would
+copy: the same :func:`replicator.listing.walk` with the same :class:`~replicator.filters.Filter`
+and ``min_age_s``/``max_age_s`` (temporary names skipped, symlinks skipped as the copy skips
+them, files younger than ``min_age_s`` or older than ``max_age_s`` left out and counted as held
+back, so a file becoming old enough is noticed). "Eligible
+file" therefore has one definition, the copy's. Callers (the Dagster change sensor, the lag
+check) keep fingerprints to find what changed since the last copy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+import time
+from dataclasses import dataclass
+
+from replicator.errors import UsageError
+from replicator.filesystems.base import DIR, FILE, LINK
+from replicator.filesystems.registry import resolve
+from replicator.filters import TEMP_PREFIX, Filter, is_temporary_name
+from replicator.listing import walk
+
+EMPTY_FINGERPRINT = "empty"
+
+
+@dataclass(frozen=True)
+class TreeFingerprint:
+    partition: str
+    fingerprint: str  # EMPTY_FINGERPRINT when no file is eligible yet
+    files: int
+    bytes: int
+    newest_mtime_ns: int
+    held_back: int  # files younger than min_age_s
+
+
+def _raise(rel: str, exc: BaseException) -> None:
+    raise exc
+
+
+def list_partition_dirs(uri: str, levels: tuple[str, ...]) -> list[str]:
+    """Sorted relative paths of the directories ``levels`` deep under ``uri`` whose names match
+    each level's glob (``("dt=*", "hour=*")`` -> ``dt=2026-11-20/hour=03``). Temporary names
+    (``_COPYING_``, ``.rtmp-*``, ...) are not partitions; a symlink to a directory is one (the
+    depth is bounded, so no loop). A missing root has none."""
+    if not levels:
+        return []
+    fs, root = resolve(uri)
+    current = [("", root)]
+    for level in levels:
+        nxt: list[tuple[str, str]] = []
+        for rel, native in current:
+            try:
+                entries = fs.list_dir(native)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for info in entries:
+                is_dir = info.kind == DIR or (info.kind == LINK and info.target_kind == DIR)
+                if is_dir and not is_temporary_name(info.name) and fnmatch.fnmatchcase(info.name, level):
+                    nxt.append((f"{rel}/{info.name}" if rel else info.name, info.path))
+        current = nxt
+    return sorted(rel for rel, _ in current)
+
+
+def fingerprint_tree(
+    uri: str, flt: Filter, *, min_age_s: float = 0.0, max_age_s: float | None = None,
+    now: float | None = None, partition: str = "",
+) -> TreeFingerprint:
+    """Fingerprint the files the engine would copy from ``uri`` (``partition`` only labels the
+    result). A missing tree is empty, not an error; an unreadable directory raises (a partial
+    listing would look like a change)."""
+    fs, root = resolve(uri)
+    now_ns = int((now if now is not None else time.time()) * 1e9)
+    entries: list[tuple[str, int, int]] = []
+    held_back = 0
+    try:
+        for batch in walk(fs, root, flt, min_age_s=min_age_s, max_age_s=max_age_s, workers=0,
+                          on_error=_raise, now_ns=now_ns):
+            for e in batch:
+                if e.kind != FILE:
+                    continue
+                if e.held:
+                    held_back += 1
+                else:
+                    entries.append((e.rel, e.size, e.mtime_ns))
+    except UsageError:  # nothing (or no directory) at ``uri``
+        pass
+    if not entries:
+        return TreeFingerprint(partition, EMPTY_FINGERPRINT, 0, 0, 0, held_back)
+    entries.sort()
+    h = hashlib.blake2b(digest_size=8)
+    for rel, size, mtime_ns in entries:
+        h.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
+    return TreeFingerprint(
+        partition=partition,
+        fingerprint=h.hexdigest(),
+        files=len(entries),
+        bytes=sum(e[1] for e in entries),
+        newest_mtime_ns=max(e[2] for e in entries),
+        held_back=held_back,
+    )
+
+
+def leftover_temporaries(uri: str, limit: int = 20) -> list[str]:
+    """Our staged files (``.rtmp-*``) and ``*._COPYING_`` names left under ``uri``."""
+    fs, root = resolve(uri)
+    found: list[str] = []
+    try:
+        for batch in walk(fs, root, Filter(skip_temporary=False), workers=0, on_error=_raise):
+            found += [
+                e.rel for e in batch
+                if e.kind == FILE and (
+                    posixpath.basename(e.rel).startswith(TEMP_PREFIX) or e.rel.endswith("._COPYING_")
+                )
+            ]
+            if len(found) >= limit:
+                break
+    except UsageError:  # nothing at ``uri``: nothing left behind
+        return []
+    return found[:limit]
