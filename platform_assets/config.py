@@ -34,6 +34,8 @@ KAFKA_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+# what Dagster accepts as an asset owner: an e-mail address or team:<name>
+_OWNER_RE = re.compile(r"^(?:[^@\s]+@[^@\s]+\.[^@\s]+|team:[A-Za-z0-9_-]+)$")
 UNPARTITIONED_KEY = "all"
 
 
@@ -170,6 +172,20 @@ class Dataset(_Model):
     delete: bool = False
     freshness: Freshness | None = None
     hive_table: HiveTable | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    owners: tuple[str, ...] = ()  # e-mail addresses or team:<name>, shown on every asset
+
+    @field_validator("owners", mode="before")
+    @classmethod
+    def _owners(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list | tuple):
+            raise ValueError("expected a list of owners (e-mail addresses or team:<name>)")
+        for owner in v:
+            if not isinstance(owner, str) or not _OWNER_RE.match(owner):
+                raise ValueError(f"owner {owner!r}: expected an e-mail address or team:<name>")
+        return v
 
     @field_validator("partitions", mode="before")
     @classmethod
@@ -429,6 +445,9 @@ class PlatformSpec(_Model):
     change_sensor: ChangeSensorSpec = ChangeSensorSpec()
     audit: AuditSpec | None = None
     retries: RetrySpec = RetrySpec()
+    # whether the code location's sensors and schedules run as soon as it is loaded; a new
+    # production deployment may want them stopped until someone starts them in the UI
+    default_status: Literal["running", "stopped"] = "running"
 
     @field_validator("state_path")
     @classmethod

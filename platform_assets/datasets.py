@@ -29,8 +29,22 @@ from platform_assets.replication.names import (
     replica_key,
     source_key,
 )
+from replicator.filesystems.registry import split_scheme
 from replicator.filters import Filter
 from replicator.fingerprint import TreeFingerprint, fingerprint_tree, list_partition_dirs
+
+# URI scheme -> the asset kind the Dagster UI shows (and draws an icon for where it has one)
+_KINDS = {"hdfs": "hdfs", "webhdfs": "hdfs", "swebhdfs": "hdfs", "gs": "gcs", "gcs": "gcs",
+          "s3": "s3", "s3a": "s3", "file": "local", "ftp": "ftp", "ftps": "ftp", "sftp": "sftp"}
+
+
+def storage_kind(uri: str) -> str:
+    """Where a URI lives, as an asset kind: ``hdfs``, ``gcs``, ``s3``, ``local``, ``sftp``...
+    (a named remote ``name:path`` is ``remote``: its back end is only known at run time)."""
+    scheme, _ = split_scheme(uri)
+    if scheme == "file" and ":" in uri.split("/", 1)[0] and not uri.startswith("/"):
+        return "remote"
+    return _KINDS.get(scheme, scheme)
 
 
 def join_partition(root: str, partition: str | None) -> str:
@@ -53,6 +67,7 @@ class TargetView:
     key: dg.AssetKey
     upstream_key: dg.AssetKey  # the asset it copies from: the source or the `via` replica
     pool: str  # concurrency pool of copies writing to its cluster
+    kind: str  # where it lives: hdfs, gcs, s3, local, ...
     config: Target
 
     def uri(self, partition: str | None = None) -> str:
@@ -82,6 +97,15 @@ class DatasetView:
     checksum: bool  # copy policy: compare checksums (a full load re-verifies everything)
     partitions_def_name: str
     copy_job_name: str
+    source_kind: str  # where the source lives: hdfs, gcs, s3, local, ...
+
+    @property
+    def owners(self) -> list[str]:
+        return list(self.config.owners)
+
+    def describe(self, what: str) -> str:
+        """``what`` followed by the dataset's own description from the spec, if any."""
+        return f"{what}\n\n{self.config.description}" if self.config.description else what
 
     @property
     def partitioned(self) -> bool:
@@ -153,8 +177,36 @@ class ResolvedSpec:
     def platform(self):  # -> PlatformSpec
         return self.spec.platform
 
+    @property
+    def sensor_status(self) -> dg.DefaultSensorStatus:
+        """``platform.default_status`` for every sensor of the code location."""
+        return (dg.DefaultSensorStatus.RUNNING if self.platform.default_status == "running"
+                else dg.DefaultSensorStatus.STOPPED)
+
+    @property
+    def schedule_status(self) -> dg.DefaultScheduleStatus:
+        return (dg.DefaultScheduleStatus.RUNNING if self.platform.default_status == "running"
+                else dg.DefaultScheduleStatus.STOPPED)
+
     def names(self, mode: str | None = None) -> list[str]:
         return sorted(d for d, v in self.datasets.items() if mode is None or v.mode == mode)
+
+
+def freshness_policy(view: DatasetView) -> dg.FreshnessPolicy | None:
+    """The dataset's ``freshness`` as a time-window policy (replicas and remote Hive tables)."""
+    f = view.freshness
+    if f is None:
+        return None
+    return dg.FreshnessPolicy.time_window(fail_window=f.fail_window, warn_window=f.warn_window)
+
+
+def partitions_def_for(view: DatasetView) -> dg.PartitionsDefinition:
+    """The copy partitions of a dataset: one per partition directory (dynamic, added by the
+    sensors), or the single ``all`` partition of an unpartitioned dataset. Every kind's
+    assets of the dataset share it."""
+    if view.partitioned:
+        return dg.DynamicPartitionsDefinition(name=view.partitions_def_name)
+    return dg.StaticPartitionsDefinition([UNPARTITIONED_KEY])
 
 
 def _view(spec: ReplicationSpec, name: str) -> DatasetView:
@@ -174,6 +226,7 @@ def _view(spec: ReplicationSpec, name: str) -> DatasetView:
             key=replica_key(name, t.cluster),
             upstream_key=replica_key(name, t.via) if t.via else source_key(src, name),
             pool=copy_pool(t.cluster),
+            kind=storage_kind(spec.cluster_root(t.cluster)),
             config=t,
         ))
     return DatasetView(
@@ -194,6 +247,7 @@ def _view(spec: ReplicationSpec, name: str) -> DatasetView:
         checksum=not ds.incremental,
         partitions_def_name=partitions_def_name(name),
         copy_job_name=copy_job_name(name),
+        source_kind=storage_kind(spec.cluster_root(src)),
     )
 
 

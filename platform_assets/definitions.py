@@ -5,12 +5,16 @@ each in its ``definitions.py``); this module only merges them and applies what h
 whole code location: the resources every kind shares and the shared run-status notification
 sensors (``sensors/``).
 
-Import reads ``replication.yaml`` next to the repository root and nothing else: no network
-call and no environment read at import; resources resolve their ``EnvVar`` fields at run time.
+The spec is the file ``REPLICATION_SPEC`` names (default: the demo's ``replication.yaml`` at
+the repository root). Importing this module reads nothing; loading the code location (Dagster
+calls ``defs``) reads the spec and contacts nothing: no file system, metastore or notifier is
+reached until a sensor ticks or a run starts; resources resolve their ``EnvVar`` fields at run
+time.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +36,7 @@ from resources.replicator import ReplicatorResource
 from sensors.notify import build_notification_sensors
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "replication.yaml"
+SPEC_ENV = "REPLICATION_SPEC"
 ENV_PREFIX = "env:"
 # event field of a run notification -> the run tags that fill it, first present wins
 NOTIFICATION_FIELDS: dict[str, tuple[str, ...]] = {
@@ -76,6 +81,12 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
     return {"replicator": replicator, "notifier": notifier, "hive": hive}
 
 
+def spec_path() -> Path:
+    """The spec the code location serves: ``$REPLICATION_SPEC``, else the demo's."""
+    named = os.environ.get(SPEC_ENV, "").strip()
+    return Path(named).expanduser() if named else SPEC_PATH
+
+
 def build_definitions(
     spec_path: str | Path = SPEC_PATH, *, spec: ReplicationSpec | None = None
 ) -> dg.Definitions:
@@ -83,14 +94,18 @@ def build_definitions(
     rs = resolve(spec)
     return dg.Definitions.merge(
         replication_defs(rs),
-        landing_defs(spec),
+        landing_defs(spec, rs.sensor_status),
         hive_defs(rs),
         dg.Definitions(
             sensors=build_notification_sensors(
-                NOTIFICATION_FIELDS, outbox=spec.platform.notifier.kind == "kafka"),
+                NOTIFICATION_FIELDS, rs.sensor_status,
+                outbox=spec.platform.notifier.kind == "kafka"),
             resources=build_resources(spec),
         ),
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What ``workspace.yaml`` (``python_module: platform_assets.definitions``) and ``dg`` load."""
+    return build_definitions(spec_path())

@@ -18,6 +18,7 @@ from platform_assets.config import UNPARTITIONED_KEY
 class LastCopy:
     copy_finished: float
     fingerprint: str | None
+    source_changed_at: float | None = None  # newest source change the copy carried
 
 
 def latest_per_partition(
@@ -62,9 +63,11 @@ def latest_copies(
         md = _metadata(record)
         finished = md.get("copy_finished")
         fpv = md.get("source_fingerprint")
+        changed = md.get("source_changed_at")
         out[pkey] = LastCopy(
             copy_finished=float(finished.value) if finished is not None else record.timestamp,
             fingerprint=str(fpv.value) if fpv is not None else None,
+            source_changed_at=float(changed.value) if changed is not None else None,
         )
     return out
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.datasets import DatasetView, ResolvedSpec, TargetView
+from platform_assets.datasets import DatasetView, ResolvedSpec, TargetView, freshness_policy
 from platform_assets.engine import retry_policy
 from platform_assets.history import latest_copies
 from platform_assets.hive.names import (
@@ -145,9 +145,11 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
             f"import: remote clusters get copies). Mode {ds.mode}, "
             f"{'incremental' if ds.incremental else 'full load'}."
         ),
-        metadata={"hive_table": f"{db}.{table}", "mode": ds.mode,
+        metadata={"hive_table": f"{db}.{table}", "dagster/table_name": f"{db}.{table}",
+                  "dagster/uri": redact(view.source_root), "mode": ds.mode,
                   "incremental": str(ds.incremental).lower()},
-        kinds={"hive"},
+        kinds={"hive", view.source_kind},
+        owners=view.owners,
         tags={"replication/role": "import"},
         retry_policy=retry_policy(rs.spec),  # only while A's metastore does not answer
         check_specs=[dg.AssetCheckSpec(
@@ -209,6 +211,7 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
         yield dg.MaterializeResult(metadata={
             "imported_at": dg.MetadataValue.timestamp(dt.datetime.now(dt.UTC).timestamp()),
             "rows": dg.MetadataValue.int(n),
+            "dagster/column_schema": table_schema([*batch.columns, *([c, "string"] for c in pcols)], pcols),
             "hive_table": dg.MetadataValue.text(f"{db}.{table}"),
             "cluster": dg.MetadataValue.text(a),
         })
@@ -242,7 +245,17 @@ def register_partition(view: DatasetView, target: TargetView, partition: str,
     rows_a = hive.client(a).count_rows(db, table, pspec or None)
     rows_b = remote.count_rows(db, table, pspec or None)
     return {"created": created, "partition": outcome, "copy_finished": finished,
-            "rows_source": rows_a, "rows_remote": rows_b}
+            "rows_source": rows_a, "rows_remote": rows_b,
+            "columns": [*src["columns"], *src["partition_columns"]]}
+
+
+def table_schema(columns: list[list[str]], partition_columns: Iterable[str] = ()) -> dg.TableSchema:
+    """Hive columns (``[[name, type], ...]``) as the ``dagster/column_schema`` the UI shows."""
+    parts = set(partition_columns)
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=n, type=t, description="partition column" if n in parts else None)
+        for n, t in columns
+    ])
 
 
 def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
@@ -262,9 +275,12 @@ def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
             f"Hive table {db}.{table} on cluster {target.cluster!r} over the replica (copy_slave: "
             f"not imported there), registered from {ds.source.cluster!r}'s table."
         ),
-        metadata={"hive_table": f"{db}.{table}", "location": redact(target.root),
+        metadata={"hive_table": f"{db}.{table}", "dagster/table_name": f"{db}.{table}",
+                  "dagster/uri": redact(target.root), "location": redact(target.root),
                   "copy_slave": "true", "mode": ds.mode},
-        kinds={"hive"},
+        kinds={"hive", target.kind},
+        owners=view.owners,
+        freshness_policy=freshness_policy(view),
         tags={"replication/role": "remote_table"},
         retry_policy=retry_policy(rs.spec),
         check_specs=[dg.AssetCheckSpec(
@@ -297,6 +313,8 @@ def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
                 "partition_registration": dg.MetadataValue.text(r["partition"]),
                 "table_created": dg.MetadataValue.bool(r["created"]),
                 "rows": dg.MetadataValue.int(r["rows_remote"]),
+                "dagster/row_count": dg.MetadataValue.int(r["rows_remote"]),
+                "dagster/column_schema": table_schema(r["columns"], partition_columns(view)),
                 "copy_slave": dg.MetadataValue.bool(True),
             },
             check_results=[dg.AssetCheckResult(
@@ -322,6 +340,7 @@ def build_etl(view: DatasetView, cluster: str, pdef: dg.PartitionsDefinition) ->
         group_name=dataset,
         description=f"Cluster {cluster!r}'s ETL on the copied {db}.{table} (here: a row summary).",
         kinds={"hive"},
+        owners=view.owners,
         tags={"replication/role": "copy_slave_etl"},
     )
     def _etl(context: dg.AssetExecutionContext, hive: HiveMetastoreResource) -> dg.MaterializeResult:

@@ -164,12 +164,13 @@ def build_copy_table_job(spec: ReplicationSpec) -> dg.JobDefinition:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m platform_assets.hive copy-table --from A --to B --database D --table T``."""
-    from platform_assets.definitions import SPEC_PATH, build_resources
+    from platform_assets.definitions import build_resources, spec_path
 
     ap = argparse.ArgumentParser(prog="python -m platform_assets.hive")
     sub = ap.add_subparsers(dest="command", required=True)
     ct = sub.add_parser("copy-table", help="copy a whole Hive table from one cluster to another")
-    ct.add_argument("--spec", default=str(SPEC_PATH))
+    ct.add_argument("--spec", default=str(spec_path()),
+                    help="the replication spec (default: $REPLICATION_SPEC, else replication.yaml)")
     ct.add_argument("--from", dest="source", required=True)
     ct.add_argument("--to", dest="target", required=True)
     ct.add_argument("--database", required=True)

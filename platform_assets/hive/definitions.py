@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.datasets import ResolvedSpec
+from platform_assets.datasets import ResolvedSpec, partitions_def_for
 from platform_assets.hive.assets import (
     Importer,
     build_etl,
@@ -31,7 +31,6 @@ from platform_assets.hive.names import (
 )
 from platform_assets.hive.sensors import build_sensors
 from platform_assets.hive.spec import hive_datasets, remote_clusters, validate_hive_spec
-from platform_assets.replication.assets import partitions_def_for
 
 
 def build_defs(rs: ResolvedSpec, importer: Importer = synthetic_import) -> dg.Definitions:
@@ -55,14 +54,14 @@ def build_defs(rs: ResolvedSpec, importer: Importer = synthetic_import) -> dg.De
                 remote_keys.append(hive_table_key(d, t.cluster))
                 etl_jobs.append(dg.define_asset_job(
                     etl_job_name(d, t.cluster), selection=[etl_key(d, t.cluster)],
-                    partitions_def=pdef, tags={TAG_HIVE_DATASET: d},
+                    tags={TAG_HIVE_DATASET: d},
                     description=f"{t.cluster}'s ETL on the copied {d} (started by {COPY_SLAVE_SENSOR}).",
                 ))
         copy_sel = dg.AssetSelection.assets(*remote_keys)
         # copy + registration alone: what the async sensor runs, and how an operator finishes
         # a sync run whose registration failed for good (the next incremental import waits)
         async_jobs.append(dg.define_asset_job(
-            async_copy_job_name(d), selection=copy_sel, partitions_def=pdef,
+            async_copy_job_name(d), selection=copy_sel,
             tags={TAG_HIVE_DATASET: d},
             description=f"copy {d} to its targets and register the remote tables "
                         "(retried with backoff until the remote cluster answers).",
@@ -70,13 +69,13 @@ def build_defs(rs: ResolvedSpec, importer: Importer = synthetic_import) -> dg.De
         if view.mode == "sync":
             jobs.append(dg.define_asset_job(
                 sync_job_name(d), selection=dg.AssetSelection.assets(ikey) | copy_sel,
-                partitions_def=pdef, tags={TAG_HIVE_DATASET: d},
+                tags={TAG_HIVE_DATASET: d},
                 description=f"sync: import {d} on {view.source_cluster}, copy it and register it "
                             "remotely, in one run.",
             ))
         else:
             jobs.append(dg.define_asset_job(
-                import_job_name(d), selection=dg.AssetSelection.assets(ikey), partitions_def=pdef,
+                import_job_name(d), selection=dg.AssetSelection.assets(ikey),
                 tags={TAG_HIVE_DATASET: d},
                 description=f"async: import {d} on {view.source_cluster} only; {ASYNC_SENSOR} copies it.",
             ))

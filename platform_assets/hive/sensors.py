@@ -74,7 +74,7 @@ def build_sensors(rs: ResolvedSpec, async_jobs: list, etl_jobs: list) -> list[dg
     if async_names:
         @dg.sensor(name=ASYNC_SENSOR, jobs=[j for j in async_jobs if j.name in async_names],
                    minimum_interval_seconds=30,
-                   default_status=dg.DefaultSensorStatus.RUNNING,
+                   default_status=rs.sensor_status,
                    description="Requests the copy of every async import not yet on its remote "
                                "clusters, and again after a copy run that failed for good.")
         def _async_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
@@ -83,7 +83,7 @@ def build_sensors(rs: ResolvedSpec, async_jobs: list, etl_jobs: list) -> list[dg
         sensors.append(_async_sensor)
     if etl_jobs:
         @dg.sensor(name=COPY_SLAVE_SENSOR, jobs=etl_jobs, minimum_interval_seconds=30,
-                   default_status=dg.DefaultSensorStatus.RUNNING,
+                   default_status=rs.sensor_status,
                    description="Starts each remote cluster's ETL on a partition when its "
                                "copy_finished is newer than the ETL's own last start.")
         def _slave_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -10,7 +10,8 @@ from platform_assets.landing.assets import build_ingested, build_parquet, build_
 from platform_assets.landing.sensor import build_landing_sensor
 
 
-def build_defs(spec: ReplicationSpec) -> dg.Definitions:
+def build_defs(spec: ReplicationSpec,
+               sensor_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     jobs = []
     sensors = []
@@ -18,5 +19,5 @@ def build_defs(spec: ReplicationSpec) -> dg.Definitions:
         assets += [build_ingested(spec, name), build_parquet(spec, name), build_report(spec, name)]
         job = landing_job(name)
         jobs.append(job)
-        sensors.append(build_landing_sensor(spec, name, job))
+        sensors.append(build_landing_sensor(spec, name, job, sensor_status))
     return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors)

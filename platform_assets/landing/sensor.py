@@ -142,14 +142,15 @@ def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState, stat
     return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key))
 
 
-def build_landing_sensor(spec: ReplicationSpec, name: str, job) -> dg.SensorDefinition:
+def build_landing_sensor(spec: ReplicationSpec, name: str, job,
+                         status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
     ld = spec.landing[name]
 
     @dg.sensor(
         name=landing_sensor_name(name),
         job=job,
         minimum_interval_seconds=ld.interval_s,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=status,
         description=(f"Starts a landing run of {name!r} when new or changed files (older than "
                      f"{ld.min_age_s:g}s) are in its watched directory."),
     )

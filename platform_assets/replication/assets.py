@@ -1,7 +1,8 @@
 """Assets of the replication kind, per dataset of the spec:
 
-- ``<source cluster>/<dataset>``: an observable source asset whose data version per partition
-  is a fingerprint of the source listing (:mod:`replicator.fingerprint`);
+- ``<source cluster>/<dataset>``: an external asset (the source directory: Dagster does not
+  produce it) whose data version per partition is a fingerprint of the source listing
+  (:mod:`replicator.fingerprint`), reported by the change sensor as observations;
 - ``<target cluster>/<dataset>`` per target: the replica, partitioned by a
   ``DynamicPartitionsDefinition`` (one copy partition per partition directory; a single
   ``all`` partition for an unpartitioned dataset). Materialising a partition runs the copy
@@ -10,24 +11,17 @@
 """
 
 import time
-import warnings
 
 import dagster as dg
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from platform_assets.config import UNPARTITIONED_KEY, ReplicationSpec
-from platform_assets.datasets import DatasetView, TargetView
+from platform_assets.config import ReplicationSpec
+from platform_assets.datasets import DatasetView, TargetView, freshness_policy
 from platform_assets.engine import copy_or_fail, report_metadata, retry_policy
-from platform_assets.replication.names import CHECK_NO_TEMP, CHECK_VERIFIED
+from platform_assets.history import latest_copies
+from platform_assets.replication.names import CHECK_NO_TEMP, CHECK_VERIFIED, DATA_VERSION_TAG
 from replicator.fingerprint import TreeFingerprint, leftover_temporaries
 from replicator.secrets import redact
 from resources.replicator import ReplicatorResource
-
-
-def partitions_def_for(view: DatasetView) -> dg.PartitionsDefinition:
-    if view.partitioned:
-        return dg.DynamicPartitionsDefinition(name=view.partitions_def_name)
-    return dg.StaticPartitionsDefinition([UNPARTITIONED_KEY])
 
 
 def source_observation(view: DatasetView, fp: TreeFingerprint) -> dg.AssetObservation:
@@ -49,48 +43,31 @@ def source_observation(view: DatasetView, fp: TreeFingerprint) -> dg.AssetObserv
     )
 
 
-def build_source(view: DatasetView, pdef: dg.PartitionsDefinition) -> dg.SourceAsset:
+def build_source(view: DatasetView, pdef: dg.PartitionsDefinition) -> dg.AssetSpec:
     """Partitioned like the replicas, so a change of one source partition marks only that
     partition of each replica as behind (not the whole dataset)."""
-
-    def _observe(context: dg.OpExecutionContext) -> dg.DataVersionsByPartition:
-        partitions = view.partitions()
-        if view.partitioned:  # only partitions the instance knows (the sensors add them)
-            known = set(context.instance.get_dynamic_partitions(view.partitions_def_name))
-            partitions = [p for p in partitions if p in known]
-        now = time.time()
-        return dg.DataVersionsByPartition({
-            p: dg.DataVersion(view.fingerprint(p, now=now).fingerprint) for p in partitions
-        })
-
-    with warnings.catch_warnings():  # observable source assets are "beta" in 1.13
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.observable_source_asset(
-            key=view.source_key,
-            group_name=view.name,
-            description=(
-                f"Source directory of dataset {view.name!r} on cluster {view.source_cluster!r}. "
-                "Its partitions' data versions are fingerprints of their listings, recorded "
-                "by the change sensor as it finds changes (or by Observe)."
-            ),
-            metadata={"uri": redact(view.source_root), "partitions": view.config.partitions or "none",
-                      "mode": view.mode},
-            tags={"replication/role": "source"},
-            partitions_def=pdef,
-        )(_observe)
+    return dg.AssetSpec(
+        key=view.source_key,
+        group_name=view.name,
+        description=view.describe(
+            f"Source directory of dataset {view.name!r} on cluster {view.source_cluster!r}. "
+            "Its partitions' data versions are fingerprints of their listings, recorded by the "
+            "change sensor as it finds changes."
+        ),
+        metadata={"dagster/uri": redact(view.source_root), "uri": redact(view.source_root),
+                  "partitions": view.config.partitions or "none", "mode": view.mode},
+        tags={"replication/role": "source"},
+        kinds={view.source_kind},
+        owners=view.owners,
+        partitions_def=pdef,
+    )
 
 
 def build_replica(
     spec: ReplicationSpec, view: DatasetView, target: TargetView, pdef: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
-    freshness = (
-        dg.FreshnessPolicy.time_window(
-            fail_window=view.freshness.fail_window, warn_window=view.freshness.warn_window
-        )
-        if view.freshness
-        else None
-    )
     metadata: dict[str, str] = {
+        "dagster/uri": redact(target.root),
         "uri": redact(target.root),
         "copies_from": redact(target.copy_from_root),
         "mode": view.mode,
@@ -112,18 +89,21 @@ def build_replica(
         deps=[target.upstream_key] if imported is None else [target.upstream_key, imported],
         partitions_def=pdef,
         group_name=view.name,
-        description=(
+        description=view.describe(
             f"Replica of dataset {view.name!r} on cluster {target.cluster!r}, "
             f"copied from {target.copy_from_cluster!r}."
         ),
         metadata=metadata,
         tags={"replication/role": "replica"},
-        kinds={"replica"},
-        freshness_policy=freshness,
+        kinds={target.kind},
+        owners=view.owners,
+        freshness_policy=freshness_policy(view),
         retry_policy=retry_policy(spec),
         pool=target.pool,
         check_specs=[
-            dg.AssetCheckSpec(CHECK_VERIFIED, asset=key, description="every copied file verified"),
+            # blocking: a hop whose copy is not verified is not copied on (``via`` replicas)
+            dg.AssetCheckSpec(CHECK_VERIFIED, asset=key, blocking=True,
+                              description="every copied file verified; blocks the next hop"),
             dg.AssetCheckSpec(
                 CHECK_NO_TEMP, asset=key, description="no staged or _COPYING_ file left behind"
             ),
@@ -135,7 +115,20 @@ def build_replica(
         partition = context.partition_key
         src = target.copy_from_uri(partition)
         dst = target.uri(partition)
-        fp = view.fingerprint(partition)
+        if target.via is None:
+            fp = view.fingerprint(partition)
+            version, changed_at = fp.fingerprint, fp.newest_mtime_ns / 1e9 or None
+        else:
+            # a hop copies what the upstream replica holds: record the version that replica
+            # recorded, not a fresh listing of the source (a stale hop must look stale)
+            hop = latest_copies(context.instance, target.upstream_key, [partition]).get(partition)
+            if hop is None or hop.fingerprint is None:
+                raise dg.Failure(
+                    description=f"partition {partition!r} has no copy on {target.via!r} yet: "
+                                f"{target.cluster!r} copies from it",
+                    allow_retries=False,
+                )
+            version, changed_at = hop.fingerprint, hop.source_changed_at
         # a replica's own marker is never copied on (a `via` hop reads another replica)
         exclude = view.filter.exclude
         if replicator.marker:
@@ -156,11 +149,18 @@ def build_replica(
         report = copy_or_fail(replicator, src, dst, options)
         leftovers = leftover_temporaries(dst)
         metadata_out = report_metadata(report)
-        metadata_out["source_fingerprint"] = dg.MetadataValue.text(fp.fingerprint)
+        metadata_out["source_fingerprint"] = dg.MetadataValue.text(version)
         metadata_out["destination"] = dg.MetadataValue.text(redact(dst))
+        if changed_at:
+            # how long the newest source change took to land here: the per-partition figure
+            # the UI plots (and the lag check's ERROR threshold is the freshness window)
+            metadata_out["source_changed_at"] = dg.MetadataValue.timestamp(changed_at)
+            finished = report.finished_at or time.time()
+            metadata_out["replication_lag_s"] = dg.MetadataValue.float(
+                round(max(0.0, finished - changed_at), 3))
         return dg.MaterializeResult(
             metadata=metadata_out,
-            data_version=dg.DataVersion(fp.fingerprint),
+            data_version=dg.DataVersion(version),
             check_results=[
                 dg.AssetCheckResult(
                     check_name=CHECK_VERIFIED,

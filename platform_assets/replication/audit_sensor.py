@@ -389,7 +389,7 @@ def build_audit_sensor(rs: ResolvedSpec, jobs: list) -> dg.SensorDefinition:
         name=AUDIT_SENSOR,
         minimum_interval_seconds=audit.interval_s,
         jobs=jobs,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=rs.sensor_status,
         description=(
             f"Reads {audit.prefix}* audit files, validates each SOURCE_DIR DEST_DIR line, requests "
             "the copies and archives a file once all its copies succeeded."

@@ -323,7 +323,7 @@ def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinitio
         name=CHANGE_SENSOR,
         minimum_interval_seconds=cfg.interval_s,
         jobs=[j for j in copy_jobs if j.name in names] or copy_jobs,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=rs.sensor_status,
         description=(
             "Fingerprints the partition directories of every sync dataset and requests one copy "
             "run per new or changed partition."

@@ -15,37 +15,52 @@ from replicator.fingerprint import EMPTY_FINGERPRINT
 
 
 def evaluate_lag(
-    view: DatasetView, target: TargetView, instance: dg.DagsterInstance
+    view: DatasetView, target: TargetView, instance: dg.DagsterInstance,
+    *, now: float | None = None,
 ) -> dg.AssetCheckResult:
+    """Per partition: is the replica's last copy older than the newest change at the source,
+    or of another content? A partition behind is *lagging* (the check fails at WARN); one
+    behind by more than the dataset's freshness ``fail_window`` fails it at ERROR. The
+    metadata lists the most lagging partitions with their lag in seconds."""
     partitions = view.partitions()
     last = latest_copies(instance, target.key, partitions)
-    now = time.time()
-    lagging: list[str] = []
-    max_lag = 0.0
+    now = time.time() if now is None else now
+    window = view.fail_window.total_seconds() if view.fail_window else None
+    lags: dict[str, float] = {}
     for p in partitions:
         fp = view.fingerprint(p, now=now)
         if fp.fingerprint == EMPTY_FINGERPRINT:
             continue
         copy = last.get(p)
         changed_at = fp.newest_mtime_ns / 1e9
-        if copy is None:
-            lagging.append(p)
-            max_lag = max(max_lag, now - changed_at)
-        elif copy.copy_finished < changed_at or (
+        if copy is None or copy.copy_finished < changed_at or (
             copy.fingerprint is not None and copy.fingerprint != fp.fingerprint
         ):
-            lagging.append(p)
-            max_lag = max(max_lag, now - copy.copy_finished)
+            # behind since the source changed after what the copy carried (a stale `via` hop
+            # carries an older change than its copy time); otherwise (a deletion: no newer
+            # mtime) since the copy
+            carried = None if copy is None else (copy.source_changed_at or copy.copy_finished)
+            since = changed_at if carried is None or carried < changed_at else copy.copy_finished
+            lags[p] = max(0.0, now - since)
+    overdue = sorted(p for p, lag in lags.items() if window is not None and lag > window)
+    worst = sorted(lags.items(), key=lambda item: -item[1])[:20]
     return dg.AssetCheckResult(
         asset_key=target.key,
         check_name=CHECK_LAG,
-        passed=not lagging,
-        severity=dg.AssetCheckSeverity.WARN,
+        passed=not lags,
+        severity=dg.AssetCheckSeverity.ERROR if overdue else dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(overdue)} partition(s) behind by more than the freshness window"
+            if overdue else f"{len(lags)} partition(s) behind" if lags else "every partition in sync"
+        ),
         metadata={
             "partitions_checked": len(partitions),
-            "partitions_lagging": len(lagging),
-            "lagging": ", ".join(lagging[:20]) or "none",
-            "max_lag_s": round(max_lag, 1),
+            "partitions_lagging": len(lags),
+            "partitions_overdue": len(overdue),
+            "lagging": ", ".join(p for p, _ in worst) or "none",
+            "lag_s_by_partition": dg.MetadataValue.json({p: round(lag, 1) for p, lag in worst}),
+            "max_lag_s": round(max(lags.values(), default=0.0), 1),
+            "fail_window_s": window if window is not None else "none",
         },
     )
 
@@ -56,7 +71,8 @@ def build_lag_check(view: DatasetView, target: TargetView) -> dg.AssetChecksDefi
         name=CHECK_LAG,
         description=(
             "Each partition's last copy_finished is not older than the last change observed at "
-            "the source (and the copied fingerprint is the source's current one)."
+            "the source (and the copied fingerprint is the source's current one); ERROR when "
+            "a partition is behind by more than the freshness window."
         ),
         blocking=False,
     )

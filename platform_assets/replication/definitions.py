@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from platform_assets.datasets import ResolvedSpec
-from platform_assets.replication.assets import build_replica, build_source, partitions_def_for
+from platform_assets.datasets import ResolvedSpec, partitions_def_for
+from platform_assets.replication.assets import build_replica, build_source
 from platform_assets.replication.audit_sensor import build_audit_sensor
 from platform_assets.replication.change_sensor import build_change_sensor
 from platform_assets.replication.checks import build_lag_check
@@ -26,7 +26,7 @@ def build_defs(rs: ResolvedSpec) -> dg.Definitions:
         for target in view.targets:
             replicas.append(build_replica(rs.spec, view, target, pdef))
             checks.append(build_lag_check(view, target))
-        copy_jobs.append(build_copy_job(view, pdef))
+        copy_jobs.append(build_copy_job(view))
     sensors = [build_change_sensor(rs, copy_jobs)]
     if rs.platform.audit is not None:
         sensors.append(build_audit_sensor(rs, copy_jobs))
@@ -40,7 +40,7 @@ def build_defs(rs: ResolvedSpec) -> dg.Definitions:
         jobs.append(lag_job)
         schedules.append(dg.ScheduleDefinition(
             name=LAG_SCHEDULE, job=lag_job, cron_schedule="5 * * * *",
-            default_status=dg.DefaultScheduleStatus.RUNNING,
+            default_status=rs.schedule_status,
         ))
     return dg.Definitions(assets=[*sources, *replicas], asset_checks=checks, sensors=sensors,
                           jobs=jobs, schedules=schedules)

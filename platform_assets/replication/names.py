@@ -18,6 +18,10 @@ TAG_TRIGGER = "replication/trigger"
 TAG_AUDIT_FILE = "replication/audit_file"
 TAG_COPY = "replication/copy"  # dataset/partition: dagster.yaml runs one copy of it at a time
 
+# the observation tag Dagster reads a data version from (what ``DataVersion`` sets on a
+# materialization); written on the sources' observations
+DATA_VERSION_TAG = "dagster/data_version"
+
 CHANGE_SENSOR = "replication_change_sensor"
 AUDIT_SENSOR = "replication_audit_file_sensor"
 LAG_JOB = "replication_lag_checks"

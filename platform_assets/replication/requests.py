@@ -20,12 +20,12 @@ from platform_assets.replication.names import (
 )
 
 
-def build_copy_job(view: DatasetView, pdef: dg.PartitionsDefinition):
-    """The partitioned asset job of a dataset's replicas: what sensors and backfills run."""
+def build_copy_job(view: DatasetView):
+    """The asset job of a dataset's replicas (partitioned like them): what sensors and
+    backfills run."""
     return dg.define_asset_job(
         view.copy_job_name,
         selection=dg.AssetSelection.assets(*view.replica_keys),
-        partitions_def=pdef,
         tags={TAG_DATASET: view.name},
         description=f"Copy partitions of dataset {view.name!r} to its replicas.",
     )
