@@ -94,9 +94,10 @@ def _dg(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "REPLICATION_SPEC": str(PRODUCTION), "DAGSTER_HOME": str(home),
            "VIRTUAL_ENV": sys.prefix}
     return subprocess.run([str(exe), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=840)
 
 
+@pytest.mark.timeout(1800)  # two dg processes each load the code location (minutes under load)
 def test_dg_check_and_list_defs_load_the_code_location(tmp_path: Path) -> None:
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     check = _dg(tmp_path, "check", "defs")
