@@ -24,8 +24,9 @@ def test_copy_verified_check_passes_only_for_checksum_verified_copies(
     resources = {"replicator": ReplicatorResource(
         state_path=str(tmp_path / "state.db"), verify_checksum=verify_checksum)}
     replica = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and KEY in a.keys]
-    result = dg.materialize(replica, instance=instance,
-                            resources=resources, partition_key="dt=2026-11-19", selection=[KEY])
-    assert result.success
+    result = dg.materialize(replica, instance=instance, resources=resources,
+                            partition_key="dt=2026-11-19", selection=[KEY], raise_on_error=False)
+    # copy_verified is blocking: an unverified copy fails the run (the next hop does not copy it)
+    assert result.success is verify_checksum
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["copy_verified"].passed is verify_checksum
