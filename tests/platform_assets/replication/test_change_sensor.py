@@ -264,7 +264,8 @@ def test_sensor_records_source_versions_so_only_changed_replica_partitions_are_u
     assert newest.asset_observation.tags["dagster/data_version"] == second.run_requests[0].tags[TAG_FINGERPRINT]
     assert newest.asset_observation.metadata["files"].value == 1
 
-    assets = [*defs.assets]
+    # sources are external AssetSpecs: the resolver wants AssetsDefinitions
+    assets = [dg.AssetsDefinition(specs=[a]) if isinstance(a, dg.AssetSpec) else a for a in defs.assets]
     resolver = get_stale_status_resolver(instance, assets)
     replica = dg.AssetKey(["gcs", "events"])
     assert resolver.get_status(replica, "dt=1") == StaleStatus.FRESH
