@@ -25,7 +25,7 @@ from tests.platform_assets.landing.conftest import GOOD_CSV, Landing, make_landi
 from tests.platform_assets.landing.png import count_colour, read_png
 from tests.platform_assets.landing.test_landing_pipeline import BAD_CSV, _tick
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SUBSCRIBED, OTHER, STRANGER = 111, 222, 333
 TRIGGER_TOKEN = "trigger-t0ken-for-bot-tests"
 
@@ -60,12 +60,14 @@ def test_chat_bot_relays_every_step_and_sends_the_report_as_documents(
     bot.run_once(poll_s=0)
 
     texts = bot_api.texts(SUBSCRIBED)
-    steps = ["copied to the raw area", "validation passed", "converted to", "report ready"]
+    steps = ["new file(s) detected", "copied to the raw area", "validation passed", "converted to",
+             "report ready"]
     assert [next(i for i, t in enumerate(texts) if s in t) for s in steps] == sorted(
         next(i for i, t in enumerate(texts) if s in t) for s in steps)  # in pipeline order
     assert all(t.startswith(("📥 orders", "📦 orders", "✅ orders", "🗂 orders", "📊 orders"))
                for t in texts)
-    assert "a.csv" in texts[0] and "4 rows in 1 file(s)" in texts[1]
+    detected, validated = (next(t for t in texts if s in t) for s in (steps[0], steps[2]))
+    assert "a.csv" in detected and "4 rows in 1 file(s)" in validated
     docs = bot_api.docs(SUBSCRIBED)
     html = [d for d in docs if d["filename"].endswith(".html")]
     assert len(html) == 1 and html[0]["mime"] == "text/html"
