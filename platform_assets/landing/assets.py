@@ -114,7 +114,7 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             files = sorted({*copied, *carried})
             copy_md = report_metadata(report)
             save_record(paths, {"batch": batch, "files": files, "ingested_at": time.time(),
-                                "run_id": context.run_id, "source": redact(paths.source),
+                                "run_id": context.run.run_id, "source": redact(paths.source),
                                 "carried": carried})
             if copied:
                 notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
@@ -133,7 +133,7 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                 rule_counts[rule] = rule_counts.get(rule, 0) + c
         first = next((r.first for r in bad if r.first), None)
         history_entry = {
-            "batch": batch, "at": time.time(), "run_id": context.run_id,
+            "batch": batch, "at": time.time(), "run_id": context.run.run_id,
             "status": "rejected" if bad else "accepted", "files": len(results),
             "files_ok": len(results) - len(bad), "files_rejected": len(bad),
             "rows": sum(r.rows for r in results), "rule_counts": rule_counts,

@@ -80,7 +80,7 @@ def rules_for(ld: LandingDataset) -> Rules:
 
 def batch_id(context: dg.AssetExecutionContext) -> str:
     tags = context.run.tags
-    batch = tags.get(TAG_BATCH) or tags.get("dagster/root_run_id") or context.run_id
+    batch = tags.get(TAG_BATCH) or tags.get("dagster/root_run_id") or context.run.run_id
     if not _BATCH_RE.match(batch):
         raise LandingError(
             f"run tag {TAG_BATCH}: expected letters, digits, '.', '_' or '-' (at most 100), "
