@@ -399,7 +399,7 @@ def test_kill_9_during_untar_keeps_previous_directory_and_next_run_finishes(tmp_
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tar(src / "t.tar", {"a.csv": b"v1"})
     assert run_cli("copy", str(src), str(dst), "-t", "untar").returncode == 0
-    payload = os.urandom(6 << 20)
+    payload = os.urandom(40 << 20)  # several 8 MiB read chunks, so --bandwidth paces the expansion
     make_tar(src / "t.tar", {"a.csv": b"v2", "big.bin": payload}, mtime=T0 + 60)
     proc = subprocess.Popen(cli_command("copy", str(src), str(dst), "-t", "untar", "--bandwidth", "1"),
                             env=run_cli.env, cwd=str(tmp_path), stdout=subprocess.DEVNULL,
