@@ -122,6 +122,7 @@ def _copy_options(**kw: Any) -> CopyOptions:
         checksum=kw.get("checksum", False),
         verify_checksum=kw.get("verify_checksum", False),
         deadline_s=kw.get("deadline", DEFAULT_DEADLINE_S),
+        lock_wait_s=kw.get("wait_lock", 0.0),
         workers=kw.get("workers", 8),
         include=tuple(kw.get("include") or ()),
         exclude=tuple(kw.get("exclude") or ()),
@@ -235,6 +236,10 @@ def _finish_run(report, as_json: bool) -> None:
               metavar="SECONDS",
               help="Give up the whole run after SECONDS (a server that stopped answering): what "
                    "was not done is listed, the next run finishes it; exit code 3.")
+@click.option("--wait-lock", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="SECONDS",
+              help="When another run is copying the same SRC to the same DST, wait up to SECONDS "
+                   "for it to finish instead of refusing at once (exit 1 once the wait is over).")
 @_common
 def copy(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: Any) -> None:
     """Copy the tree SRC to DST: new and changed files only, verified, published atomically."""

@@ -262,7 +262,7 @@ class _Run:
                 found = store.find_pair(*pair)
                 pair_id = -1 if found is None else found
             else:
-                store.lock_pair(*pair)
+                store.lock_pair_waiting(*pair, opts.lock_wait_s)
                 pair_id = store.pair_id(*pair)
                 self.report.files_recovered = recover(
                     store, pair_id, self.dst_fs, self.dst_root,

@@ -128,6 +128,7 @@ class CopyOptions:
     retries: int = 3
     retry_backoff_s: float = 0.5
     deadline_s: float | None = DEFAULT_DEADLINE_S  # the whole run; None: no deadline
+    lock_wait_s: float = 0.0  # wait this long for another run of the same pair (0: refuse)
     listing_workers: int = 8
     batch_files: int = 256  # files journalled / recorded per state transaction
 
@@ -143,6 +144,7 @@ class CopyOptions:
         _number("retry_backoff_s", self.retry_backoff_s, lo=0, hi=3600, what="seconds")
         if self.deadline_s is not None:
             _number("--deadline", self.deadline_s, lo=0, hi=MAX_SECONDS, lo_open=True, what="seconds")
+        _number("--wait-lock", self.lock_wait_s, lo=0, hi=MAX_SECONDS, what="seconds")
         _number("chunk_size", self.chunk_size, lo=64 * 1024, hi=1 << 30, integer=True,
                 what="bytes")
         _number("part_size", self.part_size, lo=5 * MiB, hi=5 << 30, integer=True, what="bytes")

@@ -25,6 +25,11 @@ class ReplicatorResource(dg.ConfigurableResource):
     executor: str = Field(default="local", description="local | spark | distcp")
     marker: str | None = Field(default=None, description="file written last at each replica root")
     retries: int = Field(default=3, ge=0, description="per-file retries inside one copy")
+    lock_wait_s: float = Field(
+        default=3600.0, ge=0,
+        description="a copy of a partition another run is copying now waits this long for it "
+                    "(then copies what is left) instead of failing: backfill, sensor, trigger "
+                    "and UI runs of one partition never fail on each other")
     verify_checksum: bool = Field(
         default=True,
         description="verify every copied file by CRC32C (the store's, or a re-read); off, local "
@@ -61,6 +66,7 @@ class ReplicatorResource(dg.ConfigurableResource):
             executor=self.executor,
             marker=self.marker,
             retries=self.retries,
+            lock_wait_s=self.lock_wait_s,
         ).validated()
 
     def copy(self, source: str, destination: str, options: CopyOptions,

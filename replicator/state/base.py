@@ -15,10 +15,10 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from replicator.errors import ReplicatorError, UsageError
+from replicator.errors import LockedError, ReplicatorError, UsageError
 
 ManifestRow = tuple[str, str, int, int, str | None]  # (path, kind, size, mtime_ns, checksum)
 
@@ -83,6 +83,27 @@ class StateStore:
     def lock_held(self, source: str, destination: str) -> bool:
         """Whether some run (this one or another) holds the pair's lock now."""
         raise NotImplementedError
+
+    def lock_pair_waiting(self, source: str, destination: str, wait_s: float, *,
+                          clock: Callable[[], float] = time.monotonic,
+                          sleep: Callable[[float], None] = time.sleep) -> None:
+        """:meth:`lock_pair`, waiting up to ``wait_s`` seconds for another run of the pair to
+        finish (polling with backoff, 0.2 s up to 5 s); LockedError once the wait is over.
+        ``wait_s`` 0: refuse at once, as :meth:`lock_pair`."""
+        deadline = clock() + max(0.0, wait_s)
+        delay = 0.2
+        while True:
+            try:
+                self.lock_pair(source, destination)
+                return
+            except LockedError as exc:
+                left = deadline - clock()
+                if left <= 0:
+                    if wait_s > 0:
+                        raise LockedError(f"{exc} (waited {wait_s:g} s)") from None
+                    raise
+                sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         raise NotImplementedError

@@ -5,6 +5,7 @@ completed by the next, secrets kept out of everything."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -104,6 +105,28 @@ def test_pair_lock_is_exclusive_across_connections_and_released_on_close(state_s
     wait_for(lambda: not b.lock_held("/s", "/d"), "the closed store's lock to go", timeout=30)
     b.lock_pair("/s", "/d")
     b.close()
+
+
+def test_waiting_pair_lock_gets_the_lock_once_the_holder_lets_go(state_spec: str) -> None:
+    a, b = open_store(state_spec), open_store(state_spec)
+    naps: list[float] = []
+    try:
+        a.lock_pair("/s", "/d")
+
+        def sleep(s: float) -> None:  # the holder finishes while the waiter waits
+            naps.append(s)
+            if len(naps) == 3:
+                a.close()
+        b.lock_pair_waiting("/s", "/d", 600, sleep=sleep)
+        assert len(naps) >= 3 and naps[:3] == [0.2, 0.4, 0.8]  # backoff, no busy loop
+        assert b.lock_held("/s", "/d")
+        c = open_store(state_spec)
+        with pytest.raises(LockedError, match=r"waited 0\.5 s"):
+            c.lock_pair_waiting("/s", "/d", 0.5)  # a bounded wait ends with the refusal
+        c.close()
+    finally:
+        a.close()
+        b.close()
 
 
 def test_runs_and_a_dead_run_reads_as_interrupted(state_spec: str) -> None:
@@ -232,6 +255,36 @@ def test_same_pair_twice_at_once_one_refuses_cleanly(state_spec: str, tmp_path: 
         assert second.returncode == 1, err
         assert "another replicator run" in err and "Traceback" not in err
         assert first.wait(timeout=600) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert tree(dst) == tree(src) and temp_names(dst) == []
+
+
+def test_same_pair_twice_with_wait_lock_the_second_waits_and_succeeds(
+        state_spec: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _slow_source(src, n=20)
+    first = _spawn(tmp_path, "copy", str(src), str(dst), "--state", state_spec, "--bandwidth", "0.5",
+                   "--workers", "2", "-q")
+    try:
+        def held() -> bool:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            store = open_store(state_spec, read_only=True)
+            try:
+                return store.lock_held(str(src.resolve()), str(dst.resolve()))
+            finally:
+                store.close()
+
+        wait_for(held, "the first run to hold the pair lock")
+        second = _spawn(tmp_path, "copy", str(src), str(dst), "--state", state_spec,
+                        "--wait-lock", "600", "--json")
+        out, err = second.communicate(timeout=600)
+        assert first.wait(timeout=600) == 0, first.stderr.read()
+        assert second.returncode == 0, err
+        # it ran after the first had published everything: nothing left to copy
+        report = json.loads(out.strip().splitlines()[-1])
+        assert report["files_copied"] == 0 and report["files_skipped"] == 20
     finally:
         if first.poll() is None:
             first.kill()
