@@ -58,7 +58,7 @@ class HiveClient:
     """Drives one worker process. Thread-safe (one request at a time)."""
 
     def __init__(self, cluster: str, home: str, metastore: str = EMBEDDED, *,
-                 start_timeout_s: float = 180.0, request_timeout_s: float = 600.0) -> None:
+                 start_timeout_s: float = 300.0, request_timeout_s: float = 600.0) -> None:
         if not HIVE_IDENT_RE.match(cluster):
             raise ValueError(f"cluster name {cluster!r}: expected letters, digits and '_'")
         self.cluster = cluster
@@ -264,7 +264,7 @@ class HiveMetastoreResource(dg.ConfigurableResource):
 
     home: str = Field(description="directory for embedded metastores, warehouses and worker logs")
     metastores: dict[str, str] = Field(default_factory=dict)
-    start_timeout_s: float = Field(default=180.0, gt=0)
+    start_timeout_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=600.0, gt=0)
 
     def has(self, cluster: str) -> bool:

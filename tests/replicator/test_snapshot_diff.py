@@ -9,7 +9,6 @@ from pathlib import Path
 from replicator import api
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
-from tests.fixtures.hadoop import hdfs_cluster  # noqa: F401
 from tests.replicator.conftest import tree
 
 
@@ -31,7 +30,7 @@ def hdfs_files(uri: str) -> dict[str, bytes]:
 
 
 def test_snapshot_diff_lists_only_changes_and_loses_nothing(tmp_path: Path,
-                                                             hdfs_cluster):  # noqa: F811
+                                                             hdfs_cluster):
     src_dir = hdfs_cluster.fresh_dir("snap")
     src = hdfs_cluster.webhdfs_uri(src_dir)
     fs, root = resolve(src)
@@ -98,7 +97,7 @@ def test_snapshot_diff_lists_only_changes_and_loses_nothing(tmp_path: Path,
     assert again.snapshot["listing"] == "diff" and again.snapshot["base"] == after.snapshot["name"]
 
 
-def test_not_snapshottable_falls_back_to_the_listing(tmp_path: Path, hdfs_cluster):  # noqa: F811
+def test_not_snapshottable_falls_back_to_the_listing(tmp_path: Path, hdfs_cluster):
     src_dir = hdfs_cluster.fresh_dir("plain")
     src = hdfs_cluster.webhdfs_uri(src_dir)
     seed = tmp_path / "seed"

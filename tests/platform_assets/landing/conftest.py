@@ -12,7 +12,6 @@ import pytest
 
 from platform_assets.config import ReplicationSpec, load_spec
 from tests.fixtures.http import http_sink  # noqa: F401
-from tests.fixtures.kafka import kafka_broker  # noqa: F401
 from tests.fixtures.platform import dagster_home, instance  # noqa: F401
 from tests.fixtures.telegram import bot_api  # noqa: F401
 from tests.replicator.filesystems.conftest import s3_server  # noqa: F401

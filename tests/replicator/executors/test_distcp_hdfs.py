@@ -12,7 +12,6 @@ import pytest
 from replicator import api
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
-from tests.fixtures.hadoop import hdfs_cluster, hdfs_cluster_b  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
 FILES = {
@@ -48,7 +47,7 @@ def opts(tmp_path: Path, **kw) -> CopyOptions:
                        **kw).validated()
 
 
-def test_distcp_between_two_clusters(tmp_path: Path, hdfs_cluster, hdfs_cluster_b,  # noqa: F811
+def test_distcp_between_two_clusters(tmp_path: Path, hdfs_cluster, hdfs_cluster_b,
                                      distcp_env):
     src_dir, dst_dir = hdfs_cluster.fresh_dir("src"), hdfs_cluster_b.fresh_dir("dr")
     src, dst = hdfs_cluster.uri(src_dir), hdfs_cluster_b.uri(dst_dir)
@@ -83,7 +82,7 @@ def test_distcp_between_two_clusters(tmp_path: Path, hdfs_cluster, hdfs_cluster_
     assert check.identical, (check.missing, check.extra, check.differing)
 
 
-def test_unreadable_source_file_fails_alone(tmp_path: Path, hdfs_cluster, hdfs_cluster_b,  # noqa: F811
+def test_unreadable_source_file_fails_alone(tmp_path: Path, hdfs_cluster, hdfs_cluster_b,
                                             distcp_env, monkeypatch: pytest.MonkeyPatch):
     src_dir, dst_dir = hdfs_cluster.fresh_dir("src"), hdfs_cluster_b.fresh_dir("dr")
     src, dst = hdfs_cluster.uri(src_dir), hdfs_cluster_b.uri(dst_dir)

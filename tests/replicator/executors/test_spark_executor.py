@@ -214,7 +214,7 @@ def test_cli_copy_with_spark_executor_then_verify(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "replicator.cli"]
 
     proc = subprocess.run([*cli, "copy", str(src), str(dst), "--executor", "spark", "--json", "-q"],
-                          capture_output=True, text=True, env=env, timeout=240)
+                          capture_output=True, text=True, env=env, timeout=480)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["executor"] == "spark" and report["status"] == "ok"

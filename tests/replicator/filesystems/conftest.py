@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from replicator.filesystems.base import FileSystem
-from tests.fixtures.hadoop import hdfs_cluster, hdfs_cluster_b  # noqa: F401
 from tests.replicator.filesystems.servers import SSHD, FakeGCS, FTPServer, Moto, WebHDFS
 
 BUCKET = "replicator-test"

@@ -316,7 +316,9 @@ def test_server_down_is_retryable(scheme, tmp_path):
     with pytest.raises(RetryableError) as info:
         fs.list_dir(root)
     assert is_retryable(info.value)
-    assert time.monotonic() - start < 10
+    # a client left to its defaults retries for minutes (hdfs-native: ~15 failovers x 10
+    # connects); the bound is loose so a loaded machine does not trip it
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.parametrize("name", ["gs", "s3"])

@@ -83,10 +83,12 @@ def test_missing_bucket_fails_at_once(tmp_path, run_cli, remotes_file, gcs_serve
                                     "root": "no-such-bucket-xyz/p"}})
     run_cli.env["REPLICATOR_REMOTES"] = str(remotes)
     start = time.monotonic()
-    r = run_cli("copy", str(tmp_path / "src"), "nob:/", "--retries", "5", "--json")
+    # 12 retries with backoff take at least ~17 minutes (0.5 s x (2^12 - 1) x 0.5): a bound
+    # of 2 minutes cannot be met by a run that retries, and holds on a loaded machine
+    r = run_cli("copy", str(tmp_path / "src"), "nob:/", "--retries", "12", "--json")
     assert r.returncode in (1, 2), r.stderr
     assert "no-such-bucket-xyz" in (r.stdout + r.stderr) and "not found" in (r.stdout + r.stderr)
-    assert time.monotonic() - start < 8  # 5 retries with backoff would take far longer
+    assert time.monotonic() - start < 120
 
 
 def test_bad_credentials_fail_at_once(tmp_path, run_cli, remotes_file, ftp_server):
@@ -96,8 +98,9 @@ def test_bad_credentials_fail_at_once(tmp_path, run_cli, remotes_file, ftp_serve
                                      "user": ftp_server.user, "password": "not-the-password"}})
     run_cli.env["REPLICATOR_REMOTES"] = str(remotes)
     start = time.monotonic()
-    r = run_cli("copy", str(tmp_path / "src"), "drop:/x", "--retries", "5", "--json")
+    r = run_cli("copy", str(tmp_path / "src"), "drop:/x", "--retries", "12", "--json")
     assert r.returncode in (1, 2), r.stderr
     assert "login refused" in (r.stdout + r.stderr)
     assert "not-the-password" not in (r.stdout + r.stderr)
-    assert time.monotonic() - start < 15  # pyftpdlib delays each failed login by 3 s
+    # pyftpdlib delays each failed login by 3 s; 12 retries with backoff take over 17 minutes
+    assert time.monotonic() - start < 120

@@ -14,7 +14,6 @@ import pytest
 from replicator.api import copy
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
-from tests.fixtures.hadoop import hdfs_cluster  # noqa: F401
 
 T0 = 1_700_000_000
 
@@ -49,7 +48,7 @@ def _tree(uri: str) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("scheme", ["hdfs", "webhdfs"])
-def test_transforms_to_real_hdfs(hdfs_cluster, tmp_path, scheme) -> None:  # noqa: F811
+def test_transforms_to_real_hdfs(hdfs_cluster, tmp_path, scheme) -> None:
     src = tmp_path / "src"
     body = os.urandom(300_000)
     _write(src / "x.csv.gz", gzip.compress(body))
@@ -74,7 +73,7 @@ def test_transforms_to_real_hdfs(hdfs_cluster, tmp_path, scheme) -> None:  # noq
     assert _tree(dst) == {"x.csv": body, "t/a.csv": b"a2"}
 
 
-def test_plain_copy_to_real_hdfs_sets_source_mtime(hdfs_cluster, tmp_path) -> None:  # noqa: F811
+def test_plain_copy_to_real_hdfs_sets_source_mtime(hdfs_cluster, tmp_path) -> None:
     """Every copy to hdfs:// failed setting the mtime (hdfs-native takes no -1 atime)."""
     _write(tmp_path / "src" / "f.txt", b"data")
     dst = hdfs_cluster.uri(hdfs_cluster.fresh_dir())
