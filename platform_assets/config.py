@@ -8,12 +8,13 @@ A mistake is reported as :class:`SpecError`, whose message names the file, the k
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -65,22 +66,145 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataprocPool(_Model):
-    """Which Dataproc clusters may run copies for this cluster (matched by labels)."""
+_SPARK_MASTER_RE = re.compile(
+    r"^(local(\[(\*|[1-9][0-9]{0,3})(,[1-9][0-9]{0,2})?\])?|yarn|(spark|k8s|mesos)://\S+)$")
+_SPARK_CONF_KEY_RE = re.compile(r"^spark\.[A-Za-z0-9_.-]+$")
+# a project id, optionally domain-scoped (example.com:my-project)
+_GCP_PROJECT_RE = re.compile(r"^(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{0,62}$")
+_GCP_REGION_RE = re.compile(r"^(global|[a-z]+-[a-z]+[0-9]{1,2})$")
+_HOST_PORT_RE = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):([0-9]{1,5})$")
+EXECUTOR_KINDS = ("local", "spark", "distcp", "dataproc")
 
-    labels: dict[str, str] = Field(min_length=1)
-    region: str | None = None
 
-    @field_validator("labels")
+def _check_labels(v: dict[str, str]) -> dict[str, str]:
+    for key, value in v.items():
+        if not LABEL_RE.match(key):
+            raise ValueError(
+                f"label key {key!r}: expected lower-case letters, digits, '_' or '-', "
+                "starting with a letter"
+            )
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
+            raise ValueError(
+                f"label {key}={value!r}: expected a value of lower-case letters, digits, '_' or '-'"
+            )
+    return v
+
+
+class LocalExecutorSpec(_Model):
+    """Threads in the process that runs the copy (the Dagster run): the default."""
+
+    kind: Literal["local"] = "local"
+
+
+class SparkExecutorSpec(_Model):
+    """Our copy function inside Spark tasks (``--executor spark``)."""
+
+    kind: Literal["spark"]
+    master: str = "local[2]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, v: str) -> str:
+        if not _SPARK_MASTER_RE.match(v):
+            raise ValueError(
+                f"expected a Spark master such as local[2], local[*], yarn or spark://host:port, got {v!r}")
+        return v
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf(cls, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise ValueError("expected a mapping of Spark properties such as {spark.executor.memory: 2g}")
+        out: dict[str, str] = {}
+        for key, value in v.items():
+            if not isinstance(key, str) or not _SPARK_CONF_KEY_RE.match(key):
+                raise ValueError(f"conf key {key!r}: expected a Spark property name (spark.*)")
+            if isinstance(value, Mapping | list | tuple) or value is None:
+                raise ValueError(f"conf {key}: expected a string, number or boolean, got {value!r}")
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            if any(ord(c) < 32 for c in text):
+                raise ValueError(f"conf {key}: expected a value without control characters")
+            out[key] = text
+        if out.get("spark.speculation", "false").strip().lower() in ("true", "1", "yes"):
+            raise ValueError("conf spark.speculation: expected false (two attempts of one task "
+                             "would write the same staged file)")
+        return out
+
+
+class DistCpExecutorSpec(_Model):
+    """Real ``hadoop distcp`` moves the bytes (``--executor distcp``)."""
+
+    kind: Literal["distcp"]
+    # a directory with core-site.xml / mapred-site.xml (path relative to the spec, or absolute);
+    # default: none, DistCp runs on the local MapReduce runner in a child JVM
+    hadoop_conf_dir: str | None = Field(default=None, min_length=1)
+    maps: int | None = Field(default=None, ge=1, le=10000)  # DistCp -m; default: platform.workers
+
+
+class DataprocExecutorSpec(_Model):
+    """A Dataproc job on a cluster chosen from a pool by labels."""
+
+    kind: Literal["dataproc"]
+    project: str
+    region: str
+    # the Dataproc API endpoint (host:port); default: <region>-dataproc.googleapis.com:443.
+    # Tests point it at a local JobController.
+    endpoint: str | None = None
+    cluster_labels: dict[str, str] = Field(min_length=1)
+    job: Literal["distcp", "replicator"] = "distcp"
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str) -> str:
+        if not _GCP_PROJECT_RE.match(v):
+            raise ValueError(f"expected a Google Cloud project id (lower-case letters, digits "
+                             f"and '-', starting with a letter), got {v!r}")
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not _GCP_REGION_RE.match(v):
+            raise ValueError(f"expected a Dataproc region such as europe-west1, got {v!r}")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _HOST_PORT_RE.match(v)
+        if not m or not 0 < int(m.group(2)) < 65536:
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @field_validator("cluster_labels")
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not LABEL_RE.match(key):
-                raise ValueError(
-                    f"label key {key!r}: expected lower-case letters, digits, '_' or '-', "
-                    "starting with a letter"
-                )
-        return v
+        return _check_labels(v)
+
+
+ExecutorConfig = LocalExecutorSpec | SparkExecutorSpec | DistCpExecutorSpec | DataprocExecutorSpec
+ExecutorSpec = Annotated[
+    LocalExecutorSpec | SparkExecutorSpec | DistCpExecutorSpec | DataprocExecutorSpec,
+    Field(discriminator="kind"),
+]
+
+
+def _executor_before(v: Any) -> Any:
+    """A readable error for a missing or unknown ``kind`` (pydantic's tagged-union one is not)."""
+    if v is None:
+        return {"kind": "local"}
+    if isinstance(v, str):  # ``executor: spark`` is short for ``{kind: spark}``
+        v = {"kind": v}
+    if not isinstance(v, Mapping):
+        raise ValueError(f"expected a mapping with kind ({', '.join(EXECUTOR_KINDS)}), "
+                         f"got {type(v).__name__}")
+    kind = v.get("kind", "local")
+    if kind not in EXECUTOR_KINDS:
+        raise ValueError(f"kind: expected one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
+    return {**v, "kind": kind}
 
 
 class Cluster(_Model):
@@ -88,8 +212,29 @@ class Cluster(_Model):
 
     uri: str = Field(min_length=1, description="file system URI, or a path relative to the spec")
     hive_metastore: str | None = None
-    dataproc_pool: DataprocPool | None = None
+    # where copies writing to this cluster run (default: threads in the Dagster run)
+    executor: ExecutorSpec = LocalExecutorSpec()
     max_concurrent_copies: int = Field(default=4, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_dataproc_pool(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "dataproc_pool" in data:
+            pool = data["dataproc_pool"]
+            labels = pool.get("labels") if isinstance(pool, Mapping) else None
+            region = pool.get("region") if isinstance(pool, Mapping) else None
+            raise ValueError(
+                "dataproc_pool: replaced by executor; write executor: {kind: dataproc, "
+                f"project: PROJECT, region: {region or 'REGION'}, "
+                f"cluster_labels: {dict(labels) if isinstance(labels, Mapping) else '{...}'}}} "
+                "(or leave it out: the default executor is local)"
+            )
+        return data
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, v: Any) -> Any:
+        return {"kind": "local"} if v is None else _executor_before(v)
 
     @field_validator("uri")
     @classmethod
@@ -174,6 +319,13 @@ class Dataset(_Model):
     hive_table: HiveTable | None = None
     description: str | None = Field(default=None, max_length=2000)
     owners: tuple[str, ...] = ()  # e-mail addresses or team:<name>, shown on every asset
+    # where this dataset's copies run, for every target: replaces the target cluster's executor
+    executor: ExecutorSpec | None = None
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, v: Any) -> Any:
+        return None if v is None else _executor_before(v)
 
     @field_validator("owners", mode="before")
     @classmethod
@@ -543,6 +695,17 @@ class ReplicationSpec(_Model):
                         f"({', '.join(seen) or 'none'}), got {t.via!r}"
                     )
                 seen.append(t.cluster)
+            if ds.transforms:
+                for i, t in enumerate(ds.targets):
+                    ex = self.executor_for(ds_name, t.cluster, strict=False)
+                    if ex is not None and ex.kind != "local":
+                        key = (f"{where}.executor" if ds.executor is not None
+                               else f"clusters.{t.cluster}.executor")
+                        errors.append(
+                            f"{key}: expected kind local for dataset {ds_name!r}, whose "
+                            f"transforms ({', '.join(ds.transforms)}) run with the local "
+                            f"executor only, got {ex.kind!r} (targets[{i}])"
+                        )
             if ds.hive_table and ds.hive_table.cluster and ds.hive_table.cluster not in seen:
                 errors.append(
                     f"{where}.hive_table.cluster: expected one of the dataset's target clusters "
@@ -627,6 +790,18 @@ class ReplicationSpec(_Model):
                 return t
         raise KeyError(f"dataset {dataset!r} has no target on cluster {cluster!r}")
 
+    def executor_for(self, dataset: str, cluster: str, *, strict: bool = True) -> ExecutorConfig | None:
+        """Where ``dataset``'s copy to its target on ``cluster`` runs: the dataset's
+        ``executor`` when it has one, else the target cluster's (default local)."""
+        ds = self.datasets[dataset]
+        if ds.executor is not None:
+            return ds.executor
+        if cluster not in self.clusters:
+            if strict:
+                raise KeyError(f"no cluster {cluster!r}")
+            return None
+        return self.clusters[cluster].executor
+
     def copy_source(self, dataset: str, target: Target) -> Endpoint:
         """Where a target copies from: the dataset's source, or the target named by ``via``."""
         if target.via is None:
@@ -638,12 +813,29 @@ class ReplicationSpec(_Model):
         return self.resolve_location(self.platform.state_path)
 
 
+_EXECUTOR_MODELS: dict[str, type[_Model]] = {
+    "local": LocalExecutorSpec, "spark": SparkExecutorSpec, "distcp": DistCpExecutorSpec,
+    "dataproc": DataprocExecutorSpec,
+}
+
+
+def _executor_kind(loc: tuple[Any, ...]) -> str | None:
+    """The executor kind pydantic put in ``loc`` as the tagged union's tag, if any."""
+    for prev, part in itertools.pairwise(loc):
+        if prev == "executor" and part in _EXECUTOR_MODELS:
+            return str(part)
+    return None
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
+    prev: Any = None
     for part in loc:
+        skip = prev == "executor" and part in _EXECUTOR_MODELS  # the tagged union's tag
+        prev = part
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-", "union[", "tagged-union[")):
+        elif skip or str(part).startswith(("function-", "union[", "tagged-union[")):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -656,7 +848,12 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         loc = _format_loc(tuple(err.get("loc", ())))
         msg = err.get("msg", "invalid")
         msg = msg.removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
+        kind = _executor_kind(tuple(err.get("loc", ())))
+        if err.get("type") == "extra_forbidden" and kind is not None:
+            keys = [k for k in _EXECUTOR_MODELS[kind].model_fields if k != "kind"]
+            msg = (f"unknown key for executor kind {kind} (expected "
+                   f"{', '.join(keys) if keys else 'no other key than kind'})")
+        elif err.get("type") == "extra_forbidden":
             msg = "unknown key (expected only the documented keys)"
         elif err.get("type") == "missing":
             msg = "required key is missing"

@@ -8,17 +8,22 @@ engine's filter and copy policy, and the asset keys. Nothing here is re-derived 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, Literal
 
 import dagster as dg
 
 from platform_assets.config import (
     UNPARTITIONED_KEY,
+    DataprocExecutorSpec,
     Dataset,
+    DistCpExecutorSpec,
+    ExecutorConfig,
     Freshness,
     HiveTable,
     ReplicationSpec,
+    SparkExecutorSpec,
     Target,
 )
 from platform_assets.hive.names import import_key
@@ -55,6 +60,73 @@ def join_partition(root: str, partition: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class ExecutorView:
+    """Where one target's copies run, resolved from the spec (``datasets.<d>.executor``, else
+    ``clusters.<target>.executor``, else local). ``declared_at`` is the key it came from."""
+
+    kind: Literal["local", "spark", "distcp", "dataproc"]
+    declared_at: str  # datasets.<d>.executor | clusters.<c>.executor | "default"
+    config: ExecutorConfig
+    hadoop_conf_dir: str | None = None  # distcp: resolved against the spec's directory
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def master(self) -> str | None:
+        return self.config.master if isinstance(self.config, SparkExecutorSpec) else None
+
+    @property
+    def maps(self) -> int | None:
+        return self.config.maps if isinstance(self.config, DistCpExecutorSpec) else None
+
+    @property
+    def dataproc(self) -> DataprocExecutorSpec | None:
+        return self.config if isinstance(self.config, DataprocExecutorSpec) else None
+
+    def engine_options(self) -> dict[str, Any]:
+        """``CopyOptions.executor_options`` for the engine's own executors (local, spark, distcp)."""
+        if self.kind == "spark":
+            return {"master": self.master, "conf": dict(self.spark_conf)}
+        if self.kind == "distcp" and self.hadoop_conf_dir:
+            return {"hadoop_conf_dir": self.hadoop_conf_dir}
+        return {}
+
+    def runs_on(self) -> str:
+        """Where the copy's work runs, in words for the asset metadata and the log."""
+        if self.kind == "local":
+            return "threads in the Dagster run process"
+        if self.kind == "spark":
+            return f"Spark {self.master}"
+        if self.kind == "distcp":
+            return (f"Hadoop configured by {self.hadoop_conf_dir}" if self.hadoop_conf_dir
+                    else "the local MapReduce runner")
+        dp = self.dataproc
+        assert dp is not None
+        labels = ",".join(f"{k}={v}" for k, v in sorted(dp.cluster_labels.items()))
+        return f"Dataproc {dp.project}/{dp.region} cluster labelled {labels}"
+
+
+def executor_view(spec: ReplicationSpec, dataset: str, cluster: str) -> ExecutorView:
+    """The executor of ``dataset``'s copy to its target on ``cluster``."""
+    ds = spec.datasets[dataset]
+    if ds.executor is not None:
+        declared_at = f"datasets.{dataset}.executor"
+    elif "executor" in spec.clusters[cluster].model_fields_set:
+        declared_at = f"clusters.{cluster}.executor"
+    else:
+        declared_at = "default"
+    cfg = spec.executor_for(dataset, cluster)
+    assert cfg is not None
+    conf_dir = None
+    spark_conf: dict[str, str] = {}
+    if isinstance(cfg, DistCpExecutorSpec) and cfg.hadoop_conf_dir:
+        conf_dir = spec.resolve_location(cfg.hadoop_conf_dir)
+    if isinstance(cfg, SparkExecutorSpec):
+        spark_conf = dict(cfg.conf)
+    return ExecutorView(kind=cfg.kind, declared_at=declared_at, config=cfg,
+                        hadoop_conf_dir=conf_dir, spark_conf=spark_conf)
+
+
+@dataclass(frozen=True)
 class TargetView:
     """One replica of a dataset, resolved."""
 
@@ -69,6 +141,7 @@ class TargetView:
     pool: str  # concurrency pool of copies writing to its cluster
     kind: str  # where it lives: hdfs, gcs, s3, local, ...
     config: Target
+    executor: ExecutorView  # where its copies run
 
     def uri(self, partition: str | None = None) -> str:
         return join_partition(self.root, partition)
@@ -228,6 +301,7 @@ def _view(spec: ReplicationSpec, name: str) -> DatasetView:
             pool=copy_pool(t.cluster),
             kind=storage_kind(spec.cluster_root(t.cluster)),
             config=t,
+            executor=executor_view(spec, name, t.cluster),
         ))
     return DatasetView(
         name=name,

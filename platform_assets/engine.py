@@ -8,16 +8,22 @@
   rule, so a step's ``RetryPolicy`` retries only what can succeed on a retry.
 - :func:`report_metadata` is the run report as the asset metadata DESIGN.md promises.
 - :func:`retry_policy` is the step retry policy from ``platform.retries``.
+- :func:`copy_partition` runs one replica partition's copy with the executor the spec gives
+  its target (:class:`~platform_assets.datasets.ExecutorView`): ``local``, ``spark`` and
+  ``distcp`` through the engine; ``dataproc`` through :func:`run_dataproc_copy`, the one hook
+  the Dataproc path fills. :func:`executor_metadata` says which executor ran it, and where.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 
 from platform_assets.config import ReplicationSpec
+from platform_assets.datasets import ExecutorView
 from replicator.errors import ReplicatorError, is_retryable
 from replicator.options import CopyOptions
 from replicator.progress import Progress
@@ -121,3 +127,81 @@ def retry_policy(spec: ReplicationSpec) -> dg.RetryPolicy:
         backoff=dg.Backoff.EXPONENTIAL if r.backoff == "exponential" else dg.Backoff.LINEAR,
         jitter=dg.Jitter.PLUS_MINUS,
     )
+
+
+@dataclass(frozen=True)
+class PartitionCopy:
+    """One replica partition's copy, as an executor is handed it."""
+
+    dataset: str
+    cluster: str  # the target cluster
+    partition: str
+    source: str  # URI of the partition on the cluster it copies from
+    destination: str  # URI of the partition on the target
+    options: CopyOptions  # filters and copy policy (the executor's own settings not yet applied)
+    source_fingerprint: str  # the version being copied (stable id of what the job must copy)
+    executor: ExecutorView
+
+
+def executor_options(options: CopyOptions, executor: ExecutorView) -> CopyOptions:
+    """``options`` run by ``executor`` (one of the engine's own: local, spark, distcp)."""
+    changes: dict[str, object] = {"executor": executor.kind,
+                                  "executor_options": executor.engine_options()}
+    if executor.maps is not None:
+        changes["workers"] = executor.maps
+    return options.with_(**changes)
+
+
+def run_dataproc_copy(
+    context: dg.AssetExecutionContext, replicator: ReplicatorResource, copy: PartitionCopy
+) -> RunReport:
+    """The partition's copy as a Dataproc job (``executor.kind == "dataproc"``): to be filled
+    by the Dataproc path (submit to a cluster chosen by ``copy.executor.dataproc.cluster_labels``,
+    a stable request id from (partition, ``copy.source_fingerprint``), stream the driver output,
+    wait, verify ``copy.destination``) and return the run report the asset records. Until then
+    it fails the step without retries, saying so."""
+    dp = copy.executor.dataproc
+    assert dp is not None
+    raise dg.Failure(
+        description=(
+            f"{copy.executor.declared_at}: executor kind dataproc (project {dp.project}, region "
+            f"{dp.region}, job {dp.job}) is not available yet; nothing was copied for partition "
+            f"{copy.partition!r} of {copy.dataset!r} to {copy.cluster!r}. Use kind local, spark "
+            "or distcp for this target until the Dataproc path lands."
+        ),
+        allow_retries=False,
+    )
+
+
+def copy_partition(
+    context: dg.AssetExecutionContext, replicator: ReplicatorResource, copy: PartitionCopy
+) -> RunReport:
+    """Run one replica partition's copy with its target's executor; ``dg.Failure`` unless
+    it completed (retries per the rule above)."""
+    executor = copy.executor
+    context.log.info(
+        f"copy {redact(copy.source)} -> {redact(copy.destination)} (partition {copy.partition}) "
+        f"with executor {executor.kind} on {executor.runs_on()} ({executor.declared_at})"
+    )
+    if executor.kind == "dataproc":
+        return run_dataproc_copy(context, replicator, copy)
+    try:
+        options = executor_options(copy.options, executor)
+    except ReplicatorError as exc:  # the spec validated it; the engine may still refuse
+        raise dg.Failure(description=f"{executor.declared_at}: {redact(str(exc))}",
+                         allow_retries=False) from None
+    return copy_or_fail(replicator, copy.source, copy.destination, options)
+
+
+def executor_metadata(executor: ExecutorView, report: RunReport) -> dict[str, dg.MetadataValue]:
+    """Which executor ran a copy (``executor``), where (``executor_runs_on``) and from which
+    spec key (``executor_from``); DistCp's job ids when DistCp ran it."""
+    out: dict[str, dg.MetadataValue] = {
+        "executor": dg.MetadataValue.text(report.executor or executor.kind),
+        "executor_runs_on": dg.MetadataValue.text(redact(executor.runs_on())),
+        "executor_from": dg.MetadataValue.text(executor.declared_at),
+    }
+    jobs = [j.get("job_id") for j in (report.executor_details or {}).get("jobs", []) if j.get("job_id")]
+    if jobs:
+        out["executor_jobs"] = dg.MetadataValue.text(", ".join(jobs))
+    return out

@@ -16,7 +16,13 @@ import dagster as dg
 
 from platform_assets.config import ReplicationSpec
 from platform_assets.datasets import DatasetView, TargetView, freshness_policy
-from platform_assets.engine import copy_or_fail, report_metadata, retry_policy
+from platform_assets.engine import (
+    PartitionCopy,
+    copy_partition,
+    executor_metadata,
+    report_metadata,
+    retry_policy,
+)
 from platform_assets.history import latest_copies
 from platform_assets.replication.names import CHECK_NO_TEMP, CHECK_VERIFIED, DATA_VERSION_TAG
 from replicator.fingerprint import TreeFingerprint, leftover_temporaries
@@ -75,11 +81,8 @@ def build_replica(
     }
     if view.hive_table:
         metadata["hive_table"] = f"{view.hive_table.database}.{view.hive_table.table}"
-    cluster = spec.clusters[target.cluster]
-    if cluster.dataproc_pool:
-        metadata["dataproc_pool"] = ",".join(
-            f"{k}={v}" for k, v in sorted(cluster.dataproc_pool.labels.items())
-        )
+    metadata["executor"] = target.executor.kind
+    metadata["executor_runs_on"] = redact(target.executor.runs_on())
     # first-hop replicas wait for the Hive import, so a run holding both copies only after it
     imported = view.import_key if target.via is None else None
     key = target.key
@@ -145,10 +148,13 @@ def build_replica(
             delete=view.delete,
             checksum=view.checksum,
         )
-        context.log.info(f"copy {redact(src)} -> {redact(dst)} (partition {partition})")
-        report = copy_or_fail(replicator, src, dst, options)
+        report = copy_partition(context, replicator, PartitionCopy(
+            dataset=view.name, cluster=target.cluster, partition=partition, source=src,
+            destination=dst, options=options, source_fingerprint=version,
+            executor=target.executor))
         leftovers = leftover_temporaries(dst)
         metadata_out = report_metadata(report)
+        metadata_out.update(executor_metadata(target.executor, report))
         metadata_out["source_fingerprint"] = dg.MetadataValue.text(version)
         metadata_out["destination"] = dg.MetadataValue.text(redact(dst))
         if changed_at:
