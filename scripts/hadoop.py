@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.jvm import JavaNotFound, free_port, java_tool
 from scripts.maven import TOOLS, MavenError, classpath
 
 SOURCE = Path(__file__).resolve().parent / "HdfsLauncher.java"
@@ -40,20 +41,11 @@ class HadoopError(RuntimeError):
     """The cluster could not be started, reached or stopped."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _java(tool: str) -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / tool).exists():
-        return str(Path(home) / "bin" / tool)
-    found = shutil.which(tool)
-    if not found:
-        raise HadoopError(f"{tool} not found: install a JDK 17 (Debian package openjdk-17-jdk)")
-    return found
+    try:
+        return java_tool(tool)
+    except JavaNotFound as exc:
+        raise HadoopError(str(exc)) from None
 
 
 def compiled(cp: str) -> Path:
@@ -141,9 +133,9 @@ def start(base: str | Path, datanodes: int = 1, timeout: float = START_TIMEOUT,
     except MavenError as exc:
         raise HadoopError(str(exc)) from exc
     classes = compiled(cp)
-    rpc, http = _free_port(), _free_port()
+    rpc, http = free_port(), free_port()
     while http == rpc:
-        http = _free_port()
+        http = free_port()
     cmd = [
         _java("java"), HEAP, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
         "-Djava.net.preferIPv4Stack=true", "-cp", f"{classes}{os.pathsep}{cp}",

@@ -27,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+from scripts.jvm import JavaNotFound, free_port, java_tool
 from scripts.maven import MavenError, classpath
 
 HEAP = "-Xmx384m"
@@ -53,12 +54,6 @@ logger.state.level = warn
 
 class KafkaError(RuntimeError):
     """The broker could not be started or stopped (the message says why, with the log tail)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -109,7 +104,7 @@ def _properties(home: Path, port: int, controller_port: int, partitions: int) ->
 
 
 def _java(home: Path) -> list[str]:
-    return ["java", HEAP, "-Xms64m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+    return [java_tool("java"), HEAP, "-Xms64m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             "-cp", classpath("kafka")]
 
@@ -254,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not stop(args.dir, args.grace):
                 print(f"kafka: no broker running in {args.dir}", file=sys.stderr)
-    except (KafkaError, MavenError) as exc:
+    except (KafkaError, MavenError, JavaNotFound) as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
     return 0

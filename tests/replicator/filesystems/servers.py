@@ -17,11 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from scripts.jvm import free_port
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
