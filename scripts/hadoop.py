@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.jvm import JavaNotFound, free_port, java_tool
+from scripts.jvm import JavaNotFound, free_port, java_tool, pid_alive
 from scripts.maven import TOOLS, MavenError, classpath
 
 SOURCE = Path(__file__).resolve().parent / "HdfsLauncher.java"
@@ -74,20 +74,6 @@ def _ready(base: Path) -> dict | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def _log_tail(base: Path, lines: int = 40) -> str:
     try:
         return "\n".join((base / "hdfs.log").read_text(errors="replace").splitlines()[-lines:])
@@ -99,7 +85,7 @@ def info(base: str | Path) -> dict:
     """The running cluster's endpoints (``hdfs``, ``webhdfs``, ``pid``, ``control_port``)."""
     base = Path(base).resolve()
     state = _ready(base)
-    if not state or not _alive(int(state["pid"])):
+    if not state or not pid_alive(int(state["pid"])):
         raise HadoopError(f"no HDFS running under {base}")
     return state
 
@@ -125,7 +111,7 @@ def start(base: str | Path, datanodes: int = 1, timeout: float = START_TIMEOUT,
     base = Path(base).resolve()
     base.mkdir(parents=True, exist_ok=True)
     state = _ready(base)
-    if state and _alive(int(state["pid"])):
+    if state and pid_alive(int(state["pid"])):
         raise HadoopError(f"an HDFS is already running under {base} (pid {state['pid']})")
     (base / "ready.json").unlink(missing_ok=True)
     try:
@@ -179,7 +165,7 @@ def _kill(pid: int, grace: float = 30.0) -> None:
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     return
             except ChildProcessError:  # not our child: poll for it
-                if not _alive(pid):
+                if not pid_alive(pid):
                     return
             time.sleep(0.1)
 
@@ -191,7 +177,7 @@ def stop(base: str | Path) -> bool:
         pid = int((base / "hdfs.pid").read_text())
     except (OSError, ValueError):
         return False
-    if not _alive(pid):
+    if not pid_alive(pid):
         (base / "hdfs.pid").unlink(missing_ok=True)
         return False
     try:

@@ -29,3 +29,18 @@ def java_tool(tool: str = "java") -> str:
     if not found:
         raise JavaNotFound(f"{tool} not found: install a JDK 17 (Debian package openjdk-17-jdk)")
     return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs; a zombie (exited, not yet reaped) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

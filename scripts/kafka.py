@@ -27,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-from scripts.jvm import JavaNotFound, free_port, java_tool
+from scripts.jvm import JavaNotFound, free_port, java_tool, pid_alive
 from scripts.maven import MavenError, classpath
 
 HEAP = "-Xmx384m"
@@ -114,16 +114,6 @@ def _state(home: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _log_tail(home: Path, lines: int = 30) -> str:
     log = home / "kafka.log"
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
@@ -148,7 +138,7 @@ def start(home: Path, port: int | None = None, partitions: int = 3,
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     state = _state(home)
-    if state.get("pid") and _pid_alive(state["pid"]):
+    if state.get("pid") and pid_alive(state["pid"]):
         bootstrap = f"127.0.0.1:{state['port']}"
         if _serves(bootstrap, 5):
             return {"bootstrap": bootstrap}
@@ -197,23 +187,15 @@ def _kill(pid: int, grace: float) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _pid_alive(pid) or _zombie(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    while _pid_alive(pid) and not _zombie(pid):
+    while pid_alive(pid):
         time.sleep(0.1)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 def stop(home: Path, grace: float = 30.0) -> bool:
@@ -221,7 +203,7 @@ def stop(home: Path, grace: float = 30.0) -> bool:
     home = home.resolve()
     state = _state(home)
     pid = state.get("pid")
-    if not pid or not _pid_alive(pid):
+    if not pid or not pid_alive(pid):
         return False
     _kill(pid, grace)
     state["pid"] = None

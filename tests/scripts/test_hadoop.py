@@ -139,7 +139,7 @@ def test_cli_start_prints_endpoints_and_stop_stops_it(tmp_path):
     finally:
         stopped = cli("stop", str(tmp_path))
     assert stopped.returncode == 0, stopped.stderr
-    assert not hadoop._alive(int(state["pid"]))
+    assert not hadoop.pid_alive(int(state["pid"]))
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{state['webhdfs']}/webhdfs/v1/", params={"op": "LISTSTATUS"}, timeout=5)
     assert "no HDFS running" in cli("stop", str(tmp_path)).stderr

@@ -5,33 +5,14 @@ refused, per file, where it cannot."""
 from __future__ import annotations
 
 import gzip
-import io
 import os
-import tarfile
 
 import pytest
 
 from replicator.api import copy
 from replicator.options import CopyOptions
 from tests.replicator.filesystems.conftest import make_backend
-
-T0 = 1_700_000_000
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), T0
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _write(path, data: bytes, mtime: int = T0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.utime(path, (mtime, mtime))
+from tests.replicator.filesystems.transform_helpers import T0, tar_bytes, write_file
 
 
 def _read(b, rel: str) -> bytes:
@@ -42,8 +23,8 @@ def _read(b, rel: str) -> bytes:
 def test_gunzip_and_untar_to_remote(dst, request, tmp_path, remotes_file) -> None:
     src = tmp_path / "src"
     body = os.urandom(200_000)
-    _write(src / "d" / "x.csv.gz", gzip.compress(body))
-    _write(src / "t.tar", _tar({"a.csv": b"a", "sub/b.csv": b"b"}))
+    write_file(src / "d" / "x.csv.gz", gzip.compress(body))
+    write_file(src / "t.tar", tar_bytes({"a.csv": b"a", "sub/b.csv": b"b"}))
     b = make_backend(dst, request, tmp_path / dst)
     remotes_file({"dst": b.remote})
     opts = CopyOptions(state_path=str(tmp_path / "state.db"), workers=2, transforms=("gunzip", "untar"))
@@ -53,7 +34,7 @@ def test_gunzip_and_untar_to_remote(dst, request, tmp_path, remotes_file) -> Non
     if renames:
         assert report.ok, report.failures
         assert _read(b, "t/a.csv") == b"a" and _read(b, "t/sub/b.csv") == b"b"
-        _write(src / "t.tar", _tar({"a.csv": b"A2"}), T0 + 60)  # the directory is replaced
+        write_file(src / "t.tar", tar_bytes({"a.csv": b"A2"}), T0 + 60)  # the directory is replaced
         again = copy(str(src), "dst:/", opts)
         assert again.ok and again.files_copied == 1, again.failures
         assert _read(b, "t/a.csv") == b"A2" and b.fs.stat(b.path("t/sub/b.csv")) is None
