@@ -113,6 +113,17 @@ def hadoop_uri(fs: FileSystem, path: str) -> str:
     return f"{HADOOP_SCHEMES.get(scheme, scheme)}://{authority}/{quote(tail)}"
 
 
+def hadoop_path_arg(fs: FileSystem, path: str) -> str:
+    """``path`` as a command-line argument DistCp reads back as exactly ``path``: DistCp parses
+    its target with ``new Path(String)``, which quotes every ``%`` instead of decoding it, so the
+    argument is the raw URI (a percent-encoded ``dt%3D1`` would be written as a directory named
+    ``dt%3D1``)."""
+    if fs.scheme == "file":
+        return "file://" + path
+    scheme, sep, rest = fs.uri(path).partition("://")
+    return f"{HADOOP_SCHEMES.get(scheme, scheme)}{sep}{rest}"
+
+
 def parse_counters(text: str) -> dict[str, dict[str, int]]:
     """The job counters Hadoop's ``Job`` prints at the end (``Counters: N`` then groups)."""
     out: dict[str, dict[str, int]] = {}
@@ -293,8 +304,8 @@ class DistCpExecutor(Executor):
     # ------------------------------------------------------------------ command
     def command(self, ctx: StageContext, listing_uri: str, log_uri: str, classes: str,
                 classpath: str, java: str) -> list[str]:
-        src_root = hadoop_uri(ctx.src_fs, ctx.src_root)
-        dst_root = hadoop_uri(ctx.dst_fs, ctx.dst_root)
+        src_root = hadoop_uri(ctx.src_fs, ctx.src_root)  # read back by new Path(new URI(...))
+        dst_root = hadoop_path_arg(ctx.dst_fs, ctx.dst_root)  # read back by new Path(String)
         props = dict(BASE_PROPERTIES)
         if not self.hadoop_conf_dir:  # the local MapReduce runner, in this JVM
             props.update({

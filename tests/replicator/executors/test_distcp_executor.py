@@ -232,3 +232,16 @@ def test_cli_without_hadoop_jars_is_a_usage_error(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     assert "REPLICATOR_HADOOP_CLASSPATH" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_roots_with_hive_partition_and_percent_names_land_where_they_say(tmp_path: Path, distcp_env):
+    # DistCp reads its target argument with new Path(String): a percent-encoded root
+    # (dt%3D2026-11-20) was written as a directory of that literal name, and every file was
+    # then "not written" where the engine looked
+    src = tmp_path / "src" / "dt=2026-11-20"
+    dst = tmp_path / "dst" / "dt=2026-11-20" / "100% done"
+    write_tree(src, {"part-0": b"zero", "sub/part-1": b"one"})
+    report = api.copy(str(src), str(dst), opts(tmp_path / "s.db", "distcp"))
+    assert report.ok, report.failures or report.error
+    assert files_of(dst) == {"part-0": b"zero", "sub/part-1": b"one"}
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["dt=2026-11-20"]
