@@ -1,7 +1,9 @@
 """The decision: what to do with one path (DistCp ``CopyMapper.FileAction``,
 rclone ``operations.NeedTransfer``). :func:`decide` is pure; :func:`iter_decisions`
 streams the join of the source listing, the manifest and (when listed) the
-destination out of the run's scratch tables and applies it row by row."""
+destination out of the run's scratch tables and applies it row by row, after the
+scratch database has set aside, in bulk, the rows the manifest already settles
+(unchanged and recorded as they are: SKIP, nothing to record)."""
 
 from __future__ import annotations
 
@@ -101,11 +103,21 @@ def iter_decisions(
     precision_ns: int,
     delete: bool,
     checksum_of: ChecksumFn | None = None,
+    settled: list[int] | None = None,
 ) -> Iterator[Decision]:
     """Stream decisions for every path in the source listing (``src``), then for
-    destination-only paths (``dst``) when it was listed. Rows come in path order, one at a time."""
+    destination-only paths (``dst``) when it was listed. Rows come in path order, one at a time.
+
+    With ``settled`` (a list), files the manifest already settles (see
+    :meth:`Scratch.decision_rows`) are not yielded: their count is appended to ``settled``
+    instead; each would be a SKIP with nothing to record. Without a checksum only: with
+    ``--checksum`` every row is decided here."""
+    bulk = settled is not None and not checksum
+    if bulk:
+        settled.append(scratch.count_settled_files(dst_listed, precision_ns))
+    rows = scratch.decision_rows(dst_listed, precision_ns if bulk else None)
     for (path, kind, size, mtime, mode, s_sum, held, f_kind, f_size, f_mtime, f_sum,
-         d_kind, d_size, d_mtime, d_sum, d_version) in scratch.decision_rows(dst_listed):
+         d_kind, d_size, d_mtime, d_sum, d_version) in rows:
         src = Side(kind, size, mtime, s_sum)
         rec = Side(f_kind, f_size, f_mtime, f_sum) if f_kind is not None else None
         dst = Side(d_kind, d_size, d_mtime, d_sum) if d_kind is not None else None

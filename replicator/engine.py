@@ -498,9 +498,10 @@ class _Run:
         counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0}
         rows: list[tuple] = []
         listed = self.report.actions
+        settled: list[int] = []  # unchanged files the manifest settles, counted in bulk
         for d in iter_decisions(scratch, dst_listed=dst_listed, checksum=self.opts.checksum,
                                 precision_ns=self.precision, delete=self.opts.delete,
-                                checksum_of=self._checksum_of):
+                                checksum_of=self._checksum_of, settled=settled):
             action = d.action
             if action is Action.SKIP:
                 if dst_listed and d.dst_kind is not None and d.kind == d.dst_kind and not d.held:
@@ -529,6 +530,7 @@ class _Run:
                 rows = []
         if rows:
             scratch.add_work(rows)
+        counts["skip"] += sum(settled)
         self.report.files_skipped = counts["skip"]
         if dst_listed and not self.opts.dry_run:
             # rows for paths gone from both listings are stale, unless the listings could not

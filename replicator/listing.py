@@ -19,9 +19,29 @@ from replicator.filesystems.base import DIR, FILE, LINK, FileSystem, unsafe_rel
 from replicator.filters import SKIP_FILE_PATTERNS, TEMP_PREFIX, Filter, glob_to_regex
 
 ErrorCallback = Callable[[str, BaseException], None]
-# filters.is_temporary_name as one regex (same patterns, same translation)
-_TEMPORARY_RE = re.compile("|".join(f"(?:{glob_to_regex(p).pattern})" for p in SKIP_FILE_PATTERNS),
-                           re.DOTALL)
+
+
+def _affixes(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
+    """``(prefixes, suffixes, others)`` of name globs: ``X*`` and ``*X`` (no other wildcard)
+    become plain ``startswith`` / ``endswith`` tests; anything else stays a glob."""
+    prefixes, suffixes, others = [], [], []
+    for p in patterns:
+        body = p.strip("*")
+        if any(c in body for c in "*?[\\"):
+            others.append(p)
+        elif p == body + "*":
+            prefixes.append(body)
+        elif p == "*" + body:
+            suffixes.append(body)
+        else:
+            others.append(p)
+    return tuple(prefixes), tuple(suffixes), others
+
+
+_TEMP_PREFIXES, _TEMP_SUFFIXES, _TEMP_OTHERS = _affixes((TEMP_PREFIX + "*", *SKIP_FILE_PATTERNS))
+# filters.is_temporary_name's patterns that are not a plain prefix or suffix, as one regex
+_TEMPORARY_RE = (re.compile("|".join(f"(?:{glob_to_regex(p).pattern})" for p in _TEMP_OTHERS),
+                            re.DOTALL) if _TEMP_OTHERS else None)
 
 
 @dataclass(slots=True)
@@ -51,19 +71,18 @@ class ListingStats:
     errors: int = 0
 
 
-def _file_keeper(flt: Filter) -> Callable[[str], bool]:
-    """``flt.keep_file``, or an equivalent single-regex test for the default filter (no
-    include/exclude globs), which is what the listing's hot loop calls per file."""
+def _name_keeper(flt: Filter) -> Callable[[str], bool] | None:
+    """A test of a file's base name equivalent to ``flt.keep_file`` for the default filter (no
+    include/exclude globs), which is what the listing's hot loop calls per file; None when
+    the filter needs the whole relative path."""
     if type(flt) is not Filter or flt.selective:
-        return flt.keep_file
+        return None
     if not flt.skip_temporary:
-        return lambda rel: True
-    match = _TEMPORARY_RE.match
-    prefix = TEMP_PREFIX
+        return lambda name: True
+    prefixes, suffixes, match = _TEMP_PREFIXES, _TEMP_SUFFIXES, _TEMPORARY_RE and _TEMPORARY_RE.match
 
-    def keep(rel: str) -> bool:
-        name = rel[rel.rfind("/") + 1:]
-        return not (name.startswith(prefix) or match(name))
+    def keep(name: str) -> bool:
+        return not (name.startswith(prefixes) or name.endswith(suffixes) or (match and match(name)))
 
     return keep
 
@@ -137,17 +156,16 @@ def walk(
     elif info.kind != DIR:
         raise UsageError(f"not a directory: {fs.uri(root)}")
     root_ancestors = frozenset({info.inode}) if info.inode else frozenset()
-    keep_file = _file_keeper(flt)
+    keep_name = _name_keeper(flt)
+    keep_file = flt.keep_file
     scan = getattr(fs, "scan_dir", None)
 
     def children_of(path: str, rel: str) -> list[tuple]:
-        """``(rel, path, kind, size, mtime_ns, mode, checksum, version, target_kind, inode)``
-        for each child of ``path``, in path order."""
+        """``(name, path or None, kind, size, mtime_ns, mode, checksum, version, target_kind,
+        inode)`` for each child of ``path``, in name order (so in path order). The path is
+        filled in lazily (None) on the fast path: only directories need it."""
         if scan is not None:  # fast path: plain tuples straight from the back end
-            prefix = rel + "/" if rel else ""
-            join = fs.join
-            rows = [(prefix + name, join(path, name), kind, size, mtime, mode, None, None,
-                     target, inode)
+            rows = [(name, None, kind, size, mtime, mode, None, None, target, inode)
                     for name, kind, size, mtime, mode, inode, target in scan(path)]
         else:
             rows = [(_rel(root, c.path), c.path, c.kind, c.size, c.mtime_ns, c.mode, c.checksum,
@@ -160,15 +178,38 @@ def walk(
         this work overlaps with the caller writing the previous batch to the state store."""
         out = _Listed()
         batch = out.batch
+        append = batch.append
         under = dir_rel + "/" if dir_rel else ""
-        for rel, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
-            if not rel:
-                continue
-            if scan is None and (unsafe_rel(rel) or not rel.startswith(under) or "/" in rel[len(under):]):
-                # an object key with "..", "." or empty segments: joined to the destination
-                # root it would name something outside it (or another path than its own)
-                out.errors.append((rel, UsageError(
-                    f"{fs.uri(cpath)}: name with an empty, '.' or '..' segment; not copied")))
+        held_back = too_old = files = nbytes = 0
+        for name, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
+            if cpath is None:  # scan_dir: a name in this directory
+                rel = under + name
+            else:  # list_dir: a path under the root
+                rel, name = name, name[name.rfind("/") + 1:]
+                if not rel:
+                    continue
+                if unsafe_rel(rel) or not rel.startswith(under) or "/" in rel[len(under):]:
+                    # an object key with "..", "." or empty segments: joined to the destination
+                    # root it would name something outside it (or another path than its own)
+                    out.errors.append((rel, UsageError(
+                        f"{fs.uri(cpath)}: name with an empty, '.' or '..' segment; not copied")))
+                    continue
+            if exclude_root_names and not under and rel in exclude_root_names:
+                continue  # the engine's own files at the root (the marker)
+            if kind == FILE:  # the common case first
+                if not (keep_name(name) if keep_name is not None else keep_file(rel)):
+                    continue
+                age = now_ns - mtime
+                if min_age_ns > 0 and age < min_age_ns:
+                    held_back += 1
+                    append(Entry(rel, FILE, size, mtime, mode, checksum, version, True))
+                elif max_age_ns is not None and age > max_age_ns:
+                    too_old += 1
+                    append(Entry(rel, FILE, size, mtime, mode, checksum, version, True))
+                else:
+                    files += 1
+                    nbytes += size
+                    append(Entry(rel, FILE, size, mtime, mode, checksum, version))
                 continue
             if kind == LINK:
                 if not copy_links or target is None:
@@ -179,19 +220,17 @@ def walk(
                     out.symlinks_skipped += 1
                     out.errors.append((rel, UsageError(f"symlink loop at {rel}: not followed")))
                     continue
-            if exclude_root_names and "/" not in rel and rel in exclude_root_names:
-                continue
             if kind == DIR:
                 if not flt.keep_dir(rel):
                     continue
-                out.subdirs.append((cpath, rel, ancestors | {inode} if inode else ancestors))
+                out.subdirs.append((cpath or fs.join(path, name), rel,
+                                    ancestors | {inode} if inode else ancestors))
                 if flt.keep_empty_dir(rel):
-                    batch.append(Entry(rel, DIR, 0, mtime, mode))
+                    append(Entry(rel, DIR, 0, mtime, mode))
                 continue
             if kind != FILE or not keep_file(rel):
                 continue  # FIFOs, sockets, devices; filtered names
-            hold = age_hold(now_ns, mtime, min_age_ns, max_age_ns)
-            held = hold is not None
+            hold = age_hold(now_ns, mtime, min_age_ns, max_age_ns)  # a followed link to a file
             if hold == "new":
                 out.held_back += 1
             elif hold == "old":
@@ -199,7 +238,11 @@ def walk(
             else:
                 out.files += 1
                 out.bytes += size
-            batch.append(Entry(rel, FILE, size, mtime, mode, checksum, version, held))
+            append(Entry(rel, FILE, size, mtime, mode, checksum, version, hold is not None))
+        out.held_back += held_back
+        out.too_old += too_old
+        out.files += files
+        out.bytes += nbytes
         return out
 
     # completions come back through one queue: wait() over thousands of pending

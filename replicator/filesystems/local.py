@@ -221,7 +221,9 @@ class LocalFileSystem(FileSystem):
         lstat_link = stat_mod.S_ISLNK
         with os.scandir(native_path(path)) as it:
             for entry in it:
-                name = text_path(entry.name)
+                name = entry.name
+                if not name.isascii():
+                    name = text_path(name)
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:

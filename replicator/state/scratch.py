@@ -125,17 +125,43 @@ class Scratch:
                                "ORDER BY random() LIMIT ?", (n,)).fetchall()
 
     # ------------------------------------------------------------------ the diff join
-    def decision_rows(self, dst_listed: bool) -> Iterator[tuple]:
+    @staticmethod
+    def _settled(dst_listed: bool) -> str:
+        """SQL true for a source row the manifest already settles: not held, recorded with the
+        same kind, size and exact mtime, and (when the destination is listed) the destination
+        still what was recorded (same kind and size, mtime within ``:precision``). For such a
+        row :func:`replicator.diff.decide` is SKIP without a checksum and the manifest row needs
+        no rewrite, so it never has to reach Python (the no-op re-sync of a large tree)."""
+        cond = ("s.held = 0 AND m.kind = s.kind AND (s.kind = 'd' OR "
+                "(m.size = s.size AND m.mtime_ns = s.mtime_ns))")
+        if dst_listed:
+            cond += (" AND d.kind = m.kind AND (m.kind = 'd' OR (d.size = m.size AND "
+                     "abs(d.mtime_ns - m.mtime_ns) < :precision))")
+        return f"coalesce(({cond}), 0)"
+
+    def decision_rows(self, dst_listed: bool, settled_precision_ns: int | None = None) -> Iterator[tuple]:
         """Every source path in path order, with its manifest row and (when listed) its
         destination entry: ``(path, kind, size, mtime_ns, mode, checksum, held, m.kind, m.size,
-        m.mtime_ns, m.checksum, d.kind, d.size, d.mtime_ns, d.checksum, d.version)``."""
+        m.mtime_ns, m.checksum, d.kind, d.size, d.mtime_ns, d.checksum, d.version)``.
+        With ``settled_precision_ns``, the rows :meth:`_settled` accepts are left out (count
+        them with :meth:`count_settled_files`)."""
         dst_join = "LEFT JOIN dst d ON d.path = s.path" if dst_listed else ""
         dst_cols = "d.kind, d.size, d.mtime_ns, d.checksum, d.version" if dst_listed else "NULL, NULL, NULL, NULL, NULL"
+        where = f"WHERE NOT {self._settled(dst_listed)}" if settled_precision_ns is not None else ""
         yield from self.db.cursor().execute(f"""
             SELECT s.path, s.kind, s.size, s.mtime_ns, s.mode, s.checksum, s.held,
                    m.kind, m.size, m.mtime_ns, m.checksum, {dst_cols}
             FROM src s LEFT JOIN manifest m ON m.path = s.path {dst_join}
-            ORDER BY s.path""")
+            {where}
+            ORDER BY s.path""", {"precision": max(1, settled_precision_ns or 1)})
+
+    def count_settled_files(self, dst_listed: bool, precision_ns: int) -> int:
+        """Files :meth:`decision_rows` leaves out with ``settled_precision_ns=precision_ns``."""
+        dst_join = "JOIN dst d ON d.path = s.path" if dst_listed else ""
+        return int(self.db.execute(f"""
+            SELECT count(*) FROM src s JOIN manifest m ON m.path = s.path {dst_join}
+            WHERE s.kind = 'f' AND {self._settled(dst_listed)}""",
+            {"precision": max(1, precision_ns)}).fetchone()[0])
 
     def dst_only_rows(self) -> Iterator[tuple]:
         """Destination paths the source does not have: ``(path, kind, size, mtime_ns, version)``."""

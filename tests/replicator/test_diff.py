@@ -55,3 +55,47 @@ def test_same_is_symmetric_and_respects_kind() -> None:
     a, b = f(3, S), f(3, S + 10)
     assert same(a, b, checksum=False, precision_ns=100) == same(b, a, checksum=False, precision_ns=100)
     assert not same(a, Side(D, 3, S), checksum=False, precision_ns=1)
+
+
+def _scratch_cases():
+    """Every combination of source, manifest and destination row for one path each, over the
+    cases the bulk filter must tell apart (equal, off by a size, an mtime, a kind, held)."""
+    import itertools
+
+    src = [("f", 1, S, 0), ("f", 1, S, 1), ("d", 0, S, 0)]
+    rec = [None, ("f", 1, S), ("f", 2, S), ("f", 1, S + 5), ("f", -1, 0), ("d", 0, 3 * S)]
+    dst = [None, ("f", 1, S), ("f", 1, S + 5), ("f", 1, S + 2 * S), ("f", 2, S), ("d", 0, 9 * S)]
+    return list(itertools.product(src, rec, dst))
+
+
+@pytest.mark.parametrize("dst_listed", [False, True])
+@pytest.mark.parametrize("precision", [1, 1000])
+def test_bulk_settled_rows_are_exactly_skips_with_nothing_to_record(dst_listed, precision) -> None:
+    """The rows the scratch database sets aside in bulk (the no-op re-sync's fast path) are
+    decided SKIP row by row too, for a path whose record already says what the destination
+    holds; every other row still reaches :func:`decide`, with the same decision."""
+    from replicator.diff import iter_decisions
+    from replicator.state.scratch import Scratch
+
+    cases = _scratch_cases()
+    with Scratch() as scratch:
+        scratch.add_listing("src", [(f"p{i:04d}", k, size, m, None, None, None, held)
+                                    for i, ((k, size, m, held), _r, _d) in enumerate(cases)])
+        scratch.load_manifest([(f"p{i:04d}", *r, None, 0.0) for i, (_s, r, _d) in enumerate(cases)
+                               if r is not None])
+        scratch.add_listing("dst", [(f"p{i:04d}", *d, None, None, None, 0)
+                                    for i, (_s, _r, d) in enumerate(cases) if d is not None])
+        kw = {"dst_listed": dst_listed, "checksum": False, "precision_ns": precision, "delete": False}
+        every = {d.rel: d for d in iter_decisions(scratch, **kw)}
+        settled: list[int] = []
+        bulk = {d.rel: d for d in iter_decisions(scratch, **kw, settled=settled)}
+    left_out = set(every) - set(bulk)
+    assert left_out, "the table has settled rows"
+    assert all(bulk[p] == every[p] for p in bulk)
+    for p in left_out:
+        (kind, size, mtime, held), rec, dst = cases[int(p[1:])]
+        assert every[p].action is Action.SKIP and not held
+        assert rec is not None and rec[0] == kind and (kind == "d" or rec[1:] == (size, mtime))
+        if dst_listed:
+            assert dst is not None and dst[0] == kind
+    assert settled == [sum(1 for p in left_out if every[p].kind == "f")]

@@ -127,3 +127,18 @@ def test_fast_copy_charges_the_throttle_for_bytes_moved_only(tmp_path) -> None:
     ctx = StageContext(fs, str(tmp_path), fs, str(tmp_path), "r", throttle=Counting())
     assert _copy_local_fast(ctx, str(src), str(tmp_path / "b"), 1000) == 1000
     assert ctx.throttle.charged == 1000
+
+
+@pytest.mark.parametrize("skip_temporary", [True, False])
+def test_listing_name_test_agrees_with_the_filter(skip_temporary: bool) -> None:
+    """The listing's per-name fast test of the default filter says what Filter.keep_file says."""
+    from replicator.listing import _name_keeper
+
+    flt = Filter(skip_temporary=skip_temporary)
+    keep = _name_keeper(flt)
+    assert keep is not None and _name_keeper(Filter(exclude=("*.x",))) is None
+    names = ["a.csv", "x.tmp", ".tmp", "a.crc.tmp", "a.tmp.b", "part._COPYING_", "_COPYING_",
+             "x.inprogress", ".rtmp-1-a", "a.rtmp-", ".distcp.tmp.attempt_1", ".distcp.tmpx",
+             "data.TMP", "tmp", ".inprogress.x", "ünï.tmp", "ünï"]
+    for name in names:
+        assert keep(name) == flt.keep_file(f"d/{name}") == flt.keep_file(name), name
