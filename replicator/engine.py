@@ -37,7 +37,7 @@ from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
-from replicator.progress import Progress
+from replicator.progress import NO_PROGRESS, Progress
 from replicator.report import RunReport, utc_iso
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
@@ -183,7 +183,7 @@ class _Run:
     def __init__(self, source: str, destination: str, opts: CopyOptions,
                  progress: Progress | None, command: str) -> None:
         self.opts = opts
-        self.progress = progress
+        self.progress = progress if progress is not None else NO_PROGRESS
         self.src_fs, self.src_root = resolve(source)
         self.dst_fs, self.dst_root = resolve(destination)
         self.run_id = new_run_id()
@@ -293,8 +293,7 @@ class _Run:
             if scratch is not None:
                 scratch.close()
             store.close()
-            if self.progress:
-                self.progress.on_finish()
+            self.progress.on_finish()
         return self.report
 
     def _snapshot_lister(self, store: StateStore, pair_id: int):
@@ -385,8 +384,7 @@ class _Run:
                     f"(limit {opts.max_delete}); nothing was changed. Pass --max-delete to allow it."
                 )
                 return
-        if self.progress:
-            self.progress.on_plan(counts["copy_files"], counts["copy_bytes"])
+        self.progress.on_plan(counts["copy_files"], counts["copy_bytes"])
         if opts.dry_run:
             report.files_copied = counts["copy_files"]
             report.files_updated = counts["update_files"]
@@ -641,8 +639,7 @@ class _Run:
               side: str | None = None) -> None:
         self.report.add_failure(rel, error, retryable, side)
         store.commit(pair_id, clear=[rel])
-        if self.progress:
-            self.progress.on_file(rel, False)
+        self.progress.on_file(rel, False)
 
     def _stage_context(self) -> StageContext:
         opts = self.opts
@@ -755,16 +752,14 @@ class _Run:
                     except Exception:
                         pass
                     failed.append(o.rel)
-                    if self.progress:
-                        self.progress.on_file(o.rel, False)
+                    self.progress.on_file(o.rel, False)
                     continue
             done.append((o.rel, FILE, o.size, o.mtime_ns, o.checksum))
             done_seqs.append(o.seq)
             self.report.files_copied += 1
             self.report.files_verified += o.verified
             self.report.bytes_copied += o.size
-            if self.progress:
-                self.progress.on_file(o.rel, True)
+            self.progress.on_file(o.rel, True)
         store.commit(pair_id, record=done, clear=[d[0] for d in done] + failed)
         self.report.files_updated += scratch.count_updates(done_seqs)
 

@@ -28,6 +28,9 @@ class Progress:
         """The run is over."""
 
 
+NO_PROGRESS = Progress()  # the default: every call does nothing, so callers never test for None
+
+
 class Stats(Progress):
     """Thread-safe counters; renders a line of files, bytes, rate and ETA."""
 

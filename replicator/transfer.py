@@ -38,7 +38,7 @@ from replicator.errors import (
 from replicator.filesystems.base import FILE, LINK, FileSystem, unsafe_rel
 from replicator.filesystems.local import native_path, open_regular
 from replicator.filters import TEMP_PREFIX
-from replicator.progress import Progress
+from replicator.progress import NO_PROGRESS, Progress
 
 NAME_MAX = 255
 E = TypeVar("E", bound=BaseException)
@@ -129,13 +129,13 @@ class StageContext:
     retries: int = 3
     retry_backoff_s: float = 0.5
     deadline: float | None = None  # wall-clock time (time.time()) the run gives up at
-    progress: Progress | None = field(default=None, repr=False)
+    progress: Progress = field(default=NO_PROGRESS, repr=False)
     throttle: Throttle | None = field(default=None, repr=False)
     staging: bool = True  # False: the executor writes (and publishes) each file itself
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["progress"] = None
+        state["progress"] = NO_PROGRESS
         state["throttle"] = None
         return state
 
@@ -366,8 +366,7 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
                 return
         if ctx.throttle:
             ctx.throttle.consume(len(data))
-        if ctx.progress:
-            ctx.progress.on_bytes(len(data))
+        ctx.progress.on_bytes(len(data))
         ctx.check_deadline()
         yield data
 
@@ -415,8 +414,7 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
                 done += n
                 if ctx.throttle:
                     ctx.throttle.consume(n)  # charge what moved, after the fact
-                if ctx.progress:
-                    ctx.progress.on_bytes(n)
+                ctx.progress.on_bytes(n)
             if mtime_ns is not None:
                 os.utime(outfd, ns=(mtime_ns, mtime_ns))
             if mode is not None:

@@ -64,6 +64,7 @@ from replicator import checksum as crc
 from replicator.errors import ReplicatorError, SourceReadError, UsageError, describe, is_retryable
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.local import text_path
+from replicator.progress import NO_PROGRESS, Progress
 from replicator.transfer import (
     StageContext,
     Task,
@@ -658,13 +659,14 @@ class TransformPass:
             "SELECT path FROM manifest WHERE path > ? AND path < ?", (out + "/", out + "0"))]
 
     # ---------------------------------------------------------------- execute
-    def run(self, report, progress=None, *, dry_run: bool = False, listed_cap: int = 10_000) -> None:
+    def run(self, report, progress: Progress = NO_PROGRESS, *, dry_run: bool = False,
+            listed_cap: int = 10_000) -> None:
         for path, error in self.failures:
             report.add_failure(path, error)
         ctx = self.ctx
         in_flight: set[Future] = set()
         jobs = list(self.decisions())  # the scratch cursor is done before the store is written
-        if progress and not dry_run:
+        if not dry_run:
             todo = [j for j in jobs if j.action != "skip"]
             progress.on_plan(len(todo), sum(j.size for j in todo))  # totals add up
         with ThreadPoolExecutor(self.workers, thread_name_prefix="transform") as pool:
@@ -725,5 +727,4 @@ class TransformPass:
         else:
             store.commit(self.pair_id, clear=[job.out])
             report.add_failure(job.rel, res.error or "failed", res.retryable)
-        if progress:
-            progress.on_file(job.rel, res.ok)
+        progress.on_file(job.rel, res.ok)
