@@ -41,6 +41,7 @@ def server() -> Iterator[JobControllerServer]:
         Cluster("repl-7", {"pool": "replication", "env": "prod", "size": "large"}),
         Cluster("repl-dev", {"pool": "replication", "env": "dev"}),
     ])
+    srv.default_script = ["PENDING", "RUNNING", "DONE"]  # these tests follow scripted states
     srv.start()
     yield srv
     srv.stop()
