@@ -1,0 +1,1 @@
+from tests.fixtures.dataproc import dataproc, dataproc_gcs, dataproc_region  # noqa: F401
