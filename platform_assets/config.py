@@ -489,6 +489,25 @@ class AuditSpec(_Model):
     interval_s: int = Field(default=30, ge=5)
 
 
+class DataprocPlatformSpec(_Model):
+    """What every Dataproc job of the platform shares (``platform.dataproc``): where their
+    side files go (the DistCp filters file, Pipes messages) and how they are followed."""
+
+    staging: str  # gs://bucket/prefix the clusters can read
+    poll_interval_s: float = Field(default=5.0, gt=0, le=300)
+    timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    # the replicator job's driver; default: this install's platform_assets/replication/dataproc_job.py
+    main_python_file_uri: str | None = None
+    python_file_uris: list[str] = Field(default_factory=list)
+
+    @field_validator("staging")
+    @classmethod
+    def _staging(cls, v: str) -> str:
+        if not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/[^\s]*)?", v):
+            raise ValueError(f"expected gs://bucket/prefix, got {v!r}")
+        return v.rstrip("/")
+
+
 class RetrySpec(_Model):
     max_retries: int = Field(default=3, ge=0, le=20)
     delay_s: float = Field(default=30.0, ge=0)
@@ -597,6 +616,7 @@ class PlatformSpec(_Model):
     change_sensor: ChangeSensorSpec = ChangeSensorSpec()
     audit: AuditSpec | None = None
     retries: RetrySpec = RetrySpec()
+    dataproc: DataprocPlatformSpec | None = None  # needed once an executor is of kind dataproc
     # whether the code location's sensors and schedules run as soon as it is loaded; a new
     # production deployment may want them stopped until someone starts them in the UI
     default_status: Literal["running", "stopped"] = "running"
@@ -706,6 +726,15 @@ class ReplicationSpec(_Model):
                             f"transforms ({', '.join(ds.transforms)}) run with the local "
                             f"executor only, got {ex.kind!r} (targets[{i}])"
                         )
+            for t in ds.targets:
+                ex = self.executor_for(ds_name, t.cluster, strict=False)
+                if ex is not None and ex.kind == "dataproc" and self.platform.dataproc is None:
+                    key = (f"{where}.executor" if ds.executor is not None
+                           else f"clusters.{t.cluster}.executor")
+                    errors.append(
+                        f"platform.dataproc: expected a section with staging: gs://bucket/prefix "
+                        f"(where Dataproc jobs' side files go), needed by {key} (kind dataproc)")
+                    break
             if ds.hive_table and ds.hive_table.cluster and ds.hive_table.cluster not in seen:
                 errors.append(
                     f"{where}.hive_table.cluster: expected one of the dataset's target clusters "

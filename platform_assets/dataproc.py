@@ -226,7 +226,12 @@ def _run_distcp_job(
     prefix = "replicator-distcp"
     submitter = _submitter(dataproc, target)
     run_id = context.run.run_id
+    marker = options.marker  # written by us once the job's copy is verified
+    options = dataclasses.replace(options, marker=None)
     try:
+        if options.include_regex or options.exclude_regex:
+            raise UsageError("hadoop distcp cannot honour include_regex/exclude_regex: use "
+                             "globs (exclude), or job: replicator")
         rid, job = _attach_or_new(submitter, key_parts, run_id, prefix)
         if job is None:
             # what DistCp cannot honour is refused here, before anything is submitted
@@ -261,7 +266,9 @@ def _run_distcp_job(
             context.log.error(f"dataproc: could not cancel job {job_id}: {exc.message}")
         raise
     out.poll()
-    return _report(job, rid, source, destination, out.all_text(), "distcp", out.tail())
+    report = _report(job, rid, source, destination, out.all_text(), "distcp", out.tail())
+    report.marker = marker
+    return report
 
 
 def _follow(submitter: DataprocSubmitter, job: Any, out: DriverOutput, poll_s: float,
@@ -332,10 +339,30 @@ def _verify(context: dg.AssetExecutionContext, replicator: ReplicatorResource, s
             f"(first: {(v.missing + [d.get('path', '') for d in v.differing] + v.errors)[:5]})",
             retry=True, dataproc_job_id=job_id)
     report.verified = True
-    if not report.bytes_copied and not report.files_copied:
-        report.files_skipped = report.files_skipped or 0
     context.log.info(f"dataproc job {job_id}: destination verified ({v.files_compared} files, "
                      f"CRC32C)")
+    if report.marker and report.executor == "dataproc-distcp":
+        report.marker = _write_marker(destination, report.marker, report)
+
+
+def _write_marker(destination: str, name: str, report: RunReport) -> str:
+    """The replica's marker, written last as the engine writes it (a temporary name renamed
+    into place where the store has rename): DistCp does not write one."""
+    from replicator.filesystems.registry import resolve
+
+    fs, root = resolve(destination)
+    final = fs.join(root, name)
+    summary = report.to_dict()
+    summary.pop("actions", None)
+    summary.pop("failures", None)
+    summary["copy_finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data = json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
+    tmp = fs.join(root, f".{name}.{report.run_id}.tmp") if fs.capabilities.atomic_rename else None
+    with fs.open_write(tmp or final) as w:
+        w.write(data)
+    if tmp:
+        fs.rename(tmp, final)
+    return fs.uri(final)
 
 
 # ---------------------------------------------------------------------------- replicator (Pipes)

@@ -30,6 +30,7 @@ from platform_assets.replication.names import (
     TAG_PARTITION,
     TAG_TRIGGER,
 )
+from resources.dataproc import DataprocResource
 from resources.hive import HiveMetastoreResource
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
@@ -78,7 +79,14 @@ def build_resources(spec: ReplicationSpec) -> dict[str, dg.ConfigurableResource]
         home=str(_setting(p.hive_home, resolve_path=spec)),
         metastores={name: c.hive_metastore for name, c in spec.clusters.items() if c.hive_metastore},
     )
-    return {"replicator": replicator, "notifier": notifier, "hive": hive}
+    resources: dict[str, dg.ConfigurableResource] = {
+        "replicator": replicator, "notifier": notifier, "hive": hive}
+    if p.dataproc is not None:
+        d = p.dataproc
+        resources["dataproc"] = DataprocResource(
+            staging_uri=d.staging, poll_interval_s=d.poll_interval_s, timeout_s=d.timeout_s,
+            main_python_file_uri=d.main_python_file_uri, python_file_uris=list(d.python_file_uris))
+    return resources
 
 
 def spec_path() -> Path:

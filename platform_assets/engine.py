@@ -155,22 +155,19 @@ def executor_options(options: CopyOptions, executor: ExecutorView) -> CopyOption
 def run_dataproc_copy(
     context: dg.AssetExecutionContext, replicator: ReplicatorResource, copy: PartitionCopy
 ) -> RunReport:
-    """The partition's copy as a Dataproc job (``executor.kind == "dataproc"``): to be filled
-    by the Dataproc path (submit to a cluster chosen by ``copy.executor.dataproc.cluster_labels``,
-    a stable request id from (partition, ``copy.source_fingerprint``), stream the driver output,
-    wait, verify ``copy.destination``) and return the run report the asset records. Until then
-    it fails the step without retries, saying so."""
+    """The partition's copy as a Dataproc job (``executor.kind == "dataproc"``): submitted to a
+    cluster chosen by the executor's ``cluster_labels`` with a request id stable per (replica,
+    partition, source fingerprint), its driver output streamed into the log, waited for and
+    the destination verified (:mod:`platform_assets.dataproc`)."""
+    from platform_assets.dataproc import DataprocTarget
+    from platform_assets.dataproc import run_dataproc_copy as run
+
     dp = copy.executor.dataproc
     assert dp is not None
-    raise dg.Failure(
-        description=(
-            f"{copy.executor.declared_at}: executor kind dataproc (project {dp.project}, region "
-            f"{dp.region}, job {dp.job}) is not available yet; nothing was copied for partition "
-            f"{copy.partition!r} of {copy.dataset!r} to {copy.cluster!r}. Use kind local, spark "
-            "or distcp for this target until the Dataproc path lands."
-        ),
-        allow_retries=False,
-    )
+    return run(context, context.resources.dataproc, replicator, DataprocTarget.from_config(dp),
+               copy.source, copy.destination, copy.options,
+               key_parts=(copy.dataset, copy.cluster, copy.partition, copy.source_fingerprint),
+               labels={"dataset": copy.dataset, "target": copy.cluster})
 
 
 def copy_partition(
@@ -204,4 +201,13 @@ def executor_metadata(executor: ExecutorView, report: RunReport) -> dict[str, dg
     jobs = [j.get("job_id") for j in (report.executor_details or {}).get("jobs", []) if j.get("job_id")]
     if jobs:
         out["executor_jobs"] = dg.MetadataValue.text(", ".join(jobs))
+    details = report.executor_details or {}
+    if details.get("tool") == "dataproc":  # which job, on which cluster of the pool
+        for key, name in (("job_id", "dataproc_job_id"), ("cluster", "dataproc_cluster"),
+                          ("request_id", "dataproc_request_id"),
+                          ("driver_output", "dataproc_driver_output")):
+            if details.get(key):
+                out[name] = dg.MetadataValue.text(str(details[key]))
+        out["executor_runs_on"] = dg.MetadataValue.text(
+            f"{redact(executor.runs_on())}: cluster {details.get('cluster')}")
     return out

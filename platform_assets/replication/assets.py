@@ -27,6 +27,7 @@ from platform_assets.history import latest_copies
 from platform_assets.replication.names import CHECK_NO_TEMP, CHECK_VERIFIED, DATA_VERSION_TAG
 from replicator.fingerprint import TreeFingerprint, leftover_temporaries
 from replicator.secrets import redact
+from resources.dataproc import DataprocResource
 from resources.replicator import ReplicatorResource
 
 
@@ -87,7 +88,7 @@ def build_replica(
     imported = view.import_key if target.via is None else None
     key = target.key
 
-    @dg.asset(
+    asset = dg.asset(
         key=key,
         deps=[target.upstream_key] if imported is None else [target.upstream_key, imported],
         partitions_def=pdef,
@@ -112,9 +113,8 @@ def build_replica(
             ),
         ],
     )
-    def _copy(
-        context: dg.AssetExecutionContext, replicator: ReplicatorResource
-    ) -> dg.MaterializeResult:
+
+    def _body(context: dg.AssetExecutionContext, replicator: ReplicatorResource) -> dg.MaterializeResult:
         partition = context.partition_key
         src = target.copy_from_uri(partition)
         dst = target.uri(partition)
@@ -181,4 +181,16 @@ def build_replica(
             ],
         )
 
-    return _copy
+    if target.executor.kind == "dataproc":  # submits through the dataproc resource (platform.dataproc)
+        def _copy_on_dataproc(
+            context: dg.AssetExecutionContext, replicator: ReplicatorResource,
+            dataproc: DataprocResource,
+        ) -> dg.MaterializeResult:
+            return _body(context, replicator)
+
+        return asset(_copy_on_dataproc)
+
+    def _copy(context: dg.AssetExecutionContext, replicator: ReplicatorResource) -> dg.MaterializeResult:
+        return _body(context, replicator)
+
+    return asset(_copy)

@@ -12,6 +12,8 @@ from platform_assets.datasets import resolve
 
 SPEC = """\
 version: 1
+platform:
+  dataproc: {staging: gs://dp-staging/replication}
 clusters:
   onprem: {uri: onprem}
   gcs:
