@@ -46,6 +46,7 @@ from replicator.transfer import (
     Task,
     Throttle,
     finish_ranges,
+    local_pair,
     temp_name,
 )
 from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_chain, recover_dir
@@ -85,7 +86,7 @@ def _uri_key(fs: FileSystem, root: str) -> str:
 def _pair_key(fs: FileSystem, root: str) -> str:
     """One side of the canonical pair the manifest and the pair lock are keyed by: a local
     root through symlinks resolved, any other its URI."""
-    if fs.scheme == "file":
+    if fs.capabilities.host_paths:
         return text_path(os.path.realpath(native_path(root)))
     return _uri_key(fs, root)
 
@@ -229,7 +230,7 @@ class _Run:
             return  # a database server, not a file in either tree
         state = text_path(os.path.realpath(sqlite_path(state)))
         for side, fs, root in (("source", self.src_fs, src), ("destination", self.dst_fs, dst)):
-            if fs.scheme == "file" and _within(state, root):
+            if fs.capabilities.host_paths and _within(state, root):
                 raise UsageError(f"--state {self.opts.resolved_state_path} is inside the {side} "
                                  f"tree {root}: put the state store outside both trees")
 
@@ -362,7 +363,7 @@ class _Run:
             dst_stats = ListingStats()
             scratch.load_listing("dst", self._walk_dst(dst_stats))
             dst_files = dst_stats.files
-            if self.dst_fs.capabilities.extra.get("listing_mtime") == "upload":
+            if self.dst_fs.capabilities.listing_mtime == "upload":
                 self._dst_source_mtimes(scratch)
         # 3. decide (transformed files apart: their names change on the way)
         xpass = None
@@ -572,7 +573,7 @@ class _Run:
     def _tasks(self, scratch: Scratch) -> Iterator[Task]:
         big = self.opts.multipart_threshold
         # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
-        kernel_copy = (self.src_fs.scheme == self.dst_fs.scheme == "file" and not self.opts.checksum
+        kernel_copy = (local_pair(self.src_fs, self.dst_fs) and not self.opts.checksum
                        and not self.opts.verify_checksum)
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy and self._ranges
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
@@ -600,10 +601,9 @@ class _Run:
         the whole object, whole-object reads)."""
         part = self.opts.part_size
         caps = self.dst_fs.capabilities
-        extra = caps.extra
-        if extra.get("part_in_memory"):
-            return max(min(part, self.opts.chunk_size), extra.get("min_part_size", 0),
-                       -(-size // extra.get("max_parts", 10_000)))
+        if caps.part_in_memory:
+            return max(min(part, self.opts.chunk_size), caps.min_part_size,
+                       -(-size // caps.max_parts))
         if not caps.atomic_rename:
             return part
         streams = max(1, min(MAX_STREAMS_PER_FILE, -(-size // max(1, self.opts.multipart_threshold))))

@@ -174,8 +174,9 @@ def _confined(rel: str) -> str:
     return rel
 
 
-def _local_pair(ctx: StageContext) -> bool:
-    return ctx.src_fs.scheme == "file" and ctx.dst_fs.scheme == "file"
+def local_pair(src_fs: FileSystem, dst_fs: FileSystem) -> bool:
+    """Both sides are this host's files: the kernel copies between them (copy_file_range)."""
+    return src_fs.capabilities.host_paths and dst_fs.capabilities.host_paths
 
 
 def adopt_previous_attempt(task: Task, ctx: StageContext) -> Outcome | None:
@@ -333,8 +334,7 @@ ATTRIBUTE_KINDS = frozenset({"owner", "group", "replication", "blocksize"})
 def _source_attrs(ctx: StageContext, task: Task) -> dict[str, Any]:
     """The source's ``--preserve`` attributes that both ends have (DistCp ``-pugrb``);
     others are left to the destination's defaults."""
-    both = (set(ctx.src_fs.capabilities.extra.get("attributes", ()))
-            & set(ctx.dst_fs.capabilities.extra.get("attributes", ())))
+    both = set(ctx.src_fs.capabilities.attributes) & set(ctx.dst_fs.capabilities.attributes)
     kinds = ctx.preserve & ATTRIBUTE_KINDS & both
     if not kinds:
         return {}
@@ -438,7 +438,7 @@ def _stage_file(task: Task, ctx: StageContext) -> Outcome:
     dst_fs = ctx.dst_fs
     crc_value: int | None = None
     try:
-        if tmp is not None and _local_pair(ctx) and not ctx.verify:
+        if tmp is not None and local_pair(ctx.src_fs, ctx.dst_fs) and not ctx.verify:
             # size verified (not content: Outcome.verified stays False), times and mode set on
             # the open descriptor (one fstat, no lookups)
             caps = dst_fs.capabilities
@@ -502,7 +502,7 @@ def _verify_staged(ctx: StageContext, staged: str, size: int, crc_value: int | N
         return False
     stored = info.checksum if info.checksum and info.checksum.startswith("crc32c:") else None
     caps = ctx.dst_fs.capabilities
-    if stored is None and "crc32c" in caps.hash_kinds and not caps.extra.get("checksum_in_stat", True):
+    if stored is None and "crc32c" in caps.hash_kinds and not caps.checksum_in_stat:
         stored = ctx.dst_fs.checksum(staged, "crc32c")  # HDFS: COMPOSITE-CRC32C, one call
     if stored:
         if stored != crc.format_crc32c(crc_value):

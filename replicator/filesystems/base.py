@@ -15,8 +15,8 @@ from __future__ import annotations
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, ClassVar
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar, Literal
 
 FILE = "f"
 DIR = "d"
@@ -55,19 +55,27 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a back end can do; the engine adapts to these, never to the class."""
+    """What a back end can do; the engine adapts to these, never to the class or its scheme
+    (rclone ``fs.Features``). Every field is read by the engine or the contract tests."""
 
-    hash_kinds: tuple[str, ...] = ()  # checksums the store reports without reading data
+    hash_kinds: tuple[str, ...] = ()  # checksums the store computes itself (checksum())
+    checksum_in_stat: bool = True  # stat() and listings carry that checksum (False: HDFS,
+    # where it is one more call, checksum(), made only to verify a copy)
     mtime_precision_ns: int = 1
+    listing_mtime: Literal["source", "upload"] = "source"  # "upload": listings report the
+    # upload time (S3); the source mtime is kept in metadata (source_mtime())
     atomic_rename: bool = True  # stage under a temporary name, then rename into place
-    server_side_copy: bool = False
     can_set_mtime: bool = True  # else the source mtime is kept as object metadata
     can_set_mode: bool = False
+    attributes: tuple[str, ...] = ()  # --preserve attributes beyond times/perms (by name)
     directories: bool = True  # real directories exist (empty ones can be created)
     parallel_write: bool = False  # begin/write_part/complete for ranges of one file
-    symlinks: bool = False
+    part_in_memory: bool = False  # write_part sends each part as one request body (S3)
+    min_part_size: int = 0  # smallest part a parallel write takes (but the last)
+    max_parts: int = 10_000  # most parts one parallel write takes
     byte_names: bool = False  # names are any bytes (text paths escape non-UTF-8, local.ESC)
-    extra: dict[str, Any] = field(default_factory=dict)
+    host_paths: bool = False  # native paths are this host's files: os calls (realpath,
+    # copy_file_range between two such stores) work on them
 
 
 class Writer(ABC):

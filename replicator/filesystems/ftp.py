@@ -127,12 +127,10 @@ class FTPFileSystem(StreamChunks, FileSystem):
         hash_kinds=(),
         mtime_precision_ns=1_000_000_000,
         atomic_rename=True,
-        server_side_copy=False,
         can_set_mtime=True,  # MFMT
         can_set_mode=False,
         directories=True,
         parallel_write=False,
-        symlinks=False,
     )
 
     def __init__(self, host: str, port: int = 21, user: str | None = None,

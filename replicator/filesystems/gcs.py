@@ -203,13 +203,10 @@ class GCSFileSystem(ObjectStore, FileSystem):
         hash_kinds=("crc32c", "md5"),
         mtime_precision_ns=1,  # source mtime kept in metadata at full precision
         atomic_rename=False,
-        server_side_copy=True,
         can_set_mtime=False,
         can_set_mode=False,
         directories=False,
         parallel_write=True,
-        symlinks=False,
-        extra={"listing_mtime": "source", "max_compose": 32},
     )
 
     def __init__(self, endpoint: str | None = None, project: str | None = None,

@@ -101,14 +101,12 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         hash_kinds=("crc32c",),  # COMPOSITE-CRC32C from the DataNodes, with http_address
         mtime_precision_ns=1_000_000,
         atomic_rename=True,  # rename with overwrite (rename2)
-        server_side_copy=False,
         can_set_mtime=True,
         can_set_mode=True,
         directories=True,
         parallel_write=False,
-        symlinks=False,
-        extra={"checksum_in_stat": False,
-               "attributes": ("owner", "group", "replication", "blocksize")},
+        checksum_in_stat=False,
+        attributes=("owner", "group", "replication", "blocksize"),
     )
 
     def __init__(self, url: str, client: str = "auto", config: dict[str, str] | None = None,

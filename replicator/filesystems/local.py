@@ -169,9 +169,9 @@ class LocalFileSystem(FileSystem):
         can_set_mode=True,
         directories=True,
         parallel_write=True,
-        symlinks=True,
         byte_names=True,
-        extra={"attributes": ("owner", "group")},  # by name; setting them needs root
+        host_paths=True,
+        attributes=("owner", "group"),  # by name; setting them needs root
     )
 
     def __init__(self, **options: Any) -> None:

@@ -212,20 +212,19 @@ class S3FileSystem(ObjectStore, FileSystem):
         hash_kinds=("md5",),
         mtime_precision_ns=1_000_000_000,  # LastModified: seconds
         atomic_rename=False,
-        server_side_copy=True,
         can_set_mtime=False,
         can_set_mode=False,
         directories=False,
         parallel_write=True,
-        symlinks=False,
         # ListObjects carries no user metadata: listing and stat both report the upload
         # time (they must agree for the diff); the source mtime is kept in the object's
         # metadata (x-amz-meta-mtime-ns). When the engine lists this store as a destination
         # it maps upload times back to source mtimes: from the manifest for objects it
         # wrote (no request), else with source_mtime() (one HEAD, what rclone does for
         # every object). mtime_from_metadata=True reports it in every listing instead.
-        extra={"listing_mtime": "upload", "min_part_size": _STAGING_MIN_PART,
-               "part_in_memory": True},  # write_part sends one body per part
+        listing_mtime="upload",
+        min_part_size=_STAGING_MIN_PART,
+        part_in_memory=True,  # write_part sends one body per part
     )
 
     def __init__(self, endpoint_url: str | None = None, region: str | None = None,

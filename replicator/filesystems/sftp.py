@@ -118,12 +118,10 @@ class SFTPFileSystem(FileSystem):
         hash_kinds=(),
         mtime_precision_ns=1_000_000_000,
         atomic_rename=True,
-        server_side_copy=False,
         can_set_mtime=True,
         can_set_mode=True,
         directories=True,
         parallel_write=False,
-        symlinks=True,
     )
 
     def __init__(self, host: str, port: int = 22, username: str | None = None,

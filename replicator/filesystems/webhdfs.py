@@ -198,14 +198,12 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         hash_kinds=("crc32c",),  # COMPOSITE-CRC32C from the DataNodes (see above)
         mtime_precision_ns=1_000_000,
         atomic_rename=True,
-        server_side_copy=False,
         can_set_mtime=True,
         can_set_mode=True,
         directories=True,
         parallel_write=False,
-        symlinks=False,
-        extra={"checksum_in_stat": False,
-               "attributes": ("owner", "group", "replication", "blocksize")},
+        checksum_in_stat=False,
+        attributes=("owner", "group", "replication", "blocksize"),
     )
 
     def __init__(self, host: str, port: int = 9870, https: bool = False, user: str | None = None,

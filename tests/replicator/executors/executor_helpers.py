@@ -82,7 +82,8 @@ class InPlaceFileSystem(LocalFileSystem):
     on writes of new files (``expect_version="0"``), as GCS ``ifGenerationMatch=0``."""
 
     scheme = "inplace"
-    capabilities = replace(LocalFileSystem.capabilities, atomic_rename=False, parallel_write=False)
+    capabilities = replace(LocalFileSystem.capabilities, atomic_rename=False, parallel_write=False,
+                           host_paths=False)
 
     def __reduce__(self):  # rebuilt by class (this module is pickled by value into Spark tasks)
         return (InPlaceFileSystem, ())

@@ -42,7 +42,7 @@ def put(b: Backend, rel: str, data: bytes, mtime_ns: int | None = None) -> str:
 
 def source_mtime(fs: FileSystem, path: str) -> int:
     """The mtime an object store kept for the source (S3: from metadata, one HEAD)."""
-    if fs.capabilities.extra.get("listing_mtime") == "upload":
+    if fs.capabilities.listing_mtime == "upload":
         fs = fs.__class__(**{**fs.options(), "mtime_from_metadata": True})
     return fs.stat(path).mtime_ns
 
@@ -106,7 +106,7 @@ def test_mtime_kept(backend: Backend):
     (listed,) = fs.list_dir(backend.root)
     st = fs.stat(path)
     assert listed.mtime_ns == st.mtime_ns  # listing and stat agree (the diff relies on it)
-    if fs.capabilities.extra.get("listing_mtime", "source") == "source":
+    if fs.capabilities.listing_mtime == "source":
         assert abs(st.mtime_ns - mtime) < prec
     else:  # S3: upload time in listings; the source mtime is in the metadata
         assert abs(st.mtime_ns - time.time_ns()) < 600 * 10**9
@@ -125,7 +125,7 @@ def test_checksums_reported(backend: Backend):
         return
     for kind in fs.capabilities.hash_kinds:
         assert fs.checksum(path, kind) == expected[kind]
-    if fs.capabilities.extra.get("checksum_in_stat", True):
+    if fs.capabilities.checksum_in_stat:
         st = fs.stat(path)
         assert st.checksum in expected.values()
         (listed,) = fs.list_dir(backend.root)
