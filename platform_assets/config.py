@@ -483,9 +483,12 @@ class ChangeSensorSpec(_Model):
 class AuditSpec(_Model):
     """The legacy flow: audit files ``<prefix><timestamp>`` with ``SOURCE_DIR DEST_DIR`` lines."""
 
-    dir: str  # a directory (path relative to the spec, or a URI) holding the audit files
-    prefix: str = "folders_to_copy_"
-    archive_dir: str | None = None  # default: <dir>/archive
+    # a directory holding the audit files: a path relative to the spec, or a URI on any back
+    # end the engine reaches (gs://bucket/prefix, s3://..., sftp://..., hdfs://...)
+    dir: str = Field(min_length=1)
+    prefix: str = Field(default="folders_to_copy_", min_length=1)
+    # where a file goes once all its copies succeeded; default: none, the file is deleted
+    archive_dir: str | None = Field(default=None, min_length=1)
     interval_s: int = Field(default=30, ge=5)
 
 

@@ -10,15 +10,22 @@ An on-prem job drops ``<prefix><timestamp>`` files into a directory or bucket pr
    lines proceed;
 2. one copy run per (dataset, partition) is requested for the named targets, unless a run
    for the same source fingerprint already exists (the change sensor may have been first);
-3. files whose runs have all succeeded are moved to the archive (with a ``.rejected.json``
-   beside them when lines were refused). A file whose run failed stays where it is, reported
-   once; it is archived as soon as a later run of that partition succeeds (a run retry or a
-   re-execution from the UI).
+3. files whose runs have all succeeded are deleted (the legacy flow's behaviour, the default)
+   or, with ``platform.audit.archive_dir``, moved to the archive. Refused lines are kept in
+   ``<name>.rejected.json`` (beside the file in the archive, or in the audit directory when
+   the file is deleted), so deleting loses nothing. A file whose run failed stays where it
+   is, reported once; it is finished as soon as a later run of that partition succeeds (a
+   run retry or a re-execution from the UI).
+
+The audit directory and the archive may be on any back end the engine reaches (a local
+folder, ``gs://bucket/prefix``, ``s3://bucket/prefix``, ``sftp://...``, ``hdfs://...``):
+everything goes through the engine's file systems (:class:`AuditStore`). Archiving is a
+rename where the store has one and the archive is on the same file system, else a copy,
+checked by size, then a delete of the original (object stores).
 """
 
 
 import json
-import os
 import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,7 +33,7 @@ from typing import Any
 import dagster as dg
 
 from platform_assets.config import UNPARTITIONED_KEY
-from platform_assets.datasets import ResolvedSpec
+from platform_assets.datasets import ResolvedSpec, join_partition
 from platform_assets.replication.names import (
     AUDIT_SENSOR,
     TAG_AUDIT_FILE,
@@ -36,9 +43,11 @@ from platform_assets.replication.names import (
     replica_key,
 )
 from platform_assets.replication.requests import copy_run_request, missing_dynamic_partitions
-from replicator.filesystems.base import FILE
+from replicator.errors import ReplicatorError
+from replicator.filesystems.base import FILE, FileSystem
 from replicator.filesystems.registry import resolve, split_scheme
 from replicator.fingerprint import EMPTY_FINGERPRINT
+from replicator.secrets import redact
 from resources.notify import NotifierResource
 
 CURSOR_VERSION = 1
@@ -77,8 +86,14 @@ def _canonical(location: str) -> str | None:
     return f"{scheme}://{rest.rstrip('/')}"
 
 
+_ENCODED_DOT_OR_SLASH = ("%2e", "%2f", "%5c")
+
+
 def _has_dotdot(location: str) -> bool:
-    return ".." in split_scheme(location)[1].split("/")
+    """``..`` in the path, also percent-encoded (an object store's URI decoding would make
+    ``%2e%2e`` a parent reference, and ``%2f`` a separator the prefix check never saw)."""
+    rest = split_scheme(location)[1]
+    return ".." in rest.split("/") or any(e in rest.lower() for e in _ENCODED_DOT_OR_SLASH)
 
 
 def _below(root: str, location: str) -> str | None:
@@ -241,39 +256,83 @@ def group_status(instance: dg.DagsterInstance, g: PendingGroup) -> str:
     return "none"
 
 
-def _archive(path: str, archive_dir: str, rejected: list[dict[str, Any]]) -> str:
-    fs, native = resolve(path)
-    afs, adir = resolve(archive_dir)
-    afs.makedirs(adir)
-    name = posixpath.basename(native)
-    dest = afs.join(adir, name)
-    if rejected:
-        with afs.open_write(afs.join(adir, name + ".rejected.json")) as w:
-            w.write(json.dumps(rejected, indent=2).encode())
-    fs.rename(native, dest)
-    return dest
+class AuditStore:
+    """The audit directory and, optionally, the archive, on whatever back end their URIs name."""
 
+    def __init__(self, dir_uri: str, prefix: str, archive_uri: str | None = None) -> None:
+        self.dir_uri = dir_uri
+        self.prefix = prefix
+        self.archive_uri = archive_uri
+        self.fs, self.root = resolve(dir_uri)
+        self._archive: tuple[FileSystem, str] | None = None
 
-def list_audit_files(rs: ResolvedSpec) -> list[tuple[str, str]]:
-    """(name, native path) of audit files waiting in the audit directory, oldest name first."""
-    audit = rs.platform.audit
-    assert audit is not None
-    fs, root = resolve(rs.spec.resolve_location(audit.dir))
-    try:
-        entries = fs.list_dir(root)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        (e.name, e.path)
-        for e in entries
-        if e.kind == FILE and e.name.startswith(audit.prefix) and not e.name.endswith(".rejected.json")
-    )
+    @classmethod
+    def from_spec(cls, rs: ResolvedSpec) -> "AuditStore":
+        audit = rs.platform.audit
+        assert audit is not None
+        archive = rs.spec.resolve_location(audit.archive_dir) if audit.archive_dir else None
+        return cls(rs.spec.resolve_location(audit.dir), audit.prefix, archive)
 
+    def uri(self, name: str) -> str:
+        """The audit file's URI, for messages (credentials redacted)."""
+        return redact(join_partition(self.dir_uri, name))
 
-def _read(path: str) -> str:
-    fs, native = resolve(path)
-    with fs.open_read(native) as f:
-        return f.read().decode("utf-8", errors="replace")
+    def path(self, name: str) -> str:
+        return self.fs.join(self.root, name)
+
+    def names(self) -> list[str]:
+        """Names of the audit files waiting, oldest name first (files still being written,
+        e.g. under an HDFS lease, wait for a later tick)."""
+        try:
+            entries = self.fs.list_dir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.name for e in entries
+            if e.kind == FILE and e.name.startswith(self.prefix)
+            and not e.name.endswith(".rejected.json") and not self.fs.being_written(e.path)
+        )
+
+    def read(self, name: str) -> str:
+        with self.fs.open_read(self.path(name)) as f:
+            return f.read().decode("utf-8", errors="replace")
+
+    def _write(self, fs: FileSystem, path: str, data: bytes) -> None:
+        with fs.open_write(path) as w:
+            w.write(data)
+
+    def finish(self, name: str, rejected: list[dict[str, Any]]) -> str:
+        """Delete the audit file (default) or archive it; returns what was done, in words.
+        Refused lines are written to ``<name>.rejected.json`` first, so nothing is lost."""
+        report = json.dumps(rejected, indent=2).encode() if rejected else None
+        src = self.path(name)
+        if self.archive_uri is None:
+            if report is not None:
+                self._write(self.fs, self.path(name + ".rejected.json"), report)
+            self.fs.delete_file(src)
+            return "deleted"
+        if self._archive is None:
+            self._archive = resolve(self.archive_uri)
+        afs, adir = self._archive
+        afs.makedirs(adir)
+        dest = afs.join(adir, name)
+        if report is not None:
+            self._write(afs, afs.join(adir, name + ".rejected.json"), report)
+        same_fs = type(afs) is type(self.fs) and afs.options() == self.fs.options()
+        if same_fs and self.fs.capabilities.atomic_rename:
+            self.fs.rename(src, dest)
+        else:  # object stores (no rename) or another file system: copy, check, delete
+            info = self.fs.stat(src)
+            if info is None:
+                raise FileNotFoundError(src)
+            with self.fs.open_read(src) as f:
+                data = f.read()
+            self._write(afs, dest, data)
+            copied = afs.stat(dest)
+            if copied is None or copied.size != len(data) or len(data) != info.size:
+                raise OSError(f"archived copy of {self.uri(name)} is incomplete; original kept")
+            self.fs.delete_file(src)
+        return f"archived to {redact(join_partition(self.archive_uri, name))}"
 
 
 @dataclass
@@ -281,29 +340,40 @@ class AuditEvaluation:
     run_requests: list[dg.RunRequest]
     dynamic_partitions_requests: list[dg.AddDynamicPartitionsRequest]
     state: AuditState
-    archived: list[str]
+    archived: list[str]  # files finished (deleted or archived), see ``done``
     rejected: dict[str, list[Rejection]]
     failed: list[str]
     notifications: list[dict[str, Any]]
+    done: dict[str, str] = field(default_factory=dict)  # file -> "deleted" / "archived to ..."
+    uris: dict[str, str] = field(default_factory=dict)  # file -> its URI (redacted)
+    errors: list[str] = field(default_factory=list)  # files that could not be read or finished
 
 
 def evaluate_audit(
     rs: ResolvedSpec, state: AuditState, instance: dg.DagsterInstance
 ) -> AuditEvaluation:
-    audit = rs.platform.audit
-    assert audit is not None
-    archive_dir = rs.spec.resolve_location(audit.archive_dir or os.path.join(audit.dir, "archive"))
+    store = AuditStore.from_spec(rs)
     pending = dict(state.pending)
     run_requests: list[dg.RunRequest] = []
     rejected_by_file: dict[str, list[Rejection]] = {}
     notifications: list[dict[str, Any]] = []
     new_parts: dict[str, set[str]] = {}
     just_requested: set[str] = set()
+    uris: dict[str, str] = {}
+    errors: list[str] = []
 
-    for name, path in list_audit_files(rs):
+    for name in store.names():
+        uris[name] = store.uri(name)
         if name in pending:
             continue
-        accepted, rejected = parse_audit_text(rs, _read(path))
+        try:
+            text = store.read(name)
+        except FileNotFoundError:
+            continue  # removed since it was listed
+        except (OSError, ReplicatorError) as exc:  # read again next tick; the others go on
+            errors.append(f"{uris[name]}: cannot read: {redact(str(exc))}")
+            continue
+        accepted, rejected = parse_audit_text(rs, text)
         # lines naming a partition whose source has nothing to copy are refused too
         groups: dict[tuple[str, str], PendingGroup] = {}
         for line in accepted:
@@ -322,7 +392,7 @@ def evaluate_audit(
                 g.targets.append(line.target)
             g.lines.append(line.line_no)
         rejected.sort(key=lambda r: r.line_no)
-        pf = PendingFile(path=path, rejected=[asdict(r) for r in rejected])
+        pf = PendingFile(path=uris[name], rejected=[asdict(r) for r in rejected])
         for (d, p), g in sorted(groups.items()):
             status = group_status(instance, g)
             if status in ("none", "failed"):
@@ -343,12 +413,14 @@ def evaluate_audit(
                 {
                     "event": "audit_lines_rejected",
                     "audit_file": name,
+                    "audit_uri": uris[name],
                     "rejected": [asdict(r) for r in rejected[:50]],
                     "accepted_lines": sum(len(g.lines) for g in groups.values()),
                 }
             )
 
     archived: list[str] = []
+    done: dict[str, str] = {}
     failed: list[str] = []
     for name in sorted(pending):
         pf = pending[name]
@@ -357,12 +429,18 @@ def evaluate_audit(
         statuses = [group_status(instance, g) for g in pf.groups]
         if all(s == "success" for s in statuses):
             try:
-                _archive(pf.path, archive_dir, pf.rejected)
+                done[name] = store.finish(name, pf.rejected)
             except FileNotFoundError:
-                pass  # someone removed it; nothing left to archive
+                done[name] = "already gone"  # someone removed it; nothing left to do
+            except (OSError, ReplicatorError) as exc:  # kept pending: finished on a later tick
+                errors.append(f"{pf.path}: copies done but not {'archived' if store.archive_uri else 'deleted'}: "
+                              f"{redact(str(exc))}")
+                continue
             archived.append(name)
             del pending[name]
-            notifications.append({"event": "audit_file_archived", "audit_file": name})
+            event = "audit_file_deleted" if done[name] == "deleted" else "audit_file_archived"
+            notifications.append({"event": event, "audit_file": name, "audit_uri": pf.path,
+                                  "done": done[name]})
         elif any(s == "failed" for s in statuses) and not any(s == "in_flight" for s in statuses):
             failed.append(name)
             if not pf.failure_reported:
@@ -378,7 +456,8 @@ def evaluate_audit(
                 )
 
     dyn = missing_dynamic_partitions(rs, instance, {d: sorted(p) for d, p in new_parts.items()})
-    return AuditEvaluation(run_requests, dyn, AuditState(pending), archived, rejected_by_file, failed, notifications)
+    return AuditEvaluation(run_requests, dyn, AuditState(pending), archived, rejected_by_file,
+                           failed, notifications, done, uris, errors)
 
 
 def build_audit_sensor(rs: ResolvedSpec, jobs: list) -> dg.SensorDefinition:
@@ -392,18 +471,28 @@ def build_audit_sensor(rs: ResolvedSpec, jobs: list) -> dg.SensorDefinition:
         default_status=rs.sensor_status,
         description=(
             f"Reads {audit.prefix}* audit files, validates each SOURCE_DIR DEST_DIR line, requests "
-            "the copies and archives a file once all its copies succeeded."
+            "the copies and deletes (or archives) a file once all its copies succeeded."
         ),
     )
     def replication_audit_file_sensor(
         context: dg.SensorEvaluationContext, notifier: NotifierResource
-    ) -> dg.SensorResult:
-        ev = evaluate_audit(rs, AuditState.decode(context.cursor), context.instance)
+    ) -> dg.SensorResult | dg.SkipReason:
+        state = AuditState.decode(context.cursor)
+        try:
+            ev = evaluate_audit(rs, state, context.instance)
+        except (OSError, ReplicatorError) as exc:  # the audit directory's store is unreachable
+            audit = rs.platform.audit
+            assert audit is not None
+            return dg.SkipReason(f"audit directory {redact(audit.dir)} not readable this tick: "
+                                 f"{redact(str(exc))}")
+        for msg in ev.errors:
+            context.log.warning(msg)
         for name, rejections in ev.rejected.items():
             for r in rejections:
-                context.log.warning(f"{name} line {r.line_no} refused: {r.reason}: {r.line!r}")
+                context.log.warning(
+                    f"{ev.uris.get(name, name)} line {r.line_no} refused: {r.reason}: {r.line!r}")
         for name in ev.archived:
-            context.log.info(f"{name}: all copies succeeded, archived")
+            context.log.info(f"{name}: all copies succeeded, audit file {ev.done.get(name, 'finished')}")
         for name in ev.failed:
             context.log.warning(f"{name}: copies failed; kept until they succeed")
         for event in ev.notifications:

@@ -14,23 +14,14 @@ import pytest
 import yaml
 
 from replicator.filesystems.base import FileSystem
-from tests.replicator.filesystems.servers import SSHD, FakeGCS, FTPServer, Moto, WebHDFS
-
-BUCKET = "replicator-test"
+from tests.fixtures.gcs import BUCKET
+from tests.replicator.filesystems.servers import SSHD, FTPServer, Moto, WebHDFS
 
 
 def _server(tmp_path_factory, cls):
     srv = cls(tmp_path_factory.mktemp(cls.name))
     srv.start()
     return srv
-
-
-@pytest.fixture(scope="session")
-def gcs_server(tmp_path_factory) -> Iterator[FakeGCS]:
-    srv = _server(tmp_path_factory, FakeGCS)
-    srv.create_bucket(BUCKET)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="session")
