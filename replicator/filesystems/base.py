@@ -159,7 +159,7 @@ class FileSystem(ABC):
 
     def source_mtime(self, path: str) -> int | None:
         """The source mtime kept as object metadata at ``path``, for stores whose listings
-        report upload times (``capabilities.extra["listing_mtime"] == "upload"``); None if
+        report upload times (``capabilities.listing_mtime == "upload"``); None if
         the object carries none (or the store keeps real mtimes)."""
         return None
 
@@ -225,7 +225,7 @@ class FileSystem(ABC):
 
     # ----------------------------------------------------------------- attributes (--preserve)
     def attributes(self, path: str) -> dict[str, Any]:
-        """The file's attributes among ``capabilities.extra["attributes"]`` (``owner``,
+        """The file's attributes among ``capabilities.attributes`` (``owner``,
         ``group``, ``replication``, ``blocksize``), as names and numbers."""
         return {}
 
