@@ -203,6 +203,7 @@ class _Run:
         self.filter = opts.filter()
         self.listed = (read_files_from(opts.files_from, self.src_root)
                        if opts.files_from is not None else None)
+        self._listed_set = frozenset(rel for rel, _ in self.listed or ())
         self._refuse_overlap()
         self.dst_dirs = self.dst_fs.capabilities.directories
         self.own_names = frozenset({opts.marker}) if opts.marker else frozenset()
@@ -533,7 +534,8 @@ class _Run:
         self.report.files_skipped = counts["skip"]
         if dst_listed and not self.opts.dry_run:
             # rows for paths gone from both listings are stale, unless the listings could not
-            # see them (excluded by the filter, or the marker): those keep their rows
+            # see them (excluded by the filter, not under a --files-from path, or the
+            # marker): those keep their rows
             stale = [p for p, kind in scratch.stale_manifest_entries() if self._listable(p, kind)]
             for i in range(0, len(stale), 10_000):
                 store.commit(pair_id, forget=stale[i:i + 10_000])
@@ -544,6 +546,9 @@ class _Run:
         if rel in self.own_names:
             return False
         parts = rel.split("/")
+        if self.listed is not None and not any(
+                "/".join(parts[:i]) in self._listed_set for i in range(1, len(parts) + 1)):
+            return False  # --files-from: both listings covered only the listed paths
         for i in range(1, len(parts)):
             if not self.filter.keep_dir("/".join(parts[:i])):
                 return False

@@ -206,3 +206,33 @@ def test_files_from_non_utf8_name(tmp_path: Path) -> None:
     assert rep.ok and rep.files_copied == 1, rep.failures
     with open(os.path.join(os.fsencode(dst), name), "rb") as f:
         assert f.read() == b"x"
+
+
+def test_files_from_delete_run_keeps_the_manifest_of_unlisted_paths(tmp_path: Path) -> None:
+    """A --files-from run lists (both sides) only the listed paths: the manifest rows of the
+    others are not stale and must survive it, or the next plain run copies them all again
+    (and a --snapshot-diff run, which lists from the manifest, deletes them)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for name in ("a", "b", "dir/c"):
+        write(src / name, name, T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).files_copied == 3
+    listing = tmp_path / "list.txt"
+    listing.write_text("a\n")
+    rep = api.copy(str(src), str(dst), opts(tmp_path, files_from=str(listing), delete=True))
+    assert rep.ok and rep.files_skipped == 1 and rep.files_deleted == 0, rep.failures
+    again = api.copy(str(src), str(dst), opts(tmp_path))
+    assert again.ok and again.files_copied == 0 and again.files_skipped == 3
+    # a row under a listed directory that is gone from both sides is still forgotten
+    write(src / "dir" / "d", "d", T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).files_copied == 1
+    (src / "dir" / "d").unlink()
+    (dst / "dir" / "d").unlink()
+    listing.write_text("dir\n")
+    rep = api.copy(str(src), str(dst), opts(tmp_path, files_from=str(listing), delete=True))
+    assert rep.ok and rep.files_copied == 0, rep.failures
+    from replicator.state import open_store
+    store = open_store(str(tmp_path / "state.db"))
+    try:
+        assert sorted(r[0] for r in store.manifest_rows(1) if r[1] == "f") == ["a", "b", "dir/c"]
+    finally:
+        store.close()
