@@ -44,15 +44,11 @@ clusters:
   hdfs:
     uri: {hdfs}
     executor: {{kind: distcp, maps: 2}}
-  cloud:
-    uri: cloud
-    executor: {{kind: dataproc, project: acme-data, region: europe-west1,
-               cluster_labels: {{pool: dr-copy}}}}
 datasets:
   events:
     source: {{cluster: onprem, path: warehouse/events}}
     partitions: "dt=*"
-    targets: [{{cluster: loc}}, {{cluster: spk}}, {{cluster: hdfs}}, {{cluster: cloud}}]
+    targets: [{{cluster: loc}}, {{cluster: spk}}, {{cluster: hdfs}}]
   pinned:
     source: {{cluster: onprem, path: warehouse/events}}
     partitions: "dt=*"
@@ -149,14 +145,3 @@ def test_a_dataset_executor_overrides_the_target_clusters(executors_platform, in
     assert mat.metadata["executor"].value == "local"
     assert mat.metadata["executor_from"].value == "datasets.pinned.executor"
     assert tree_of(str(root / "spk" / "pinned" / PART)) == FILES
-
-
-def test_a_dataproc_target_fails_clearly_and_copies_nothing_until_the_dataproc_path_lands(
-        executors_platform, instance) -> None:
-    spec_path, root, _ = executors_platform
-    result = materialize(spec_path, root, instance, "events", dg.AssetKey(["cloud", "events"]))
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    text = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
-    assert "clusters.cloud.executor: executor kind dataproc" in text and "not available yet" in text
-    assert not (root / "cloud").exists()
