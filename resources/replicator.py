@@ -22,7 +22,11 @@ class ReplicatorResource(dg.ConfigurableResource):
 
     state_path: str = Field(description="the engine's state store: SQLite file or postgresql:// URL")
     workers: int = Field(default=8, ge=1, le=1024)
-    executor: str = Field(default="local", description="local | spark | distcp")
+    executor: str = Field(
+        default="local",
+        description="local | spark | distcp: the executor of copies the spec gives none (landing "
+                    "ingest, Hive table copies); replica copies run with their target's executor "
+                    "from the spec (clusters.<name>.executor, datasets.<name>.executor)")
     marker: str | None = Field(default=None, description="file written last at each replica root")
     retries: int = Field(default=3, ge=0, description="per-file retries inside one copy")
     lock_wait_s: float = Field(
