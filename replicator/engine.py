@@ -398,12 +398,14 @@ class _Run:
         # 4. directories, then files, then deletes, then the marker
         self._planned_files = counts["copy_files"]
         self._check_deadline("before the copy started")
+        if dst_listed:
+            self._remove_links_in_the_way(scratch)
         self._make_dirs(store, scratch, pair_id)
         self._adopt(store, scratch, pair_id)
         self._transfer(store, scratch, pair_id)
         if xpass:
             xpass.run(report, self.progress)
-        if n_delete:
+        if scratch.has_deletes():  # files, and directories (only files count toward --max-delete)
             if report.files_failed:
                 log.warning("not deleting: %d file(s) failed to copy", report.files_failed)
             else:
@@ -436,9 +438,11 @@ class _Run:
         if self.listed is not None:  # only the listed paths are ours to compare or delete
             return walk_listed(self.dst_fs, self.dst_root, self.filter, listed=self.listed, missing_ok=True,
                                workers=self.opts.listing_workers, stats=stats,
-                               exclude_root_names=self.own_names, on_error=self._listing_error)
+                               exclude_root_names=self.own_names, on_error=self._listing_error,
+                               links=True)
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
-                    stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error)
+                    stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error,
+                    links=True)
 
     def _dst_source_mtimes(self, scratch: Scratch) -> None:
         """The destination lists upload times (S3) while the diff compares source mtimes.
@@ -570,6 +574,19 @@ class _Run:
         if made:
             store.commit(pair_id, record=made)
             self.report.dirs_created = len(made)
+
+    def _remove_links_in_the_way(self, scratch: Scratch) -> None:
+        """A destination symlink where the source has a path, or on the way to one, is
+        removed (the link, never what it points to) before anything is written: writing
+        through it would put the copy outside the destination root. If one cannot be removed
+        the run stops before writing (raises DestinationError)."""
+        for rel in scratch.dst_links_in_the_way():
+            target = self.dst_fs.join(self.dst_root, rel)
+            try:
+                self.dst_fs.delete_file(target)
+            except Exception as exc:
+                raise on_side("destination", self.dst_fs.uri(target), exc) from exc
+            log.info("removed the destination symlink %s: the source has a path there", rel)
 
     def _adopt(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         for rows in scratch.work_adopted():
@@ -775,9 +792,9 @@ class _Run:
             try:
                 if kind == DIR:
                     self.dst_fs.delete_dir(target)
-                else:
+                else:  # a file, or a symlink (the link, never what it points to)
                     self.dst_fs.delete_file(target)
-                    self.report.files_deleted += 1
+                    self.report.files_deleted += kind == FILE
             except Exception as exc:
                 self._dst_failure(path, exc, "delete: ")
                 continue

@@ -84,10 +84,14 @@ def walk_listed(
     on_error: ErrorCallback | None = None,
     stats: ListingStats | None = None,
     exclude_root_names: frozenset[str] = frozenset(),
+    links: bool = False,
 ) -> Iterator[list[Entry]]:
     """Batches of entries for the listed paths (a listed directory: its whole subtree),
     as :func:`replicator.listing.walk` yields them for a whole tree. Each path costs one
-    ``stat`` (in ``workers`` threads), not a listing of its directory."""
+    ``stat`` (in ``workers`` threads), not a listing of its directory, plus one per distinct
+    directory on the way (cached): a symlink there is treated as walk treats it (skipped
+    unless ``copy_links``; with ``links``, the destination's case, listed as a ``LINK``
+    entry in the way, and never looked through)."""
     stats = stats if stats is not None else ListingStats()
     if fs.stat(root) is None:
         if missing_ok:
@@ -97,15 +101,46 @@ def walk_listed(
     min_age_ns = int(min_age_s * 1e9)
     max_age_ns = int(max_age_s * 1e9) if max_age_s is not None else None
 
+    follow = copy_links and not links
+    ancestor_is_link: dict[str, bool] = {}
+
+    def link_on_the_way(rel: str) -> str | None:
+        """The first directory on the way to ``rel`` that is a symlink (stat does not look
+        at the last component only: it resolves every one before it)."""
+        if follow:
+            return None
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            up = "/".join(parts[:i])
+            hit = ancestor_is_link.get(up)
+            if hit is None:
+                info = fs.stat(fs.join(root, up))
+                hit = ancestor_is_link[up] = info is not None and info.kind == LINK
+            if hit:
+                return up
+        return None
+
     def one(item: tuple[str, int]):
         rel, lineno = item
-        return rel, lineno, fs.stat(fs.join(root, rel))
+        link = link_on_the_way(rel)
+        if link is not None:
+            return rel, lineno, None, link
+        return rel, lineno, fs.stat(fs.join(root, rel)), None
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="files-from") as pool:
         batch: list[Entry] = []
         stated = (r for start in range(0, len(listed), 4096)  # bounded futures in flight
                   for r in pool.map(one, listed[start:start + 4096]))
-        for rel, lineno, info in stated:
+        links_listed: set[str] = set()
+        for rel, lineno, info, link in stated:
+            if link is not None or (links and info is not None and info.kind == LINK):
+                link = link or rel
+                if links and link not in links_listed:
+                    links_listed.add(link)
+                    batch.append(Entry(link, LINK, 0, 0))
+                elif not links:
+                    stats.symlinks_skipped += 1
+                continue
             kind = info.kind if info is not None else None
             if kind == LINK:
                 if not copy_links or info.target_kind is None:
@@ -127,7 +162,7 @@ def walk_listed(
                 stats.dirs += 1
                 for sub in walk(fs, fs.join(root, rel), flt, min_age_s=min_age_s, max_age_s=max_age_s,
                                 copy_links=copy_links, workers=workers, stats=stats,
-                                on_error=_prefixed(on_error, rel), now_ns=now_ns):
+                                on_error=_prefixed(on_error, rel), now_ns=now_ns, links=links):
                     batch.extend(Entry(f"{rel}/{e.rel}", e.kind, e.size, e.mtime_ns, e.mode, e.checksum,
                                        e.version, e.held) for e in sub)
                     if len(batch) >= 1000:

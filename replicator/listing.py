@@ -133,13 +133,16 @@ def walk(
     stats: ListingStats | None = None,
     exclude_root_names: frozenset[str] = frozenset(),
     now_ns: int | None = None,
+    links: bool = False,
 ) -> Iterator[list[Entry]]:
     """Yield batches of entries under ``root`` (the root itself excluded).
 
     Files modified less than ``min_age_s`` or more than ``max_age_s`` ago are listed as
     ``held`` (left alone: neither copied nor, at the destination, deleted).
     Symlinks are skipped (and counted) unless ``copy_links``; then they are followed,
-    and a link to one of its own ancestors is refused as a loop.
+    and a link to one of its own ancestors is refused as a loop. With ``links`` (a
+    destination's listing) a symlink is listed as a ``LINK`` entry and never followed: it is
+    something in the way of a copy, never a directory to write through.
     ``workers=0`` lists in the calling thread (no thread pool: cheaper for the many small
     trees a change sensor fingerprints). Raises UsageError if ``root`` is missing or not a
     directory.
@@ -212,6 +215,9 @@ def walk(
                     append(Entry(rel, FILE, size, mtime, mode, checksum, version))
                 continue
             if kind == LINK:
+                if links:
+                    append(Entry(rel, LINK, 0, mtime))
+                    continue
                 if not copy_links or target is None:
                     out.symlinks_skipped += 1
                     continue

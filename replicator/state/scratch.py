@@ -169,6 +169,13 @@ class Scratch:
             "SELECT d.path, d.kind, d.size, d.mtime_ns, d.version FROM dst d "
             "WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = d.path) ORDER BY d.path")
 
+    def dst_links_in_the_way(self) -> list[str]:
+        """Destination symlinks at a source path or at a directory on the way to one."""
+        return [r[0] for r in self.db.execute(
+            "SELECT d.path FROM dst d WHERE d.kind = 'l' AND EXISTS (SELECT 1 FROM src s "
+            "WHERE s.path = d.path OR (s.path > d.path || '/' AND s.path < d.path || '0')) "
+            "ORDER BY d.path")]
+
     # ------------------------------------------------------------------ destinations listing upload times
     _COVERED = """EXISTS (SELECT 1 FROM manifest m WHERE m.path = d.path AND m.kind = 'f'
                   AND m.size = d.size AND d.mtime_ns + :precision <= CAST(m.copied_at * 1e9 AS INTEGER))"""
@@ -228,6 +235,9 @@ class Scratch:
         return int(self.db.execute(
             f"SELECT COUNT(*) FROM work WHERE action='update' AND seq IN ({','.join('?' * len(seqs))})",
             seqs).fetchone()[0])
+
+    def has_deletes(self) -> bool:
+        return self.db.execute("SELECT 1 FROM work WHERE action='delete' LIMIT 1").fetchone() is not None
 
     def work_deletes(self) -> list[tuple[str, str]]:
         """``(path, kind)`` to delete, children before their directory."""
