@@ -672,7 +672,7 @@ class _Run:
                 preserve=opts.preserve, chunk_size=opts.chunk_size,
                 retries=opts.retries, retry_backoff_s=opts.retry_backoff_s,
                 progress=self.progress, throttle=Throttle(opts.bandwidth_mbps),
-                deadline=self._deadline,
+                deadline=self._deadline, copy_links=opts.copy_links,
             )
         return self._ctx
 

@@ -132,6 +132,7 @@ class StageContext:
     progress: Progress = field(default=NO_PROGRESS, repr=False)
     throttle: Throttle | None = field(default=None, repr=False)
     staging: bool = True  # False: the executor writes (and publishes) each file itself
+    copy_links: bool = False  # --copy-links: a source symlink is read through
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -307,6 +308,9 @@ def _source_stat(ctx: StageContext, task: Task) -> tuple[int, int, int | None]:
         info = ctx.src_fs.stat(path)
     if info is None:
         raise SourceReadError(f"source vanished: {task.rel}")
+    if info.kind == LINK and not ctx.copy_links:  # swapped for a link since the listing
+        raise SourceChangedError(f"source was replaced by a symlink since it was listed, not "
+                                 f"followed (without --copy-links): {task.rel}")
     kind = info.target_kind if info.kind == LINK else info.kind  # --copy-links: the target
     if kind != FILE:  # replaced by a FIFO, socket, device or directory since the listing
         raise SourceReadError(f"source is no longer a regular file: {task.rel} ({kind})")
@@ -388,7 +392,7 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
     descriptor and checks with ``fstat`` that the staged file holds every byte written
     (raises VerificationError). Returns the bytes copied.
     """
-    infd = open_regular(src)
+    infd = open_regular(src, follow=ctx.copy_links)
     try:
         with _on("destination", ctx.dst_fs, final or dst):
             try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_mod
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from replicator.errors import SourceReadError, UsageError, on_side
+from replicator.errors import SourceChangedError, SourceReadError, UsageError, on_side
 from replicator.filesystems.base import (
     DIR,
     FILE,
@@ -121,13 +122,18 @@ def _link_info(path: str, lst: os.stat_result) -> FileInfo:
     )
 
 
-def open_regular(path: str) -> int:
+def open_regular(path: str, *, follow: bool = True) -> int:
     """Open a local source for reading without blocking: a FIFO put in a file's place since
     the listing would block ``open()`` forever (O_NONBLOCK returns at once; devices and
-    sockets are refused the same way by the ``fstat`` check). Raises SourceReadError."""
+    sockets are refused the same way by the ``fstat`` check). Without ``follow`` a symlink
+    put in the file's place is refused (O_NOFOLLOW). Raises SourceReadError."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(native_path(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(native_path(path), flags if follow else flags | os.O_NOFOLLOW)
     except OSError as exc:
+        if not follow and exc.errno == errno.ELOOP:
+            raise SourceChangedError(f"cannot read {path}: replaced by a symlink since it was "
+                                     f"listed, not followed (without --copy-links)") from exc
         raise on_side("source", path, exc) from exc
     try:
         st = os.fstat(fd)

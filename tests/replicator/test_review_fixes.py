@@ -100,7 +100,6 @@ class _SwapForLink(Progress):
         self.victim.symlink_to(self.target)
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 7: not fixed yet")
 @pytest.mark.parametrize("checksum", [False, True])
 def test_source_swapped_for_a_symlink_after_listing_is_not_followed(tmp_path: Path, checksum: bool) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -210,3 +209,14 @@ def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path)
     assert tree(dst) == tree(src)
     again = api.copy(str(src), str(dst), opts(tmp_path, delete=True))
     assert again.ok and again.files_copied == 0
+
+
+def test_local_source_open_refuses_a_symlink_unless_following(tmp_path: Path) -> None:
+    from replicator.errors import SourceChangedError
+    from replicator.filesystems.local import open_regular
+
+    write(tmp_path / "secret", "s", T0)
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    with pytest.raises(SourceChangedError, match="symlink"):
+        open_regular(str(tmp_path / "link"), follow=False)
+    os.close(open_regular(str(tmp_path / "link")))  # --copy-links: read through
