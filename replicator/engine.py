@@ -38,7 +38,7 @@ from replicator.listing import ListingStats, walk
 from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
 from replicator.progress import NO_PROGRESS, Progress
-from replicator.report import RunReport, utc_iso
+from replicator.report import RunReport
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
     Outcome,
@@ -806,10 +806,11 @@ class _Run:
         kill between write and rename leaves nothing that recovery does not remove)."""
         name = self.opts.marker or ""
         final = self.dst_fs.join(self.dst_root, name)
+        self.report.finished_at = time.time()  # the copy is over: duration and verified are known
+        self.report.settle_verified()
         summary = self.report.to_dict()
         summary.pop("actions", None)
         summary.pop("failures", None)
-        summary["finished_at"] = summary["copy_finished"] = utc_iso(time.time())
         data = json.dumps(summary, indent=2, sort_keys=True).encode()
         tmp = temp_name(final, self.run_id) if self.dst_fs.capabilities.atomic_rename else None
         if tmp:

@@ -125,7 +125,6 @@ def test_delete_removes_destination_only_directories(tmp_path: Path) -> None:
     assert tree(dst) == tree(src)
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 10: not fixed yet")
 # ---------------------------------------------------------------- 10: the marker's summary
 def test_marker_says_verified_and_duration_of_the_run(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
