@@ -381,20 +381,25 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _DST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
-def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
-                     mtime_ns: int | None = None, mode: int | None = None,
-                     final: str | None = None) -> int:
+def _copy_local_fast(ctx: StageContext, task: Task, src: str, dst: str, *, final: str,
+                     set_mtime: bool, set_mode: bool) -> tuple[int, int, int]:
     """Kernel copy (copy_file_range) for local -> local when no checksum is asked.
 
-    Works on raw descriptors (no Python file objects, no makedirs unless the parent is
-    missing) and stops once ``size`` bytes moved: a source that grew meanwhile is caught by
-    the caller's re-stat. Before closing, sets ``mtime_ns`` / ``mode`` (when given) on the
-    descriptor and checks with ``fstat`` that the staged file holds every byte written
-    (raises VerificationError). Returns the bytes copied.
+    Works on raw descriptors (no Python file objects, no path lookups but the two opens, no
+    makedirs unless the parent is missing). The source's size, mtime and mode come from
+    ``fstat`` of the open source, which is checked again once ``size`` bytes moved: a source
+    written meanwhile (grown, shrunk or rewritten) raises SourceChangedError, so what is
+    published is the consistent version of the file it describes. Before closing, sets the
+    mtime / mode (when asked) on the descriptor and checks with ``fstat`` that the staged
+    file holds every byte written (raises VerificationError). Returns
+    ``(size, mtime_ns, bytes copied)``.
     """
     infd = open_regular(src, follow=ctx.copy_links)
     try:
-        with _on("destination", ctx.dst_fs, final or dst):
+        st = os.fstat(infd)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        mode = st.st_mode & 0o7777
+        with _on("destination", ctx.dst_fs, final):
             try:
                 outfd = os.open(native_path(dst), _WRITE_FLAGS, 0o666)
             except FileNotFoundError:
@@ -419,9 +424,12 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
                 if ctx.throttle:
                     ctx.throttle.consume(n)  # charge what moved, after the fact
                 ctx.progress.on_bytes(n)
-            if mtime_ns is not None:
+            after = os.fstat(infd)
+            if done != size or after.st_size != size or after.st_mtime_ns != mtime_ns:
+                raise SourceChangedError(f"source changed during copy: {task.rel}")
+            if set_mtime:
                 os.utime(outfd, ns=(mtime_ns, mtime_ns))
-            if mode is not None:
+            if set_mode:
                 os.fchmod(outfd, mode)
             staged = os.fstat(outfd).st_size
             if staged != done:
@@ -430,32 +438,36 @@ def _copy_local_fast(ctx: StageContext, src: str, dst: str, size: int, *,
             os.close(outfd)
     finally:
         os.close(infd)
-    return done
+    return size, mtime_ns, done
 
 
 def _stage_file(task: Task, ctx: StageContext) -> Outcome:
     src = ctx.src_path(task.rel)
     final = ctx.dst_path(task.rel)
     tmp = ctx.staged_path(task.rel)
-    size0, mtime0, mode0 = _source_stat(ctx, task)
-    mode = mode0 if mode0 is not None else task.mode
     dst_fs = ctx.dst_fs
     crc_value: int | None = None
-    try:
-        if tmp is not None and local_pair(ctx.src_fs, ctx.dst_fs) and not ctx.verify:
-            # size verified (not content: Outcome.verified stays False), times and mode set on
-            # the open descriptor (one fstat, no lookups)
-            caps = dst_fs.capabilities
-            written = _copy_local_fast(
-                ctx, src, tmp, size0, final=final,
-                mtime_ns=mtime0 if "times" in ctx.preserve and caps.can_set_mtime else None,
-                mode=mode if "perms" in ctx.preserve and caps.can_set_mode else None)
-            _check_unchanged(ctx, task, written, size0, mtime0)
+    if tmp is not None and local_pair(ctx.src_fs, ctx.dst_fs) and not ctx.verify:
+        # size verified (not content: Outcome.verified stays False); the source's stat, and
+        # the times and mode set on the staged copy, all through the open descriptors
+        caps = dst_fs.capabilities
+        try:
+            size0, mtime0, written = _copy_local_fast(
+                ctx, task, src, tmp, final=final,
+                set_mtime="times" in ctx.preserve and caps.can_set_mtime,
+                set_mode="perms" in ctx.preserve and caps.can_set_mode)
+            _check_not_being_written(ctx, task)
             attrs = _source_attrs(ctx, task)
             if attrs:
                 dst_fs.set_attributes(tmp, attrs)
-            return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
-                           bytes_moved=written)
+        except BaseException:
+            _quiet_delete(dst_fs, tmp)
+            raise
+        return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
+                       bytes_moved=written)
+    size0, mtime0, mode0 = _source_stat(ctx, task)
+    mode = mode0 if mode0 is not None else task.mode
+    try:
         expect = task.dst_version if task.action == "update" else "0"
         attrs = _source_attrs(ctx, task)
         kw = {"blocksize": attrs["blocksize"]} if "blocksize" in attrs else {}

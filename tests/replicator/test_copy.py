@@ -15,6 +15,7 @@ import pytest
 from replicator import api
 from replicator.errors import LockedError
 from replicator.options import CopyOptions
+from replicator.progress import Progress
 from replicator.state import SQLiteStateStore as StateStore
 from tests.replicator.conftest import temp_names, tree, write
 
@@ -243,6 +244,38 @@ def test_source_changed_during_copy_is_not_recorded_stale(tmp_path: Path) -> Non
         assert (dst / "growing.bin").read_bytes() == final
     else:
         assert row is None and rep.files_failed == 1
+    assert temp_names(dst) == []
+
+
+def test_source_changed_during_kernel_copy_is_not_published_stale(tmp_path: Path) -> None:
+    """The local -> local kernel copy takes the source's stat from its open descriptor and
+    checks it again after the copy: an append landing mid-copy is never published as the
+    old size (the file fails, or a retry copies the settled file)."""
+    import threading
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "growing.bin", os.urandom(6 << 20), T0)
+    started = threading.Event()
+
+    class Appender(Progress):
+        def on_bytes(self, n: int) -> None:
+            if not started.is_set():  # the first chunk moved: the copy is under way
+                started.set()
+                with open(src / "growing.bin", "ab") as fh:
+                    fh.write(b"more data")
+
+    # 1 MiB chunks at 4 MiB/s: the append lands after the first chunk, long before the last
+    rep = api.copy(str(src), str(dst), opts(tmp_path, bandwidth_mbps=4, chunk_size=1 << 20),
+                   progress=Appender())
+    assert started.is_set()
+    final = (src / "growing.bin").read_bytes()
+    store = StateStore(str(tmp_path / "state.db"))
+    row = store.db.execute("SELECT size FROM files WHERE path='growing.bin'").fetchone()
+    store.close()
+    if rep.files_copied:  # the retry copied the settled file: the record must describe it
+        assert row == (len(final),) and (dst / "growing.bin").read_bytes() == final
+    else:
+        assert row is None and rep.files_failed == 1 and not (dst / "growing.bin").exists()
     assert temp_names(dst) == []
 
 
