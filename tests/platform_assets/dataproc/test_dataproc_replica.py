@@ -323,3 +323,54 @@ def test_replicator_job_runs_our_engine_on_spark_and_reports_through_pipes(
     v = api.verify(f"{onprem}/warehouse/events/dt=1", "gs://dp-lake/events/dt=1",
                    CopyOptions(state_path=str(tmp_path / "v.db"), exclude=("_SUCCESS.json",)))
     assert v.identical and v.files_compared == 2
+
+
+RUN_ONE = """\
+import sys
+import dagster as dg
+from platform_assets.definitions import build_definitions
+
+defs = build_definitions(sys.argv[1])
+job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(["dr", "events"])])
+with dg.DagsterInstance.get() as instance:
+    instance.add_dynamic_partitions("events_copies", ["dt=1"])
+    res = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    print("RUN", res.run_id, res.success, flush=True)
+"""
+
+
+def test_a_terminated_dagster_run_cancels_its_dataproc_job(tmp_path, dataproc, dagster_home,
+                                                         clusters) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    onprem, dr = clusters
+    put(tmp_path, f"{onprem}/warehouse/events", {"dt=1/a.bin": os.urandom(5000)})
+    spec = make_spec(tmp_path, dataproc, onprem, dr)
+    server = dataproc.server
+    created = len(server.created)
+    script = tmp_path / "run_one.py"
+    script.write_text(RUN_ONE)
+    log = tmp_path / "run.log"
+    repo = Path(__file__).resolve().parents[3]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(script), str(spec)], cwd=repo, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        deadline = time.monotonic() + 300
+        while not (len(server.created) > created
+                   and server.job(server.created[created]).status.state.name == "RUNNING"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # what the run launcher does to terminate a run
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    job = server.wait_job(server.created[created], timeout=120)
+    text = log.read_text()
+    assert job.status.state.name == "CANCELLED", text[-3000:]
+    assert "cancelling job" in text
+    assert len(server.created) == created + 1
