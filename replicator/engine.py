@@ -302,14 +302,17 @@ class _Run:
         """--snapshot-diff: take this run's snapshot and list from it (by diff against the
         last recorded snapshot where there is one); None falls back to the plain listing."""
         runs = [r for r in store.last_runs(pair_id, 3) if r["run_id"] != self.run_id]
-        begun = snapdiff.begin(self.src_fs, self.src_root, self.run_id, runs, self.filter)
+        partial = ("--files-from" if self.listed is not None else
+                   "--max-age" if self.opts.max_age_s is not None else "")
+        begun = snapdiff.begin(self.src_fs, self.src_root, self.run_id, runs, self.filter,
+                               partial=partial)  # a selection: the manifest is not the source
         if isinstance(begun, str):
             log.info("--snapshot-diff: %s", begun)
             self.report.snapshot = {"listing": "full", "note": begun, "recorded": False}
             return None
         self._snap = begun
         self.src_root = begun.path
-        if begun.base is None or self.listed is not None or not store.has_records(pair_id):
+        if begun.base is None or not store.has_records(pair_id):
             return None  # the snapshot, listed in full
         return functools.partial(snapdiff.diff_listing, run=begun,
                                  manifest=store.manifest_rows(pair_id), counter=self._snap_changes)

@@ -11,10 +11,12 @@ and one diff, not a listing of every directory.
 
 Lossless: the diff is always against the last recorded snapshot, so a missed run only
 makes the next diff longer. A run records its snapshot only when it finished ok with
-nothing held back (``--min-age``) and the run before it was itself recorded the same way;
-anything else (first run, a failed or interrupted run, filters given, the previous
-snapshot gone) lists the new snapshot in full and starts the chain again. Old
-``replicator-*`` snapshots are deleted once a newer one is recorded; the recorded one stays.
+nothing held back (``--min-age``) after listing the whole source; anything else (first
+run, a failed or interrupted run, the previous snapshot gone) lists the new snapshot in
+full and starts the chain again. A run that lists a selection (include/exclude filters,
+``--files-from``, ``--max-age``) lists its snapshot in full and never records it: its
+manifest is not an image of the source a diff could be applied to. Old ``replicator-*``
+snapshots are deleted once a newer one is recorded; the recorded one stays.
 Where the root is not snapshottable (or the back end has no snapshots) the run falls back
 to the ordinary listing and says so in the report.
 """
@@ -44,10 +46,12 @@ class SnapshotRun:
     path: str  # root/.snapshot/name: what the run lists and reads
     base: str | None  # the previous recorded snapshot the listing diffs against
     note: str = ""
+    complete: bool = True  # the run lists the whole source: only then may it be recorded
 
     def report(self, changes: int | None) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "listing": "diff" if self.base else "full",
-                "changes": changes, "recorded": False, "note": self.note or None}
+                "changes": changes, "recorded": False, "complete": self.complete,
+                "note": self.note or None}
 
 
 def supported(fs: FileSystem) -> bool:
@@ -55,20 +59,31 @@ def supported(fs: FileSystem) -> bool:
                                         "snapshot_names"))
 
 
-def previous_base(last_runs: list[dict[str, Any]]) -> str | None:
-    """The snapshot the pair's latest run recorded, if that run finished ok and recorded one."""
+def _recorded(last_runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The snapshot report of the pair's latest run, if that run finished ok and recorded it."""
     if not last_runs:
         return None
     report = last_runs[0].get("report") or {}
     snap = report.get("snapshot") or {}
     if last_runs[0].get("status") != "ok" or not snap.get("recorded"):
         return None
-    return snap.get("name")
+    return snap
+
+
+def previous_base(last_runs: list[dict[str, Any]]) -> str | None:
+    """The snapshot the pair's latest run recorded, if that run finished ok and recorded one
+    after listing the whole source (runs from before the ``complete`` flag are not trusted:
+    they may have listed a selection; the next run lists in full once)."""
+    snap = _recorded(last_runs)
+    return snap.get("name") if snap is not None and snap.get("complete") else None
 
 
 def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]],
-          flt: Filter) -> SnapshotRun | str:
-    """Take this run's snapshot; a string says why the run falls back to a plain listing."""
+          flt: Filter, *, partial: str = "") -> SnapshotRun | str:
+    """Take this run's snapshot; a string says why the run falls back to a plain listing.
+    ``partial`` names what makes the run list less than the whole source through the
+    manifest (--files-from, --max-age): the snapshot is then listed in
+    full and never recorded, as with include/exclude filters."""
     if not supported(fs):
         return f"{fs.scheme}:// has no snapshots: listed in full"
     name = f"{PREFIX}{run_id}"
@@ -79,10 +94,12 @@ def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]
     base = previous_base(last_runs)
     note = ""
     if flt.selective:
-        base, note = None, "include/exclude filters: the snapshot is listed in full"
+        partial = "include/exclude filters"
+    if partial:
+        base, note = None, f"{partial}: the snapshot is listed in full and not recorded"
     elif base is not None and base not in fs.snapshot_names(root):  # type: ignore[attr-defined]
         base, note = None, f"recorded snapshot {base} is gone: listed in full"
-    return SnapshotRun(root, name, path, base, note)
+    return SnapshotRun(root, name, path, base, note, complete=not partial)
 
 
 def diff_listing(fs: FileSystem, root: str, flt: Filter, *, run: SnapshotRun,
@@ -170,6 +187,7 @@ def diff_listing(fs: FileSystem, root: str, flt: Filter, *, run: SnapshotRun,
 
 def finish(fs: FileSystem, run: SnapshotRun, ok: bool) -> bool:
     """Record (True) or drop this run's snapshot; once recorded, delete older ones of ours."""
+    ok = ok and run.complete
     try:
         if not ok:
             fs.delete_snapshot(run.root, run.name)  # type: ignore[attr-defined]

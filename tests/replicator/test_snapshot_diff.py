@@ -4,12 +4,15 @@ run, the listing by GETSNAPSHOTDIFF against the last recorded one, the copy read
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from replicator import api
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
-from tests.replicator.conftest import tree
+from tests.replicator.conftest import tree, write
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -110,3 +113,60 @@ def test_not_snapshottable_falls_back_to_the_listing(tmp_path: Path, hdfs_cluste
     assert report.snapshot["listing"] == "full" and not report.snapshot["recorded"]
     assert "snapshot" in report.snapshot["note"]
     assert (tmp_path / "dst" / "a" / "f").read_bytes() == b"f"
+
+
+def _seeded_snapshot_dir(tmp_path: Path, hdfs_cluster, prefix: str,
+                         files: dict[str, tuple[bytes, float | None]]) -> str:
+    """A fresh snapshottable HDFS directory holding ``files`` ({rel: (data, mtime)}); its
+    webhdfs:// URI."""
+    src_dir = hdfs_cluster.fresh_dir(prefix)
+    src = hdfs_cluster.webhdfs_uri(src_dir)
+    seed = tmp_path / f"seed-{prefix}"
+    for rel, (data, mtime) in files.items():
+        write(seed / rel, data, mtime)
+    assert api.copy(str(seed), src, CopyOptions(state_path=str(tmp_path / f"seed-{prefix}.db"))).ok
+    hdfs_cluster.allow_snapshot(src_dir)
+    return src
+
+
+@pytest.mark.parametrize("selection", ["include", "files_from", "max_age"])
+def test_a_selective_run_neither_diffs_nor_becomes_the_base(tmp_path: Path, hdfs_cluster,
+                                                             selection):
+    """A run that lists only part of the source (--include/--exclude, --files-from,
+    --max-age) lists its snapshot in full and never records it: an unfiltered run after it
+    must not diff from a manifest that only holds the selected part (never copying the rest),
+    and --delete after it must not remove live files the selective run did not list."""
+    old = time.time() - 30 * 86400
+    src = _seeded_snapshot_dir(tmp_path, hdfs_cluster, f"sel-{selection}".replace("_", "-"), {
+        "a.csv": (b"a", None), "b.csv": (b"b", None), "c.txt": (b"c", old), "d.txt": (b"d", old)})
+    dst = tmp_path / "dst"
+    opts = CopyOptions(state_path=str(tmp_path / "state.db"), snapshot_diff=True).validated()
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.csv\nb.csv\n")
+    selective = {"include": {"include": ("*.csv",)},
+                 "files_from": {"files_from": str(listing), "delete": True},
+                 "max_age": {"max_age_s": 86400.0}}[selection]
+
+    if selection == "files_from":  # the full copy first: the selective run then skips
+        first = api.copy(src, str(dst), opts)
+        assert first.ok and first.files_copied == 4 and first.snapshot["recorded"]
+    part = api.copy(src, str(dst), opts.with_(**selective))
+    assert part.ok, part.failures or part.error
+    assert sorted(files_of(dst)) == (["a.csv", "b.csv", "c.txt", "d.txt"]
+                                     if selection == "files_from" else ["a.csv", "b.csv"])
+
+    full = api.copy(src, str(dst), opts.with_(delete=True))
+    assert full.ok, full.failures or full.error
+    assert full.files_deleted == 0
+    assert files_of(dst) == hdfs_files(src)
+    again = api.copy(src, str(dst), opts.with_(delete=True))
+    assert again.ok and again.files_copied == 0 and again.files_deleted == 0
+    assert again.files_skipped == 4
+    assert files_of(dst) == hdfs_files(src)
+    # how: the selective run listed its snapshot in full (saying why) and did not record
+    # it; the unfiltered run after it listed in full and started the chain again
+    assert part.snapshot["listing"] == "full" and not part.snapshot["recorded"]
+    assert part.snapshot["base"] is None and part.snapshot["note"]
+    assert full.snapshot["listing"] == "full" and full.snapshot["recorded"]
+    assert again.snapshot["listing"] == "diff"
+
