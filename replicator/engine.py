@@ -91,6 +91,19 @@ def _pair_key(fs: FileSystem, root: str) -> str:
     return _uri_key(fs, root)
 
 
+def _earlier_verified(store: StateStore, pair_id: int) -> bool | None:
+    """Whether every file the pair's earlier runs left at the destination was verified
+    (their last run's ``replica_verified``; a run killed before its report: False), or None
+    when nothing is recorded (this run relies on no earlier copy)."""
+    if not store.has_records(pair_id) and not store.journal_entries(pair_id):
+        return None
+    runs = store.last_runs(pair_id, 1)
+    report = runs[0]["report"] if runs else None
+    if not report:
+        return False
+    return bool(report.get("replica_verified", report.get("verified")))  # older reports
+
+
 UNKNOWN_SIZE = -1  # a manifest row saying "we may have written this: look before trusting it"
 
 
@@ -266,6 +279,7 @@ class _Run:
             else:
                 store.lock_pair_waiting(*pair, opts.lock_wait_s)
                 pair_id = store.pair_id(*pair)
+                self.report.earlier_verified = _earlier_verified(store, pair_id)
                 self.report.files_recovered = recover(
                     store, pair_id, self.dst_fs, self.dst_root,
                     on_error=self._recovery_error)

@@ -50,8 +50,16 @@ class RunReport:
     files_recovered: int = 0  # journal entries of an interrupted run completed at start
     files_verified: int = 0  # copied files whose published bytes were checked by CRC32C
     # True only for a finished, successful, real run in which every file it copied was
-    # checked by CRC32C (see settle_verified); unchanged (skipped) files are not re-read
+    # checked by CRC32C and every file it left as it was had been checked by the run that
+    # copied it (see settle_verified); unchanged (skipped) files are not re-read
     verified: bool = False
+    # every file of this pair the destination holds was checked by CRC32C when it was
+    # written, as far as this run and the pair's earlier runs know (failed runs included):
+    # what the next run's ``verified`` builds on
+    replica_verified: bool = False
+    # set by the engine before the run: the pair's previous run's replica_verified, or None
+    # when the pair had nothing recorded (the run relies on no earlier copy)
+    earlier_verified: bool | None = field(default=None, repr=False)
     delete_refused: str | None = None
     marker: str | None = None
     failures: list[Failure] = field(default_factory=list)
@@ -64,13 +72,21 @@ class RunReport:
     not_done: list[str] = field(default_factory=list)  # their paths (capped)
 
     def settle_verified(self) -> None:
-        """``verified``: the run finished ok (not a dry run) and every file it copied was
-        verified by checksum: the destination's own CRC32C matched the bytes read, or the
-        staged copy was re-read (``--checksum`` / ``verify_checksum``). A size-only check
-        (the local kernel copy without either) does not count. Files skipped as unchanged
-        were verified by the run that copied them and are not part of it."""
+        """``verified``: the run finished ok (not a dry run), every file it copied was
+        verified by checksum (the destination's own CRC32C matched the bytes read, or the
+        staged copy was re-read: ``--checksum`` / ``verify_checksum``; a size-only check,
+        the local kernel copy without either, does not count), and the files it did not copy
+        were verified when they were copied: the pair's previous run says so in its
+        ``replica_verified`` (a chain back to the run that wrote them). A pair with files
+        recorded by a run that did not verify them, or killed before its report, or a
+        destination adopted without a record (lost state) is not verified until those
+        files are copied again; ``replicator verify`` checks an existing replica."""
+        earlier = self.earlier_verified
+        relies_on_nothing = earlier is None and self.files_skipped == 0 and not self.files_recovered
+        self.replica_verified = (not self.dry_run and self.files_verified == self.files_copied
+                                 and (relies_on_nothing or earlier is True))
         self.verified = (self.ok and not self.dry_run and self.finished_at is not None
-                         and self.files_verified == self.files_copied)
+                         and self.replica_verified)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +123,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("earlier_verified")
         d["status"] = self.status
         d["ok"] = self.ok
         d["duration_s"] = round(self.duration_s, 3)

@@ -137,7 +137,6 @@ def test_marker_says_verified_and_duration_of_the_run(tmp_path: Path) -> None:
     assert marker["started_at"] <= marker["finished_at"]
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 11: not fixed yet")
 # ---------------------------------------------------------------- 11: verified on a no-op
 def test_noop_over_a_never_verified_replica_is_not_verified(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -153,7 +152,6 @@ def test_noop_over_a_never_verified_replica_is_not_verified(tmp_path: Path) -> N
     assert third.files_copied == 1 and third.files_verified == 1 and not third.verified
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 11: not fixed yet")
 def test_noop_after_lost_state_is_not_verified(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     write(src / "a", "a\n", T0)
