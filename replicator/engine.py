@@ -317,9 +317,10 @@ class _Run:
         last recorded snapshot where there is one); None falls back to the plain listing."""
         runs = [r for r in store.last_runs(pair_id, 3) if r["run_id"] != self.run_id]
         partial = ("--files-from" if self.listed is not None else
-                   "--max-age" if self.opts.max_age_s is not None else "")
+                   "--max-age" if self.opts.max_age_s is not None else
+                   "a transform chain" if self.chain else "")  # the manifest is not the source
         begun = snapdiff.begin(self.src_fs, self.src_root, self.run_id, runs, self.filter,
-                               partial=partial)  # a selection: the manifest is not the source
+                               partial=partial)
         if isinstance(begun, str):
             log.info("--snapshot-diff: %s", begun)
             self.report.snapshot = {"listing": "full", "note": begun, "recorded": False}

@@ -14,7 +14,8 @@ makes the next diff longer. A run records its snapshot only when it finished ok 
 nothing held back (``--min-age``) after listing the whole source; anything else (first
 run, a failed or interrupted run, the previous snapshot gone) lists the new snapshot in
 full and starts the chain again. A run that lists a selection (include/exclude filters,
-``--files-from``, ``--max-age``) lists its snapshot in full and never records it: its
+``--files-from``, ``--max-age``) or transforms (``-t``: the manifest holds archives and
+their outputs, not source entries) lists its snapshot in full and never records it: its
 manifest is not an image of the source a diff could be applied to. Old ``replicator-*``
 snapshots are deleted once a newer one is recorded; the recorded one stays.
 Where the root is not snapshottable (or the back end has no snapshots) the run falls back
@@ -82,7 +83,7 @@ def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]
           flt: Filter, *, partial: str = "") -> SnapshotRun | str:
     """Take this run's snapshot; a string says why the run falls back to a plain listing.
     ``partial`` names what makes the run list less than the whole source through the
-    manifest (--files-from, --max-age): the snapshot is then listed in
+    manifest (--files-from, --max-age, a transform chain): the snapshot is then listed in
     full and never recorded, as with include/exclude filters."""
     if not supported(fs):
         return f"{fs.scheme}:// has no snapshots: listed in full"

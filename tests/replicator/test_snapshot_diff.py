@@ -3,6 +3,7 @@ run, the listing by GETSNAPSHOTDIFF against the last recorded one, the copy read
 
 from __future__ import annotations
 
+import gzip
 import os
 import time
 from pathlib import Path
@@ -169,4 +170,30 @@ def test_a_selective_run_neither_diffs_nor_becomes_the_base(tmp_path: Path, hdfs
     assert part.snapshot["base"] is None and part.snapshot["note"]
     assert full.snapshot["listing"] == "full" and full.snapshot["recorded"]
     assert again.snapshot["listing"] == "diff"
+
+
+def test_snapshot_diff_with_a_transform_chain(tmp_path: Path, hdfs_cluster):
+    """-t gunzip with --snapshot-diff: the manifest holds transform rows (an archive and its
+    output), which a diff listing cannot stand for; runs list their snapshot in full, make
+    no directory out of an archive and pick up a changed archive."""
+    src = _seeded_snapshot_dir(tmp_path, hdfs_cluster, "gz", {
+        "x.gz": (gzip.compress(b"first"), None), "p.txt": (b"plain", None)})
+    fs, root = resolve(src)
+    dst = tmp_path / "dst"
+    opts = CopyOptions(state_path=str(tmp_path / "state.db"), snapshot_diff=True,
+                       transforms=("gunzip",), delete=True).validated()
+    reports = []
+    for _ in range(3):
+        reports.append(rep := api.copy(src, str(dst), opts))
+        assert rep.ok, rep.failures or rep.error
+        assert tree(dst) == {"x": b"first", "p.txt": b"plain"}
+    with fs.open_write(fs.join(root, "x.gz")) as w:
+        w.write(gzip.compress(b"second, longer"))
+    rep = api.copy(src, str(dst), opts)
+    assert rep.ok, rep.failures or rep.error
+    assert tree(dst) == {"x": b"second, longer", "p.txt": b"plain"}
+    for rep in reports:
+        assert rep.snapshot["listing"] == "full" and not rep.snapshot["recorded"]
+    # the snapshots of these runs are not left behind
+    assert not [n for n in fs.snapshot_names(root) if n.startswith("replicator-")]
 
