@@ -319,8 +319,10 @@ class _Run:
         partial = ("--files-from" if self.listed is not None else
                    "--max-age" if self.opts.max_age_s is not None else
                    "a transform chain" if self.chain else "")  # the manifest is not the source
+        prefix = snapdiff.pair_prefix(_pair_key(self.src_fs, self.src_root),
+                                      _pair_key(self.dst_fs, self.dst_root))
         begun = snapdiff.begin(self.src_fs, self.src_root, self.run_id, runs, self.filter,
-                               partial=partial)
+                               prefix=prefix, partial=partial)
         if isinstance(begun, str):
             log.info("--snapshot-diff: %s", begun)
             self.report.snapshot = {"listing": "full", "note": begun, "recorded": False}

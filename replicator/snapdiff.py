@@ -1,6 +1,6 @@
 """O(changes) source listing from HDFS snapshot diffs (``copy --snapshot-diff``).
 
-Each run takes a snapshot of the source root (``replicator-<run id>``, WebHDFS
+Each run takes a snapshot of the source root (``replicator-<pair hash>-<run id>``, WebHDFS
 CREATESNAPSHOT) and copies from it (``root/.snapshot/<name>/...``: a consistent image, no
 file changes under the copy). When the pair's previous run finished ok and recorded its
 snapshot, the listing is the manifest with the snapshot diff between that snapshot and this
@@ -16,14 +16,18 @@ run, a failed or interrupted run, the previous snapshot gone) lists the new snap
 full and starts the chain again. A run that lists a selection (include/exclude filters,
 ``--files-from``, ``--max-age``) or transforms (``-t``: the manifest holds archives and
 their outputs, not source entries) lists its snapshot in full and never records it: its
-manifest is not an image of the source a diff could be applied to. Old ``replicator-*``
-snapshots are deleted once a newer one is recorded; the recorded one stays.
+manifest is not an image of the source a diff could be applied to. Snapshots are named per
+pair (source and destination), so two destinations of one source keep their own chains:
+once a run is recorded, the pair's older snapshots are deleted, never another pair's (old
+unqualified ``replicator-<run id>`` names are left alone unless one was the pair's last
+recorded snapshot).
 Where the root is not snapshottable (or the back end has no snapshots) the run falls back
 to the ordinary listing and says so in the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import posixpath
 import time
@@ -47,12 +51,21 @@ class SnapshotRun:
     path: str  # root/.snapshot/name: what the run lists and reads
     base: str | None  # the previous recorded snapshot the listing diffs against
     note: str = ""
+    prefix: str = PREFIX  # this pair's snapshot names start with it (see pair_prefix)
     complete: bool = True  # the run lists the whole source: only then may it be recorded
+    previous: str | None = None  # the pair's last recorded snapshot, trusted as a base or not
 
     def report(self, changes: int | None) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "listing": "diff" if self.base else "full",
                 "changes": changes, "recorded": False, "complete": self.complete,
                 "note": self.note or None}
+
+
+def pair_prefix(source: str, destination: str) -> str:
+    """``replicator-<hash of the pair>-``: the names of one pair's snapshots. Pairs that share
+    a source root (two destinations) take, read and delete only their own snapshots."""
+    digest = hashlib.sha256(f"{source}\0{destination}".encode("utf-8", "surrogateescape"))
+    return f"{PREFIX}{digest.hexdigest()[:12]}-"
 
 
 def supported(fs: FileSystem) -> bool:
@@ -80,14 +93,14 @@ def previous_base(last_runs: list[dict[str, Any]]) -> str | None:
 
 
 def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]],
-          flt: Filter, *, partial: str = "") -> SnapshotRun | str:
+          flt: Filter, *, prefix: str = PREFIX, partial: str = "") -> SnapshotRun | str:
     """Take this run's snapshot; a string says why the run falls back to a plain listing.
     ``partial`` names what makes the run list less than the whole source through the
     manifest (--files-from, --max-age, a transform chain): the snapshot is then listed in
     full and never recorded, as with include/exclude filters."""
     if not supported(fs):
         return f"{fs.scheme}:// has no snapshots: listed in full"
-    name = f"{PREFIX}{run_id}"
+    name = f"{prefix}{run_id}"
     try:
         path = fs.create_snapshot(root, name)  # type: ignore[attr-defined]
     except (ReplicatorError, OSError) as exc:
@@ -100,7 +113,9 @@ def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]
         base, note = None, f"{partial}: the snapshot is listed in full and not recorded"
     elif base is not None and base not in fs.snapshot_names(root):  # type: ignore[attr-defined]
         base, note = None, f"recorded snapshot {base} is gone: listed in full"
-    return SnapshotRun(root, name, path, base, note, complete=not partial)
+    last = _recorded(last_runs)
+    return SnapshotRun(root, name, path, base, note, prefix, complete=not partial,
+                       previous=last.get("name") if last else None)
 
 
 def diff_listing(fs: FileSystem, root: str, flt: Filter, *, run: SnapshotRun,
@@ -187,14 +202,15 @@ def diff_listing(fs: FileSystem, root: str, flt: Filter, *, run: SnapshotRun,
 
 
 def finish(fs: FileSystem, run: SnapshotRun, ok: bool) -> bool:
-    """Record (True) or drop this run's snapshot; once recorded, delete older ones of ours."""
+    """Record (True) or drop this run's snapshot; once recorded, delete the pair's older ones
+    (its previous base, and any a killed run left), never another pair's."""
     ok = ok and run.complete
     try:
         if not ok:
             fs.delete_snapshot(run.root, run.name)  # type: ignore[attr-defined]
             return False
         for old in fs.snapshot_names(run.root):  # type: ignore[attr-defined]
-            if old.startswith(PREFIX) and old != run.name:
+            if old != run.name and (old.startswith(run.prefix) or old == run.previous):
                 fs.delete_snapshot(run.root, old)  # type: ignore[attr-defined]
     except (ReplicatorError, OSError) as exc:
         log.warning("snapshot clean-up of %s: %s", fs.uri(run.root), describe(exc))

@@ -13,6 +13,7 @@ import pytest
 from replicator import api
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
+from replicator.progress import Progress
 from tests.replicator.conftest import tree, write
 
 
@@ -197,3 +198,36 @@ def test_snapshot_diff_with_a_transform_chain(tmp_path: Path, hdfs_cluster):
     # the snapshots of these runs are not left behind
     assert not [n for n in fs.snapshot_names(root) if n.startswith("replicator-")]
 
+
+def test_two_destinations_of_one_source_keep_their_own_snapshots(tmp_path: Path, hdfs_cluster):
+    """Each pair names its snapshots and deletes only its own: a run of pair B neither
+    removes the snapshot pair A is reading from (A's copy would fail "source vanished") nor
+    the one A recorded as its base (A would never get a diff listing)."""
+    src = _seeded_snapshot_dir(tmp_path, hdfs_cluster, "pairs", {
+        f"f{i}": (os.urandom(64), None) for i in range(5)})
+    fs, root = resolve(src)
+    opts = CopyOptions(state_path=str(tmp_path / "state.db"), snapshot_diff=True,
+                       delete=True).validated()
+    dst_a, dst_b = tmp_path / "a", tmp_path / "b"
+
+    class RunB(Progress):
+        """Pair B's whole run, from inside pair A's copy (after A took and listed its
+        snapshot, before A read its files)."""
+        report = None
+
+        def on_plan(self, files: int, nbytes: int) -> None:
+            if RunB.report is None:
+                RunB.report = api.copy(src, str(dst_b), opts)
+
+    first_a = api.copy(src, str(dst_a), opts, progress=RunB())
+    assert RunB.report is not None and RunB.report.ok, RunB.report
+    assert first_a.ok, first_a.failures or first_a.error
+    assert first_a.files_copied == 5 and first_a.snapshot["recorded"]
+    names = set(fs.snapshot_names(root))
+    assert {first_a.snapshot["name"], RunB.report.snapshot["name"]} <= names
+    for dst in (dst_a, dst_b):
+        rep = api.copy(src, str(dst), opts)
+        assert rep.ok and rep.snapshot["listing"] == "diff", rep.snapshot
+        assert rep.files_skipped == 5 and files_of(dst) == hdfs_files(src)
+    ours = sorted(n for n in fs.snapshot_names(root) if n.startswith("replicator-"))
+    assert len(ours) == 2  # one recorded base per pair, older ones deleted
