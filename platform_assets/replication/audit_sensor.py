@@ -318,21 +318,28 @@ class AuditStore:
         dest = afs.join(adir, name)
         if report is not None:
             self._write(afs, afs.join(adir, name + ".rejected.json"), report)
+        done = f"archived to {redact(join_partition(self.archive_uri, name))}"
         same_fs = type(afs) is type(self.fs) and afs.options() == self.fs.options()
         if same_fs and self.fs.capabilities.atomic_rename:
-            self.fs.rename(src, dest)
-        else:  # object stores (no rename) or another file system: copy, check, delete
-            info = self.fs.stat(src)
-            if info is None:
-                raise FileNotFoundError(src)
-            with self.fs.open_read(src) as f:
-                data = f.read()
-            self._write(afs, dest, data)
-            copied = afs.stat(dest)
-            if copied is None or copied.size != len(data) or len(data) != info.size:
-                raise OSError(f"archived copy of {self.uri(name)} is incomplete; original kept")
-            self.fs.delete_file(src)
-        return f"archived to {redact(join_partition(self.archive_uri, name))}"
+            try:
+                self.fs.rename(src, dest)
+                return done
+            except FileNotFoundError:
+                raise
+            except OSError:  # e.g. another device under one local tree: copy instead
+                pass
+        # object stores (no rename) or another file system: copy, check the size, delete
+        info = self.fs.stat(src)
+        if info is None:
+            raise FileNotFoundError(src)
+        with self.fs.open_read(src) as f:
+            data = f.read()
+        self._write(afs, dest, data)
+        copied = afs.stat(dest)
+        if copied is None or copied.size != len(data) or len(data) != info.size:
+            raise OSError(f"archived copy of {self.uri(name)} is incomplete; original kept")
+        self.fs.delete_file(src)
+        return done
 
 
 @dataclass

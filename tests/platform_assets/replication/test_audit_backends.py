@@ -202,3 +202,22 @@ def test_an_unreachable_audit_bucket_skips_the_tick_and_keeps_the_cursor(tmp_pat
     assert isinstance(result, dg.SkipReason), result
     assert "audit directory gs://nobody/incoming not readable this tick" in (result.skip_message or "")
     assert resolve_spec(load_spec(spec_path))  # the spec itself is fine
+
+
+def test_audit_store_on_sftp_through_a_named_remote(sftp_server, tmp_path, monkeypatch) -> None:
+    import yaml
+
+    remotes = tmp_path / "remotes.yaml"
+    remotes.write_text(yaml.safe_dump({"remotes": {"drop": {"type": "sftp", **sftp_server.fs_options()}}}))
+    monkeypatch.setenv("REPLICATOR_REMOTES", str(remotes))
+    base = sftp_server.root / f"audit-{uuid.uuid4().hex[:8]}"
+    (base / "in").mkdir(parents=True)
+    (base / "in" / "folders_to_copy_1").write_bytes(b"a b\n")
+    (base / "in" / "folders_to_copy_2").write_bytes(b"c d\n")
+    store = AuditStore(f"drop:{base}/in", "folders_to_copy_", f"drop:{base}/archive")
+    assert store.names() == ["folders_to_copy_1", "folders_to_copy_2"]
+    assert store.read("folders_to_copy_2") == "c d\n"
+    assert store.finish("folders_to_copy_1", []).startswith("archived to drop:")
+    assert (base / "archive" / "folders_to_copy_1").read_bytes() == b"a b\n"
+    assert AuditStore(f"drop:{base}/in", "folders_to_copy_").finish("folders_to_copy_2", []) == "deleted"
+    assert sorted(p.name for p in (base / "in").iterdir()) == []

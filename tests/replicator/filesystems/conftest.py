@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +13,7 @@ import yaml
 
 from replicator.filesystems.base import FileSystem
 from tests.fixtures.gcs import BUCKET
-from tests.replicator.filesystems.servers import SSHD, FTPServer, Moto, WebHDFS
+from tests.replicator.filesystems.servers import FTPServer, Moto, WebHDFS
 
 
 def _server(tmp_path_factory, cls):
@@ -36,15 +34,6 @@ def s3_server(tmp_path_factory) -> Iterator[Moto]:
 @pytest.fixture(scope="session")
 def ftp_server(tmp_path_factory) -> Iterator[FTPServer]:
     srv = _server(tmp_path_factory, FTPServer)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
-def sftp_server(tmp_path_factory) -> Iterator[SSHD]:
-    if not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
-        pytest.fail("sshd missing: run scripts/sysdeps.sh (Debian openssh-server)")
-    srv = _server(tmp_path_factory, SSHD)
     yield srv
     srv.stop()
 
