@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv sysdeps jars test lint demo bench ui clean
+.PHONY: venv sysdeps jars test lint demo demo-hadoop bench ui clean
 
 $(STAMP): pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -32,6 +32,11 @@ test: venv sysdeps jars lint
 demo: venv
 	$(PY) -m scripts.demo
 
+# the seed's flow on real parts: two real HDFS, the GCS emulator, Dataproc jobs running DistCp
+# and our engine on Spark (scripts/demo_hadoop.py)
+demo-hadoop: venv sysdeps jars
+	$(PY) -m scripts.demo_hadoop
+
 bench: venv sysdeps
 	$(PY) -m bench
 
@@ -39,4 +44,4 @@ ui: venv
 	$(PY) -m scripts.ui
 
 clean:
-	rm -rf .demo .bench
+	rm -rf .demo .demo-hadoop .bench
