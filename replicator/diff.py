@@ -43,6 +43,15 @@ def same(a: Side, b: Side, *, checksum: bool, precision_ns: int) -> bool:
     return abs(a.mtime_ns - b.mtime_ns) < max(precision_ns, 1)
 
 
+def is_recorded(recorded: Side, dst: Side, *, precision_ns: int, dst_times: bool = True) -> bool:
+    """The destination entry is what the manifest recorded. The record holds the source's
+    mtime; where the copy does not set it on the destination (``--preserve`` without
+    ``times``) the destination's own mtime says nothing, and size (and kind) decide."""
+    if dst_times:
+        return same(recorded, dst, checksum=False, precision_ns=precision_ns)
+    return recorded.kind == dst.kind and (dst.kind == DIR or recorded.size == dst.size)
+
+
 def decide(
     src: Side | None,
     recorded: Side | None,
@@ -53,12 +62,14 @@ def decide(
     precision_ns: int = 1,
     delete: bool = False,
     held: bool = False,
+    dst_times: bool = True,
 ) -> Action:
     """What to do with one path.
 
     ``src``: the source entry (None: not in the source). ``recorded``: the manifest row of the
     last copy (None: never recorded). ``dst``: the destination entry, meaningful only when
     ``dst_listed``. ``held``: the source file is too new to copy this run (``--min-age``).
+    ``dst_times``: copies carry the source mtime (``--preserve times``, the default).
     """
     if src is None:
         if dst_listed and dst is not None and delete:
@@ -69,7 +80,7 @@ def decide(
     if dst_listed:
         if dst is None:
             return Action.COPY
-        if recorded is not None and same(recorded, dst, checksum=False, precision_ns=precision_ns):
+        if recorded is not None and is_recorded(recorded, dst, precision_ns=precision_ns, dst_times=dst_times):
             # the destination is what we last wrote: compare the source with that record
             return Action.SKIP if same(src, recorded, checksum=checksum, precision_ns=precision_ns) else Action.UPDATE
         return Action.SKIP if same(src, dst, checksum=checksum, precision_ns=precision_ns) else Action.UPDATE
@@ -104,6 +115,7 @@ def iter_decisions(
     delete: bool,
     checksum_of: ChecksumFn | None = None,
     settled: list[int] | None = None,
+    dst_times: bool = True,
 ) -> Iterator[Decision]:
     """Stream decisions for every path in the source listing (``src``), then for
     destination-only paths (``dst``) when it was listed. Rows come in path order, one at a time.
@@ -127,7 +139,8 @@ def iter_decisions(
             if other is not None and other.size == size:
                 src = Side(kind, size, mtime, _want(s_sum) or checksum_of("src", path, size))
                 if rec is not None and rec.checksum and (
-                    not dst_listed or (dst is not None and same(rec, dst, checksum=False, precision_ns=precision_ns))
+                    not dst_listed or (dst is not None and is_recorded(rec, dst, precision_ns=precision_ns,
+                                                                        dst_times=dst_times))
                 ):
                     dst_sum = rec.checksum  # the record stands for the destination
                 elif dst is not None and _want(d_sum):
@@ -139,7 +152,7 @@ def iter_decisions(
                 if dst is not None:
                     dst = Side(dst.kind, dst.size, dst.mtime_ns, dst_sum)
         action = decide(src, rec, dst, dst_listed=dst_listed, checksum=checksum,
-                        precision_ns=precision_ns, delete=delete, held=bool(held))
+                        precision_ns=precision_ns, delete=delete, held=bool(held), dst_times=dst_times)
         yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind,
                        bool(held))
     if dst_listed:

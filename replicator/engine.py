@@ -525,7 +525,8 @@ class _Run:
         settled: list[int] = []  # unchanged files the manifest settles, counted in bulk
         for d in iter_decisions(scratch, dst_listed=dst_listed, checksum=self.opts.checksum,
                                 precision_ns=self.precision, delete=self.opts.delete,
-                                checksum_of=self._checksum_of, settled=settled):
+                                checksum_of=self._checksum_of, settled=settled,
+                                dst_times="times" in self.opts.preserve):
             action = d.action
             if action is Action.SKIP:
                 if dst_listed and d.dst_kind is not None and d.kind == d.dst_kind and not d.held:

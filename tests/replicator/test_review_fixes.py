@@ -161,7 +161,6 @@ def test_noop_after_lost_state_is_not_verified(tmp_path: Path) -> None:
     assert rep.files_copied == 0 and rep.ok and not rep.verified  # adopted, nobody verified it
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 8: not fixed yet")
 # ---------------------------------------------------------------- 8: --preserve without times
 def test_preserve_without_times_and_a_listed_destination_converges(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
