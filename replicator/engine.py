@@ -30,6 +30,7 @@ from replicator.errors import (
     on_side,
 )
 from replicator.executors import get_executor
+from replicator.executors.base import Executor
 from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.local import has_byte_names, native_path, shown, text_path
@@ -417,12 +418,18 @@ class _Run:
             return
         # 4. directories, then files, then deletes, then the marker
         self._planned_files = counts["copy_files"]
-        self._check_deadline("before the copy started")
-        if dst_listed:
-            self._remove_links_in_the_way(scratch)
-        self._make_dirs(store, scratch, pair_id)
-        self._adopt(store, scratch, pair_id)
-        self._transfer(store, scratch, pair_id)
+        # a bad executor set-up (no Hadoop jars, no Java) is refused before anything is written
+        executor = get_executor(opts.executor, opts.workers, opts.executor_options)
+        try:
+            self._check_deadline("before the copy started")
+            if dst_listed:
+                self._remove_links_in_the_way(scratch)
+            self._make_dirs(store, scratch, pair_id)
+            self._adopt(store, scratch, pair_id)
+        except BaseException:
+            executor.close()
+            raise
+        self._transfer(store, scratch, pair_id, executor)
         if xpass:
             xpass.run(report, self.progress)
         if scratch.has_deletes():  # files, and directories (only files count toward --max-delete)
@@ -716,9 +723,8 @@ class _Run:
                 if len(report.not_done) < MAX_NOT_DONE_LISTED:
                     report.not_done.append(path)
 
-    def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
+    def _transfer(self, store: StateStore, scratch: Scratch, pair_id: int, executor: Executor) -> None:
         opts = self.opts
-        executor = get_executor(opts.executor, opts.workers, opts.executor_options)
         self._ranges = executor.ranges
         ctx = self._stage_context()
         if not executor.stages:  # the executor writes and publishes each file itself

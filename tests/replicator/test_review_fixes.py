@@ -176,7 +176,6 @@ def test_preserve_without_times_and_a_listed_destination_converges(tmp_path: Pat
     assert rep.files_updated == 1 and (dst / "f").read_text() == "changed\n"
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 12: not fixed yet")
 # ---------------------------------------------------------------- 12: bad executor set-up
 def test_missing_distcp_classpath_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
