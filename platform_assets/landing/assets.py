@@ -24,16 +24,20 @@ of one run, a re-execution, or a trigger naming the batch again all work on the 
 Every step notifies through the platform's ``NotifierResource``.
 """
 
-import os
+import contextlib
+import posixpath
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from platform_assets.config import ReplicationSpec
+from platform_assets.config import LandingDataset, ReplicationSpec
 from platform_assets.engine import copy_or_fail, report_metadata
 from platform_assets.landing.batches import (
     CopiedFiles,
+    LandingError,
+    LandingPaths,
     batch_id,
     landing_paths,
     load_pending,
@@ -67,6 +71,25 @@ def _file_entry(r: FileResult) -> dict[str, Any]:
             "first_violation": r.first.describe() if r.first else None}
 
 
+@contextlib.contextmanager
+def _paths(spec: ReplicationSpec, name: str) -> Iterator[LandingPaths]:
+    """The dataset's places for one step, closed afterwards; a place or batch the pipeline
+    cannot use (an object store as output, a malformed batch tag) fails the step with its
+    message, not a traceback."""
+    paths = landing_paths(spec, name)
+    try:
+        yield paths
+    except LandingError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    finally:
+        paths.close()
+
+
+def _validate(paths: LandingPaths, rel: str, ld: LandingDataset) -> FileResult:
+    with paths.raw_store.local_file(rel) as local:
+        return validate_file(local, rules_for(ld), name=rel)
+
+
 def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     ld = spec.landing[name]
     key = ingested_key(name)
@@ -85,80 +108,80 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     )
     def _ingested(context: dg.AssetExecutionContext, replicator: ReplicatorResource,
                   notifier: NotifierResource) -> dg.MaterializeResult:
-        paths = landing_paths(spec, name)
-        batch = batch_id(context)
-        previous = load_record(paths, batch)
-        copy_md: dict[str, dg.MetadataValue] = {}
-        if previous is not None:  # the same batch again (re-execution, trigger naming it)
-            files = list(previous["files"])
-            missing = [f for f in files if not os.path.isfile(os.path.join(paths.raw, f))]
-            if missing:
-                raise dg.Failure(description=f"batch {batch}: files gone from the raw area: "
-                                             f"{', '.join(missing[:10])}")
-            context.log.info(f"batch {batch}: reprocessing its {len(files)} files")
-        else:
-            options = replicator.options(include=ld.file_globs, min_age_s=ld.min_age_s)
-            collector = CopiedFiles()
-            # on failure, files that did get copied are in the manifest now: the next batch
-            # takes them
-            report = copy_or_fail(
-                replicator, paths.source, paths.raw, options, progress=collector,
-                on_failure=lambda _: save_pending(paths, [*load_pending(paths), *collector.ok]),
+        with _paths(spec, name) as paths:
+            batch = batch_id(context)
+            previous = load_record(paths, batch)
+            copy_md: dict[str, dg.MetadataValue] = {}
+            if previous is not None:  # the same batch again (re-execution, trigger naming it)
+                files = list(previous["files"])
+                missing = [f for f in files if not paths.raw_store.is_file(f)]
+                if missing:
+                    raise dg.Failure(description=f"batch {batch}: files gone from the raw area: "
+                                                 f"{', '.join(missing[:10])}")
+                context.log.info(f"batch {batch}: reprocessing its {len(files)} files")
+            else:
+                options = replicator.options(include=ld.file_globs, min_age_s=ld.min_age_s)
+                collector = CopiedFiles()
+                # on failure, files that did get copied are in the manifest now: the next batch
+                # takes them
+                report = copy_or_fail(
+                    replicator, paths.source, paths.raw, options, progress=collector,
+                    on_failure=lambda _: save_pending(paths, [*load_pending(paths), *collector.ok]),
+                )
+                copied = sorted(collector.ok)
+                carried = [f for f in load_pending(paths)
+                           if f not in copied and paths.raw_store.is_file(f)]
+                if carried:
+                    context.log.info(f"batch {batch}: takes along {len(carried)} valid files of an "
+                                     f"earlier batch not converted yet: {', '.join(carried[:10])}")
+                files = sorted({*copied, *carried})
+                copy_md = report_metadata(report)
+                save_record(paths, {"batch": batch, "files": files, "ingested_at": time.time(),
+                                    "run_id": context.run.run_id, "source": redact(paths.source),
+                                    "carried": carried})
+                if copied:
+                    notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
+                                files=copied[:50], bytes=report.bytes_copied, raw=redact(paths.raw))
+            results = [_validate(paths, f, ld) for f in files]
+            checks = check_results(name, results)
+            record = load_record(paths, batch) or {"batch": batch, "files": files}
+            record["validation"] = [_file_entry(r) for r in results]
+            save_record(paths, record)
+            bad = [r for r in results if not r.ok]
+            save_pending(paths, [*(f for f in load_pending(paths) if f not in files),
+                                 *(r.file for r in results if r.ok)])
+            rule_counts: dict[str, int] = {}
+            for r in results:
+                for rule, c in r.rule_counts.items():
+                    rule_counts[rule] = rule_counts.get(rule, 0) + c
+            first = next((r.first for r in bad if r.first), None)
+            history_entry = {
+                "batch": batch, "at": time.time(), "run_id": context.run.run_id,
+                "status": "rejected" if bad else "accepted", "files": len(results),
+                "files_ok": len(results) - len(bad), "files_rejected": len(bad),
+                "rows": sum(r.rows for r in results), "rule_counts": rule_counts,
+                "first_violation": first.describe() if first else None,
+            }
+            if results:  # an empty batch (a trigger with nothing new) is no point on the trend
+                append_history(paths.out_store, paths.history, history_entry)
+            if bad:
+                notify_step(context, notifier, ld, "rejected", dataset=name, batch=batch,
+                            file=first.file if first else None, row=first.row if first else None,
+                            rule=first.rule if first else None,
+                            error=first.describe() if first else None,
+                            files_rejected=[r.file for r in bad][:50])
+                context.log.error(f"batch {batch}: rejected: {first.describe() if first else ''}")
+            elif files:
+                notify_step(context, notifier, ld, "validated", dataset=name, batch=batch,
+                            files=len(files), rows=sum(r.rows for r in results))
+            return dg.MaterializeResult(
+                metadata={
+                    "batch": batch, "files": len(files), "rows": sum(r.rows for r in results),
+                    "files_rejected": len(bad), "raw": dg.MetadataValue.path(redact(paths.raw)),
+                    "batch_files": ", ".join(files[:50]) or "none", **copy_md,
+                },
+                check_results=checks,
             )
-            copied = sorted(collector.ok)
-            carried = [f for f in load_pending(paths)
-                       if f not in copied and os.path.isfile(os.path.join(paths.raw, f))]
-            if carried:
-                context.log.info(f"batch {batch}: takes along {len(carried)} valid files of an "
-                                 f"earlier batch not converted yet: {', '.join(carried[:10])}")
-            files = sorted({*copied, *carried})
-            copy_md = report_metadata(report)
-            save_record(paths, {"batch": batch, "files": files, "ingested_at": time.time(),
-                                "run_id": context.run.run_id, "source": redact(paths.source),
-                                "carried": carried})
-            if copied:
-                notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
-                            files=copied[:50], bytes=report.bytes_copied, raw=paths.raw)
-        results = [validate_file(os.path.join(paths.raw, f), rules_for(ld), name=f) for f in files]
-        checks = check_results(name, results)
-        record = load_record(paths, batch) or {"batch": batch, "files": files}
-        record["validation"] = [_file_entry(r) for r in results]
-        save_record(paths, record)
-        bad = [r for r in results if not r.ok]
-        save_pending(paths, [*(f for f in load_pending(paths) if f not in files),
-                             *(r.file for r in results if r.ok)])
-        rule_counts: dict[str, int] = {}
-        for r in results:
-            for rule, c in r.rule_counts.items():
-                rule_counts[rule] = rule_counts.get(rule, 0) + c
-        first = next((r.first for r in bad if r.first), None)
-        history_entry = {
-            "batch": batch, "at": time.time(), "run_id": context.run.run_id,
-            "status": "rejected" if bad else "accepted", "files": len(results),
-            "files_ok": len(results) - len(bad), "files_rejected": len(bad),
-            "rows": sum(r.rows for r in results), "rule_counts": rule_counts,
-            "first_violation": first.describe() if first else None,
-        }
-        if results:  # an empty batch (a trigger with nothing new) is no point on the trend
-            append_history(paths.history, history_entry)
-        if bad:
-            notify_step(context, notifier, ld, "rejected", dataset=name, batch=batch,
-                        file=first.file if first else None, row=first.row if first else None,
-                        rule=first.rule if first else None,
-                        error=first.describe() if first else None,
-                        files_rejected=[r.file for r in bad][:50])
-            context.log.error(f"batch {batch}: rejected: {first.describe() if first else ''}")
-        elif files:
-            notify_step(context, notifier, ld, "validated", dataset=name, batch=batch,
-                        files=len(files), rows=sum(r.rows for r in results))
-        return dg.MaterializeResult(
-            metadata={
-                "batch": batch, "files": len(files), "rows": sum(r.rows for r in results),
-                "files_rejected": len(bad), "raw": dg.MetadataValue.path(paths.raw),
-                "batch_files": ", ".join(files[:50]) or "none", **copy_md,
-            },
-            check_results=checks,
-        )
 
     return _ingested
 
@@ -179,32 +202,32 @@ def build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     )
     def _parquet(context: dg.AssetExecutionContext,
                  notifier: NotifierResource) -> dg.MaterializeResult:
-        paths = landing_paths(spec, name)
-        batch = batch_id(context)
-        record = require_record(paths, batch)
-        files = list(record["files"])
-        total = sum(os.path.getsize(os.path.join(paths.raw, f)) for f in files)
-        engine = ("spark" if ld.spark_threshold_bytes is not None
-                  and total > ld.spark_threshold_bytes else "pyarrow")
-        context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
-        try:
-            written = write_parquet(ld, paths, files, batch, engine=engine)
-        except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
-            raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
-                                         f"{redact(str(exc))[:1000]}") from None
-        record["parquet"] = written
-        save_record(paths, record)
-        save_pending(paths, [f for f in load_pending(paths) if f not in written])
-        n_files = sum(len(v) for v in written.values())
-        partitions = sorted({os.path.dirname(f) for v in written.values() for f in v} - {""})
-        if files:
-            notify_step(context, notifier, ld, "converted", dataset=name, batch=batch,
-                        files=len(files), parquet_files=n_files, output=paths.output)
-        return dg.MaterializeResult(metadata={
-            "batch": batch, "files_converted": len(files), "parquet_files": n_files,
-            "bytes_in": total, "engine": engine, "partitions": ", ".join(partitions[:50]) or "none",
-            "output": dg.MetadataValue.path(paths.output),
-        })
+        with _paths(spec, name) as paths:
+            batch = batch_id(context)
+            record = require_record(paths, batch)
+            files = list(record["files"])
+            total = sum(paths.raw_store.size(f) for f in files)
+            engine = ("spark" if ld.spark_threshold_bytes is not None
+                      and total > ld.spark_threshold_bytes else "pyarrow")
+            context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
+            try:
+                written = write_parquet(ld, paths, files, batch, engine=engine)
+            except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
+                raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
+                                             f"{redact(str(exc))[:1000]}") from None
+            record["parquet"] = written
+            save_record(paths, record)
+            save_pending(paths, [f for f in load_pending(paths) if f not in written])
+            n_files = sum(len(v) for v in written.values())
+            partitions = sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""})
+            if files:
+                notify_step(context, notifier, ld, "converted", dataset=name, batch=batch,
+                            files=len(files), parquet_files=n_files, output=redact(paths.output))
+            return dg.MaterializeResult(metadata={
+                "batch": batch, "files_converted": len(files), "parquet_files": n_files,
+                "bytes_in": total, "engine": engine, "partitions": ", ".join(partitions[:50]) or "none",
+                "output": dg.MetadataValue.path(redact(paths.output)),
+            })
 
     return _parquet
 
@@ -223,27 +246,27 @@ def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     )
     def _report(context: dg.AssetExecutionContext,
                 notifier: NotifierResource) -> dg.MaterializeResult:
-        paths = landing_paths(spec, name)
-        batch = batch_id(context)
-        record = require_record(paths, batch)
-        parquet = record.get("parquet", {})
-        files = [{**f, "parquet_files": len(parquet.get(f["file"], []))}
-                 for f in record.get("validation", [])]
-        out = write_report(
-            paths.report_dir(batch), dataset=name, batch=batch, files=files,
-            history=read_history(paths.history), generated_at=time.time(),
-            output_uri=paths.output, partition_by=ld.partition_by,
-        )
-        notify_step(context, notifier, ld, "report_ready", dataset=name, batch=batch,
-                    report=out.html, report_png=out.png, summary=out.csv)
-        return dg.MaterializeResult(metadata={
-            "batch": batch,
-            "report": dg.MetadataValue.path(out.html),
-            "report_url": dg.MetadataValue.url("file://" + out.html),
-            "charts_png": dg.MetadataValue.path(out.png),
-            "summary_csv": dg.MetadataValue.path(out.csv),
-            "files": len(files), "rows": sum(int(f["rows"]) for f in files),
-        })
+        with _paths(spec, name) as paths:
+            batch = batch_id(context)
+            record = require_record(paths, batch)
+            parquet = record.get("parquet", {})
+            files = [{**f, "parquet_files": len(parquet.get(f["file"], []))}
+                     for f in record.get("validation", [])]
+            out = write_report(
+                paths.out_store, paths.report_dir(batch), dataset=name, batch=batch, files=files,
+                history=read_history(paths.out_store, paths.history), generated_at=time.time(),
+                output_uri=redact(paths.output), partition_by=ld.partition_by,
+            )
+            notify_step(context, notifier, ld, "report_ready", dataset=name, batch=batch,
+                        report=out.html, report_png=out.png, summary=out.csv)
+            return dg.MaterializeResult(metadata={
+                "batch": batch,
+                "report": dg.MetadataValue.path(out.html),
+                "report_url": dg.MetadataValue.url(paths.out_store.link(f"{paths.report_dir(batch)}/report.html")),
+                "charts_png": dg.MetadataValue.path(out.png),
+                "summary_csv": dg.MetadataValue.path(out.csv),
+                "files": len(files), "rows": sum(int(f["rows"]) for f in files),
+            })
 
     return _report
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import dagster as dg
 
 from platform_assets.config import LandingDataset, ReplicationSpec
 from platform_assets.landing.names import TAG_BATCH
+from platform_assets.landing.store import Store, StoreError
 from platform_assets.landing.validation import Rules
 from replicator.progress import Progress
 from replicator.secrets import redact
 from resources.notify import NotifierResource
 
+META = "_landing"
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -30,37 +32,53 @@ class LandingError(ValueError):
 
 @dataclass(frozen=True)
 class LandingPaths:
-    """Where one landing dataset's files live (raw and output are local paths here)."""
+    """Where one landing dataset's files live. ``raw`` and ``output`` are URIs (``hdfs://``,
+    ``webhdfs://``, ...) or absolute local paths; their :class:`Store` reads and writes them.
+    The metadata paths (``history``, ``pending``, batch records, report directories) are
+    relative to the output."""
 
     source: str
     raw: str
     output: str
+    name: str = ""
 
-    @property
-    def meta(self) -> str:
-        return os.path.join(self.output, "_landing")
+    history = f"{META}/history.jsonl"
+    pending = f"{META}/pending.json"
 
-    @property
-    def history(self) -> str:
-        return os.path.join(self.meta, "history.jsonl")
+    @cached_property
+    def raw_store(self) -> Store:
+        return _store(self.raw, f"landing.{self.name}.raw")
 
-    @property
-    def pending(self) -> str:
-        return os.path.join(self.meta, "pending.json")
+    @cached_property
+    def out_store(self) -> Store:
+        return _store(self.output, f"landing.{self.name}.output")
 
-    def batch_record(self, batch: str) -> str:
-        return os.path.join(self.meta, "batches", f"{batch}.json")
+    @staticmethod
+    def batch_record(batch: str) -> str:
+        return f"{META}/batches/{batch}.json"
 
-    def report_dir(self, batch: str) -> str:
-        return os.path.join(self.meta, "reports", batch)
+    @staticmethod
+    def report_dir(batch: str) -> str:
+        return f"{META}/reports/{batch}"
+
+    def close(self) -> None:
+        for name in ("raw_store", "out_store"):
+            store = self.__dict__.get(name)
+            if store is not None:
+                store.close()
 
 
-def _local(uri: str, where: str) -> str:
+def _store(uri: str, where: str) -> Store:
+    try:
+        return Store(uri, where)
+    except StoreError as exc:
+        raise LandingError(str(exc)) from None
+
+
+def _location(uri: str) -> str:
+    """A URI as given, a ``file://`` URI or a plain path as an absolute local path."""
     if "://" in uri and not uri.startswith("file://"):
-        raise LandingError(
-            f"{where}: expected a local path (the landing pipeline reads the raw area and writes "
-            f"Parquet locally in this version), got {redact(uri)}"
-        )
+        return uri
     return os.path.abspath(uri.removeprefix("file://"))
 
 
@@ -68,8 +86,9 @@ def landing_paths(spec: ReplicationSpec, name: str) -> LandingPaths:
     ld = spec.landing[name]
     return LandingPaths(
         source=spec.endpoint_uri(ld.source),
-        raw=_local(spec.endpoint_uri(ld.raw), f"landing.{name}.raw"),
-        output=_local(spec.endpoint_uri(ld.output), f"landing.{name}.output"),
+        raw=_location(spec.endpoint_uri(ld.raw)),
+        output=_location(spec.endpoint_uri(ld.output)),
+        name=name,
     )
 
 
@@ -90,39 +109,25 @@ def batch_id(context: dg.AssetExecutionContext) -> str:
 
 
 def load_record(paths: LandingPaths, batch: str) -> dict[str, Any] | None:
-    try:
-        with open(paths.batch_record(batch), encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+    data = paths.out_store.read_bytes(paths.batch_record(batch))
+    return None if data is None else json.loads(data)
 
 
 def save_record(paths: LandingPaths, record: dict[str, Any]) -> None:
-    path = paths.batch_record(record["batch"])
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    paths.out_store.write_bytes(paths.batch_record(record["batch"]),
+                                json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def load_pending(paths: LandingPaths) -> list[str]:
     """Files ingested but not converted yet, and not rejected: the valid files of a rejected
     batch, or the files a partly failed copy did copy. The next batch takes them along, so one
     bad or failed file does not strand the good ones of its batch."""
-    try:
-        with open(paths.pending, encoding="utf-8") as f:
-            return [str(x) for x in json.load(f)]
-    except FileNotFoundError:
-        return []
+    data = paths.out_store.read_bytes(paths.pending)
+    return [] if data is None else [str(x) for x in json.loads(data)]
 
 
 def save_pending(paths: LandingPaths, files: list[str]) -> None:
-    os.makedirs(paths.meta, exist_ok=True)
-    tmp = f"{paths.pending}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(sorted(set(files)), f)
-    os.replace(tmp, paths.pending)
+    paths.out_store.write_bytes(paths.pending, json.dumps(sorted(set(files))).encode("utf-8"))
 
 
 def require_record(paths: LandingPaths, batch: str) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Landing files to Parquet: read with the declared schema, convert with pyarrow (or Spark in
-local mode for large batches), write to a temporary directory and swap in file by file."""
+local mode for large batches), write to a temporary directory and swap in file by file, on a
+local output or through the output's file system (HDFS)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
+import tempfile
 import uuid
 
 from platform_assets.config import LandingDataset
@@ -72,30 +75,41 @@ def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str], bat
     """Convert ``files`` (relative to the raw area) to Parquet under the output directory,
     with pyarrow or (``engine="spark"``) Spark.
 
-    Everything is written to ``<output>/.tmp-<batch>-<uuid>/`` first; only when every file has
-    been converted are each file's previous Parquet files removed and the new ones moved in, so
-    a rerun is idempotent and a failed conversion leaves the previous output. Each landing file
-    owns the Parquet files named ``<stem>-part-<i>.parquet`` (in the partition directories).
-    Returns the Parquet files (relative to the output) per landing file.
+    Everything is written to ``<output>/.tmp-<batch>-<uuid>/`` first (on a remote output:
+    converted in a local temporary directory, then uploaded there and each file checked by
+    CRC32C); only when every file has been converted and staged are each file's previous
+    Parquet files removed and the new ones renamed in, so a rerun is idempotent and a failed
+    conversion or upload leaves the previous output. Each landing file owns the Parquet files
+    named ``<stem>-part-<i>.parquet`` (in the partition directories). Returns the Parquet
+    files (relative to the output) per landing file.
     """
-    os.makedirs(paths.output, exist_ok=True)
-    tmp = os.path.join(paths.output, f".tmp-{batch}-{uuid.uuid4().hex[:8]}")
+    out = paths.out_store
+    out.makedirs("")
+    staging = f".tmp-{batch}-{uuid.uuid4().hex[:8]}"
+    local_tmp = out.path(staging) if out.local else tempfile.mkdtemp(prefix="landing-parquet-")
     try:
         convert = _convert_spark if engine == "spark" else _convert_pyarrow
-        written = convert(ld, paths, files, tmp)
+        written = convert(ld, paths, files, local_tmp)
+        if not out.local:
+            for new_files in written.values():
+                for f in new_files:
+                    out.upload(os.path.join(local_tmp, f), f"{staging}/{f}")
+        existing = list(out.walk_files())  # staging and _landing/ are not entered
+        # every partition directory first: one that cannot be made (a file in the way, no
+        # permission) fails the step before any previous output is touched
+        for d in sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""}):
+            out.makedirs(d)
         for rel, new_files in written.items():
             own = re.compile(rf"^{re.escape(_stem(rel))}-part-\d+\.parquet$")
-            for dirpath, dirnames, filenames in os.walk(paths.output):
-                dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
-                for fn in filenames:
-                    if own.match(fn):
-                        os.unlink(os.path.join(dirpath, fn))
+            for f in existing:
+                if own.match(posixpath.basename(f)):
+                    out.delete_file(f)
             for f in new_files:
-                dst = os.path.join(paths.output, f)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.replace(os.path.join(tmp, f), dst)
+                out.rename(f"{staging}/{f}", f)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out.delete_tree(staging)
+        if not out.local:
+            shutil.rmtree(local_tmp, ignore_errors=True)
     return written
 
 
@@ -105,7 +119,8 @@ def _convert_pyarrow(ld: LandingDataset, paths: LandingPaths, files: list[str],
 
     written: dict[str, list[str]] = {}
     for rel in files:
-        table = read_table(os.path.join(paths.raw, rel), ld)
+        with paths.raw_store.local_file(rel) as src:
+            table = read_table(src, ld)
         out: list[str] = []
         pds.write_dataset(
             table, tmp, format="parquet",
@@ -161,18 +176,18 @@ def _convert_spark(ld: LandingDataset, paths: LandingPaths, files: list[str],
     try:
         as_strings = T.StructType([T.StructField(c, T.StringType()) for c in ld.columns])
         for k, rel in enumerate(files):
-            src = os.path.join(paths.raw, rel)
-            if ld.format == "csv":  # by header name (any column order), every value a string
-                df = spark.read.option("header", True).option("inferSchema", False).csv(src)
-                df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
-            else:
-                df = spark.read.schema(as_strings).json(src)
-            df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
             staged = os.path.join(tmp, ".spark", str(k))
-            writer = df.write.mode("overwrite")
-            if ld.partition_by:
-                writer = writer.partitionBy(ld.partition_by)
-            writer.parquet(staged)
+            with paths.raw_store.local_file(rel) as src:
+                if ld.format == "csv":  # by header name (any column order), every value a string
+                    df = spark.read.option("header", True).option("inferSchema", False).csv(src)
+                    df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
+                else:
+                    df = spark.read.schema(as_strings).json(src)
+                df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
+                writer = df.write.mode("overwrite")
+                if ld.partition_by:
+                    writer = writer.partitionBy(ld.partition_by)
+                writer.parquet(staged)
             out: list[str] = []
             for dirpath, _, filenames in sorted(os.walk(staged)):
                 for fn in sorted(f for f in filenames if f.endswith(".parquet")):

@@ -1,6 +1,6 @@
 """The landing report: one self-contained HTML page with inline SVG charts (no JavaScript, no
 CDN: it renders offline), the same charts as a PNG (``report_charts``) and a CSV summary,
-written next to the data.
+written next to the data (through the output's :class:`Store`: a local folder or HDFS).
 
 Charts: rows per file of the batch, validation outcomes (files accepted / rejected per batch,
 and violations per rule over all recorded batches), and trends across runs (rows and files
@@ -18,10 +18,12 @@ import html
 import io
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from platform_assets.landing.store import Store
 from platform_assets.landing.validation import RULES
 
 GREEN = "#2e7d32"
@@ -146,27 +148,19 @@ def line_chart(labels: Sequence[str], values: Sequence[float], *, title: str,
     return "".join(parts)
 
 
-def read_history(path: str) -> list[dict[str, Any]]:
+def read_history(store: Store, rel: str) -> list[dict[str, Any]]:
     """Batches recorded so far (oldest first); a torn last line is ignored."""
     out: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-    except FileNotFoundError:
-        pass
+    for line in (store.read_bytes(rel) or b"").decode("utf-8", "replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
     return out
 
 
-def append_history(path: str, entry: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def append_history(store: Store, rel: str, entry: dict[str, Any]) -> None:
+    store.append_line(rel, json.dumps(entry, sort_keys=True, default=str))
 
 
 def latest_per_batch(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -257,20 +251,21 @@ td.rejected {{ color: {RED}; font-weight: bold; }}
 """
 
 
-def write_report(directory: str, **kwargs: Any) -> ReportPaths:
+def write_report(store: Store, directory: str, **kwargs: Any) -> ReportPaths:
     """Write ``report.html``, ``summary.csv`` and ``charts.png`` (the charts as an image, for
-    chats and mail) into ``directory``, each via a temporary name."""
+    chats and mail) into ``directory`` (relative to ``store``), each via a temporary name;
+    returns their URIs (absolute paths on a local store)."""
     from platform_assets.report_charts import render_png
 
-    os.makedirs(directory, exist_ok=True)
-    html_path = os.path.join(directory, "report.html")
-    csv_path = os.path.join(directory, "summary.csv")
-    png_path = os.path.join(directory, "charts.png")
-    for path, text in ((csv_path, summary_csv(kwargs["files"])), (html_path, render_html(**kwargs))):
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    render_png(png_path, dataset=kwargs["dataset"], batch=kwargs["batch"], files=kwargs["files"],
-               batches=latest_per_batch(kwargs["history"])[-30:], rules=tuple(RULES))
-    return ReportPaths(html=html_path, csv=csv_path, png=png_path)
+    names = {"html": "report.html", "csv": "summary.csv", "png": "charts.png"}
+    with tempfile.TemporaryDirectory(prefix="landing-report-") as tmp:
+        png = os.path.join(tmp, names["png"])
+        render_png(png, dataset=kwargs["dataset"], batch=kwargs["batch"], files=kwargs["files"],
+                   batches=latest_per_batch(kwargs["history"])[-30:], rules=tuple(RULES))
+        with open(png, "rb") as f:
+            png_bytes = f.read()
+        content = {"csv": summary_csv(kwargs["files"]).encode("utf-8"),
+                   "html": render_html(**kwargs).encode("utf-8"), "png": png_bytes}
+    for key in ("csv", "html", "png"):
+        store.write_bytes(f"{directory}/{names[key]}", content[key])
+    return ReportPaths(**{k: store.uri(f"{directory}/{n}") for k, n in names.items()})

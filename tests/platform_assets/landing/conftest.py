@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from platform_assets.config import ReplicationSpec, load_spec
+from tests.fixtures.hadoop import hdfs_cluster  # noqa: F401
 from tests.fixtures.http import http_sink  # noqa: F401
 from tests.fixtures.platform import dagster_home, instance  # noqa: F401
 from tests.fixtures.telegram import bot_api  # noqa: F401
@@ -25,7 +26,7 @@ platform:
   retries: {{max_retries: 0, delay_s: 0}}
 clusters:
   drop: {{uri: {drop_uri}}}
-  lake: {{uri: lake}}
+  lake: {{uri: {lake_uri}}}
 datasets:
   events:
     source: {{cluster: lake, path: warehouse/events}}
@@ -90,12 +91,13 @@ class Landing:
 
 
 def make_landing(root: Path, notifier: str = JSONL_NOTIFIER, extra: str = "", *,
-                 drop_uri: str = "drop", min_age_s: float = 30) -> Landing:
-    """``extra``: more keys of the ``orders`` landing dataset (YAML lines, 4-space indent)."""
+                 drop_uri: str = "drop", lake_uri: str = "lake", min_age_s: float = 30) -> Landing:
+    """``extra``: more keys of the ``orders`` landing dataset (YAML lines, 4-space indent);
+    ``lake_uri``: the cluster holding raw and output (a folder of ``root``, or ``hdfs://...``)."""
     root.mkdir(parents=True, exist_ok=True)
     spec_path = root / "replication.yaml"
     spec_path.write_text(LANDING_SPEC.format(notifier=notifier, extra=extra, drop_uri=drop_uri,
-                                             min_age_s=min_age_s))
+                                             lake_uri=lake_uri, min_age_s=min_age_s))
     return Landing(root, spec_path)
 
 
