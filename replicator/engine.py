@@ -42,12 +42,15 @@ from replicator.progress import NO_PROGRESS, Progress
 from replicator.report import RunReport
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
+    ATTRIBUTE_KINDS,
     Outcome,
     StageContext,
     Task,
     Throttle,
+    check_preserve,
     finish_ranges,
     local_pair,
+    source_attrs,
     temp_name,
 )
 from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_chain, recover_dir
@@ -219,7 +222,9 @@ class _Run:
                        if opts.files_from is not None else None)
         self._listed_set = frozenset(rel for rel, _ in self.listed or ())
         self._refuse_overlap()
+        check_preserve(self.src_fs, self.dst_fs, opts.preserve)
         self.dst_dirs = self.dst_fs.capabilities.directories
+        self._made_dirs: list[str] = []
         self.own_names = frozenset({opts.marker}) if opts.marker else frozenset()
         self._ranged: dict[str, tuple[Task, list[dict]]] = {}
         self._ctx: StageContext | None = None
@@ -432,6 +437,7 @@ class _Run:
         self._transfer(store, scratch, pair_id, executor)
         if xpass:
             xpass.run(report, self.progress)
+        self._dir_attributes()
         if scratch.has_deletes():  # files, and directories (only files count toward --max-delete)
             if report.files_failed:
                 log.warning("not deleting: %d file(s) failed to copy", report.files_failed)
@@ -599,6 +605,7 @@ class _Run:
                 self._dst_failure(path, exc)
                 continue
             made.append((path, DIR, 0, mtime_ns, None))
+            self._made_dirs.append(path)
         if made:
             store.commit(pair_id, record=made)
             self.report.dirs_created = len(made)
@@ -615,6 +622,27 @@ class _Run:
             except Exception as exc:
                 raise on_side("destination", self.dst_fs.uri(target), exc) from exc
             log.info("removed the destination symlink %s: the source has a path there", rel)
+
+    def _dir_attributes(self) -> None:
+        """The kept attributes (``perms``, owner, group, ACL, xattrs) on the directories this
+        run created, once their files are in (a read-only mode set first would stop the
+        copy into them: DistCp's committer does the same at the end), deepest first."""
+        ctx = self._stage_context()
+        want_mode = "perms" in self.opts.preserve and self.dst_fs.capabilities.can_set_mode
+        if not self._made_dirs or not (want_mode or self.opts.preserve & ATTRIBUTE_KINDS):
+            return
+        for rel in sorted(self._made_dirs, key=lambda r: -r.count("/")):
+            target = self.dst_fs.join(self.dst_root, rel)
+            try:
+                attrs = {k: v for k, v in source_attrs(ctx, rel).items() if k != "blocksize"}
+                if attrs:
+                    self.dst_fs.set_attributes(target, attrs)
+                if want_mode:
+                    info = self.src_fs.stat(ctx.src_path(rel))
+                    if info is not None and info.mode is not None:
+                        self.dst_fs.set_mode(target, info.mode)
+            except Exception as exc:
+                self._dst_failure(rel, exc, "set directory attributes: ")
 
     def _adopt(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         for rows in scratch.work_adopted():

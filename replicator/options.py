@@ -13,7 +13,8 @@ from replicator.errors import UsageError
 from replicator.filters import Filter, compile_regex
 
 MiB = 1 << 20
-PRESERVE_KINDS = frozenset({"times", "perms", "owner", "group", "replication", "blocksize"})
+PRESERVE_KINDS = frozenset({"times", "perms", "owner", "group", "replication", "blocksize", "acl",
+                            "xattr"})
 EXECUTORS = ("local", "spark", "distcp")
 
 

@@ -332,18 +332,38 @@ def _check_unchanged(ctx: StageContext, task: Task, moved: int, size0: int, mtim
     _check_not_being_written(ctx, task)
 
 
-ATTRIBUTE_KINDS = frozenset({"owner", "group", "replication", "blocksize"})
+ATTRIBUTE_KINDS = frozenset({"owner", "group", "replication", "blocksize", "acl", "xattr"})
+# kept only where both ends have them, else the run is refused (DistCp -pa/-px refuse too);
+# the others are left to the destination's defaults where one end lacks them
+STRICT_KINDS = frozenset({"acl", "xattr"})
+
+
+def check_preserve(src_fs: FileSystem, dst_fs: FileSystem, preserve: frozenset[str]) -> None:
+    """Refuse ``--preserve acl``/``xattr`` up front (exit 2) where an end cannot keep them,
+    rather than copy without them."""
+    kinds = frozenset(preserve & STRICT_KINDS)
+    if not kinds:
+        return
+    for side, fs in (("source", src_fs), ("destination", dst_fs)):
+        reason = fs.attribute_support(kinds)
+        if reason:
+            raise UsageError(f"--preserve {','.join(sorted(kinds))}: the {side} cannot keep "
+                             f"them: {reason}")
+
+
+def source_attrs(ctx: StageContext, rel: str) -> dict[str, Any]:
+    """The source's ``--preserve`` attributes of ``rel`` that both ends have (DistCp
+    ``-pugrbax``)."""
+    both = set(ctx.src_fs.capabilities.attributes) & set(ctx.dst_fs.capabilities.attributes)
+    kinds = frozenset(ctx.preserve & ATTRIBUTE_KINDS & both)
+    if not kinds:
+        return {}
+    attrs = ctx.src_fs.attributes(ctx.src_path(rel), kinds)
+    return {k: v for k, v in attrs.items() if k in kinds and v is not None}
 
 
 def _source_attrs(ctx: StageContext, task: Task) -> dict[str, Any]:
-    """The source's ``--preserve`` attributes that both ends have (DistCp ``-pugrb``);
-    others are left to the destination's defaults."""
-    both = set(ctx.src_fs.capabilities.attributes) & set(ctx.dst_fs.capabilities.attributes)
-    kinds = ctx.preserve & ATTRIBUTE_KINDS & both
-    if not kinds:
-        return {}
-    attrs = ctx.src_fs.attributes(ctx.src_path(task.rel))
-    return {k: v for k, v in attrs.items() if k in kinds and v is not None}
+    return source_attrs(ctx, task.rel)
 
 
 def _apply_attrs(ctx: StageContext, staged: str, mtime_ns: int, mode: int | None,

@@ -224,16 +224,26 @@ class FileSystem(ABC):
         every file an interrupted run was writing; the default has nothing to remove."""
 
     # ----------------------------------------------------------------- attributes (--preserve)
-    def attributes(self, path: str) -> dict[str, Any]:
-        """The file's attributes among ``capabilities.attributes`` (``owner``,
-        ``group``, ``replication``, ``blocksize``), as names and numbers."""
+    def attributes(self, path: str, kinds: frozenset[str] | None = None) -> dict[str, Any]:
+        """The file's (or directory's) attributes among ``capabilities.attributes``
+        (``owner``, ``group``, ``replication``, ``blocksize`` as names and numbers; ``acl``: a
+        list of ACL spec strings; ``xattr``: a dict of names to ``0x`` hex values), limited to
+        ``kinds`` when given (those that cost a call of their own are only fetched then)."""
         return {}
 
     def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
-        """Apply ``owner``/``group``/``replication`` (``blocksize`` is given to
-        :meth:`open_write` instead: a block size is fixed when a file is created)."""
+        """Apply ``owner``/``group``/``replication``/``acl``/``xattr`` (``blocksize`` is given
+        to :meth:`open_write` instead: a block size is fixed when a file is created)."""
         if attrs:
             raise NotImplementedError
+
+    def attribute_support(self, kinds: frozenset[str]) -> str | None:
+        """Why this instance cannot read or write some of ``kinds`` (None when it can): the
+        declared ``capabilities.attributes``, or what its configuration lacks."""
+        missing = set(kinds) - set(self.capabilities.attributes)
+        if missing:
+            return f"{self.scheme}:// has no {', '.join(sorted(missing))}"
+        return None
 
     # ----------------------------------------------------------------- ranges of one file
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:

@@ -48,6 +48,7 @@ from replicator.filesystems._common import (
     uri_path,
     uri_user,
 )
+from replicator.filesystems._hdfs_attrs import acl_entries, acl_spec
 from replicator.filesystems.base import DIR, FILE, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
 
@@ -106,7 +107,7 @@ class HDFSFileSystem(StreamChunks, FileSystem):
         directories=True,
         parallel_write=False,
         checksum_in_stat=False,
-        attributes=("owner", "group", "replication", "blocksize"),
+        attributes=("owner", "group", "replication", "blocksize", "acl", "xattr"),
     )
 
     def __init__(self, url: str, client: str = "auto", config: dict[str, str] | None = None,
@@ -287,13 +288,20 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             f.seek(offset)
         return ChunkReader(f.read, f.close, lambda exc: _map_error(exc, what))  # type: ignore[return-value]
 
-    def attributes(self, path: str) -> dict[str, Any]:
+    def attributes(self, path: str, kinds: frozenset[str] | None = None) -> dict[str, Any]:
         c = self._get()
         if self._kind != "native":
             return {}
-        st = self._guard(f"stat {self.uri(path)}", c.get_file_info, path)
-        return {"owner": st.owner, "group": st.group, "replication": int(st.replication),
-                "blocksize": int(st.blocksize)}
+        what = f"stat {self.uri(path)}"
+        st = self._guard(what, c.get_file_info, path)
+        out: dict[str, Any] = {"owner": st.owner, "group": st.group,
+                               "replication": int(st.replication), "blocksize": int(st.blocksize)}
+        if kinds is None or "acl" in kinds:
+            status = self._guard(f"ACL of {self.uri(path)}", c.get_acl_status, path)
+            out["acl"] = [acl_spec(e) for e in status.entries]
+        if (kinds is None and self.http_address()) or (kinds and "xattr" in kinds):
+            out["xattr"] = self._with_web("xattrs", path)
+        return out
 
     def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
         c = self._get()
@@ -304,6 +312,31 @@ class HDFSFileSystem(StreamChunks, FileSystem):
             self._guard(what, lambda: c.set_owner(path, attrs.get("owner"), attrs.get("group")))
         if attrs.get("replication"):
             self._guard(what, lambda: c.set_replication(path, int(attrs["replication"])))
+        if attrs.get("acl"):  # added to the new file's (empty) ACL; the mask is recomputed
+            self._guard(f"set ACL of {self.uri(path)}",
+                        lambda: c.modify_acl_entries(path, acl_entries(attrs["acl"])))
+        for name, value in sorted((attrs.get("xattr") or {}).items()):
+            self._with_web("set_xattr", path, name, value)
+
+    def attribute_support(self, kinds: frozenset[str]) -> str | None:
+        """hdfs-native has ACL calls but none for extended attributes: those go through the
+        NameNode's WebHDFS (``http_address``). The pyarrow client keeps no attributes."""
+        if self.client_kind() == "pyarrow" and kinds & {"acl", "xattr"}:
+            return f"{self._url}: the pyarrow HDFS client cannot read or set ACLs or xattrs"
+        if "xattr" in kinds and not self.http_address():
+            return (f"{self._url}: hdfs-native has no extended-attribute calls; give the "
+                    f"NameNode's HTTP address (option http_address, or dfs.namenode.http-address "
+                    f"in config) so xattrs go through WebHDFS, or use a webhdfs:// URI")
+        return super().attribute_support(kinds)
+
+    def _with_web(self, method: str, *args: Any) -> Any:
+        if not self.http_address():
+            raise UsageError(self.attribute_support(frozenset({"xattr"})) or "no http_address")
+        web = self._web()
+        try:
+            return getattr(web, method)(*args)
+        finally:
+            web.close()
 
     def _open_output(self, path: str, blocksize: int | None = None):
         c = self._get()

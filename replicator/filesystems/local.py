@@ -297,7 +297,7 @@ class LocalFileSystem(FileSystem):
     def set_mode(self, path: str, mode: int) -> None:
         os.chmod(native_path(path), mode)
 
-    def attributes(self, path: str) -> dict[str, Any]:
+    def attributes(self, path: str, kinds: frozenset[str] | None = None) -> dict[str, Any]:
         import grp
         import pwd
 
