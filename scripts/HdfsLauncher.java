@@ -25,6 +25,7 @@ import java.nio.file.Files;
 import java.nio.file.StandardCopyOption;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Properties;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
@@ -75,6 +76,18 @@ public class HdfsLauncher {
         conf.setInt("dfs.client.retry.max.attempts", 1);
         conf.setInt("ipc.client.connect.max.retries", 1);
         conf.setInt("ipc.client.connect.max.retries.on.timeouts", 1);
+        // Extra keys for one cluster (e.g. a small dfs.ls.limit so listings page):
+        // BASE/conf.properties, written by scripts/hadoop.py start --conf KEY=VALUE.
+        File extra = new File(base, "conf.properties");
+        if (extra.exists()) {
+            Properties props = new Properties();
+            try (java.io.Reader r = Files.newBufferedReader(extra.toPath(), StandardCharsets.UTF_8)) {
+                props.load(r);
+            }
+            for (String key : props.stringPropertyNames()) {
+                conf.set(key, props.getProperty(key));
+            }
+        }
 
         cluster = new MiniDFSCluster.Builder(conf)
                 .nameNodePort(rpcPort)

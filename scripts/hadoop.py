@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -103,13 +104,22 @@ def control(base: str | Path, command: str, timeout: float = 120.0) -> str:
 
 
 def start(base: str | Path, datanodes: int = 1, timeout: float = START_TIMEOUT,
-          watch_pid: int | None = None) -> dict:
+          watch_pid: int | None = None, conf: dict[str, str] | None = None) -> dict:
     """Start a cluster with its data under ``base``; return its endpoints once it serves.
-    With ``watch_pid`` the cluster stops by itself when that process is gone."""
+    With ``watch_pid`` the cluster stops by itself when that process is gone. ``conf``: more
+    Hadoop keys for this cluster (kept in ``base/conf.properties``, set after the defaults)."""
     import urllib.request
 
     base = Path(base).resolve()
     base.mkdir(parents=True, exist_ok=True)
+    props = base / "conf.properties"
+    if conf:
+        for key, value in conf.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key) or "\n" in str(value):
+                raise HadoopError(f"conf: bad key or value {key!r}={value!r}")
+        props.write_text("".join(f"{k}={v}\n" for k, v in sorted(conf.items())), encoding="utf-8")
+    else:
+        props.unlink(missing_ok=True)
     state = _ready(base)
     if state and pid_alive(int(state["pid"])):
         raise HadoopError(f"an HDFS is already running under {base} (pid {state['pid']})")
@@ -196,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("start", help="start a cluster under DIR and print its endpoints as JSON")
     p.add_argument("dir")
     p.add_argument("--datanodes", type=int, default=1)
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hadoop key for this cluster (repeatable), e.g. dfs.ls.limit=50")
     p = sub.add_parser("stop", help="stop the cluster under DIR")
     p.add_argument("dir")
     p = sub.add_parser("control", help="send a control command to the cluster under DIR")
@@ -206,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "start":
             if args.datanodes < 1:
                 parser.error("--datanodes must be at least 1")
-            print(json.dumps(start(args.dir, datanodes=args.datanodes)))
+            conf = dict(kv.split("=", 1) for kv in args.conf if "=" in kv)
+            if len(conf) != len(args.conf):
+                parser.error("--conf: expected KEY=VALUE")
+            print(json.dumps(start(args.dir, datanodes=args.datanodes, conf=conf)))
         elif args.cmd == "stop":
             if not stop(args.dir):
                 print(f"no HDFS running under {Path(args.dir).resolve()}", file=sys.stderr)

@@ -6,6 +6,6 @@ fixture imported into two conftest files is two fixtures, and would start two se
 """
 
 from tests.fixtures.gcs import gcs_server  # noqa: F401
-from tests.fixtures.hadoop import hdfs_cluster, hdfs_cluster_b  # noqa: F401
+from tests.fixtures.hadoop import hdfs_cluster, hdfs_cluster_b, hdfs_cluster_small_pages  # noqa: F401
 from tests.fixtures.kafka import kafka_broker  # noqa: F401
 from tests.fixtures.sftp import sftp_server  # noqa: F401

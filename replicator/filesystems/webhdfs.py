@@ -2,7 +2,7 @@
 
 A small client of our own on ``requests``, following the WebHDFS REST API
 (https://hadoop.apache.org/docs/stable/hadoop-project-dist/hadoop-hdfs/WebHDFS.html):
-LISTSTATUS, GETFILESTATUS, OPEN (redirected to a DataNode), CREATE in two steps (the
+LISTSTATUS_BATCH (paged; LISTSTATUS where the server lacks it), GETFILESTATUS, OPEN (redirected to a DataNode), CREATE in two steps (the
 NameNode answers 307 with a DataNode URL; the data goes there with chunked transfer
 encoding, streamed from the writer), RENAME with ``renameoptions=OVERWRITE`` (rename2:
 atomic replace), DELETE, MKDIRS, SETTIMES and GETFILECHECKSUM.
@@ -44,6 +44,7 @@ from replicator.filesystems._common import (
     uri_path,
     uri_user,
 )
+from replicator.filesystems._hdfs_attrs import keep_xattr
 from replicator.filesystems.base import DIR, FILE, LINK, Capabilities, FileInfo, FileSystem, Writer
 from replicator.secrets import redact
 
@@ -51,6 +52,16 @@ _RETRYABLE_EXC = {"StandbyException", "RetriableException", "SafeModeException",
                   "ObserverRetryOnActiveException"}
 _FATAL_EXC = {"AccessControlException", "SecurityException", "AuthorizationException",
               "InvalidToken"}
+
+
+MAX_LIST_PAGES = 1_000_000  # 10^9 entries at the default dfs.ls.limit of 1000
+
+
+def _unsupported_op(message: str) -> bool:
+    """The answer of a server without an op: ``Invalid value for webhdfs parameter "op"``
+    (Hadoop's WebHDFS) or an UnsupportedOperationException."""
+    return ('parameter "op"' in message or "UnsupportedOperationException" in message
+            or "bad op" in message)
 
 
 def _remote_error(r: requests.Response, what: str) -> BaseException:
@@ -203,7 +214,7 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         directories=True,
         parallel_write=False,
         checksum_in_stat=False,
-        attributes=("owner", "group", "replication", "blocksize"),
+        attributes=("owner", "group", "replication", "blocksize", "acl", "xattr"),
     )
 
     def __init__(self, host: str, port: int = 9870, https: bool = False, user: str | None = None,
@@ -219,6 +230,7 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         self._replication = replication
         self._blocksize = blocksize
         self._local = threading.local()
+        self._batch_listing = True
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
@@ -289,13 +301,52 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
 
     # ------------------------------------------------------------ metadata
     def list_dir(self, path: str) -> list[FileInfo]:
+        """The entries under ``path``, read in pages of the NameNode's ``dfs.ls.limit`` with
+        LISTSTATUS_BATCH (``startAfter`` = the last name of the previous page), so a huge
+        directory never has to fit one response; servers without it get LISTSTATUS."""
         what = f"list {self.uri(path)}"
-        r = self._call("GET", path, "LISTSTATUS", what=what)
-        statuses = r.json()["FileStatuses"]["FileStatus"]
+        statuses = self._list_batched(path, what) if self._batch_listing else None
+        if statuses is None:
+            r = self._call("GET", path, "LISTSTATUS", what=what)
+            statuses = r.json()["FileStatuses"]["FileStatus"]
         if len(statuses) == 1 and statuses[0].get("pathSuffix") == "" and \
                 statuses[0].get("type") == "FILE":
             raise NotADirectoryError(what)
         return [self._info(posixpath.join(path, s["pathSuffix"]), s) for s in statuses]
+
+    def _list_batched(self, path: str, what: str) -> list[dict] | None:
+        """All pages of LISTSTATUS_BATCH, or None where the server has no such op.
+
+        The parameter is ``startafter``: Hadoop 3.5's NameNode ignores the documented spelling
+        ``startAfter`` and answers the first page again (a client that sends it loops for
+        ever). Names come in the NameNode's order (signed-byte, so ``日本`` before ``a``), so
+        progress is checked by names already seen: a page that repeats one is an error,
+        never an endless loop."""
+        out: list[dict] = []
+        seen: set[str] = set()
+        after: str | None = None
+        for _ in range(MAX_LIST_PAGES):
+            params = {"startafter": after} if after is not None else None
+            try:
+                r = self._call("GET", path, "LISTSTATUS_BATCH", params, what=what)
+            except FatalError as exc:
+                if after is None and _unsupported_op(str(exc)):
+                    self._batch_listing = False  # an older NameNode or a gateway: LISTSTATUS
+                    return None
+                raise
+            listing = r.json()["DirectoryListing"]
+            page = listing["partialListing"]["FileStatuses"]["FileStatus"]
+            names = [st.get("pathSuffix", "") for st in page]
+            if after is not None and (not page or seen.intersection(names)):
+                raise RetryableError(f"{what}: LISTSTATUS_BATCH did not move past {after!r}")
+            seen.update(names)
+            out += page
+            if int(listing.get("remainingEntries") or 0) <= 0:
+                return out
+            after = names[-1] if page else None
+            if not after:
+                raise RetryableError(f"{what}: LISTSTATUS_BATCH page without names")
+        raise FatalError(f"{what}: more than {MAX_LIST_PAGES} listing pages")
 
     def stat(self, path: str) -> FileInfo | None:
         try:
@@ -338,12 +389,29 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
                    expect_version: str | None = None, blocksize: int | None = None) -> Writer:
         return _WebHDFSWriter(self, path, blocksize)  # CREATE makes the parents
 
-    def attributes(self, path: str) -> dict[str, Any]:
-        r = self._call("GET", path, "GETFILESTATUS", what=f"stat {self.uri(path)}")
-        st = r.json()["FileStatus"]
-        return {"owner": st.get("owner"), "group": st.get("group"),
-                "replication": int(st.get("replication") or 0) or None,
-                "blocksize": int(st.get("blockSize") or 0) or None}
+    def attributes(self, path: str, kinds: frozenset[str] | None = None) -> dict[str, Any]:
+        what = f"stat {self.uri(path)}"
+        st = self._call("GET", path, "GETFILESTATUS", what=what).json()["FileStatus"]
+        out: dict[str, Any] = {"owner": st.get("owner"), "group": st.get("group"),
+                               "replication": int(st.get("replication") or 0) or None,
+                               "blocksize": int(st.get("blockSize") or 0) or None}
+        if kinds is None or "acl" in kinds:
+            out["acl"] = self.acl(path)
+        if kinds is None or "xattr" in kinds:
+            out["xattr"] = self.xattrs(path)
+        return out
+
+    def acl(self, path: str) -> list[str]:
+        """The extended ACL entries (GETACLSTATUS), as spec strings (``user:bob:rwx``)."""
+        r = self._call("GET", path, "GETACLSTATUS", what=f"ACL of {self.uri(path)}")
+        return list(r.json()["AclStatus"].get("entries") or [])
+
+    def xattrs(self, path: str) -> dict[str, str]:
+        """Extended attributes (GETXATTRS, hex-encoded values), the ``raw.`` ones left out."""
+        r = self._call("GET", path, "GETXATTRS", {"encoding": "hex"},
+                       what=f"xattrs of {self.uri(path)}")
+        return {x["name"]: x.get("value") or "0x" for x in r.json().get("XAttrs") or []
+                if keep_xattr(x["name"])}
 
     def set_attributes(self, path: str, attrs: dict[str, Any]) -> None:
         what = f"set attributes of {self.uri(path)}"
@@ -353,6 +421,22 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
         if attrs.get("replication"):
             self._call("PUT", path, "SETREPLICATION", {"replication": str(attrs["replication"])},
                        what=what)
+        if attrs.get("acl"):  # added to the new file's (empty) ACL; the mask is recomputed
+            self._call("PUT", path, "MODIFYACLENTRIES", {"aclspec": ",".join(attrs["acl"])},
+                       what=f"set ACL of {self.uri(path)}")
+        for name, value in sorted((attrs.get("xattr") or {}).items()):
+            self.set_xattr(path, name, value)
+
+    def set_xattr(self, path: str, name: str, value: str) -> None:
+        """SETXATTR (``value``: ``0x`` hex), replacing a value the file already has."""
+        what = f"set xattr {name} of {self.uri(path)}"
+        params = {"xattr.name": name, "xattr.value": value or "0x"}
+        try:
+            self._call("PUT", path, "SETXATTR", {**params, "flag": "CREATE"}, what=what)
+        except ReplicatorError as exc:
+            if "already exists" not in str(exc) and "XAttr" not in str(exc):
+                raise
+            self._call("PUT", path, "SETXATTR", {**params, "flag": "REPLACE"}, what=what)
 
     # ------------------------------------------------------------ namespace
     def makedirs(self, path: str) -> None:

@@ -321,7 +321,8 @@ def test_preserve_owner_group_replication_blocksize_between_clusters(
 
 def test_paged_listing_of_a_large_directory(hdfs_cluster):
     """The NameNode answers a listing in pages of dfs.ls.limit (1000) entries: hdfs-native
-    pages on, WebHDFS LISTSTATUS gathers them; both see all 1100."""
+    and WebHDFS LISTSTATUS_BATCH page on (``startafter``: the non-ASCII last name of the first
+    page is where a client sending ``startAfter`` loops); both see all 1100."""
     import hdfs_native
 
     from replicator.filesystems.hdfs import HDFSFileSystem
