@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from platform_assets.config import ReplicationSpec, load_spec
-from tests.fixtures.hadoop import hdfs_cluster  # noqa: F401
 from tests.fixtures.http import http_sink  # noqa: F401
 from tests.fixtures.platform import dagster_home, instance  # noqa: F401
 from tests.fixtures.telegram import bot_api  # noqa: F401
