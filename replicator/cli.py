@@ -226,7 +226,7 @@ def _finish_run(report, as_json: bool) -> None:
                    "cluster $HADOOP_CONF_DIR names; jars from $REPLICATOR_HADOOP_CLASSPATH or "
                    "`hadoop classpath`).")
 @click.option("--snapshot-diff", is_flag=True,
-              help="HDFS source (webhdfs://): take a snapshot per run, copy from it, and list only "
+              help="HDFS source (webhdfs://, or hdfs:// with http_address): take a snapshot per run, copy from it, and list only "
                    "what changed since the last recorded snapshot (falls back to a full listing "
                    "where the root is not snapshottable).")
 @click.option("--marker", metavar="NAME", help="Write a JSON summary named NAME at the destination root, last.")

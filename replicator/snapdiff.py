@@ -22,7 +22,10 @@ once a run is recorded, the pair's older snapshots are deleted, never another pa
 unqualified ``replicator-<run id>`` names are left alone unless one was the pair's last
 recorded snapshot).
 Where the root is not snapshottable (or the back end has no snapshots) the run falls back
-to the ordinary listing and says so in the report.
+to the ordinary listing and says so in the report. ``hdfs://`` (hdfs-native, which has no
+snapshot calls) takes its snapshots and diffs through the NameNode's WebHDFS
+(``http_address``) and reads the data over RPC; without ``http_address`` the run is refused
+(exit 2) naming the option.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from replicator.errors import ReplicatorError, describe
+from replicator.errors import ReplicatorError, UsageError, describe
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filters import Filter
 from replicator.listing import Entry, ListingStats, walk
@@ -103,6 +106,9 @@ def begin(fs: FileSystem, root: str, run_id: str, last_runs: list[dict[str, Any]
     name = f"{prefix}{run_id}"
     try:
         path = fs.create_snapshot(root, name)  # type: ignore[attr-defined]
+    except UsageError:
+        raise  # the back end needs an option to take snapshots at all (hdfs:// without
+        # http_address): exit 2, not a quiet full listing
     except (ReplicatorError, OSError) as exc:
         return f"no snapshot of {fs.uri(root)} ({describe(exc)}): listed in full"
     base = previous_base(last_runs)

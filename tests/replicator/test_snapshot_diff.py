@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from replicator import api
 from replicator.filesystems.registry import resolve
@@ -231,3 +232,49 @@ def test_two_destinations_of_one_source_keep_their_own_snapshots(tmp_path: Path,
         assert rep.files_skipped == 5 and files_of(dst) == hdfs_files(src)
     ours = sorted(n for n in fs.snapshot_names(root) if n.startswith("replicator-"))
     assert len(ours) == 2  # one recorded base per pair, older ones deleted
+
+
+def test_snapshot_diff_over_hdfs_rpc_through_the_namenodes_webhdfs(tmp_path: Path, hdfs_cluster,
+                                                                 run_cli):
+    """hdfs:// (hdfs-native, no snapshot calls) takes its snapshots and diffs through the
+    NameNode's WebHDFS (``http_address``) and reads from the snapshot over RPC; without
+    ``http_address`` --snapshot-diff is refused with exit 2 naming the option."""
+    src_dir = hdfs_cluster.fresh_dir("snap-rpc")
+    seed = tmp_path / "seed"
+    for i in range(6):
+        (seed / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        (seed / f"d{i % 2}" / f"f{i}").write_bytes(os.urandom(50 + i))
+    assert api.copy(str(seed), hdfs_cluster.webhdfs_uri(src_dir),
+                    CopyOptions(state_path=str(tmp_path / "seed.db"))).ok
+    hdfs_cluster.allow_snapshot(src_dir)
+    remote = {"type": "hdfs", "url": hdfs_cluster.hdfs, "client": "native", "root": src_dir}
+    remotes = tmp_path / "remotes.yaml"
+    remotes.write_text(yaml.safe_dump({"remotes": {
+        "src": {**remote, "http_address": hdfs_cluster.webhdfs}, "nohttp": remote}}))
+    run_cli.env["REPLICATOR_REMOTES"] = str(remotes)
+    dst = tmp_path / "dst"
+    args = ("--snapshot-diff", "--delete", "--state", str(tmp_path / "state.db"), "--json")
+
+    first = run_cli("copy", "src:", str(dst), *args)
+    assert first.returncode == 0, first.stderr
+    assert first.report["snapshot"]["listing"] == "full" and first.report["snapshot"]["recorded"]
+    assert first.report["files_copied"] == 6
+    noop = run_cli("copy", "src:", str(dst), *args)
+    assert noop.returncode == 0 and noop.report["files_copied"] == 0
+    assert noop.report["snapshot"]["listing"] == "diff" and noop.report["snapshot"]["changes"] == 0
+
+    fs, root = resolve(hdfs_cluster.webhdfs_uri(src_dir))
+    with fs.open_write(fs.join(root, "d0/f0")) as w:
+        w.write(b"changed")
+    fs.delete_file(fs.join(root, "d1/f1"))
+    changed = run_cli("copy", "src:", str(dst), *args)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.report["snapshot"]["listing"] == "diff"
+    assert (changed.report["files_copied"], changed.report["files_deleted"]) == (1, 1)
+    assert files_of(dst) == hdfs_files(hdfs_cluster.webhdfs_uri(src_dir))
+
+    refused = run_cli("copy", "nohttp:", str(tmp_path / "other"), *args)
+    assert refused.returncode == 2
+    assert "--snapshot-diff" in refused.stderr and "http_address" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "other").exists()
