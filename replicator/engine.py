@@ -23,6 +23,7 @@ from replicator import snapdiff
 from replicator.diff import Action, iter_decisions
 from replicator.errors import (
     DeadlineExceeded,
+    DestinationWriteError,
     ReplicatorError,
     UsageError,
     describe,
@@ -233,6 +234,7 @@ class _Run:
         self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
         self._snap_changes: list[int] = []
         self._dst_listed = True
+        self._replaced: set[str] = set()  # destination paths of the other kind, removed
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself; so
@@ -429,6 +431,7 @@ class _Run:
             self._check_deadline("before the copy started")
             if dst_listed:
                 self._remove_links_in_the_way(scratch)
+                self._replace_other_kinds(store, scratch, pair_id)
             self._make_dirs(store, scratch, pair_id)
             self._adopt(store, scratch, pair_id)
         except BaseException:
@@ -644,6 +647,31 @@ class _Run:
             except Exception as exc:
                 self._dst_failure(rel, exc, "set directory attributes: ")
 
+    def _replace_other_kinds(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
+        """A path the source has as a directory and the destination as a file: the file is
+        replaced (as rsync does). The reverse (a destination directory where the source now
+        has a file) only with ``--delete``: the directory's contents are destination-only
+        paths the delete plan (and its --max-delete guard) already counted; they go first.
+        Without --delete that file fails, saying so."""
+        for rel, kind, dst_kind in scratch.work_kind_changes():
+            if kind == FILE and not self.opts.delete:
+                continue
+            target = self.dst_fs.join(self.dst_root, rel)
+            try:
+                if dst_kind == FILE:
+                    self.dst_fs.delete_file(target)
+                    store.commit(pair_id, forget=[rel])
+                else:
+                    self._delete_rows(store, pair_id, scratch.take_deletes_under(rel))
+                    self.dst_fs.delete_dir(target)
+                    if self.dst_fs.stat(target) is not None:
+                        raise DestinationWriteError(f"directory {rel} is not empty")
+                    store.commit(pair_id, forget=[rel])
+            except Exception as exc:
+                self._dst_failure(rel, exc, f"replacing the destination {'file' if dst_kind == FILE else 'directory'}: ")
+                continue
+            self._replaced.add(rel)
+
     def _adopt(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         for rows in scratch.work_adopted():
             store.commit(pair_id, record=rows)
@@ -655,8 +683,9 @@ class _Run:
                        and not self.opts.verify_checksum)
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy and self._ranges
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
-            if dst_kind == DIR:
-                self.report.add_failure(path, f"destination {path} is a directory; source is a file")
+            if dst_kind == DIR and path not in self._replaced:
+                self.report.add_failure(path, f"destination {path} is a directory; source is a "
+                                              f"file (--delete replaces it)")
                 continue
             if self._refuse_name(path):
                 continue
@@ -841,8 +870,11 @@ class _Run:
         self.report.files_updated += scratch.count_updates(done_seqs)
 
     def _delete(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
+        self._delete_rows(store, pair_id, scratch.work_deletes())  # reverse path order: children first
+
+    def _delete_rows(self, store: StateStore, pair_id: int, rows: list[tuple[str, str]]) -> None:
         gone: list[str] = []
-        for path, kind in scratch.work_deletes():  # reverse path order: children before their directory
+        for path, kind in rows:
             target = self.dst_fs.join(self.dst_root, path)
             try:
                 if kind == DIR:

@@ -236,6 +236,22 @@ class Scratch:
             f"SELECT COUNT(*) FROM work WHERE action='update' AND seq IN ({','.join('?' * len(seqs))})",
             seqs).fetchone()[0])
 
+    def work_kind_changes(self) -> list[tuple[str, str, str]]:
+        """``(path, kind, dst_kind)`` to copy where the destination has the other kind (a
+        file where the source has a directory, or the reverse), parents first."""
+        return self.db.execute(
+            "SELECT path, kind, dst_kind FROM work WHERE action IN ('copy','update') AND "
+            "kind IN ('f','d') AND dst_kind IN ('f','d') AND dst_kind != kind ORDER BY path").fetchall()
+
+    def take_deletes_under(self, path: str) -> list[tuple[str, str]]:
+        """The delete rows below ``path`` (children first), taken out of the work list."""
+        args = (path + "/", path + "0")
+        rows = self.db.execute("SELECT path, kind FROM work WHERE action='delete' AND path > ? "
+                               "AND path < ? ORDER BY path DESC", args).fetchall()
+        with self._batch() as db:
+            db.execute("DELETE FROM work WHERE action='delete' AND path > ? AND path < ?", args)
+        return rows
+
     def has_deletes(self) -> bool:
         return self.db.execute("SELECT 1 FROM work WHERE action='delete' LIMIT 1").fetchone() is not None
 

@@ -187,7 +187,6 @@ def test_missing_distcp_classpath_is_refused_before_anything_is_written(tmp_path
     assert not dst.exists() or list(dst.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review bug 13: not fixed yet")
 # ---------------------------------------------------------------- 13: file <-> directory
 def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
