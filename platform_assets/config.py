@@ -478,6 +478,11 @@ class ChangeSensorSpec(_Model):
     # succeeds or the content changes
     failed_retry_s: float = Field(default=300.0, ge=0)
     failed_retry_max_s: float = Field(default=6 * 3600.0, gt=0)
+    # pacing: run requests per tick, and none while this many copy runs wait in the queue
+    max_runs_per_tick: int = Field(default=500, ge=1)
+    max_queued_runs: int = Field(default=2000, ge=1)
+    # seeding an empty cursor: materializations read per tick (newest first)
+    seed_records_per_tick: int = Field(default=20000, ge=100)
 
 
 class AuditSpec(_Model):

@@ -36,7 +36,12 @@ from platform_assets.replication.names import (
 )
 from replicator.filesystems.registry import split_scheme
 from replicator.filters import Filter
-from replicator.fingerprint import TreeFingerprint, fingerprint_tree, list_partition_dirs
+from replicator.fingerprint import (
+    TreeFingerprint,
+    fingerprint_tree,
+    list_partition_dirs,
+    list_partition_dirs_with_mtimes,
+)
 
 # URI scheme -> the asset kind the Dagster UI shows (and draws an icon for where it has one)
 _KINDS = {"hdfs": "hdfs", "webhdfs": "hdfs", "swebhdfs": "hdfs", "gs": "gcs", "gcs": "gcs",
@@ -226,6 +231,13 @@ class DatasetView:
         if not self.partitioned:
             return [UNPARTITIONED_KEY]
         return list_partition_dirs(self.source_root, self.layout_levels)
+
+    def partitions_with_mtimes(self) -> list[tuple[str, int | None]]:
+        """:meth:`partitions` with each partition directory's modification time where the
+        listing gives one (the change sensor's hint; ``None`` for an unpartitioned dataset)."""
+        if not self.partitioned:
+            return [(UNPARTITIONED_KEY, None)]
+        return list_partition_dirs_with_mtimes(self.source_root, self.layout_levels)
 
     def fingerprint(self, partition: str, *, now: float | None = None) -> TreeFingerprint:
         """The source partition's fingerprint over the files the copy would take."""

@@ -1,32 +1,49 @@
-"""The change sensor: cheap, lossless change detection per tick.
+"""The change sensor: cheap, lossless change detection per tick, bounded at any size.
 
 Each tick lists the partition directories of every ``mode: sync`` dataset, fingerprints them
-(see :mod:`replicator.fingerprint`) and compares with the fingerprints kept in the cursor.
-New partitions are added to the dataset's dynamic partitions; every new or changed partition
-gets one ``RunRequest`` (all the dataset's replicas). Because the comparison is against the
-last fingerprints and not against "modified in the last N minutes", a missed tick loses
-nothing: the next one finds every change.
+(see :mod:`replicator.fingerprint`) and compares with the fingerprints it recorded. New
+partitions are added to the dataset's dynamic partitions; every new or changed partition gets
+one ``RunRequest`` (all the dataset's replicas). Because the comparison is against the last
+fingerprints and not against "modified in the last N minutes", a missed tick loses nothing.
 
-Paging: a tick fingerprints at most ``max_partitions_per_tick`` partitions and stops early
-when ``tick_budget_s`` is spent; the cursor remembers where it stopped and the next tick goes
-on from there (new partitions always first), so a tick stays well inside Dagster's 60 s limit.
+State: the per-partition fingerprints live in the engine's state store (see
+:mod:`platform_assets.replication.sensor_state`); the cursor is a small position (lineage,
+tick number, where the last tick stopped, seeding progress, failed copies), whatever the
+number of partitions.
 
-Idempotency: a ``run_key`` is ``dataset|partition|fingerprint|seq`` where ``seq`` is the
-cursor's tick number: a tick re-evaluated from the same cursor yields the same keys (Dagster
-drops the duplicates); a partition that returns to an earlier content later gets a new key.
+Order of work in a tick, each bounded by ``max_partitions_per_tick`` and ``tick_budget_s``:
+failed copies due again, new partitions, *hinted* partitions (the directory's modification
+time, which the partition listing reports for free, moved since the last tick: on HDFS and
+local disks any file created, removed or renamed in it moves it; or files were held back by
+``min_age_s``), then the rest in rotation from where the last tick stopped. A change the hint
+does not show (a file rewritten in place, a change in a subdirectory, object stores) is found
+by the rotation, within one full cycle. The next tick goes on where this one stopped.
 
-First tick (empty cursor, e.g. a new deployment or a reset sensor): the fingerprints recorded
-on the replicas' latest materializations seed the state, so partitions already copied are not
-copied again.
+Pacing: a tick requests at most ``max_runs_per_tick`` runs, and none while
+``max_queued_runs`` copy runs wait in the queue; partitions past the cap are not recorded, so
+the next ticks request them. A first deployment's 20,000 partitions become a paced stream of
+runs, not 20,000 run requests in one tick.
 
-Failed copies: the cursor records a fingerprint when its copy is *requested*, so a copy that
+Idempotency: a ``run_key`` is ``dataset|partition|fingerprint|lineage.seq``: a tick
+re-evaluated from the same cursor yields the same keys (Dagster drops the duplicates); a
+partition that returns to an earlier content later gets a new key.
+
+Seeding (empty cursor: a new deployment or a reset sensor): the fingerprints recorded on the
+replicas' materializations are the starting point, so partitions already copied are not copied
+again. They are read newest first, at most ``seed_records_per_tick`` per tick, the position in
+the cursor; the ticks of a long history only seed. A partition counts as copied where every
+target recorded the same fingerprint.
+
+Failed copies: the state records a fingerprint when its copy is *requested*, so a copy that
 then fails for good (its step and run retries spent) would otherwise not be requested again
 until the source changes. Each tick therefore reads the copy runs that finished since the
-previous tick: a final failure of the content the cursor holds schedules a new request after
+previous tick: a final failure of the content recorded schedules a new request after
 ``failed_retry_s`` (doubling per further failure, up to ``failed_retry_max_s``); a success of
 that content clears it. Nothing a failed run should have copied is forgotten.
 """
 
+
+from __future__ import annotations
 
 import base64
 import bisect
@@ -40,8 +57,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from platform_assets.config import UNPARTITIONED_KEY
 from platform_assets.datasets import ResolvedSpec
-from platform_assets.history import latest_copies
 from platform_assets.replication.assets import source_observation
 from platform_assets.replication.names import (
     CHANGE_SENSOR,
@@ -50,33 +67,46 @@ from platform_assets.replication.names import (
     TAG_PARTITION,
 )
 from platform_assets.replication.requests import copy_run_request, missing_dynamic_partitions
+from platform_assets.replication.sensor_state import (
+    UNKNOWN_MTIME,
+    PartitionState,
+    TickRows,
+    confirm_lineage,
+    fingerprint_scope,
+    mtime_token,
+    open_sensor_store,
+    seed_scope,
+    start_lineage,
+)
 from replicator.fingerprint import EMPTY_FINGERPRINT
+from replicator.state import StateStore
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
 _COMPRESS_OVER = 4096
 _RUNS_OVERLAP_S = 1.0  # re-read runs updated this close to the watermark (equal timestamps)
 _RUNS_PER_TICK = 10_000
 _WILL_RETRY_TAG = "dagster/will_retry"  # set by the instance on a failed run it will re-execute
+_SEED_PAGE = 1000
 
 
 @dataclass
 class ChangeState:
-    fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)
-    position: tuple[str, str] | None = None  # last (dataset, partition) fingerprinted
-    seq: int = 0  # ticks evaluated from this lineage of cursors
-    seeded: bool = False
+    """The cursor: a position, never per-partition state (that is in the state store)."""
+
+    lineage: str = ""  # "" : an empty cursor (seed, then start a lineage)
+    seq: int = 0  # ticks evaluated in this lineage
+    position: tuple[str, str] | None = None  # last (dataset, partition) of the rotation
+    # seeding in progress: [index into the (dataset, target) list, fetch cursor or None]
+    seed: list | None = None
     # dataset -> partition -> [fingerprint, failures, not_before, last failure's update time]
     failed: dict[str, dict[str, list]] = field(default_factory=dict)
     runs_checked_at: float | None = None  # watermark: latest update time of the runs read
 
     def encode(self) -> str:
-        data = {
-            "v": CURSOR_VERSION,
-            "seq": self.seq,
-            "pos": list(self.position) if self.position else None,
-            "seeded": self.seeded,
-            "fp": self.fingerprints,
-        }
+        data: dict = {"v": CURSOR_VERSION, "lin": self.lineage, "seq": self.seq,
+                      "pos": list(self.position) if self.position else None}
+        if self.seed is not None:
+            data["seed"] = self.seed
         if self.failed:
             data["failed"] = self.failed
         if self.runs_checked_at is not None:
@@ -87,7 +117,7 @@ class ChangeState:
         return "z1:" + base64.b64encode(zlib.compress(text.encode(), 6)).decode("ascii")
 
     @classmethod
-    def decode(cls, cursor: str | None) -> "ChangeState":
+    def decode(cls, cursor: str | None) -> ChangeState:
         if not cursor:
             return cls()
         try:
@@ -100,10 +130,10 @@ class ChangeState:
             raise ValueError(f"change sensor: unreadable cursor ({exc}); reset the sensor") from None
         pos = data.get("pos")
         return cls(
-            fingerprints={d: dict(p) for d, p in (data.get("fp") or {}).items()},
-            position=(pos[0], pos[1]) if pos else None,
+            lineage=str(data.get("lin") or ""),
             seq=int(data.get("seq", 0)),
-            seeded=bool(data.get("seeded", False)),
+            position=(pos[0], pos[1]) if pos else None,
+            seed=data.get("seed"),
             failed={d: {p: list(e) for p, e in f.items()} for d, f in (data.get("failed") or {}).items()},
             runs_checked_at=data.get("runs_at"),
         )
@@ -119,6 +149,10 @@ class ChangeEvaluation:
     total: int
     elapsed_s: float
     complete_cycle: bool  # every partition was fingerprinted at least once in this tick
+    seeding: bool = False  # this tick only seeded (a long history): nothing was fingerprinted
+    seeded_records: int = 0
+    capped: bool = False  # stopped at the run cap: the rest is requested by the next ticks
+    hinted: int = 0
 
 
 def sync_datasets(rs: ResolvedSpec) -> list[str]:
@@ -134,23 +168,51 @@ def _rotate_after(items: list[tuple[str, str]], position: tuple[str, str] | None
     return items[i:] + items[:i]
 
 
-def seed_from_instance(
-    rs: ResolvedSpec, instance: dg.DagsterInstance, datasets: list[str]
-) -> dict[str, dict[str, str]]:
-    """Fingerprints recorded by the replicas' latest materializations, per partition, where
-    every target of the dataset recorded the same one."""
-    seeded: dict[str, dict[str, str]] = {}
-    for d in datasets:
-        per_target = [latest_copies(instance, key) for key in rs[d].replica_keys]
-        common: dict[str, str] = {}
-        for p, copy in per_target[0].items():
-            if copy.fingerprint and all(
-                p in other and other[p].fingerprint == copy.fingerprint for other in per_target[1:]
-            ):
-                common[p] = copy.fingerprint
-        if common:
-            seeded[d] = common
-    return seeded
+def _seed_targets(rs: ResolvedSpec, datasets: list[str]) -> list[tuple[str, int, dg.AssetKey]]:
+    return [(d, i, key) for d in datasets for i, key in enumerate(rs[d].replica_keys)]
+
+
+def seed_step(
+    rs: ResolvedSpec, instance: dg.DagsterInstance, rows: TickRows, datasets: list[str],
+    progress: list, max_records: int, deadline: float, clock: Callable[[], float],
+) -> tuple[list | None, int]:
+    """Read at most ``max_records`` materializations (newest first) of the replicas, from
+    ``progress`` on, into the seed rows; once every replica is read, stage the common
+    fingerprints as the dataset's state. Returns the new progress (None: done) and the
+    number of records read."""
+    targets = _seed_targets(rs, datasets)
+    index, fetch_cursor = int(progress[0]), progress[1]
+    read = 0
+    while index < len(targets) and read < max_records and clock() < deadline:
+        d, ti, key = targets[index]
+        scope = seed_scope(d, ti)
+        seen = rows.current(scope)
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key), limit=min(_SEED_PAGE, max_records - read),
+            cursor=fetch_cursor)
+        for record in result.records:
+            read += 1
+            p = record.partition_key or UNPARTITIONED_KEY
+            if p in seen:
+                continue  # an older copy of a partition already seen
+            mat = record.asset_materialization
+            fpv = mat.metadata.get("source_fingerprint") if mat else None
+            value = str(fpv.value) if fpv is not None else "-"
+            seen[p] = value
+            rows.stage(scope, p, value)
+        if result.has_more:
+            fetch_cursor = result.cursor
+        else:
+            index, fetch_cursor = index + 1, None
+    if index < len(targets):
+        return [index, fetch_cursor], read
+    for d in datasets:  # every replica read: a partition is copied where all agree
+        per_target = [rows.current(seed_scope(d, i)) for i in range(len(rs[d].replica_keys))]
+        scope = fingerprint_scope(d)
+        for p, fp in per_target[0].items():
+            if fp != "-" and all(other.get(p) == fp for other in per_target[1:]):
+                rows.stage(scope, p, PartitionState(fp, UNKNOWN_MTIME, False).encode())
+    return None, read
 
 
 def finished_copy_runs(
@@ -169,6 +231,14 @@ def finished_copy_runs(
     return list(reversed(records))
 
 
+def queued_copy_runs(instance: dg.DagsterInstance, datasets: Iterable[str]) -> int:
+    """Copy runs of ``datasets`` waiting to start (queued or not started yet)."""
+    return instance.get_runs_count(dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+        tags={TAG_DATASET: sorted(datasets)},
+    ))
+
+
 def track_failed_copies(
     rs: ResolvedSpec,
     instance: dg.DagsterInstance,
@@ -178,7 +248,7 @@ def track_failed_copies(
 ) -> tuple[dict[str, dict[str, list]], float]:
     """The cursor's failed-copy entries, updated with the copy runs finished since the last
     tick (see the module doc), and the new watermark. Entries whose content is no longer the
-    cursor's are dropped: the change itself gets a request."""
+    one recorded are dropped: the change itself gets a request."""
     cfg = rs.platform.change_sensor
     failed = {
         d: {p: list(e) for p, e in state.failed.get(d, {}).items() if fingerprints[d].get(p) == e[0]}
@@ -215,46 +285,87 @@ def evaluate_changes(
     budget_s: float | None = None,
     workers: int | None = None,
     instance: dg.DagsterInstance | None = None,
+    store: StateStore | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> ChangeEvaluation:
-    """One tick's work, without the sensor machinery (tests and the benchmark call it)."""
+    """One tick's work, without the sensor machinery (tests and the benchmark call it).
+    ``store``: where the per-partition state is (default: the spec's state store)."""
+    if store is None:
+        own = open_sensor_store(rs.spec)
+        try:
+            return evaluate_changes(rs, state, max_partitions=max_partitions, budget_s=budget_s,
+                                    workers=workers, instance=instance, store=own, clock=clock,
+                                    wall_clock=wall_clock)
+        finally:
+            own.close()
     cfg = rs.platform.change_sensor
     max_partitions = max_partitions or cfg.max_partitions_per_tick
     budget_s = budget_s or cfg.tick_budget_s
     workers = workers or cfg.workers
     start = clock()
     datasets = sync_datasets(rs)
+    if state.lineage:
+        lineage, seed = state.lineage, state.seed
+        confirm_lineage(store, lineage)
+    else:  # an empty cursor: a lineage of its own, seeded from what the replicas hold
+        lineage, seed = start_lineage(store), ([0, None] if instance is not None else None)
     seq = state.seq + 1
-    fingerprints = {d: dict(state.fingerprints.get(d, {})) for d in datasets}
-    if not state.seeded and not any(fingerprints.values()) and instance is not None:
-        for d, fps in seed_from_instance(rs, instance, datasets).items():
-            fingerprints[d].update(fps)
+    rows = TickRows(store, lineage, state.seq)
+    seeded_records = 0
+    if seed is not None and instance is not None:
+        seed, seeded_records = seed_step(rs, instance, rows, datasets, seed, cfg.seed_records_per_tick,
+                                         start + budget_s / 2, clock)
+        if seed is not None:  # a long history: this tick only seeds
+            rows.flush()
+            return ChangeEvaluation(
+                run_requests=[], observations=[], new_partitions={},
+                state=ChangeState(lineage, seq, state.position, seed, {}, None),
+                scanned=0, total=0, elapsed_s=clock() - start, complete_cycle=False,
+                seeding=True, seeded_records=seeded_records)
+    # partition -> (fingerprint, directory mtime token, held back "1"/"0"), as recorded
+    known = {d: {p: v.split(" ") for p, v in rows.current(fingerprint_scope(d)).items()}
+             for d in datasets}
+    fingerprints = {d: {p: v[0] for p, v in known[d].items()} for d in datasets}
     wall_now = wall_clock()
     if instance is not None:
         failed, runs_checked_at = track_failed_copies(rs, instance, state, fingerprints, wall_now)
+        allowed = max(0, min(cfg.max_runs_per_tick,
+                             cfg.max_queued_runs - queued_copy_runs(instance, datasets)))
     else:
         failed = {d: f for d, f in state.failed.items() if d in fingerprints}
         runs_checked_at = state.runs_checked_at
+        allowed = cfg.max_runs_per_tick
     # failed copies whose delay is over are requested again, first, like new partitions
     due = {
         (d, p) for d, f in failed.items() for p, e in f.items() if e[2] is not None and e[2] <= wall_now
     }
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="change-sensor") as pool:
-        discovered = dict(zip(datasets, pool.map(lambda d: rs[d].partitions(), datasets), strict=True))
-        new_items: list[tuple[str, str]] = []
+        discovered = dict(zip(datasets, pool.map(lambda d: rs[d].partitions_with_mtimes(), datasets),
+                              strict=True))
+        first_items: list[tuple[str, str]] = []
+        hinted_items: list[tuple[str, str]] = []
         known_items: list[tuple[str, str]] = []
+        mtimes: dict[tuple[str, str], str] = {}
         for d in datasets:
-            present = set(discovered[d])
+            present = {p for p, _ in discovered[d]}
             # partitions that disappeared at the source are forgotten (their replicas stay)
-            for gone in set(fingerprints[d]) - present:
+            for gone in set(known[d]) - present:
+                rows.stage(fingerprint_scope(d), gone, None)
                 del fingerprints[d][gone]
-            for p in discovered[d]:
-                first = p not in fingerprints[d] or (d, p) in due
-                (new_items if first else known_items).append((d, p))
-        total = len(new_items) + len(known_items)
-        order = new_items + _rotate_after(known_items, state.position)
+            for p, mtime_ns in discovered[d]:
+                mtimes[(d, p)] = token = mtime_token(mtime_ns)
+                was = known[d].get(p)
+                if was is None or (d, p) in due:
+                    first_items.append((d, p))
+                elif was[2] == "1" or was[1] != token:
+                    hinted_items.append((d, p))
+                else:
+                    known_items.append((d, p))
+        total = len(first_items) + len(hinted_items) + len(known_items)
+        hinted_set = set(hinted_items)
+        order = first_items + hinted_items + _rotate_after(known_items, state.position)
         order = order[:max_partitions]
 
         run_requests: list[dg.RunRequest] = []
@@ -262,24 +373,31 @@ def evaluate_changes(
         new_partitions: dict[str, list[str]] = {}
         last_done: tuple[str, str] | None = state.position
         scanned = 0
+        capped = False
         chunk = max(workers * 8, 64)
         now = time.time()
         for i in range(0, len(order), chunk):
-            if scanned and clock() - start > budget_s:
+            if capped or (scanned and clock() - start > budget_s):
                 break
             batch = order[i : i + chunk]
             results = list(
                 pool.map(lambda item: rs[item[0]].fingerprint(item[1], now=now), batch)
             )
             for (d, p), fp in zip(batch, results, strict=True):
-                scanned += 1
                 previous = fingerprints[d].get(p)
                 retry = (d, p) in due
-                if previous is None:
+                wanted = fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry)
+                if wanted and len(run_requests) >= allowed:
+                    capped = True  # not recorded: a later tick requests it
+                    break
+                scanned += 1
+                if p not in known[d]:
                     new_partitions.setdefault(d, []).append(p)
-                elif not retry:
+                elif not retry and (d, p) not in hinted_set:
                     last_done = (d, p)
                 fingerprints[d][p] = fp.fingerprint
+                rows.stage(fingerprint_scope(d), p,
+                           PartitionState(fp.fingerprint, mtimes[(d, p)], fp.held_back > 0).encode())
                 if fp.fingerprint != previous:
                     observations.append(source_observation(rs[d], fp))
                 if retry and fp.fingerprint == previous:
@@ -287,19 +405,20 @@ def evaluate_changes(
                     failed[d][p][2] = wall_now + cfg.failed_retry_max_s
                 elif retry:
                     del failed[d][p]  # new content: an ordinary change request below
-                if fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry):
+                if wanted:
                     run_requests.append(
                         copy_run_request(
                             rs[d], p, fp.fingerprint,
-                            run_key=f"{d}|{p}|{fp.fingerprint}|{seq}",
+                            run_key=f"{d}|{p}|{fp.fingerprint}|{lineage}.{seq}",
                             trigger="retry" if retry and fp.fingerprint == previous else "change",
                         )
                     )
+    rows.flush()
     complete = scanned >= total
     if complete:
         last_done = None
     new_state = ChangeState(
-        fingerprints=fingerprints, position=last_done, seq=seq, seeded=True,
+        lineage=lineage, seq=seq, position=last_done, seed=None,
         failed={d: f for d, f in failed.items() if f},
         runs_checked_at=runs_checked_at,
     )
@@ -312,6 +431,9 @@ def evaluate_changes(
         total=total,
         elapsed_s=clock() - start,
         complete_cycle=complete,
+        seeded_records=seeded_records,
+        capped=capped,
+        hinted=len(hinted_items),
     )
 
 
@@ -337,7 +459,9 @@ def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinitio
             f"scanned {ev.scanned}/{ev.total} partitions in {ev.elapsed_s:.2f}s, "
             f"{len(ev.run_requests)} changed, "
             f"{sum(len(v) for v in ev.new_partitions.values())} new"
-            + ("" if ev.complete_cycle else f"; continuing after {ev.state.position} next tick")
+            + (f"; seeding: {ev.seeded_records} materializations read" if ev.seeding or ev.seeded_records else "")
+            + ("; run cap reached, the rest next tick" if ev.capped else "")
+            + ("" if ev.complete_cycle or ev.seeding or ev.state.position is None else f"; continuing after {ev.state.position} next tick")
         )
         return dg.SensorResult(
             run_requests=ev.run_requests,

@@ -41,7 +41,8 @@ class StateStore:
     """Interface and shared SQL of a state store. Use :func:`replicator.state.open_store`."""
 
     #: table names as the back end spells them
-    TABLES: dict[str, str] = {"pairs": "pairs", "files": "files", "journal": "journal", "runs": "runs"}
+    TABLES: dict[str, str] = {"pairs": "pairs", "files": "files", "journal": "journal", "runs": "runs",
+                              "sensor_state": "sensor_state"}
     #: the back end's DB-API errors, turned into StateError / StateDamaged at the boundary
     ERRORS: tuple[type[BaseException], ...] = ()
     read_only: bool = False
@@ -284,3 +285,29 @@ class StateStore:
                     if r["status"] == "running":
                         r["status"] = "interrupted"
         return out
+
+    # ------------------------------------------------------------------ sensor state
+    # Per-key state of a caller that must not keep it in memory or in a small cursor (the
+    # Dagster change sensor's per-partition fingerprints). Rows ``(key, lineage, seq, value,
+    # prev)`` under a ``scope``; what lineage/seq/prev mean is the caller's business (the
+    # sensor uses them to ignore writes of a tick whose cursor was never committed).
+    def sensor_rows(self, scope: str) -> list[tuple[str, str, int, str | None, str | None]]:
+        """Every row of ``scope``: ``(key, lineage, seq, value, prev)``."""
+        return [(r[0], r[1], int(r[2]), r[3], r[4]) for r in self._all(
+            "SELECT key, lineage, seq, value, prev FROM {sensor_state} WHERE scope=?", (scope,))]
+
+    def sensor_write(self, scope: str,
+                     rows: Iterable[tuple[str, str, int, str | None, str | None]]) -> None:
+        """Upsert rows ``(key, lineage, seq, value, prev)`` of ``scope`` in one transaction."""
+        batch = [(scope, k, lin, seq, v, p) for (k, lin, seq, v, p) in rows]
+        if not batch:
+            return
+        with self.transaction():
+            self._many(
+                "INSERT INTO {sensor_state} (scope, key, lineage, seq, value, prev) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (scope, key) DO UPDATE SET lineage=excluded.lineage, seq=excluded.seq, "
+                "value=excluded.value, prev=excluded.prev", batch)
+
+    def sensor_clear(self, scope: str) -> None:
+        with self.transaction():
+            self._run("DELETE FROM {sensor_state} WHERE scope=?", (scope,))

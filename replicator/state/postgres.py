@@ -61,6 +61,15 @@ CREATE TABLE IF NOT EXISTS {PREFIX}runs (
     report TEXT
 );
 CREATE INDEX IF NOT EXISTS {PREFIX}runs_by_pair ON {PREFIX}runs (pair_id, started_at);
+CREATE TABLE IF NOT EXISTS {PREFIX}sensor_state (
+    scope TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    lineage TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    value TEXT,
+    prev TEXT,
+    PRIMARY KEY (scope, key)
+);
 """
 SCHEMA_LOCK = pair_lock_key("replicator-schema", "")  # serialises CREATE TABLE across processes
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
@@ -89,7 +98,7 @@ class PostgresStateStore(StateStore):
     """PostgreSQL state store at ``url`` (``postgresql://user@host:port/db``; the password
     from the URL, ``PGPASSWORD`` or ``~/.pgpass``)."""
 
-    TABLES = {name: PREFIX + name for name in ("pairs", "files", "journal", "runs")}
+    TABLES = {name: PREFIX + name for name in ("pairs", "files", "journal", "runs", "sensor_state")}
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg2
@@ -133,8 +142,9 @@ class PostgresStateStore(StateStore):
         return StateError(f"state store {self._public}: {str(exc).strip()}")
 
     def _has_schema(self) -> bool:
-        cur = self._execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                            (PREFIX + "runs_by_pair", PREFIX + "journal"))
+        cur = self._execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
+                            "AND to_regclass(%s) IS NOT NULL",
+                            (PREFIX + "runs_by_pair", PREFIX + "journal", PREFIX + "sensor_state"))
         return bool(cur.fetchone()[0])
 
     def _create_schema(self) -> None:

@@ -60,6 +60,15 @@ CREATE TABLE IF NOT EXISTS runs (
     report TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_pair ON runs (pair_id, started_at);
+CREATE TABLE IF NOT EXISTS sensor_state (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    value TEXT,
+    prev TEXT,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
 """
 
 BUSY_TIMEOUT_S = 60.0  # one write transaction waits this long for another process's

@@ -1,0 +1,160 @@
+"""Where the change sensor keeps what it knows per partition: the engine's state store
+(``platform.state``: SQLite or PostgreSQL), not the cursor.
+
+Dagster writes a sensor's cursor into every tick row, so a cursor holding 100,000 fingerprints
+(megabytes) would be written every tick and kept for ever. The cursor is a small position
+instead: the lineage (an id a cursor started from empty gets), the tick number ``seq``, where
+the last tick stopped, and the seeding progress. The rows live in the state store's
+``sensor_state`` table, one per partition, as ``(key, lineage, seq, value, prev)``.
+
+Lossless across a tick that is evaluated but never committed (the daemon dies after the
+evaluation, before it stores the cursor): a tick ``seq = S + 1`` writes its rows with that
+``seq`` and ``prev`` = the value as of cursor ``S``. Read from cursor ``S``, a row written by a
+later (uncommitted) tick reads as its ``prev``, and is put back to ``prev`` by the next tick
+that commits, so an evaluation whose cursor never landed leaves no trace. A row of another
+lineage (a reset cursor) reads as absent.
+
+A cursor reset starts a new lineage, unless the last lineage started from an empty cursor was
+never confirmed by a later tick: a re-evaluated first tick then keeps its lineage, so its
+run keys are the same and Dagster drops the duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from replicator.state import StateStore, open_store
+
+NAMESPACE = "replication_change_sensor"
+META = f"{NAMESPACE}/meta"
+UNKNOWN_MTIME = "?"  # seeded from the instance: the directory's time is not known yet
+NO_MTIME = "n"  # the listing gives none (object stores, symlinks): no hint
+
+
+def state_location(spec) -> str:  # spec: ReplicationSpec
+    """The state store the spec names (``env:NAME`` read now, at tick time)."""
+    value = spec.platform.state_path
+    if value.startswith("env:"):
+        name = value[len("env:"):]
+        found = os.environ.get(name, "").strip()
+        if not found:
+            raise ValueError(f"platform.state: environment variable {name} is not set "
+                             "(the change sensor keeps its per-partition state there)")
+        return found
+    return spec.state_path
+
+
+def open_sensor_store(spec) -> StateStore:
+    return open_store(state_location(spec))
+
+
+def fingerprint_scope(dataset: str) -> str:
+    return f"{NAMESPACE}/fp/{dataset}"
+
+
+def seed_scope(dataset: str, target: int) -> str:
+    return f"{NAMESPACE}/seed/{dataset}/{target}"
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """What the sensor last recorded for one partition."""
+
+    fingerprint: str
+    dir_mtime: str  # the directory's mtime (ns) as listed, NO_MTIME or UNKNOWN_MTIME
+    held: bool  # files were held back (younger than min_age_s): look again every tick
+
+    def encode(self) -> str:
+        return f"{self.fingerprint} {self.dir_mtime} {int(self.held)}"
+
+    @classmethod
+    def decode(cls, text: str) -> PartitionState:
+        fp, mtime, held = text.split(" ")
+        return cls(fp, mtime, held == "1")
+
+
+def mtime_token(mtime_ns: int | None) -> str:
+    return NO_MTIME if mtime_ns is None else str(mtime_ns)
+
+
+def start_lineage(store: StateStore) -> str:
+    """The lineage of a tick from an empty cursor (see the module doc)."""
+    rows = {k: v for k, _, _, v, _ in store.sensor_rows(META)}
+    current = (rows.get("lineage") or "").split(" ")
+    if len(current) == 2 and current[1] == "pending":
+        return current[0]
+    lineage = uuid.uuid4().hex[:12]
+    store.sensor_write(META, [("lineage", lineage, 0, f"{lineage} pending", None)])
+    return lineage
+
+
+def confirm_lineage(store: StateStore, lineage: str) -> None:
+    """A tick from a non-empty cursor of ``lineage``: that lineage's first tick landed."""
+    rows = {k: v for k, _, _, v, _ in store.sensor_rows(META)}
+    if rows.get("lineage") == f"{lineage} pending":
+        store.sensor_write(META, [("lineage", lineage, 0, f"{lineage} confirmed", None)])
+
+
+class TickRows:
+    """One tick's view of the rows of a lineage as of cursor ``seq`` and its staged writes
+    (as tick ``seq + 1``). ``flush()`` writes them, with every row a later uncommitted tick
+    left put back."""
+
+    def __init__(self, store: StateStore, lineage: str, seq: int) -> None:
+        self.store, self.lineage, self.seq = store, lineage, seq
+        self._loaded: dict[str, dict[str, str | None]] = {}  # scope -> key -> committed value
+        self._writes: dict[str, dict[str, tuple[str, str, int, str | None, str | None]]] = {}
+
+    def load(self, scope: str) -> dict[str, str]:
+        """``key -> value`` as of the cursor (absent keys: nothing recorded)."""
+        if scope in self._loaded:
+            return {k: v for k, v in self._loaded[scope].items() if v is not None}
+        committed: dict[str, str | None] = {}
+        reverts = {}
+        for key, lineage, seq, value, prev in self.store.sensor_rows(scope):
+            if lineage != self.lineage:
+                continue
+            if seq <= self.seq:
+                committed[key] = value
+            else:  # written by a tick whose cursor never landed
+                committed[key] = prev
+                reverts[key] = (key, self.lineage, self.seq, prev, prev)
+        self._loaded[scope] = committed
+        self._writes[scope] = reverts
+        return {k: v for k, v in committed.items() if v is not None}
+
+    def current(self, scope: str) -> dict[str, str]:
+        """:meth:`load` with this tick's staged writes applied."""
+        out = self.load(scope)
+        for key, (_, _, seq, value, _) in self._writes[scope].items():
+            if seq == self.seq + 1:
+                if value is None:
+                    out.pop(key, None)
+                else:
+                    out[key] = value
+        return out
+
+    def stage(self, scope: str, key: str, value: str | None) -> None:
+        """Record ``value`` (None: forget) for ``key`` as of this tick."""
+        if scope not in self._loaded:
+            self.load(scope)
+        before = self._loaded[scope].get(key)
+        writes = self._writes[scope]
+        if value == before and key not in writes:
+            return
+        writes[key] = (key, self.lineage, self.seq + 1, value, before)
+
+    def stage_many(self, scope: str, items: Iterable[tuple[str, str | None]]) -> None:
+        for key, value in items:
+            self.stage(scope, key, value)
+
+    def flush(self) -> int:
+        n = 0
+        for scope, writes in self._writes.items():
+            if writes:
+                self.store.sensor_write(scope, writes.values())
+                n += len(writes)
+        return n
