@@ -228,6 +228,7 @@ def _run_distcp_job(
     run_id = context.run.run_id
     marker = options.marker  # written by us once the job's copy is verified
     options = dataclasses.replace(options, marker=None)
+    rid = ""
     try:
         if options.include_regex or options.exclude_regex:
             raise UsageError("hadoop distcp cannot honour include_regex/exclude_regex: use "
@@ -249,26 +250,36 @@ def _run_distcp_job(
         else:
             context.log.info(f"dataproc: re-attached to job {job.reference.job_id} on cluster "
                              f"{job.placement.cluster_name} ({job.status.state.name}, request {rid})")
+        job_id = job.reference.job_id
+        out = DriverOutput(job.driver_output_resource_uri,
+                           lambda text: context.log.info(f"[{job_id} driver]\n{text}"))
+        job = _follow(submitter, job, out, dataproc.poll_interval_s, dataproc.timeout_s)
     except UsageError as exc:
         raise _failure(f"dataproc distcp: {exc}", retry=False) from None
     except gexc.GoogleAPICallError as exc:
         raise _submit_error(exc, target) from None
-    job_id = job.reference.job_id
-    out = DriverOutput(job.driver_output_resource_uri,
-                       lambda text: context.log.info(f"[{job_id} driver]\n{text}"))
-    try:
-        job = _follow(submitter, job, out, dataproc.poll_interval_s, dataproc.timeout_s)
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-        context.log.warning(f"dataproc: run interrupted: cancelling job {job_id}")
-        try:
-            submitter.cancel(job_id)
-        except gexc.GoogleAPICallError as exc:  # pragma: no cover - best effort
-            context.log.error(f"dataproc: could not cancel job {job_id}: {exc.message}")
+        # interrupted anywhere once the request id is known (even inside SubmitJob, whose
+        # answer may be lost): the job has that id, so it is cancelled by it
+        if rid:
+            _cancel(context, submitter, job_id_for(rid, prefix))
         raise
     out.poll()
     report = _report(job, rid, source, destination, out.all_text(), "distcp", out.tail())
     report.marker = marker
     return report
+
+
+def _cancel(context: dg.AssetExecutionContext, submitter: DataprocSubmitter, job_id: str) -> None:
+    from google.api_core import exceptions as gexc
+
+    context.log.warning(f"dataproc: run interrupted: cancelling job {job_id}")
+    try:
+        submitter.cancel(job_id)
+    except gexc.NotFound:
+        pass  # never created: nothing runs
+    except gexc.GoogleAPICallError as exc:  # best effort: say so
+        context.log.error(f"dataproc: could not cancel job {job_id}: {exc.message}")
 
 
 def _follow(submitter: DataprocSubmitter, job: Any, out: DriverOutput, poll_s: float,

@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,19 +61,13 @@ import grpc
 from google.cloud import dataproc_v1
 from google.protobuf import timestamp_pb2
 
+from replicator.executors.distcp import LOG4J
+from scripts.jvm import java_tool  # the same log records as our DistCp executor
+
 SERVICE = "google.cloud.dataproc.v1.JobController"
 State = dataproc_v1.JobStatus.State
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL = ("DONE", "ERROR", "CANCELLED")
-LOG4J = """log4j.rootLogger=WARN,stderr
-log4j.logger.org.apache.hadoop.mapreduce.Job=INFO
-log4j.logger.org.apache.hadoop.tools.DistCp=INFO
-log4j.logger.org.apache.hadoop.tools.mapred.CopyMapper=INFO
-log4j.appender.stderr=org.apache.log4j.ConsoleAppender
-log4j.appender.stderr.target=System.err
-log4j.appender.stderr.layout=org.apache.log4j.PatternLayout
-log4j.appender.stderr.layout.ConversionPattern=%p %c{1}: %m%n
-"""
 
 
 @dataclass
@@ -355,7 +348,7 @@ class JobControllerServer:
             cp = os.pathsep.join([str(work), *jars, classpath("hadoop")])
             if not hj.main_class:
                 raise ValueError("hadoop_job: only main_class jobs are supported here")
-            cmd = [_java(), f"-Xmx{self.java_heap}", "-Dlog4j.configuration=log4j.properties",
+            cmd = [java_tool("java"), f"-Xmx{self.java_heap}", "-Dlog4j.configuration=log4j.properties",
                    "-cp", cp, hj.main_class, *[f"-D{k}={v}" for k, v in props.items()],
                    *hj.args]
             return cmd, env
@@ -448,16 +441,6 @@ def _last_error(text: str) -> str:
                 (s.split(":", 1)[0].endswith(("Error", "Exception")) and ":" in s):
             found = s
     return found[:500]
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise FileNotFoundError("java not found: install a JDK 17")
-    return found
 
 
 # ---------------------------------------------------------------------------- CLI

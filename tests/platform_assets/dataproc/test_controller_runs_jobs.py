@@ -4,7 +4,6 @@ on the cluster the labels choose, with the driver output in GCS as Dataproc writ
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from google.api_core import exceptions as gexc
@@ -14,16 +13,7 @@ from replicator.executors.dataproc import DataprocSubmitter, request_id_for
 from replicator.executors.distcp import parse_counters
 from replicator.options import CopyOptions
 from tests.fixtures.dataproc import POOL_LABELS, DataprocRegion
-
-
-def _seed(tmp_path: Path, uri: str, files: dict[str, bytes]) -> None:
-    local = tmp_path / "seed"
-    for rel, data in files.items():
-        (local / rel).parent.mkdir(parents=True, exist_ok=True)
-        (local / rel).write_bytes(data)
-    report = api.copy(str(local), uri, CopyOptions(state_path=str(tmp_path / "seed.db"),
-                                                   preserve=frozenset()))
-    assert report.ok, report.failures
+from tests.platform_assets.dataproc.test_dataproc_replica import put
 
 
 def _submitter(dataproc: DataprocRegion, labels=None) -> DataprocSubmitter:
@@ -45,7 +35,7 @@ def test_distcp_job_really_copies_between_clusters(tmp_path, dataproc, hdfs_clus
                                                   hdfs_cluster_b) -> None:
     files = {"a/part-0": os.urandom(100_000), "b.csv": b"x,y\n1,2\n"}
     src, dst = hdfs_cluster.uri(hdfs_cluster.fresh_dir("dp")), hdfs_cluster_b.uri(hdfs_cluster_b.fresh_dir("dp"))
-    _seed(tmp_path, src, files)
+    put(tmp_path, src, files)
     result = _submitter(dataproc).submit_distcp(
         src, dst, CopyOptions(workers=2), request_id=request_id_for("t", src))
     job = dataproc.server.job(result.job_id)
