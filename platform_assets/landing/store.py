@@ -116,8 +116,9 @@ class Store:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def walk_files(self, rel: str = "", *, skip_hidden: bool = True) -> Iterator[str]:
-        """Files under ``rel`` (relative to the store), not entering ``.``/``_`` directories."""
+    def walk(self, rel: str = "", *, skip_hidden: bool = True) -> Iterator[tuple[str, str]]:
+        """``(path, kind)`` of everything under ``rel`` (relative to the store), parents before
+        their children; with ``skip_hidden`` ``.``/``_`` directories are not entered."""
         stack = [rel]
         while stack:
             d = stack.pop()
@@ -127,11 +128,15 @@ class Store:
                 continue
             for e in sorted(entries, key=lambda e: e.name):
                 child = posixpath.join(d, e.name) if d else e.name
+                if e.kind == DIR and skip_hidden and e.name.startswith((".", "_")):
+                    continue
+                yield child, e.kind
                 if e.kind == DIR:
-                    if not (skip_hidden and e.name.startswith((".", "_"))):
-                        stack.append(child)
-                elif e.kind == FILE:
-                    yield child
+                    stack.append(child)
+
+    def walk_files(self, rel: str = "") -> Iterator[str]:
+        """Files under ``rel``, not entering ``.``/``_`` directories."""
+        return (p for p, kind in self.walk(rel) if kind == FILE)
 
     # ---------------------------------------------------------------- writing
     def makedirs(self, rel: str) -> None:
@@ -201,22 +206,12 @@ class Store:
             shutil.rmtree(self.path(rel), ignore_errors=True)
             return
         dirs = [rel]
-        with contextlib.suppress(FileNotFoundError):
-            stack = [rel]
-            while stack:
-                d = stack.pop()
-                try:
-                    entries = self.fs.list_dir(self.path(d))
-                except FileNotFoundError:
-                    continue
-                for e in entries:
-                    child = posixpath.join(d, e.name)
-                    if e.kind == DIR:
-                        stack.append(child)
-                        dirs.append(child)
-                    else:
-                        with contextlib.suppress(Exception):
-                            self.fs.delete_file(self.path(child))
+        for child, kind in list(self.walk(rel, skip_hidden=False)):
+            if kind == DIR:
+                dirs.append(child)
+            else:
+                with contextlib.suppress(Exception):
+                    self.fs.delete_file(self.path(child))
         for d in reversed(dirs):
             with contextlib.suppress(Exception):
                 self.fs.delete_dir(self.path(d))

@@ -9,25 +9,23 @@ import csv
 import io
 import json
 
-import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 import requests
 
 from platform_assets.bot import _read
-from platform_assets.definitions import build_definitions, build_resources
+from platform_assets.definitions import build_definitions
 from platform_assets.landing.names import (
     TAG_BATCH,
     ingested_key,
     landing_job_name,
-    landing_sensor_name,
     parquet_key,
     report_key,
 )
-from platform_assets.runner import QUIET, apply_sensor_result
-from tests.platform_assets.landing.conftest import GOOD_CSV, Landing, make_landing
+from platform_assets.runner import QUIET
+from tests.platform_assets.landing.conftest import GOOD_CSV, make_landing
+from tests.platform_assets.landing.test_landing_pipeline import _latest_md, _tick
 
-SENSOR = landing_sensor_name("orders")
 BAD_CSV = "order_id,customer,amount,dt\n10,ada,1,2026-11-20\n11,,2,2026-11-20\n"
 
 
@@ -92,21 +90,6 @@ def lake(request, hdfs_cluster, tmp_path):
     return landing, base, Rest(hdfs_cluster.webhdfs, hdfs_cluster.superuser), request.param
 
 
-def _tick(landing: Landing, defs: dg.Definitions, instance: dg.DagsterInstance,
-          cursor: str | None = None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  resources=build_resources(landing.spec))
-    result = defs.get_sensor_def(SENSOR)(ctx)
-    if isinstance(result, dg.SkipReason):
-        return result, []
-    return result, apply_sensor_result(defs, instance, result, sensor_name=SENSOR, quiet=True)
-
-
-def _md(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].asset_materialization.metadata if records else {}
-
-
 def _parquet(rest: Rest, output: str) -> dict[str, int]:
     return {p: n for p, n in rest.files(output).items()
             if not p.startswith(("_", ".")) and p.endswith(".parquet")}
@@ -135,7 +118,7 @@ def test_landing_hdfs_good_file_to_parquet_and_report(lake, instance) -> None:
     # the raw copy is on the cluster, byte for byte, verified by the engine
     assert rest.files(raw) == {"a.csv": len(GOOD_CSV), "_SUCCESS.json": pytest.approx(1, abs=1 << 20)}
     assert rest.read(f"{raw}/a.csv") == GOOD_CSV.encode()
-    assert _md(instance, ingested_key("orders"))["verified"].value is True
+    assert _latest_md(instance, ingested_key("orders"))["verified"].value is True
 
     # Parquet on the cluster, partitioned by dt, with the declared types; nothing staged left
     assert sorted(_parquet(rest, output)) == [
@@ -149,7 +132,7 @@ def test_landing_hdfs_good_file_to_parquet_and_report(lake, instance) -> None:
 
     # the report, its charts and CSV sit next to the data on the cluster; the metadata and the
     # report_ready event carry URIs the bot can read
-    md = _md(instance, report_key("orders"))
+    md = _latest_md(instance, report_key("orders"))
     prefix = f"{scheme}://"
     report_uri = md["report"].value
     assert report_uri.startswith(prefix) and report_uri.endswith(
