@@ -504,7 +504,7 @@ class DataprocPlatformSpec(_Model):
     staging: str  # gs://bucket/prefix the clusters can read
     poll_interval_s: float = Field(default=5.0, gt=0, le=300)
     timeout_s: float = Field(default=24 * 3600.0, gt=0)
-    # the replicator job's driver; default: this install's platform_assets/replication/dataproc_job.py
+    # the replicator job's driver; default: this install's resources/dataproc_job.py
     main_python_file_uri: str | None = None
     python_file_uris: list[str] = Field(default_factory=list)
 

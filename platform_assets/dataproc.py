@@ -17,7 +17,7 @@ Two job kinds:
   (``CancelJob``) before the step ends.
 * ``replicator``: our engine as a PySpark job, through dagster-gcp's
   ``PipesDataprocJobClient`` (built at run time: it is a preview API): the driver
-  (:mod:`platform_assets.replication.dataproc_job`) opens Dagster Pipes, streams its log
+  (:mod:`resources.dataproc_job`) opens Dagster Pipes, streams its log
   lines through it and reports the engine's run report as the materialization's metadata;
   the client cancels the job when the run is terminated.
 

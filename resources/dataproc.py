@@ -41,9 +41,8 @@ class DataprocResource(dg.ConfigurableResource):
     def driver_uri(self) -> str:
         if self.main_python_file_uri:
             return self.main_python_file_uri
-        import platform_assets.replication.dataproc_job as job
-
-        return Path(job.__file__).resolve().as_uri()
+        # the driver beside this file; not imported (it runs on the cluster, as a script)
+        return Path(__file__).resolve().with_name("dataproc_job.py").as_uri()
 
     def staging(self) -> tuple[str, str]:
         """(bucket, prefix) of ``staging_uri``."""

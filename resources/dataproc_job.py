@@ -22,7 +22,7 @@ import os
 import sys
 
 # run as a script, its own directory comes first on sys.path, and the modules beside it
-# (requests.py, ...) would shadow the libraries of those names
+# (replicator.py, ...) would shadow the libraries of those names
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
