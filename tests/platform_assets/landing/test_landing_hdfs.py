@@ -233,3 +233,37 @@ def test_landing_output_on_an_object_store_is_refused_before_any_copy(tmp_path, 
     text = failure.step_failure_data.user_failure_data.description
     assert text.startswith("landing.orders.output: ") and "atomic rename" in text
     assert not (landing.root / "lake" / "raw" / "orders" / "a.csv").exists()
+
+
+@pytest.mark.parametrize("lake", ["hdfs"], indirect=True)
+def test_landing_hdfs_chat_bot_sends_the_report_from_the_cluster_as_documents(
+        lake, instance, bot_api) -> None:
+    """The bot reads the report HTML and its PNG from the HDFS output (hdfs:// URIs in the
+    report_ready event) and delivers both to the subscribed chat through the Bot API; a bad
+    file's rejection reaches the chat with file, row and rule."""
+    from tests.platform_assets.landing.test_landing_chat_bot import SUBSCRIBED, _bot, _bot_yaml
+
+    landing, base, rest, _ = lake
+    output = f"{base}/curated/orders"
+    landing.spec_path.write_text(landing.spec_path.read_text() + _bot_yaml(bot_api.url))
+    landing.write("a.csv", GOOD_CSV)
+    defs = build_definitions(landing.spec_path)
+    result, launched = _tick(landing, defs, instance)
+    assert launched[0].success
+    batch = result.run_requests[0].tags[TAG_BATCH]
+    _bot(landing).run_once(poll_s=0)
+
+    docs = bot_api.docs(SUBSCRIBED)
+    [html] = [d for d in docs if d["filename"].endswith(".html")]
+    [png] = [d for d in docs if d["filename"] == "charts.png"]
+    assert html["mime"] == "text/html" and png["mime"] == "image/png"
+    assert html["content"] == rest.read(f"{output}/_landing/reports/{batch}/report.html")
+    assert png["content"] == rest.read(f"{output}/_landing/reports/{batch}/charts.png")
+    assert any("report ready" in t for t in bot_api.texts(SUBSCRIBED))
+
+    landing.write("bad.csv", BAD_CSV, age_s=60)
+    _, launched = _tick(landing, defs, instance, result.cursor)
+    assert not launched[0].success
+    _bot(landing).run_once(poll_s=0)
+    rejected = [t for t in bot_api.texts(SUBSCRIBED) if "rejected" in t]
+    assert len(rejected) == 1 and "bad.csv" in rejected[0] and "rule not_null" in rejected[0]
