@@ -101,6 +101,7 @@ class Decision:
     dst_version: str | None
     dst_kind: str | None
     held: bool = False  # left alone this run (--min-age / --max-age)
+    recorded: bool = False  # the manifest has a row for it
 
 
 ChecksumFn = Callable[[str, str, int], str | None]  # (side "src"/"dst", rel, size) -> checksum
@@ -154,7 +155,7 @@ def iter_decisions(
         action = decide(src, rec, dst, dst_listed=dst_listed, checksum=checksum,
                         precision_ns=precision_ns, delete=delete, held=bool(held), dst_times=dst_times)
         yield Decision(action, path, kind, size, mtime, mode, src.checksum, d_version, d_kind,
-                       bool(held))
+                       bool(held), rec is not None)
     if dst_listed:
         for path, kind, size, mtime, version in scratch.dst_only_rows():
             action = decide(None, None, Side(kind, size, mtime), dst_listed=True, delete=delete)

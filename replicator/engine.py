@@ -535,7 +535,8 @@ class _Run:
 
     def _decide(self, store: StateStore, scratch: Scratch, pair_id: int, dst_listed: bool) -> dict[str, int]:
         scratch.new_work()
-        counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0}
+        counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0,
+                  "held_unrecorded": 0}
         rows: list[tuple] = []
         listed = self.report.actions
         settled: list[int] = []  # unchanged files the manifest settles, counted in bulk
@@ -552,6 +553,7 @@ class _Run:
                                  d.src_checksum, None, d.dst_kind))
                 if d.kind == FILE:
                     counts["skip"] += 1
+                    counts["held_unrecorded"] += d.held and not d.recorded and d.dst_kind is None
                 continue
             if d.kind == DIR and not self.dst_dirs:
                 continue
@@ -573,6 +575,7 @@ class _Run:
             scratch.add_work(rows)
         counts["skip"] += sum(settled)
         self.report.files_skipped = counts["skip"]
+        self.report.held_unrecorded = counts["held_unrecorded"]
         if dst_listed and not self.opts.dry_run:
             # rows for paths gone from both listings are stale, unless the listings could not
             # see them (excluded by the filter, not under a --files-from path, or the

@@ -60,6 +60,9 @@ class RunReport:
     # set by the engine before the run: the pair's previous run's replica_verified, or None
     # when the pair had nothing recorded (the run relies on no earlier copy)
     earlier_verified: bool | None = field(default=None, repr=False)
+    # skipped files held back (--min-age/--max-age) with no record and nothing at the
+    # destination: the run relies on no earlier copy of them
+    held_unrecorded: int = field(default=0, repr=False)
     delete_refused: str | None = None
     marker: str | None = None
     failures: list[Failure] = field(default_factory=list)
@@ -82,7 +85,8 @@ class RunReport:
         destination adopted without a record (lost state) is not verified until those
         files are copied again; ``replicator verify`` checks an existing replica."""
         earlier = self.earlier_verified
-        relies_on_nothing = earlier is None and self.files_skipped == 0 and not self.files_recovered
+        relied_on = self.files_skipped - self.held_unrecorded
+        relies_on_nothing = earlier is None and relied_on == 0 and not self.files_recovered
         self.replica_verified = (not self.dry_run and self.files_verified == self.files_copied
                                  and (relies_on_nothing or earlier is True))
         self.verified = (self.ok and not self.dry_run and self.finished_at is not None
@@ -124,6 +128,7 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("earlier_verified")
+        d.pop("held_unrecorded")
         d["status"] = self.status
         d["ok"] = self.ok
         d["duration_s"] = round(self.duration_s, 3)

@@ -14,5 +14,8 @@ def test_dataset_preserve_is_validated():
     assert Dataset.model_validate(base).preserve == ("times",)
     ds = Dataset.model_validate({**base, "preserve": "owner,group,times"})
     assert ds.preserve == ("group", "owner", "times")
-    with pytest.raises(ValidationError, match="xattr"):
-        Dataset.model_validate({**base, "preserve": ["times", "xattr"]})
+    # acl and xattr are copy items since the HDFS back ends keep them
+    assert Dataset.model_validate({**base, "preserve": ["times", "xattr", "acl"]}).preserve == (
+        "acl", "times", "xattr")
+    with pytest.raises(ValidationError, match="colour"):
+        Dataset.model_validate({**base, "preserve": ["times", "colour"]})

@@ -59,3 +59,23 @@ def test_dry_run_is_not_verified(tmp_path: Path) -> None:
     _sample(src)
     rep = api.plan(str(src), str(tmp_path / "dst"), _opts(tmp_path, checksum=True))
     assert rep.ok and not rep.verified
+
+
+def test_a_file_left_alone_by_max_age_does_not_unverify_the_first_run(tmp_path: Path) -> None:
+    """A file --max-age leaves alone has no record and no copy: the run relies on nothing for
+    it, so a checksum-verified first run is verified (it was not: a held file counted as a
+    skipped file the run relied on, and the platform's blocking copy_verified check failed)."""
+    import time
+
+    src = tmp_path / "src"
+    now = time.time()
+    write(src / "a.csv", os.urandom(5000), now - 60)
+    write(src / "d" / "b.csv", b"b" * 100, now - 60)
+    write(src / "old.csv", b"old", now - 40 * 86400)
+    opts = _opts(tmp_path, checksum=True, max_age_s=30 * 86400)
+    rep = api.copy(str(src), str(tmp_path / "dst"), opts)
+    assert rep.ok and rep.files_copied == 2 and rep.files_too_old == 1
+    assert rep.verified and rep.replica_verified
+    again = api.copy(str(src), str(tmp_path / "dst"), opts)
+    assert again.files_copied == 0 and again.verified
+    assert not (tmp_path / "dst" / "old.csv").exists()
