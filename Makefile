@@ -27,7 +27,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: venv sysdeps jars lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 demo: venv
 	$(PY) -m scripts.demo
