@@ -48,20 +48,19 @@ def main() -> int:
 
     from platform_assets.config import load_spec
     from platform_assets.definitions import build_definitions, build_resources
-    from platform_assets.landing.batches import landing_paths
-    from platform_assets.landing.names import landing_sensor_name
+    from platform_assets.landing.view import landing_view
 
     spec = load_spec(REPO / "replication.yaml")
     name = "orders"
-    paths = landing_paths(spec, name)
-    drop = Path(paths.source)
-    for p in (drop, Path(paths.raw), Path(paths.output)):
+    view = landing_view(spec, name)
+    drop = Path(view.source)
+    for p in (drop, Path(view.raw), Path(view.output)):
         shutil.rmtree(p, ignore_errors=True)
     outbox = Path(spec.resolve_location(spec.platform.notifier.outbox))
     seen_lines = len(outbox.read_text().splitlines()) if outbox.exists() else 0
 
     defs = build_definitions(REPO / "replication.yaml")
-    sensor = defs.get_sensor_def(landing_sensor_name(name))
+    sensor = defs.get_sensor_def(view.sensor_name)
     instance = dg.DagsterInstance.get()
     cursor: str | None = None
 
@@ -79,7 +78,7 @@ def main() -> int:
         run = defs.resolve_job_def(req.job_name).execute_in_process(
             instance=instance, run_config=SILENT, raise_on_error=False,
             tags={**req.tags, "dagster/run_key": req.run_key,
-                  "dagster/sensor_name": landing_sensor_name(name)},
+                  "dagster/sensor_name": view.sensor_name},
         )
         print(f"  run {run.run_id[:8]}: {'succeeded' if run.success else 'FAILED (blocked)'}")
         return run.success
@@ -106,7 +105,7 @@ def main() -> int:
     report_md = instance.fetch_materializations(
         dg.AssetKey(["landing", name, "report"]), limit=1).records
     report = report_md[0].asset_materialization.metadata["report"].value if report_md else None
-    parquet = sorted(str(p.relative_to(paths.output)) for p in Path(paths.output).rglob("*.parquet"))
+    parquet = sorted(str(p.relative_to(view.output)) for p in Path(view.output).rglob("*.parquet"))
     print(f"  Parquet ({len(parquet)} files, partitioned by dt): {', '.join(parquet)}")
 
     print("== landing: a file with an empty customer and a duplicate order_id arrives")
@@ -116,8 +115,8 @@ def main() -> int:
           age_s=60)
     ok_bad = tick()
     new_notifications()
-    parquet_after = sorted(str(p.relative_to(paths.output))
-                           for p in Path(paths.output).rglob("*.parquet"))
+    parquet_after = sorted(str(p.relative_to(view.output))
+                           for p in Path(view.output).rglob("*.parquet"))
     print(f"  Parquet unchanged: {parquet_after == parquet}")
 
     print("== landing: the user drops the corrected file and the next day's orders")

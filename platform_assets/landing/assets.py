@@ -32,34 +32,25 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.config import LandingDataset, ReplicationSpec
 from platform_assets.engine import copy_or_fail, report_metadata
 from platform_assets.landing.batches import (
     CopiedFiles,
     LandingError,
     LandingPaths,
     batch_id,
-    landing_paths,
     load_pending,
     load_record,
     notify_step,
     require_record,
-    rules_for,
     save_pending,
     save_record,
 )
 from platform_assets.landing.checks import CHECK_DESCRIPTIONS, CHECKS, check_results
-from platform_assets.landing.names import (
-    TAG_LANDING,
-    ingested_key,
-    landing_group,
-    landing_job_name,
-    parquet_key,
-    report_key,
-)
+from platform_assets.landing.names import TAG_LANDING
 from platform_assets.landing.parquet import write_parquet
 from platform_assets.landing.report import append_history, read_history, write_report
 from platform_assets.landing.validation import FileResult, validate_file
+from platform_assets.landing.view import LandingView
 from replicator.secrets import redact
 from resources.notify import NotifierResource
 from resources.replicator import ReplicatorResource
@@ -72,11 +63,11 @@ def _file_entry(r: FileResult) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _paths(spec: ReplicationSpec, name: str) -> Iterator[LandingPaths]:
+def _paths(view: LandingView) -> Iterator[LandingPaths]:
     """The dataset's places for one step, closed afterwards; a place or batch the pipeline
     cannot use (an object store as output, a malformed batch tag) fails the step with its
     message, not a traceback."""
-    paths = landing_paths(spec, name)
+    paths = view.paths()
     try:
         yield paths
     except LandingError as exc:
@@ -85,30 +76,30 @@ def _paths(spec: ReplicationSpec, name: str) -> Iterator[LandingPaths]:
         paths.close()
 
 
-def _validate(paths: LandingPaths, rel: str, ld: LandingDataset) -> FileResult:
+def _validate(paths: LandingPaths, rel: str, view: LandingView) -> FileResult:
     with paths.raw_store.local_file(rel) as local:
-        return validate_file(local, rules_for(ld), name=rel)
+        return validate_file(local, view.rules, name=rel)
 
 
-def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
-    ld = spec.landing[name]
-    key = ingested_key(name)
+def build_ingested(view: LandingView) -> dg.AssetsDefinition:
+    name = view.name
+    key = view.ingested_key
 
     @dg.asset(
         key=key,
-        group_name=landing_group(name),
+        group_name=view.group,
         description=(f"Landing files of {name!r} copied into the raw area (verified) and "
                      "validated; blocking checks stop the pipeline on a bad file."),
-        metadata={"source": redact(spec.endpoint_uri(ld.source)),
-                  "raw": redact(spec.endpoint_uri(ld.raw)), "format": ld.format},
-        kinds={ld.format},
+        metadata={"source": view.shown["source"], "raw": view.shown["raw"],
+                  "format": view.format},
+        kinds={view.format},
         tags={"replication/role": "landing"},
         check_specs=[dg.AssetCheckSpec(c, asset=key, description=CHECK_DESCRIPTIONS[c],
                                        blocking=True) for c in CHECKS],
     )
     def _ingested(context: dg.AssetExecutionContext, replicator: ReplicatorResource,
                   notifier: NotifierResource) -> dg.MaterializeResult:
-        with _paths(spec, name) as paths:
+        with _paths(view) as paths:
             batch = batch_id(context)
             previous = load_record(paths, batch)
             copy_md: dict[str, dg.MetadataValue] = {}
@@ -120,7 +111,7 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                                                  f"{', '.join(missing[:10])}")
                 context.log.info(f"batch {batch}: reprocessing its {len(files)} files")
             else:
-                options = replicator.options(include=ld.file_globs, min_age_s=ld.min_age_s)
+                options = replicator.options(include=view.file_globs, min_age_s=view.min_age_s)
                 collector = CopiedFiles()
                 # on failure, files that did get copied are in the manifest now: the next batch
                 # takes them
@@ -140,10 +131,10 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
                                     "run_id": context.run.run_id, "source": redact(paths.source),
                                     "carried": carried})
                 if copied:
-                    notify_step(context, notifier, ld, "ingested", dataset=name, batch=batch,
+                    notify_step(context, notifier, view, "ingested", dataset=name, batch=batch,
                                 files=copied[:50], bytes=report.bytes_copied, raw=redact(paths.raw))
-            results = [_validate(paths, f, ld) for f in files]
-            checks = check_results(name, results)
+            results = [_validate(paths, f, view) for f in files]
+            checks = check_results(key, results)
             record = load_record(paths, batch) or {"batch": batch, "files": files}
             record["validation"] = [_file_entry(r) for r in results]
             save_record(paths, record)
@@ -165,14 +156,14 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             if results:  # an empty batch (a trigger with nothing new) is no point on the trend
                 append_history(paths.out_store, paths.history, history_entry)
             if bad:
-                notify_step(context, notifier, ld, "rejected", dataset=name, batch=batch,
+                notify_step(context, notifier, view, "rejected", dataset=name, batch=batch,
                             file=first.file if first else None, row=first.row if first else None,
                             rule=first.rule if first else None,
                             error=first.describe() if first else None,
                             files_rejected=[r.file for r in bad][:50])
                 context.log.error(f"batch {batch}: rejected: {first.describe() if first else ''}")
             elif files:
-                notify_step(context, notifier, ld, "validated", dataset=name, batch=batch,
+                notify_step(context, notifier, view, "validated", dataset=name, batch=batch,
                             files=len(files), rows=sum(r.rows for r in results))
             return dg.MaterializeResult(
                 metadata={
@@ -186,32 +177,30 @@ def build_ingested(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     return _ingested
 
 
-def build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
-    ld = spec.landing[name]
+def build_parquet(view: LandingView) -> dg.AssetsDefinition:
+    name = view.name
 
     @dg.asset(
-        key=parquet_key(name),
-        deps=[ingested_key(name)],
-        group_name=landing_group(name),
+        key=view.parquet_key,
+        deps=[view.ingested_key],
+        group_name=view.group,
         description=(f"Validated landing files of {name!r} as a Parquet dataset"
-                     + (f" partitioned by {ld.partition_by!r}." if ld.partition_by else ".")),
-        metadata={"output": redact(spec.endpoint_uri(ld.output)),
-                  "partition_by": ld.partition_by or "none"},
+                     + (f" partitioned by {view.partition_by!r}." if view.partition_by else ".")),
+        metadata={"output": view.shown["output"], "partition_by": view.partition_by or "none"},
         kinds={"parquet"},
         tags={"replication/role": "landing"},
     )
     def _parquet(context: dg.AssetExecutionContext,
                  notifier: NotifierResource) -> dg.MaterializeResult:
-        with _paths(spec, name) as paths:
+        with _paths(view) as paths:
             batch = batch_id(context)
             record = require_record(paths, batch)
             files = list(record["files"])
             total = sum(paths.raw_store.size(f) for f in files)
-            engine = ("spark" if ld.spark_threshold_bytes is not None
-                      and total > ld.spark_threshold_bytes else "pyarrow")
+            engine = view.conversion_engine(total)
             context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
             try:
-                written = write_parquet(ld, paths, files, batch, engine=engine)
+                written = write_parquet(view, paths, files, batch, engine=engine)
             except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
                 raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
                                              f"{redact(str(exc))[:1000]}") from None
@@ -221,7 +210,7 @@ def build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             n_files = sum(len(v) for v in written.values())
             partitions = sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""})
             if files:
-                notify_step(context, notifier, ld, "converted", dataset=name, batch=batch,
+                notify_step(context, notifier, view, "converted", dataset=name, batch=batch,
                             files=len(files), parquet_files=n_files, output=redact(paths.output))
             return dg.MaterializeResult(metadata={
                 "batch": batch, "files_converted": len(files), "parquet_files": n_files,
@@ -232,13 +221,13 @@ def build_parquet(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     return _parquet
 
 
-def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
-    ld = spec.landing[name]
+def build_report(view: LandingView) -> dg.AssetsDefinition:
+    name = view.name
 
     @dg.asset(
-        key=report_key(name),
-        deps=[parquet_key(name)],
-        group_name=landing_group(name),
+        key=view.report_key,
+        deps=[view.parquet_key],
+        group_name=view.group,
         description=(f"HTML report (charts: rows per file, validation outcomes, trends) and CSV "
                      f"summary of each {name!r} batch, stored next to the data."),
         kinds={"html"},
@@ -246,7 +235,7 @@ def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     )
     def _report(context: dg.AssetExecutionContext,
                 notifier: NotifierResource) -> dg.MaterializeResult:
-        with _paths(spec, name) as paths:
+        with _paths(view) as paths:
             batch = batch_id(context)
             record = require_record(paths, batch)
             parquet = record.get("parquet", {})
@@ -255,9 +244,9 @@ def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
             out = write_report(
                 paths.out_store, paths.report_dir(batch), dataset=name, batch=batch, files=files,
                 history=read_history(paths.out_store, paths.history), generated_at=time.time(),
-                output_uri=redact(paths.output), partition_by=ld.partition_by,
+                output_uri=view.shown["output"], partition_by=view.partition_by,
             )
-            notify_step(context, notifier, ld, "report_ready", dataset=name, batch=batch,
+            notify_step(context, notifier, view, "report_ready", dataset=name, batch=batch,
                         report=out.html, report_png=out.png, summary=out.csv)
             return dg.MaterializeResult(metadata={
                 "batch": batch,
@@ -271,10 +260,10 @@ def build_report(spec: ReplicationSpec, name: str) -> dg.AssetsDefinition:
     return _report
 
 
-def landing_job(name: str) -> Any:
+def landing_job(view: LandingView) -> Any:
     return dg.define_asset_job(
-        landing_job_name(name),
-        selection=dg.AssetSelection.assets(ingested_key(name), parquet_key(name), report_key(name)),
-        tags={TAG_LANDING: name},
-        description=f"Ingest, validate, convert and report one batch of landing dataset {name!r}.",
+        view.job_name,
+        selection=dg.AssetSelection.assets(*view.asset_keys),
+        tags={TAG_LANDING: view.name},
+        description=f"Ingest, validate, convert and report one batch of landing dataset {view.name!r}.",
     )

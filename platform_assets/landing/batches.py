@@ -1,25 +1,26 @@
-"""A landing batch's places and records: where a landing dataset's files live, the batch id
+"""A landing batch's places and records: the stores of a landing dataset's raw area and output
+(built from its :class:`~platform_assets.landing.view.LandingView`), the batch id
 of a run, the batch record (``<output>/_landing/batches/<batch>.json``), the files carried over
 to the next batch, and step notifications."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from platform_assets.config import LandingDataset, ReplicationSpec
 from platform_assets.landing.names import TAG_BATCH
 from platform_assets.landing.store import Store, StoreError
-from platform_assets.landing.validation import Rules
 from replicator.progress import Progress
 from replicator.secrets import redact
 from resources.notify import NotifierResource
+
+if TYPE_CHECKING:
+    from platform_assets.landing.view import LandingView
 
 META = "_landing"
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -75,28 +76,6 @@ def _store(uri: str, where: str) -> Store:
         raise LandingError(str(exc)) from None
 
 
-def _location(uri: str) -> str:
-    """A URI as given, a ``file://`` URI or a plain path as an absolute local path."""
-    if "://" in uri and not uri.startswith("file://"):
-        return uri
-    return os.path.abspath(uri.removeprefix("file://"))
-
-
-def landing_paths(spec: ReplicationSpec, name: str) -> LandingPaths:
-    ld = spec.landing[name]
-    return LandingPaths(
-        source=spec.endpoint_uri(ld.source),
-        raw=_location(spec.endpoint_uri(ld.raw)),
-        output=_location(spec.endpoint_uri(ld.output)),
-        name=name,
-    )
-
-
-def rules_for(ld: LandingDataset) -> Rules:
-    return Rules(columns=dict(ld.columns), min_rows=ld.rows.min, max_rows=ld.rows.max,
-                 not_null=ld.not_null, unique=ld.unique, format=ld.format)
-
-
 def batch_id(context: dg.AssetExecutionContext) -> str:
     tags = context.run.tags
     batch = tags.get(TAG_BATCH) or tags.get("dagster/root_run_id") or context.run.run_id
@@ -137,10 +116,11 @@ def require_record(paths: LandingPaths, batch: str) -> dict[str, Any]:
     return record
 
 
-def notify_step(context: Any, notifier: NotifierResource, ld: LandingDataset, step: str,
+def notify_step(context: Any, notifier: NotifierResource, view: LandingView, step: str,
                 **fields: Any) -> None:
-    """Send one step notification; a notifier failure is logged, never fails the data step."""
-    if step not in ld.notify:
+    """Send one step notification (if ``step`` is one the dataset notifies); a notifier
+    failure is logged, never fails the data step."""
+    if not view.notifies(step):
         return
     event = {"event": step, "pipeline": "landing", **{k: v for k, v in fields.items() if v is not None}}
     try:

@@ -35,7 +35,7 @@ def check_keys(name: str) -> list[dg.AssetCheckKey]:
     return [dg.AssetCheckKey(ingested_key(name), c) for c in CHECKS]
 
 
-def check_results(name: str, results: list[FileResult]) -> list[dg.AssetCheckResult]:
+def check_results(key: dg.AssetKey, results: list[FileResult]) -> list[dg.AssetCheckResult]:
     """One blocking check result per rule group; a failing one names file, row and rule."""
     out = []
     for check, rules in CHECKS.items():
@@ -58,7 +58,7 @@ def check_results(name: str, results: list[FileResult]) -> list[dg.AssetCheckRes
             })
             description = f"{count} violation(s); first: {first.describe()}"
         out.append(dg.AssetCheckResult(
-            asset_key=ingested_key(name), check_name=check, passed=not count,
+            asset_key=key, check_name=check, passed=not count,
             severity=dg.AssetCheckSeverity.ERROR, metadata=md, description=description[:1000],
         ))
     return out

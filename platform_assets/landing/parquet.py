@@ -12,9 +12,21 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
+from typing import Protocol
 
-from platform_assets.config import LandingDataset
 from platform_assets.landing.batches import LandingPaths
+
+
+class Layout(Protocol):
+    """What the conversion reads of a landing dataset (its :class:`LandingView`)."""
+
+    @property
+    def columns(self) -> Mapping[str, str]: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def partition_by(self) -> str | None: ...
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -27,7 +39,7 @@ def _stem(rel: str) -> str:
     return safe
 
 
-def arrow_schema(ld: LandingDataset):
+def arrow_schema(ld: Layout):
     import pyarrow as pa
 
     types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
@@ -35,7 +47,7 @@ def arrow_schema(ld: LandingDataset):
     return pa.schema([(c, types[t]) for c, t in ld.columns.items()])
 
 
-def read_table(path: str, ld: LandingDataset):
+def read_table(path: str, ld: Layout):
     """One landing file as an Arrow table with the declared schema (empty value = null)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -70,7 +82,7 @@ def read_table(path: str, ld: LandingDataset):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str], batch: str,
+def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
                   *, engine: str = "pyarrow") -> dict[str, list[str]]:
     """Convert ``files`` (relative to the raw area) to Parquet under the output directory,
     with pyarrow or (``engine="spark"``) Spark.
@@ -113,7 +125,7 @@ def write_parquet(ld: LandingDataset, paths: LandingPaths, files: list[str], bat
     return written
 
 
-def _convert_pyarrow(ld: LandingDataset, paths: LandingPaths, files: list[str],
+def _convert_pyarrow(ld: Layout, paths: LandingPaths, files: list[str],
                      tmp: str) -> dict[str, list[str]]:
     import pyarrow.dataset as pds
 
@@ -154,7 +166,7 @@ def _spark_session():
     return spark, True
 
 
-def _convert_spark(ld: LandingDataset, paths: LandingPaths, files: list[str],
+def _convert_spark(ld: Layout, paths: LandingPaths, files: list[str],
                    tmp: str) -> dict[str, list[str]]:
     """Spark (local mode unless ``LANDING_SPARK_MASTER`` says otherwise): every column is read
     as a string and cast like the validation parsed it, partitioned by ``partition_by``; the

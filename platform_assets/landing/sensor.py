@@ -25,14 +25,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from platform_assets.config import ReplicationSpec
 from platform_assets.landing.batches import notify_step
-from platform_assets.landing.names import (
-    TAG_BATCH,
-    TAG_LANDING,
-    landing_job_name,
-    landing_sensor_name,
-)
+from platform_assets.landing.names import TAG_BATCH, TAG_LANDING
+from platform_assets.landing.view import LandingView
 from replicator.filesystems.base import FILE
 from replicator.filesystems.registry import resolve
 from replicator.options import CopyOptions
@@ -77,19 +72,17 @@ class LandingEvaluation:
     skip_reason: str | None = None
 
 
-def planned_files(spec: ReplicationSpec, name: str, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
+def planned_files(view: LandingView, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
     """New or changed landing files (path, size, mtime_ns) by the engine's plan, and how many
     files were held back as too new. (The engine lists at most 10,000 planned actions: a larger
     drop is fingerprinted by its first 10,000 files; the ingest copies all of them.)"""
     from replicator import api
 
-    ld = spec.landing[name]
-    src = spec.endpoint_uri(ld.source)
-    raw = spec.endpoint_uri(ld.raw)
-    options = CopyOptions(include=ld.file_globs, min_age_s=ld.min_age_s, state_path=state_path)
-    report = api.plan(src, raw, options)
+    src = view.source
+    options = CopyOptions(include=view.file_globs, min_age_s=view.min_age_s, state_path=state_path)
+    report = api.plan(src, view.raw, options)
     if report.error:
-        raise ValueError(f"landing sensor {name}: {report.error}")
+        raise ValueError(f"landing sensor {view.name}: {report.error}")
     fs, root = resolve(src)
     files = []
     for a in report.actions:
@@ -105,15 +98,16 @@ def _runs(instance: dg.DagsterInstance, tags: dict[str, str],
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=statuses), limit=5))
 
 
-def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState, state_path: str,
+def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
                      instance: dg.DagsterInstance | None = None) -> LandingEvaluation:
     """One tick. With ``instance``: no new batch while a landing run of this dataset is in
     flight (the engine allows one copy per source/raw pair), and a batch whose run failed
     (e.g. the copy failed: its files are still to copy) is requested again, up to
     ``MAX_ATTEMPTS`` times, until its files change."""
+    name = view.name
     if instance is not None and _runs(instance, {TAG_LANDING: name}, IN_FLIGHT):
         return LandingEvaluation([], 0, None, state, f"a landing run of {name!r} is in flight")
-    files, held = planned_files(spec, name, state_path)
+    files, held = planned_files(view, state_path)
     if not files:
         why = "no new or changed landing files" + (f" ({held} still too new)" if held else "")
         return LandingEvaluation(files, held, None, state, why)
@@ -136,36 +130,36 @@ def evaluate_landing(spec: ReplicationSpec, name: str, state: LandingState, stat
     run_key = f"landing|{name}|{seq}|{fp}"
     request = dg.RunRequest(
         run_key=run_key,
-        job_name=landing_job_name(name),
+        job_name=view.job_name,
         tags={TAG_BATCH: batch, TAG_LANDING: name, "replication/trigger": "landing_sensor"},
     )
     return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key))
 
 
-def build_landing_sensor(spec: ReplicationSpec, name: str, job,
+def build_landing_sensor(view: LandingView, job,
                          status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
-    ld = spec.landing[name]
+    name = view.name
 
     @dg.sensor(
-        name=landing_sensor_name(name),
+        name=view.sensor_name,
         job=job,
-        minimum_interval_seconds=ld.interval_s,
+        minimum_interval_seconds=view.interval_s,
         default_status=status,
         description=(f"Starts a landing run of {name!r} when new or changed files (older than "
-                     f"{ld.min_age_s:g}s) are in its watched directory."),
+                     f"{view.min_age_s:g}s) are in its watched directory."),
     )
     def _sensor(context: dg.SensorEvaluationContext, replicator: ReplicatorResource,
                 notifier: NotifierResource) -> dg.SensorResult | dg.SkipReason:
         state = LandingState.decode(context.cursor)
         state_path = replicator.state_path
-        ev = evaluate_landing(spec, name, state, state_path, context.instance)
+        ev = evaluate_landing(view, state, state_path, context.instance)
         if ev.run_request is None:
             return dg.SkipReason(ev.skip_reason or "nothing to do")
         batch = ev.run_request.tags[TAG_BATCH]
         context.log.info(f"{len(ev.files)} new/changed files -> batch {batch}")
         # the first step's message: the files were seen (a tick evaluated again from the same
         # cursor may send it twice; consumers drop repeats of a batch's "detected")
-        notify_step(context, notifier, ld, "detected", dataset=name, batch=batch,
+        notify_step(context, notifier, view, "detected", dataset=name, batch=batch,
                     files=[f[0] for f in ev.files[:50]], bytes=sum(f[1] for f in ev.files),
                     attempt=ev.state.attempts)
         return dg.SensorResult(run_requests=[ev.run_request], cursor=ev.state.encode())
