@@ -32,6 +32,34 @@ def _spec(**changes):
     return parse_spec(data, source="spec.yaml")
 
 
+def test_the_landing_view_resolves_every_fact_once() -> None:
+    """The view the assets, checks and sensor are built from: places resolved against the
+    spec's directory, the rules, the conversion settings, the notified steps and the names."""
+    import dataclasses
+
+    from platform_assets.landing.view import resolve_landing
+
+    spec = _spec(landing__orders__partition_by="dt", landing__orders__spark_threshold_bytes=100,
+                 landing__orders__notify=["rejected", "report_ready"],
+                 landing__orders__rows={"min": 1, "max": 9}, landing__orders__not_null=["id"],
+                 landing__orders__format="jsonl", landing__orders__interval_s=45)
+    view = resolve_landing(spec)["orders"]
+    base = spec._base_dir
+    assert (view.source, view.raw, view.output) == (f"{base}/drop/orders", f"{base}/lake/raw",
+                                                    f"{base}/lake/out")
+    assert view.source_kind == "local" and view.file_globs == ("*.jsonl",)
+    assert (view.rules.min_rows, view.rules.max_rows, tuple(view.rules.not_null),
+            view.rules.format) == (1, 9, ("id",), "jsonl")
+    assert view.conversion_engine(100) == "pyarrow" and view.conversion_engine(101) == "spark"
+    assert view.notifies("rejected") and not view.notifies("detected")
+    assert view.interval_s == 45 and view.job_name == "landing_orders"
+    assert [k.to_user_string() for k in view.asset_keys] == [
+        "landing/orders/ingested", "landing/orders/parquet", "landing/orders/report"]
+    assert {k.name for k in view.check_keys} == {"schema", "row_count", "not_null", "unique"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        view.raw = "/elsewhere"  # type: ignore[misc]
+
+
 def test_a_valid_landing_section() -> None:
     spec = _spec(landing__orders__partition_by="dt", trigger={"allow": ["orders"]})
     ld = spec.landing["orders"]
