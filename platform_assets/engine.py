@@ -2,8 +2,8 @@
 
 - :func:`run_copy` runs one engine copy and raises :class:`CopyFailed` (no Dagster in it, so a
   CLI can use it too) when the copy raised or a file failed; the retry rule lives here: a
-  failure is retryable when the engine says so (a retryable error class, or every failed file
-  failed retryably), never for bad input or data errors.
+  failure is retryable when the engine says so (the run's error, raised or reported, and every
+  failed file are of a retryable class), never for bad input or data errors.
 - :func:`copy_or_fail` is the same, raising ``dg.Failure`` whose ``allow_retries`` follows that
   rule, so a step's ``RetryPolicy`` retries only what can succeed on a retry.
 - :func:`report_metadata` is the run report as the asset metadata DESIGN.md promises.
@@ -76,9 +76,20 @@ def run_copy(
         raise CopyFailed(f"copy {redact(source)} -> {redact(destination)}: {redact(str(exc))}",
                          retryable=is_retryable(exc)) from None
     if not report.ok:
-        retryable = bool(report.failures) and all(f.retryable for f in report.failures)
-        raise CopyFailed(failure_summary(report), retryable=retryable, report=report)
+        raise CopyFailed(failure_summary(report), retryable=report_retryable(report), report=report)
     return report
+
+
+def report_retryable(report: RunReport) -> bool:
+    """Whether a retry can make a failed run succeed: its run-level error (a destination
+    refusing connections, a NameNode failing over) and every failed file are of a retryable
+    class; a refused delete (the guard) never is."""
+    if report.delete_refused:
+        return False
+    causes = [f.retryable for f in report.failures]
+    if report.error is not None:
+        causes.append(report.error_retryable)
+    return bool(causes) and all(causes)
 
 
 def as_failure(exc: CopyFailed) -> dg.Failure:

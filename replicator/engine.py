@@ -298,6 +298,7 @@ class _Run:
                 self._run(store, scratch, pair_id)
             except ReplicatorError as exc:
                 self.report.error = describe(exc)
+                self.report.error_retryable = is_retryable(exc)
                 if isinstance(exc, DeadlineExceeded):
                     self.report.deadline_exceeded = True
                 if exc.exit_code == 2:
@@ -306,6 +307,7 @@ class _Run:
                 # failed run with a report (and its end recorded), never a half-recorded crash
                 log.debug("unexpected error in run %s", self.run_id, exc_info=True)
                 self.report.error = f"unexpected error: {describe(exc)}"
+                self.report.error_retryable = is_retryable(exc)
             finally:
                 self._end_snapshot()
                 self.report.finished_at = time.time()

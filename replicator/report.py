@@ -68,6 +68,7 @@ class RunReport:
     failures: list[Failure] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)  # planned work (capped)
     error: str | None = None  # a run-level error (not one file's)
+    error_retryable: bool = False  # that error's class: a retry of the run may succeed
     executor_details: dict[str, Any] = field(default_factory=dict)  # e.g. DistCp's counters
     snapshot: dict[str, Any] | None = None  # --snapshot-diff: name, base, listing, changes
     deadline_exceeded: bool = False  # --deadline passed: exit code 3
