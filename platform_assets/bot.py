@@ -194,6 +194,9 @@ class Bot:
         self._trigger_token = trigger_token
         self.datasets = sorted({*spec.landing, *spec.datasets})
         self._pending: list[dict[str, Any]] = []
+        # replies to commands already run, not yet delivered (a failed send): sent first on
+        # the next round, so a command runs at most once and its reply still arrives
+        self._replies: list[tuple[int, str | dict[str, Any]]] = []
 
     # state ------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -261,12 +264,18 @@ class Bot:
             self.client.send_message(chat, "⛔ This chat is not allowed to send commands to "
                                            "this bot. Ask the platform team to add it.")
             return
-        reply = self.answer(text)
-        if isinstance(reply, dict):  # /report: the last report_ready message and its documents
-            self.client.send_message(chat, format_event(reply))
-            self._send_report(chat, reply)
-        else:
-            self.client.send_message(chat, reply)
+        self._replies.append((chat, self.answer(text)))
+        self._send_replies()
+
+    def _send_replies(self) -> None:
+        while self._replies:  # in order; a failed send leaves it and the rest for next round
+            chat, reply = self._replies[0]
+            if isinstance(reply, dict):  # /report: the last report_ready message and its documents
+                self.client.send_message(chat, format_event(reply))
+                self._send_report(chat, reply)
+            else:
+                self.client.send_message(chat, reply)
+            self._replies.pop(0)
 
     def answer(self, text: str) -> str | dict[str, Any]:
         """The reply to a command: text, or (``/report``) the report's message to send again."""
@@ -334,6 +343,7 @@ class Bot:
     # loop -------------------------------------------------------------------
     def run_once(self, events_timeout_s: float = 1.0, poll_s: int | None = None) -> None:
         """Relay what arrived, then answer the commands (long-polling up to ``poll_s``)."""
+        self._send_replies()
         if not self._pending:
             self._pending = self.source.poll(events_timeout_s)
         while self._pending:  # a failed send leaves the rest for the next round, in order
@@ -344,9 +354,10 @@ class Bot:
         offset = self.state["update_offset"]
         updates = self.client.get_updates(offset, self.cfg.poll_s if poll_s is None else poll_s)
         for update in updates:
-            self.handle_update(update)
+            # marked handled before it runs: a command whose reply fails is not run again
             self.state["update_offset"] = int(update["update_id"]) + 1
             self._save_state()
+            self.handle_update(update)
 
     def serve(self, stop: threading.Event) -> None:
         backoff = 1.0

@@ -9,6 +9,7 @@ from platform_assets.definitions import build_definitions
 from platform_assets.replication.names import partitions_def_name, replica_key
 from resources.replicator import ReplicatorResource
 from scripts.jvm import free_port
+from tests.fixtures.telegram import bot_api  # noqa: F401
 
 
 def _replica(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.AssetsDefinition]:
@@ -50,3 +51,44 @@ datasets:
                if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(retried) == 2  # max_retries of the spec, then the failure stands
     assert all("Unable to connect" in str(e.event_specific_data.error) for e in retried)
+
+
+# --------------------------------------------------------------------------- chat bot
+def test_a_bot_command_whose_reply_fails_is_not_run_twice(tmp_path, bot_api) -> None:  # noqa: F811
+    """``/run`` launched its run, then the reply to the chat failed (the Bot API answered
+    502): the update's offset was only saved after the reply, so the next round handled the
+    same ``/run`` again and launched a second run. Commands run at most once; the reply is
+    sent on the next round."""
+    from platform_assets.bot import build_bot
+    from platform_assets.trigger import TriggerApp, serve_in_thread
+    from resources.telegram import TelegramError
+    from tests.fixtures.telegram import TOKEN as BOT_TOKEN
+    from tests.platform_assets.landing.conftest import make_landing
+
+    launches: list[str] = []
+    landing = make_landing(tmp_path / "landing")
+    app = TriggerApp(landing.spec, "trigger-t0ken", lambda plan: launches.append(plan.job) or
+                     f"run-{len(launches)}")
+    server, trigger_url = serve_in_thread(app)
+    try:
+        landing.spec_path.write_text(
+            landing.spec_path.read_text()
+            + f"bot:\n  token_env: BOT_TEST_TOKEN\n  api_url: {bot_api.url}\n"
+              f"  allowed_chats: [111]\n  trigger_url: {trigger_url}\n"
+              f"  state: bot/state.json\n  poll_s: 0\n")
+        env = {"BOT_TEST_TOKEN": BOT_TOKEN, "LANDING_TEST_TOKEN": "trigger-t0ken"}
+        bot = build_bot(landing.spec, env)
+        bot_api.say(111, "/run orders")
+        bot_api.fail["sendMessage"] = 1  # the reply to the command answers 502
+        try:
+            bot.run_once(poll_s=0)
+        except TelegramError:
+            pass  # the serve loop backs off and calls again
+        bot.run_once(poll_s=0)
+        build_bot(landing.spec, env).run_once(poll_s=0)  # and a restarted bot
+        assert launches == ["landing_orders"]
+        assert [t for t in bot_api.texts(111) if "launched" in t] == [
+            "🚀 orders: run run-1 launched (landing_orders)."]
+    finally:
+        server.shutdown()
+        server.server_close()
