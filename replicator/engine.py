@@ -725,7 +725,7 @@ class _Run:
     def _bins(self, store: StateStore, scratch: Scratch, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
         """Bins of tasks; each bin is journalled as ``staging`` before it is handed out."""
         for b in make_bins(self._tasks(scratch)):
-            store.journal_staging(pair_id, self.run_id, [(t.rel, ctx.staged_path(t.rel)) for t in b])
+            store.journal_staging(pair_id, self.run_id, [(t.rel, ctx.paths(t)[2]) for t in b])
             out: list[Task] = []
             for t in b:
                 if t.nparts > 1:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
-import posixpath
 import random
 import threading
 import time
@@ -36,7 +36,7 @@ from replicator.errors import (
     on_side,
 )
 from replicator.filesystems.base import FILE, LINK, FileSystem, unsafe_rel
-from replicator.filesystems.local import native_path, open_regular
+from replicator.filesystems.local import native_path, open_regular_stat
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import NO_PROGRESS, Progress
 
@@ -46,12 +46,12 @@ E = TypeVar("E", bound=BaseException)
 
 def temp_name(final: str, run_id: str) -> str:
     """Deterministic staged name next to ``final`` (a retried task reuses it)."""
-    head, name = posixpath.split(final) if "/" in final else ("", final)
+    head, sep, name = final.rpartition("/")
     candidate = f"{TEMP_PREFIX}{run_id}-{name}"
-    if len(candidate.encode()) > NAME_MAX:
+    if len(candidate) > NAME_MAX // 4 and len(candidate.encode()) > NAME_MAX:  # <= 4 B a char
         digest = hashlib.sha1(name.encode()).hexdigest()[:24]
         candidate = f"{TEMP_PREFIX}{run_id}-{digest}"
-    return posixpath.join(head, candidate) if head else candidate
+    return head + sep + candidate
 
 
 class Throttle:
@@ -91,6 +91,7 @@ class Task:
     # the plan saw the destination (listed); False: it trusted the manifest, so an object it
     # did not know of may exist (a must-not-exist write then adopts or overwrites it)
     dst_listed: bool = True
+    paths: tuple[str, str, str | None] | None = None  # StageContext.paths, worked out once
 
 
 @dataclass(slots=True)
@@ -165,6 +166,24 @@ class StageContext:
         if not self.staging or not self.dst_fs.capabilities.atomic_rename:
             return None
         return temp_name(self.dst_path(rel), self.run_id)
+
+    def paths(self, task: Task) -> tuple[str, str, str | None]:
+        """``(source, final, staged or None)`` of a task, worked out once per task (the
+        driver journals the staged name, the worker writes it)."""
+        found = task.paths
+        if found is None:
+            rel = _confined(task.rel)
+            final = self.dst_fs.join(self.dst_root, rel)
+            staged = (temp_name(final, self.run_id)
+                      if self.staging and self.dst_fs.capabilities.atomic_rename else None)
+            found = task.paths = (self.src_fs.join(self.src_root, rel), final, staged)
+        return found
+
+    @functools.cached_property
+    def attr_kinds(self) -> frozenset[str]:
+        """The ``--preserve`` attribute kinds (owner, group, ACL, ...) both ends have."""
+        both = set(self.src_fs.capabilities.attributes) & set(self.dst_fs.capabilities.attributes)
+        return frozenset(self.preserve & ATTRIBUTE_KINDS & both)
 
 
 def _confined(rel: str) -> str:
@@ -354,8 +373,7 @@ def check_preserve(src_fs: FileSystem, dst_fs: FileSystem, preserve: frozenset[s
 def source_attrs(ctx: StageContext, rel: str) -> dict[str, Any]:
     """The source's ``--preserve`` attributes of ``rel`` that both ends have (DistCp
     ``-pugrbax``)."""
-    both = set(ctx.src_fs.capabilities.attributes) & set(ctx.dst_fs.capabilities.attributes)
-    kinds = frozenset(ctx.preserve & ATTRIBUTE_KINDS & both)
+    kinds = ctx.attr_kinds
     if not kinds:
         return {}
     attrs = ctx.src_fs.attributes(ctx.src_path(rel), kinds)
@@ -395,96 +413,173 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
         yield data
 
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-
-
+SMALL_FILE = 1 << 20  # a local file up to this size moves by one read and one write
+# the staged name is created, never reused: a link planted there is not written through
+_STAGED_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
-def _copy_local_fast(ctx: StageContext, task: Task, src: str, dst: str, *, final: str,
-                     set_mtime: bool, set_mode: bool) -> tuple[int, int, int]:
-    """Kernel copy (copy_file_range) for local -> local when no checksum is asked.
-
-    Works on raw descriptors (no Python file objects, no path lookups but the two opens, no
-    makedirs unless the parent is missing). The source's size, mtime and mode come from
-    ``fstat`` of the open source, which is checked again once ``size`` bytes moved: a source
-    written meanwhile (grown, shrunk or rewritten) raises SourceChangedError, so what is
-    published is the consistent version of the file it describes. Before closing, sets the
-    mtime / mode (when asked) on the descriptor and checks with ``fstat`` that the staged
-    file holds every byte written (raises VerificationError). Returns
-    ``(size, mtime_ns, bytes copied)``.
-    """
-    infd = open_regular(src, follow=ctx.copy_links)
+def _open_staged(ctx: StageContext, dst: str, final: str, *, readable: bool) -> int:
+    """Create the staged file ``dst``: its directory if missing (the engine made every
+    directory up front, so that is rare), and a stale one of an earlier attempt of this run
+    (same deterministic name) removed first."""
+    flags = _STAGED_FLAGS | (os.O_RDWR if readable else os.O_WRONLY)
+    path = native_path(dst)
     try:
-        st = os.fstat(infd)
-        size, mtime_ns = st.st_size, st.st_mtime_ns
-        mode = st.st_mode & 0o7777
-        with _on("destination", ctx.dst_fs, final):
+        return os.open(path, flags, 0o666)
+    except OSError:
+        pass
+    with _on("destination", ctx.dst_fs, final):
+        for _ in range(2):
             try:
-                outfd = os.open(native_path(dst), _WRITE_FLAGS, 0o666)
+                return os.open(path, flags, 0o666)
             except FileNotFoundError:
-                os.makedirs(native_path(os.path.dirname(dst)), exist_ok=True)
-                outfd = os.open(native_path(dst), _WRITE_FLAGS, 0o666)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except FileExistsError:
+                os.unlink(path)  # the name, never what a link there points to
+        return os.open(path, flags, 0o666)
+
+
+def _io_error(exc: OSError, src: str, final: str) -> BaseException:
+    side = "destination" if exc.errno in _DST_ERRNOS else "source"
+    return on_side(side, final if side == "destination" else src, exc)
+
+
+def _read_upto(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from the start of ``fd``; fewer only at the end of the file."""
+    data = os.read(fd, n)
+    if 0 < len(data) < n:  # a short read (network file systems): read on to ``n`` or EOF
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = os.read(fd, n - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_local(ctx: StageContext, task: Task, src: str, dst: str, *, final: str,
+                set_mtime: bool, set_mode: bool) -> tuple[int, int, int, int | None, bool]:
+    """Local -> local copy of one file to its staged name ``dst``, on raw descriptors.
+
+    A file up to SMALL_FILE bytes is read once (asking one byte more than it had, to see it
+    grow), its CRC32C computed from the bytes in hand, and written once; a bigger one is
+    copied by the kernel (copy_file_range, else sendfile) and gets no checksum here. With
+    ``ctx.verify`` a small staged copy is read back and its CRC32C compared (raises
+    VerificationError); a big one is left to the caller to verify.
+
+    The source's size, mtime and mode come from ``fstat`` of the open source (opened with
+    O_NOFOLLOW unless ``--copy-links``), checked again once the bytes moved: a source
+    written meanwhile (grown, shrunk or rewritten) raises SourceChangedError, so what is
+    published is the consistent version of the file it describes. Sets the mtime / mode
+    (when asked) on the descriptor and checks with ``fstat`` that the staged file holds
+    every byte written. Returns ``(size, mtime_ns, bytes moved, crc32c or None, verified)``.
+    """
+    infd, st = open_regular_stat(src, follow=ctx.copy_links)
+    try:
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        small = size <= SMALL_FILE
+        readback = small and ctx.verify
+        outfd = _open_staged(ctx, dst, final, readable=readback)
+        crc_value: int | None = None
+        verified = False
         try:
-            done = 0
-            step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
-            while done < size or size == 0:
-                try:
-                    n = os.copy_file_range(infd, outfd, step)
-                except OSError:
-                    try:
-                        n = os.sendfile(outfd, infd, None, step)
-                    except OSError as exc:
-                        side = "destination" if exc.errno in _DST_ERRNOS else "source"
-                        raise on_side(side, final or dst if side == "destination" else src,
-                                      exc) from exc
-                if n == 0:
-                    break
-                done += n
-                if ctx.throttle:
-                    ctx.throttle.consume(n)  # charge what moved, after the fact
-                ctx.progress.on_bytes(n)
+            try:
+                if small:
+                    data = _read_upto(infd, size + 1)
+                    done = len(data)
+                    if done == size:  # else the source changed: refused below
+                        _write_all(outfd, data)
+                    crc_value = crc.extend(0, data)
+                    if ctx.throttle:
+                        ctx.throttle.consume(done)
+                    ctx.progress.on_bytes(done)
+                else:
+                    done = _kernel_copy(ctx, infd, outfd, size)
+            except OSError as exc:
+                raise _io_error(exc, src, final) from exc
             after = os.fstat(infd)
             if done != size or after.st_size != size or after.st_mtime_ns != mtime_ns:
                 raise SourceChangedError(f"source changed during copy: {task.rel}")
+            if readback:
+                again = _read_back(outfd, size + 1)
+                if len(again) != size or crc.extend(0, again) != crc_value:
+                    raise VerificationError(f"staged copy of {task.rel}: checksum mismatch on "
+                                            f"re-read")
+                verified = True
+            elif os.fstat(outfd).st_size != done:
+                raise VerificationError(f"staged copy {dst}: wrote {done} bytes, found "
+                                        f"{os.fstat(outfd).st_size}")
             if set_mtime:
                 os.utime(outfd, ns=(mtime_ns, mtime_ns))
             if set_mode:
-                os.fchmod(outfd, mode)
-            staged = os.fstat(outfd).st_size
-            if staged != done:
-                raise VerificationError(f"staged copy {dst}: wrote {done} bytes, found {staged}")
+                os.fchmod(outfd, st.st_mode & 0o7777)
         finally:
             os.close(outfd)
     finally:
         os.close(infd)
-    return size, mtime_ns, done
+    return size, mtime_ns, done, crc_value, verified
+
+
+def _read_back(fd: int, n: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _read_upto(fd, n)
+
+
+def _kernel_copy(ctx: StageContext, infd: int, outfd: int, size: int) -> int:
+    """Copy ``infd`` to ``outfd`` in the kernel; returns the bytes moved."""
+    done = 0
+    step = max(ctx.chunk_size, 64 << 20) if not ctx.throttle else ctx.chunk_size
+    while done < size or size == 0:
+        try:
+            n = os.copy_file_range(infd, outfd, step)
+        except OSError:
+            n = os.sendfile(outfd, infd, None, step)
+        if n == 0:
+            break
+        done += n
+        if ctx.throttle:
+            ctx.throttle.consume(n)  # charge what moved, after the fact
+        ctx.progress.on_bytes(n)
+    return done
 
 
 def _stage_file(task: Task, ctx: StageContext) -> Outcome:
-    src = ctx.src_path(task.rel)
-    final = ctx.dst_path(task.rel)
-    tmp = ctx.staged_path(task.rel)
+    src, final, tmp = ctx.paths(task)
     dst_fs = ctx.dst_fs
     crc_value: int | None = None
-    if tmp is not None and local_pair(ctx.src_fs, ctx.dst_fs) and not ctx.verify:
-        # size verified (not content: Outcome.verified stays False); the source's stat, and
-        # the times and mode set on the staged copy, all through the open descriptors
+    if tmp is not None and local_pair(ctx.src_fs, dst_fs):
+        # the source's stat, and the times and mode set on the staged copy, all through the
+        # open descriptors; verified by CRC32C where asked (small files here, big ones below)
         caps = dst_fs.capabilities
         try:
-            size0, mtime0, written = _copy_local_fast(
+            size0, mtime0, written, crc_value, verified = _copy_local(
                 ctx, task, src, tmp, final=final,
                 set_mtime="times" in ctx.preserve and caps.can_set_mtime,
                 set_mode="perms" in ctx.preserve and caps.can_set_mode)
-            _check_not_being_written(ctx, task)
-            attrs = _source_attrs(ctx, task)
-            if attrs:
-                dst_fs.set_attributes(tmp, attrs)
+            if ctx.verify and not verified:
+                crc_value = crc.file_crc32c(ctx.src_fs, src, ctx.chunk_size)
+                verified = _verify_staged(ctx, tmp, size0, crc_value, task.rel)
+                _check_unchanged(ctx, task, size0, size0, mtime0)
+            if ctx.attr_kinds:
+                attrs = _source_attrs(ctx, task)
+                if attrs:
+                    dst_fs.set_attributes(tmp, attrs)
         except BaseException:
             _quiet_delete(dst_fs, tmp)
             raise
-        return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0, tmp=tmp,
-                       bytes_moved=written)
+        return Outcome(task.seq, task.rel, ok=True, size=size0, mtime_ns=mtime0,
+                       checksum=crc.format_crc32c(crc_value) if crc_value is not None else None,
+                       crc=crc_value, tmp=tmp, bytes_moved=written, verified=verified)
     size0, mtime0, mode0 = _source_stat(ctx, task)
     mode = mode0 if mode0 is not None else task.mode
     try:

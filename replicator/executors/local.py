@@ -4,6 +4,11 @@ Small files are handed to the pool in small groups (one pool job stages several 
 one after the other) and every outcome comes back through one queue as soon as it is
 ready: per-file ``Future`` objects and ``wait()`` over all in-flight futures cost more
 than copying a 4 KiB file.
+
+Between two local paths, a bin of small files (up to ``SMALL_FILE`` bytes each) is staged
+in the calling thread instead: each is a handful of system calls of a few microseconds,
+and threads only take turns at the interpreter lock around them (measured on 2 cores: the
+pool spent more CPU than the copies, in lock hand-offs, for no gain in wall time).
 """
 
 from __future__ import annotations
@@ -16,16 +21,21 @@ from concurrent.futures import ThreadPoolExecutor
 from replicator.errors import DeadlineExceeded
 from replicator.executors.base import Executor
 from replicator.plan import make_bins
-from replicator.transfer import Outcome, StageContext, Task, stage
+from replicator.transfer import SMALL_FILE, Outcome, StageContext, Task, local_pair, stage
 
 GROUP_FILES = 16  # files per pool job at most
 GROUP_BYTES = 4 << 20  # and bytes per pool job at most (a bigger task gets a job of its own)
 
 
-def _groups(bins: Iterator[list[Task]]) -> Iterator[list[Task]]:
-    """Each bin cut into pool jobs by the same rule that makes bins (files and bytes)."""
+def _groups(bins: Iterator[list[Task]], inline: bool) -> Iterator[tuple[bool, list[Task]]]:
+    """``(in the calling thread, tasks)``: a bin of small local files whole, any other bin
+    cut into pool jobs by the same rule that makes bins (files and bytes)."""
     for b in bins:
-        yield from make_bins(b, bin_bytes=GROUP_BYTES, bin_files=GROUP_FILES)
+        if inline and all(t.part is None and t.size <= SMALL_FILE for t in b):
+            yield True, b
+        else:
+            for group in make_bins(b, bin_bytes=GROUP_BYTES, bin_files=GROUP_FILES):
+                yield False, group
 
 
 class _Failed:
@@ -45,7 +55,7 @@ class LocalExecutor(Executor):
         self.workers = workers
 
     def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome]:
-        groups = _groups(bins)
+        groups = _groups(bins, inline=local_pair(ctx.src_fs, ctx.dst_fs))
         results: queue.SimpleQueue = queue.SimpleQueue()
         limit = self.workers * 2  # pool jobs handed out and not finished: bounded look-ahead
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="copy")
@@ -67,10 +77,17 @@ class LocalExecutor(Executor):
             exhausted = False
             while True:
                 while not exhausted and jobs < limit:
-                    group = next(groups, None)  # pulled from the calling thread: journals the bin
-                    if group is None:
+                    found = next(groups, None)  # pulled from the calling thread: journals the bin
+                    if found is None:
                         exhausted = True
                         break
+                    here, group = found
+                    if here:
+                        for task in group:
+                            if ctx.past_deadline():
+                                break  # not started: the report lists it as not done
+                            yield stage(task, ctx)
+                        continue
                     pool.submit(job, group)
                     jobs += 1
                 if not jobs:

@@ -127,6 +127,11 @@ def open_regular(path: str, *, follow: bool = True) -> int:
     the listing would block ``open()`` forever (O_NONBLOCK returns at once; devices and
     sockets are refused the same way by the ``fstat`` check). Without ``follow`` a symlink
     put in the file's place is refused (O_NOFOLLOW). Raises SourceReadError."""
+    return open_regular_stat(path, follow=follow)[0]
+
+
+def open_regular_stat(path: str, *, follow: bool = True) -> tuple[int, os.stat_result]:
+    """:func:`open_regular`, and the ``fstat`` of the open file it checked."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
     try:
         fd = os.open(native_path(path), flags if follow else flags | os.O_NOFOLLOW)
@@ -143,7 +148,7 @@ def open_regular(path: str, *, follow: bool = True) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 class _LocalWriter(Writer):
@@ -198,7 +203,11 @@ class LocalFileSystem(FileSystem):
         return path
 
     def join(self, root: str, rel: str) -> str:
-        return os.path.join(root, rel) if rel else root
+        if not rel:
+            return root
+        if rel[0] == "/":
+            return rel  # as os.path.join (the engine's rel paths are never absolute)
+        return root + rel if root[-1:] == "/" else root + "/" + rel
 
     def real_path(self, path: str) -> str:
         return text_path(os.path.realpath(native_path(path)))

@@ -111,7 +111,7 @@ def test_throttle_limits_rate() -> None:
 def test_fast_copy_charges_the_throttle_for_bytes_moved_only(tmp_path) -> None:
     # regression: the kernel-copy path charged a whole 64 MiB step per file up front,
     # so --bandwidth made thousands of small files crawl
-    from replicator.transfer import Task, _copy_local_fast
+    from replicator.transfer import SMALL_FILE, Task, _copy_local
 
     class Counting(Throttle):
         def __init__(self) -> None:
@@ -123,14 +123,15 @@ def test_fast_copy_charges_the_throttle_for_bytes_moved_only(tmp_path) -> None:
 
     fs = LocalFileSystem()
     src = tmp_path / "a"
-    src.write_bytes(b"x" * 1000)
-    ctx = StageContext(fs, str(tmp_path), fs, str(tmp_path), "r", throttle=Counting())
-    task = Task(0, "a", "copy", 1000, 0, None, None)
-    size, _mtime, moved = _copy_local_fast(ctx, task, str(src), str(tmp_path / "b"),
-                                           final=str(tmp_path / "b"), set_mtime=False,
-                                           set_mode=False)
-    assert size == moved == 1000
-    assert ctx.throttle.charged == 1000
+    for n in (1000, SMALL_FILE + 1000):  # read-write path, kernel-copy path
+        src.write_bytes(b"x" * n)
+        ctx = StageContext(fs, str(tmp_path), fs, str(tmp_path), "r", throttle=Counting())
+        task = Task(0, "a", "copy", n, 0, None, None)
+        size, _mtime, moved, _crc, _ok = _copy_local(ctx, task, str(src), str(tmp_path / f"b{n}"),
+                                                     final=str(tmp_path / f"b{n}"),
+                                                     set_mtime=False, set_mode=False)
+        assert size == moved == n
+        assert ctx.throttle.charged == n
 
 
 @pytest.mark.parametrize("skip_temporary", [True, False])

@@ -1,0 +1,92 @@
+"""The local -> local staging path (transfer._copy_local): one read and one write for small
+files, the kernel copy for big ones; what it must refuse either way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import google_crc32c
+import pytest
+
+from replicator import transfer
+from replicator.filesystems.local import LocalFileSystem
+from replicator.transfer import SMALL_FILE, StageContext, Task, stage
+
+SIZES = [0, 5000, SMALL_FILE + 4096]  # empty, read-write path, kernel-copy path
+
+
+def _ctx(tmp_path: Path, **kw) -> StageContext:
+    fs = LocalFileSystem()
+    return StageContext(fs, str(tmp_path / "src"), fs, str(tmp_path / "dst"), "run1", **kw)
+
+
+def _source(tmp_path: Path, n: int) -> Task:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    data = os.urandom(n)
+    (tmp_path / "src" / "f.bin").write_bytes(data)
+    st = (tmp_path / "src" / "f.bin").stat()
+    return Task(0, "f.bin", "copy", st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("verify", [False, True])
+def test_staged_copy_has_the_bytes_times_and_crc32c(tmp_path: Path, n: int, verify: bool) -> None:
+    task = _source(tmp_path, n)
+    out = stage(task, _ctx(tmp_path, verify_checksum=verify))
+    assert out.ok, out.error
+    staged = Path(out.tmp)
+    assert staged.name.startswith(".rtmp-run1-") and staged.parent == tmp_path / "dst"
+    data = (tmp_path / "src" / "f.bin").read_bytes()
+    assert staged.read_bytes() == data
+    assert staged.stat().st_mtime_ns == task.mtime_ns
+    assert out.verified is verify
+    if n <= SMALL_FILE or verify:  # small files: CRC32C of the bytes in hand, recorded
+        assert out.checksum == f"crc32c:{google_crc32c.value(data):08x}"
+    else:
+        assert out.checksum is None
+    assert not (tmp_path / "dst" / "f.bin").exists()  # published by the driver, not here
+
+
+@pytest.mark.parametrize("n", SIZES[1:])
+def test_a_source_written_during_the_copy_is_refused_and_nothing_staged_stays(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    task = _source(tmp_path, n)
+    real = transfer.open_regular_stat
+
+    def open_then_append(path: str, *, follow: bool = True):
+        fd, st = real(path, follow=follow)
+        with open(path, "ab") as f:  # another writer, between our fstat and our read
+            f.write(b"more")
+        return fd, st
+
+    monkeypatch.setattr(transfer, "open_regular_stat", open_then_append)
+    out = stage(task, _ctx(tmp_path, retries=0))
+    assert not out.ok and "changed during copy" in (out.error or ""), out.error
+    assert out.side == "source"
+    assert list((tmp_path / "dst").iterdir()) == []
+
+
+def test_a_link_planted_at_the_staged_name_is_not_written_through(tmp_path: Path) -> None:
+    task = _source(tmp_path, 100)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    ctx = _ctx(tmp_path)
+    staged = Path(ctx.staged_path(task.rel))
+    staged.symlink_to(victim)  # an earlier attempt's name, or someone's trap
+    out = stage(task, ctx)
+    assert out.ok, out.error
+    assert victim.read_bytes() == b"keep me"
+    assert not staged.is_symlink() and staged.read_bytes() == (tmp_path / "src" / "f.bin").read_bytes()
+
+
+def test_a_source_replaced_by_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    task = _source(tmp_path, 100)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s")
+    (tmp_path / "src" / "f.bin").unlink()
+    (tmp_path / "src" / "f.bin").symlink_to(secret)
+    out = stage(task, _ctx(tmp_path, retries=0))
+    assert not out.ok and "symlink" in (out.error or "")
+    assert list((tmp_path / "dst").iterdir()) == []
