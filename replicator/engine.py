@@ -234,6 +234,7 @@ class _Run:
         self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
         self._snap_changes: list[int] = []
         self._dst_listed = True
+        self._settled = 0  # unchanged files the ordered listing settled against the manifest
         self._replaced: set[str] = set()  # destination paths of the other kind, removed
 
     def _refuse_overlap(self) -> None:
@@ -366,29 +367,38 @@ class _Run:
 
     def _run(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         opts, report = self.opts, self.report
-        # 1. list the source
         stats = ListingStats()
         lister = walk if self.listed is None else functools.partial(
             walk_listed, listed=self.listed, list_name=opts.files_from)
         if opts.snapshot_diff and not opts.dry_run:
             lister = self._snapshot_lister(store, pair_id) or lister  # reads from the snapshot
-        scratch.load_listing("src", lister(
-            self.src_fs, self.src_root, self.filter, min_age_s=opts.min_age_s,
-            max_age_s=opts.max_age_s, copy_links=opts.copy_links, workers=opts.listing_workers,
-            on_error=self._listing_error, stats=stats,
-            exclude_root_names=self.own_names))
+        # the destination is listed when the manifest cannot stand for it
+        dst_listed = (opts.delete or pair_id < 0 or not store.has_records(pair_id)
+                      or self._replica_lost(store, pair_id))
+        self._dst_listed = dst_listed
+        listing = dict(min_age_s=opts.min_age_s, max_age_s=opts.max_age_s,
+                       copy_links=opts.copy_links, workers=opts.listing_workers,
+                       on_error=self._listing_error, stats=stats, exclude_root_names=self.own_names)
+        # 1+2. list the source against the manifest. The common re-sync (the manifest stands
+        # for the destination, no checksums, a plain listing) merges the two in one ordered
+        # pass and leaves the paths the manifest settles out of the scratch tables altogether
+        settling = not dst_listed and lister is walk and not self.chain and not opts.checksum
+        if settling:
+            if self.src_fs.capabilities.host_paths:
+                listing["workers"] = 0  # no round trips to overlap: threads only cost
+            with store.manifest_scan(pair_id) as recorded, store.guard():
+                self._settled = scratch.load_settling(
+                    walk(self.src_fs, self.src_root, self.filter, ordered=True, **listing), recorded)
+        else:
+            scratch.load_listing("src", lister(self.src_fs, self.src_root, self.filter, **listing))
+            if pair_id >= 0:
+                store.snapshot_manifest(pair_id, scratch)
         if self._snap is not None:
             self.report.snapshot = self._snap.report(self._snap_changes[0] if self._snap_changes
                                                      else None)
         report.files_listed, report.bytes_listed = stats.files, stats.bytes
         report.files_held_back, report.symlinks_skipped = stats.held_back, stats.symlinks_skipped
         report.files_too_old = stats.too_old
-        # 2. the manifest; the destination listed when the manifest cannot stand for it
-        if pair_id >= 0:
-            store.snapshot_manifest(pair_id, scratch)
-        dst_listed = (opts.delete or pair_id < 0 or not store.has_records(pair_id)
-                      or self._replica_lost(scratch))
-        self._dst_listed = dst_listed
         dst_files = 0
         if dst_listed:
             dst_stats = ListingStats()
@@ -451,7 +461,7 @@ class _Run:
         if opts.marker and report.ok:
             self._write_marker(store, pair_id)
 
-    def _replica_lost(self, scratch: Scratch) -> bool:
+    def _replica_lost(self, store: StateStore, pair_id: int) -> bool:
         """Whether the destination still looks like what the manifest describes: its root
         exists and a random sample of recorded files is there at the recorded size (a few
         requests per run). When not (a missing mount, a replaced disk, a wiped prefix), the
@@ -460,7 +470,7 @@ class _Run:
             log.warning("destination %s is missing: listing it instead of trusting the manifest",
                         self.report.destination)
             return True
-        for rel, size in scratch.sample_manifest_files(REPLICA_SAMPLE):
+        for rel, size in store.sample_files(pair_id, REPLICA_SAMPLE):
             info = self.dst_fs.stat(self.dst_fs.join(self.dst_root, rel))
             if info is None or info.kind != FILE or info.size != size:
                 log.warning("destination %s lost %s since it was recorded: listing the "
@@ -575,7 +585,7 @@ class _Run:
                 rows = []
         if rows:
             scratch.add_work(rows)
-        counts["skip"] += sum(settled)
+        counts["skip"] += sum(settled) + self._settled
         self.report.files_skipped = counts["skip"]
         self.report.held_unrecorded = counts["held_unrecorded"]
         if dst_listed and not self.opts.dry_run:

@@ -6,12 +6,13 @@ write them to the state store without ever holding the whole tree.
 
 from __future__ import annotations
 
+import bisect
 import queue
 import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from replicator.errors import UsageError
@@ -134,6 +135,7 @@ def walk(
     exclude_root_names: frozenset[str] = frozenset(),
     now_ns: int | None = None,
     links: bool = False,
+    ordered: bool = False,
 ) -> Iterator[list[Entry]]:
     """Yield batches of entries under ``root`` (the root itself excluded).
 
@@ -144,7 +146,8 @@ def walk(
     destination's listing) a symlink is listed as a ``LINK`` entry and never followed: it is
     something in the way of a copy, never a directory to write through.
     ``workers=0`` lists in the calling thread (no thread pool: cheaper for the many small
-    trees a change sensor fingerprints). Raises UsageError if ``root`` is missing or not a
+    trees a change sensor fingerprints). With ``ordered``, the batches come in path order
+    (see :func:`_ordered`), for a one-pass merge with the manifest. Raises UsageError if ``root`` is missing or not a
     directory.
     """
     stats = stats if stats is not None else ListingStats()
@@ -251,6 +254,36 @@ def walk(
         out.bytes += nbytes
         return out
 
+    def absorb(path: str, listed: _Listed | None, exc: BaseException | None) -> _Listed | None:
+        """Count one directory's listing into ``stats`` and report its errors; None when
+        the directory could not be listed (vanished, or unreadable: reported, skipped)."""
+        if exc is not None:
+            if isinstance(exc, FileNotFoundError):
+                if path == root:
+                    raise UsageError(f"source not found: {fs.uri(root)}") from None
+                return None  # vanished while listing
+            if not isinstance(exc, Exception):
+                raise exc
+            stats.errors += 1  # unreadable directory: report, go on
+            if on_error:
+                on_error(_rel(root, path) or ".", exc)
+            return None
+        assert listed is not None
+        stats.files += listed.files
+        stats.bytes += listed.bytes
+        stats.held_back += listed.held_back
+        stats.too_old += listed.too_old
+        stats.symlinks_skipped += listed.symlinks_skipped
+        stats.dirs += len(listed.subdirs)
+        if on_error:
+            for rel, err in listed.errors:
+                on_error(rel, err)
+        return listed
+
+    if ordered:
+        yield from _ordered(list_one, absorb, (root, "", root_ancestors), workers)
+        return
+
     # completions come back through one queue: wait() over thousands of pending
     # directory futures costs more than listing a small directory
     results: queue.SimpleQueue = queue.SimpleQueue()
@@ -275,29 +308,83 @@ def walk(
                 outstanding += 1
             path, listed, exc = results.get()
             outstanding -= 1
-            if exc is not None:
-                if isinstance(exc, FileNotFoundError):
-                    if path == root:
-                        raise UsageError(f"source not found: {fs.uri(root)}") from None
-                    continue  # vanished while listing
-                if not isinstance(exc, Exception):
-                    raise exc
-                stats.errors += 1  # unreadable directory: report, go on
-                if on_error:
-                    on_error(_rel(root, path) or ".", exc)
+            listed = absorb(path, listed, exc)
+            if listed is None:
                 continue
-            stats.files += listed.files
-            stats.bytes += listed.bytes
-            stats.held_back += listed.held_back
-            stats.too_old += listed.too_old
-            stats.symlinks_skipped += listed.symlinks_skipped
-            stats.dirs += len(listed.subdirs)
-            if on_error:
-                for rel, err in listed.errors:
-                    on_error(rel, err)
             todo.extend(listed.subdirs)
             if listed.batch:
                 yield listed.batch
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _entry_rel(e: Entry) -> str:
+    return e.rel
+
+
+def _below(subdir: tuple[str, str, frozenset]) -> str:
+    return subdir[1] + "/"
+
+
+def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | None],
+             top: tuple[str, str, frozenset], workers: int) -> Iterator[list[Entry]]:
+    """:func:`walk`'s batches in path order (code point order of ``rel``, as a B-tree of
+    paths keeps them): depth first, a directory's descendants coming where ``name + "/"``
+    sorts among its siblings' names. With ``workers``, the next ``workers`` subdirectories
+    of each directory on the way down are listed ahead in threads (a remote file system's
+    round trips overlap); with 0, each is listed when its turn comes."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") if workers > 0 else None
+
+    def start(sub: tuple[str, str, frozenset]) -> tuple[str, Future | tuple]:
+        if pool is None:
+            return sub[0], sub
+        return sub[0], pool.submit(list_one, *sub)
+
+    def finish(started: tuple[str, Future | tuple]) -> _Listed | None:
+        path, job = started
+        try:
+            listed = job.result() if isinstance(job, Future) else list_one(*job)
+        except BaseException as exc:
+            return absorb(path, None, exc)
+        return absorb(path, listed, None)
+
+    # a frame per directory on the way down: [entries, next entry, subdirs, next subdir,
+    # subdirs listed ahead]
+    stack: list[list] = []
+
+    def push(listed: _Listed | None) -> None:
+        if listed is None:
+            return
+        # a subdirectory's descendants sort by "name/": "b.d/f" comes before "b/c"
+        subdirs = sorted(listed.subdirs, key=_below) if len(listed.subdirs) > 1 else listed.subdirs
+        frame = [listed.batch, 0, subdirs, 0, deque()]
+        ahead(frame)
+        stack.append(frame)
+
+    def ahead(frame: list) -> None:
+        subdirs, pending = frame[2], frame[4]
+        while pool is not None and len(pending) < workers and frame[3] + len(pending) < len(subdirs):
+            pending.append(start(subdirs[frame[3] + len(pending)]))
+
+    try:
+        push(finish(start(top)))
+        while stack:
+            frame = stack[-1]
+            batch, pos, subdirs, nsub, pending = frame
+            if nsub < len(subdirs):
+                end = bisect.bisect_left(batch, subdirs[nsub][1] + "/", pos, key=_entry_rel)
+                if end > pos:
+                    yield batch[pos:end]
+                    frame[1] = end
+                started = pending.popleft() if pending else start(subdirs[nsub])
+                frame[3] = nsub + 1
+                ahead(frame)
+                push(finish(started))
+            else:
+                if pos < len(batch):
+                    yield batch[pos:] if pos else batch
+                stack.pop()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -65,6 +65,10 @@ class StateStore:
     def _executemany(self, sql: str, rows: list[tuple]) -> None:
         raise NotImplementedError
 
+    def _execute_streamed(self, sql: str, args: tuple) -> Any:
+        """Run one query whose rows the caller fetches in parts (a lazy cursor)."""
+        return self._execute(sql, args)
+
     def _begin(self) -> None:
         raise NotImplementedError
 
@@ -210,6 +214,31 @@ class StateStore:
     def snapshot_manifest(self, pair_id: int, scratch: Any) -> None:
         """Copy the pair's manifest into ``scratch`` (its ``manifest`` table) for the diff."""
         scratch.load_manifest(self.manifest_rows(pair_id))
+
+    #: ``ORDER BY`` of :meth:`manifest_scan`: code point order, as Python compares strings
+    SCAN_ORDER = "path"
+
+    @contextlib.contextmanager
+    def manifest_scan(self, pair_id: int) -> Iterator[Iterable[tuple]]:
+        """The pair's manifest rows ``(path, kind, size, mtime_ns, checksum, copied_at)``,
+        streamed (never all in memory) in code point order of ``path``, the order of
+        :func:`replicator.listing.walk` with ``ordered=True``, so one pass merges the two.
+        The rows are the driver's own cursor (no Python layer per row): iterate them inside
+        :meth:`guard`."""
+        with self.guard():
+            cur = self._execute_streamed(self.sql(
+                "SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} WHERE pair_id=? "
+                f"ORDER BY {self.SCAN_ORDER}"), (pair_id,))
+        try:
+            yield cur
+        finally:
+            with contextlib.suppress(*self.ERRORS):
+                cur.close()
+
+    def sample_files(self, pair_id: int, n: int) -> list[tuple[str, int]]:
+        """``(path, size)`` of up to ``n`` recorded files of known size, at random."""
+        return self._all("SELECT path, size FROM {files} WHERE pair_id=? AND kind='f' AND size >= 0 "
+                         "ORDER BY random() LIMIT ?", (pair_id, n))
 
     def commit(self, pair_id: int, *, record: Iterable[ManifestRow] = (), forget: Iterable[str] = (),
                clear: Iterable[str] = ()) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
+from replicator.filesystems.base import DIR, FILE
+
 LISTING_COLUMNS = ("path TEXT PRIMARY KEY, kind TEXT, size INTEGER, mtime_ns INTEGER, mode INTEGER, "
                    "checksum TEXT, version TEXT, held INTEGER")
 MANIFEST_COLUMNS = ("path TEXT PRIMARY KEY, kind TEXT, size INTEGER, mtime_ns INTEGER, checksum TEXT, "
@@ -82,6 +84,63 @@ class Scratch:
         if buf:
             self.add_listing(name, buf)
 
+    def load_settling(self, batches: Iterable[list], manifest: Iterable[tuple]) -> int:
+        """Merge a source listing in path order (``walk(..., ordered=True)``) with the
+        manifest in the same order (:meth:`StateStore.manifest_scan`), leaving out of both the
+        ``src`` and the ``manifest`` tables every path the manifest settles (what
+        :meth:`_settled` accepts without a destination listing: not held, same kind, and for
+        a file the same size and exact mtime). Everything else goes in as
+        :meth:`load_listing` and :meth:`load_manifest` would put it, so the join of
+        :meth:`decision_rows` decides it. Returns the number of files settled.
+
+        A no-op re-sync so writes no row at all: the settled paths never leave this loop.
+        Should the two orders ever disagree (a name Python and the store sort differently),
+        the unmatched rows go in on both sides and the join still pairs them: only slower."""
+        self.new_listing("src")
+        self.db.execute("DELETE FROM manifest")
+        rows = iter(manifest)
+        src: list[tuple] = []
+        man: list[tuple] = []
+        settled = 0
+        m = next(rows, None)
+        for batch in batches:
+            for e in batch:
+                rel = e.rel
+                while m is not None and m[0] < rel:
+                    man.append(m)  # recorded, gone from the source (or listed out of order)
+                    m = next(rows, None)
+                if m is not None and m[0] == rel:
+                    if not e.held and m[1] == e.kind and (e.kind == DIR or (
+                            m[2] == e.size and m[3] == e.mtime_ns)):
+                        settled += e.kind == FILE
+                    else:
+                        src.append(e.row())
+                        man.append(m)
+                    m = next(rows, None)
+                else:
+                    src.append(e.row())
+            if len(src) >= BATCH:
+                self.add_listing("src", src)
+                src = []
+            if len(man) >= BATCH:
+                self._add_manifest(man)
+                man = []
+        while m is not None:
+            man.append(m)
+            if len(man) >= BATCH:
+                self._add_manifest(man)
+                man = []
+            m = next(rows, None)
+        if src:
+            self.add_listing("src", src)
+        if man:
+            self._add_manifest(man)
+        return settled
+
+    def _add_manifest(self, rows: list[tuple]) -> None:
+        with self._batch() as db:
+            db.executemany("INSERT OR REPLACE INTO manifest VALUES (?,?,?,?,?,?)", rows)
+
     # ------------------------------------------------------------------ manifest snapshot
     def load_manifest(self, rows: Iterable[tuple]) -> None:
         """Rows ``(path, kind, size, mtime_ns, checksum, copied_at)``."""
@@ -118,11 +177,6 @@ class Scratch:
         return self.db.execute(
             "SELECT path, kind FROM manifest m WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.path = m.path) "
             "AND NOT EXISTS (SELECT 1 FROM dst d WHERE d.path = m.path)").fetchall()
-
-    def sample_manifest_files(self, n: int) -> list[tuple[str, int]]:
-        """``(path, size)`` of up to ``n`` recorded files of known size, at random."""
-        return self.db.execute("SELECT path, size FROM manifest WHERE kind = 'f' AND size >= 0 "
-                               "ORDER BY random() LIMIT ?", (n,)).fetchall()
 
     # ------------------------------------------------------------------ the diff join
     @staticmethod

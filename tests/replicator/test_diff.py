@@ -99,3 +99,43 @@ def test_bulk_settled_rows_are_exactly_skips_with_nothing_to_record(dst_listed, 
         if dst_listed:
             assert dst is not None and dst[0] == kind
     assert settled == [sum(1 for p in left_out if every[p].kind == "f")]
+
+
+@pytest.mark.parametrize("manifest_order", ["path", "reversed"])
+def test_settling_merge_leaves_out_exactly_the_settled_rows(manifest_order) -> None:
+    """:meth:`Scratch.load_settling` (the ordered listing merged with the manifest in one
+    pass) decides every path as loading both sides in full does: the paths it leaves out
+    of the scratch tables are the ones the bulk filter settles, its count is theirs, and
+    the stale manifest rows are the same. A manifest in another order than the listing
+    (two sorts that disagree) changes only what is left out, never a decision."""
+    from replicator.diff import iter_decisions
+    from replicator.listing import Entry
+    from replicator.state.scratch import Scratch
+
+    cases = [c for c in _scratch_cases() if c[2] is None]  # no destination listing
+    entries = [Entry(f"p{i:04d}", k, size, m, None, None, None, bool(held))
+               for i, ((k, size, m, held), _r, _d) in enumerate(cases)]
+    manifest = [(f"p{i:04d}", *r, None, 0.0) for i, (_s, r, _d) in enumerate(cases) if r is not None]
+    manifest += [("p9999-gone", "f", 3, S, None, 0.0), ("o-gone-first", "f", 3, S, None, 0.0)]
+    manifest.sort()
+    kw = {"dst_listed": False, "checksum": False, "precision_ns": 1, "delete": False}
+    with Scratch() as full:
+        full.load_listing("src", [entries[:7], entries[7:]])
+        full.load_manifest(manifest)
+        every = {d.rel: d for d in iter_decisions(full, **kw)}
+        stale = sorted(full.stale_manifest_entries())
+    with Scratch() as merged:
+        order = manifest if manifest_order == "path" else manifest[::-1]
+        settled = merged.load_settling([entries[:7], entries[7:]], iter(order))
+        bulk: list[int] = []
+        got = {d.rel: d for d in iter_decisions(merged, **kw, settled=bulk)}
+        assert sorted(merged.stale_manifest_entries()) == stale == [
+            ("o-gone-first", "f"), ("p9999-gone", "f")]
+    left_out = set(every) - set(got)
+    assert all(got[p] == every[p] for p in got)
+    assert all(every[p].action is Action.SKIP for p in left_out)
+    files_left_out = sum(1 for p in left_out if every[p].kind == "f")
+    if manifest_order == "path":
+        assert left_out and settled == files_left_out and bulk == [0]
+    else:  # nothing matched in the merge: the join settles them instead
+        assert settled == 0 and bulk == [files_left_out]

@@ -147,3 +147,24 @@ def test_listing_name_test_agrees_with_the_filter(skip_temporary: bool) -> None:
              "data.TMP", "tmp", ".inprogress.x", "ünï.tmp", "ünï"]
     for name in names:
         assert keep(name) == flt.keep_file(f"d/{name}") == flt.keep_file(name), name
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_ordered_walk_lists_in_path_order(tmp_path, workers) -> None:
+    """``walk(..., ordered=True)`` yields every entry the plain walk does, in the code
+    point order of the relative paths (the manifest's B-tree order), where a directory's
+    descendants sort as ``name + "/"`` among names like ``a-b``, ``a.txt`` and ``a0``."""
+    from replicator.filesystems.local import LocalFileSystem
+    from replicator.filters import Filter
+    from replicator.listing import walk
+
+    for rel in ["a/x", "a/y/z", "a/y-1", "a-b", "a.txt", "a0", "b/c/d/e", "b/c-d", "b.d/f",
+                "é/1", "e", "Z", "x._COPYING_"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"1")
+    (tmp_path / "empty").mkdir()
+    fs = LocalFileSystem()
+    got = [e.rel for b in walk(fs, str(tmp_path), Filter(), workers=workers, ordered=True) for e in b]
+    plain = [e.rel for b in walk(fs, str(tmp_path), Filter(), workers=workers) for e in b]
+    assert got == sorted(plain) and len(got) == len(set(got))
+    assert "x._COPYING_" not in got and "empty" in got and "a/y/z" in got
