@@ -213,10 +213,8 @@ class StateStore:
 
     def snapshot_manifest(self, pair_id: int, scratch: Any) -> None:
         """Copy the pair's manifest into ``scratch`` (its ``manifest`` table) for the diff."""
-        scratch.load_manifest(self.manifest_rows(pair_id))
-
-    #: ``ORDER BY`` of :meth:`manifest_scan`: code point order, as Python compares strings
-    SCAN_ORDER = "path"
+        with self.manifest_scan(pair_id) as rows, self.guard():
+            scratch.load_manifest(rows)
 
     @contextlib.contextmanager
     def manifest_scan(self, pair_id: int) -> Iterator[Iterable[tuple]]:
@@ -228,7 +226,7 @@ class StateStore:
         with self.guard():
             cur = self._execute_streamed(self.sql(
                 "SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} WHERE pair_id=? "
-                f"ORDER BY {self.SCAN_ORDER}"), (pair_id,))
+                "ORDER BY path"), (pair_id,))  # byte order of UTF-8 on both back ends
         try:
             yield cur
         finally:

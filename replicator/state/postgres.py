@@ -192,25 +192,12 @@ class PostgresStateStore(StateStore):
                                "ON CONFLICT (source, destination) DO NOTHING"),
                       (source, destination, time.time()))
 
-    SCAN_ORDER = 'path COLLATE "C"'  # bytes of UTF-8: code point order, whatever the database's
-
     def _execute_streamed(self, sql: str, args: tuple) -> Any:
         """A server-side cursor: the rows stream, never all in memory."""
         cur = self.conn.cursor(name=f"scan_{id(args)}", withhold=True)
         cur.itersize = 20_000
         cur.execute(sql, args)
         return cur
-
-    def snapshot_manifest(self, pair_id: int, scratch: Any) -> None:
-        with self.guard():  # a server-side cursor: the manifest streams, never all in memory
-            cur = self.conn.cursor(name=f"manifest_{pair_id}", withhold=True)
-            cur.itersize = 20_000
-            try:
-                cur.execute(self.sql("SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} "
-                                     "WHERE pair_id=?"), (pair_id,))
-                scratch.load_manifest(cur)
-            finally:
-                cur.close()
 
     # ------------------------------------------------------------------ locks
     def lock_pair(self, source: str, destination: str) -> None:

@@ -57,6 +57,11 @@ def test_pairs_manifest_and_byte_order(state_spec: str) -> None:
         rows = list(store.manifest_rows(pair))
         # path order is byte order on both back ends (the diff merges in that order)
         assert [r[0] for r in rows] == sorted(paths, key=lambda p: p.encode())
+        # the streamed scan the re-sync merges with its ordered listing: the same rows, in
+        # the order Python sorts the listing's paths
+        with store.manifest_scan(pair) as scanned, store.guard():
+            assert [tuple(r) for r in scanned] == [tuple(r) for r in rows]
+        assert [r[0] for r in rows] == sorted(paths)
         assert store.has_records(pair) and store.has_records(other)
         # upsert replaces, forget removes, other pairs untouched
         store.commit(pair, record=[("b", "f", 99, 5, "crc32c:00000001")], forget=["z"])
@@ -65,6 +70,51 @@ def test_pairs_manifest_and_byte_order(state_spec: str) -> None:
         assert [r[0] for r in store.manifest_rows(other)] == ["only-other"]
     finally:
         store.close()
+
+
+def test_resync_against_the_store_settles_the_unchanged_and_copies_the_rest(
+        state_spec: str, tmp_path: Path) -> None:
+    """The re-sync's one-pass merge of the ordered listing with the store's manifest, on
+    each back end: unchanged files are skipped with no row written, a changed and a new
+    file are copied, a file too new for --min-age is held, and a path gone from the
+    source keeps its record (no --delete)."""
+    from replicator import api
+    from replicator.options import CopyOptions
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = ["a/x", "a-x", "a.x", "b/c/d", "b.d/e", "é/f", "y"]
+    for i, rel in enumerate(names):
+        write(src / rel, f"v1 {rel}", mtime=T0 + i)
+    opts = CopyOptions(state_path=state_spec)
+    assert api.copy(str(src), str(dst), opts).files_copied == len(names)
+    store = open_store(state_spec)
+    try:
+        pair = store.find_pair(str(src.resolve()), str(dst.resolve()))
+        before = {r[0]: r for r in store.manifest_rows(pair)}
+    finally:
+        store.close()
+    noop = api.copy(str(src), str(dst), opts)
+    assert (noop.files_copied, noop.files_skipped, noop.ok) == (0, len(names), True)
+    write(src / "a.x", "v2, longer", mtime=T0 + 99)  # changed
+    write(src / "b.d/new", "new", mtime=T0 + 98)  # new
+    write(src / "z/inside", "in a new directory", mtime=T0 + 97)  # new, under a new one
+    (src / "a-x").unlink()  # gone: its record stays (no --delete)
+    write(src / "fresh", "too new")  # held by --min-age
+    rep = api.copy(str(src), str(dst), CopyOptions(state_path=state_spec, min_age_s=3600))
+    assert rep.ok, rep.failures
+    assert (rep.files_copied, rep.files_updated, rep.files_held_back) == (3, 1, 1)
+    assert rep.files_skipped == 6  # a/x, b/c/d, b.d/e, é/f, y, and the held one
+    assert (dst / "a.x").read_text() == "v2, longer" and (dst / "z/inside").is_file()
+    assert (dst / "a-x").is_file() and not (dst / "fresh").exists()
+    store = open_store(state_spec)
+    try:
+        after = {r[0]: r for r in store.manifest_rows(pair)}
+    finally:
+        store.close()
+    for rel in ["a/x", "b/c/d", "b.d/e", "é/f", "y", "a-x"]:
+        assert after[rel] == before[rel], rel  # unchanged rows are not rewritten
+    assert after["a.x"][2] == len("v2, longer") and after["z"][1] == "d" and "fresh" not in after
+    assert after["z/inside"][1] == "f" and after["b.d/new"][1] == "f"
 
 
 def test_journal_and_atomic_commit(state_spec: str) -> None:
