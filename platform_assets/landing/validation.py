@@ -14,7 +14,8 @@ whole) and the rule:
 
 An empty value is a null; types are ``string``, ``int``, ``float``, ``bool`` (true/false/1/0),
 ``date`` (YYYY-MM-DD) and ``timestamp`` (ISO 8601; without an offset: UTC), accepted exactly
-as the Parquet conversion reads them.
+as the Parquet conversion reads them (an ``int`` must fit Parquet's int64, a ``float`` a finite
+double), so a file the validation passes is one the conversion can write.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ RULE_UNIQUE = "unique"
 RULES = (RULE_COLUMNS, RULE_TYPE, RULE_MIN_ROWS, RULE_MAX_ROWS, RULE_NOT_NULL, RULE_UNIQUE)
 MAX_LISTED = 100  # violations kept per file (all are counted)
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _INT_RE = re.compile(r"^-?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -106,13 +108,19 @@ def parse_value(kind: str, value: Any) -> Any:
             isinstance(value, int) or (isinstance(value, str) and _INT_RE.match(value.strip()))
         ):
             raise ValueError(f"expected an integer, got {value!r}")
-        return int(value)
+        out = int(value)
+        if not _INT64_MIN <= out <= _INT64_MAX:  # Parquet's int64: the conversion could not
+            raise ValueError(f"expected a 64-bit integer, got {value!r}")
+        return out
     if kind == "float":
         if isinstance(value, bool) or not (
             isinstance(value, int | float) or (isinstance(value, str) and _FLOAT_RE.match(value.strip()))
         ):
             raise ValueError(f"expected a number, got {value!r}")
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # a JSON integer beyond a double's range
+            raise ValueError(f"expected a finite number, got {str(value)[:40]!r}...") from None
         if math.isnan(out) or math.isinf(out):
             raise ValueError(f"expected a finite number, got {value!r}")
         return out

@@ -83,6 +83,7 @@ def test_parse_value_refuses(kind, value) -> None:
 @pytest.mark.parametrize(("kind", "text"), [
     ("int", "+5"), ("int", "1_000"), ("float", "1_000"), ("bool", "tRuE"),
     ("bool", "yes"), ("date", "20261120"), ("timestamp", "20 Nov 2026"),
+    ("int", "9223372036854775808"), ("int", "-9223372036854775809"),  # beyond Parquet's int64
 ])
 def test_what_the_parquet_conversion_refuses_the_validation_refuses(tmp_path, kind, text) -> None:
     """The rules accept exactly what pyarrow's CSV conversion reads, so a file that passed the
@@ -122,3 +123,18 @@ def test_accepted_values_convert_to_the_declared_types(tmp_path) -> None:
         (-3, 1000.0, True, dt.date(2026, 11, 20), "x"), (7, 0.5, False, dt.date(2026, 11, 21), None)]
     assert [r["t"].astimezone(utc).replace(tzinfo=None) for r in rows] == [
         dt.datetime(2026, 11, 20, 8, 0), dt.datetime(2026, 11, 20, 10, 0)]
+
+
+def test_numbers_beyond_int64_or_a_double_are_violations_not_a_crash(tmp_path) -> None:
+    """A JSON integer too large for a double made ``float()`` raise OverflowError, which ended
+    the whole batch's validation with a traceback; one too large for int64 passed and then
+    failed the batch's Parquet conversion. Both are a violation of that file's row now."""
+    rules = Rules(columns={"id": "int", "amount": "float"}, format="jsonl")
+    text = (f'{{"id": 1, "amount": 1{"0" * 400}}}\n'
+            f'{{"id": {2**63}, "amount": 1}}\n'
+            f'{{"id": {2**63 - 1}, "amount": 2.5}}\n')
+    result = _check(tmp_path, text, rules, name="big.jsonl")
+    assert [(v.row, v.rule, v.column) for v in result.violations] == [
+        (1, "schema.type", "amount"), (2, "schema.type", "id")]
+    assert "finite number" in result.violations[0].message
+    assert "64-bit integer" in result.violations[1].message
