@@ -13,7 +13,9 @@ requested twice, and a file changed again later gets a new batch. While a landin
 dataset is in flight no new batch starts (one engine copy per source/raw pair at a time). A
 batch whose run failed before its files were copied (the plan still lists them) is requested
 again, at most ``MAX_ATTEMPTS`` times; a rejected batch is not (its files were copied: the
-user drops a corrected file). Lossless: the plan compares with the manifest, not with
+user drops a corrected file), but its valid files, left pending, are: when the plan is empty
+the tick starts a batch of the pending files still in the raw area (same attempt bound), so one
+bad file does not hold the good ones of its batch back until the next drop. Lossless: the plan compares with the manifest, not with
 "modified in the last N minutes".
 """
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from platform_assets.landing.batches import notify_step
+from platform_assets.landing.batches import load_pending, notify_step
 from platform_assets.landing.names import TAG_BATCH, TAG_LANDING
 from platform_assets.landing.view import LandingView
 from replicator.filesystems.base import FILE
@@ -70,6 +72,7 @@ class LandingEvaluation:
     run_request: dg.RunRequest | None
     state: LandingState
     skip_reason: str | None = None
+    carried: bool = False  # a batch of files an earlier batch left pending (nothing new planned)
 
 
 def planned_files(view: LandingView, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
@@ -93,6 +96,26 @@ def planned_files(view: LandingView, state_path: str) -> tuple[list[tuple[str, i
     return sorted(files), report.files_held_back
 
 
+def pending_files(view: LandingView) -> list[tuple[str, int, int]]:
+    """The valid files an earlier batch ingested but did not convert (a rejected batch's good
+    files, or what a partly failed copy did copy) that are still in the raw area, as
+    (path, size, mtime_ns)."""
+    paths = view.paths()
+    try:
+        pending = load_pending(paths)
+        if not pending:
+            return []
+        raw = paths.raw_store
+        out = []
+        for f in pending:
+            info = raw.fs.stat(raw.path(f))
+            if info is not None and info.kind == FILE:
+                out.append((f, info.size, info.mtime_ns))
+        return sorted(out)
+    finally:
+        paths.close()
+
+
 def _runs(instance: dg.DagsterInstance, tags: dict[str, str],
           statuses: list[dg.DagsterRunStatus] | None = None) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=statuses), limit=5))
@@ -108,10 +131,15 @@ def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
     if instance is not None and _runs(instance, {TAG_LANDING: name}, IN_FLIGHT):
         return LandingEvaluation([], 0, None, state, f"a landing run of {name!r} is in flight")
     files, held = planned_files(view, state_path)
+    carried = False
+    if not files:
+        # nothing new: the valid files a rejected (or partly failed) batch left pending go
+        # through on their own, rather than waiting for someone to drop another file
+        files, carried = pending_files(view), True
     if not files:
         why = "no new or changed landing files" + (f" ({held} still too new)" if held else "")
         return LandingEvaluation(files, held, None, state, why)
-    fp = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    fp = hashlib.sha256(json.dumps(["pending", files] if carried else files).encode()).hexdigest()[:16]
     attempts = 1
     if fp == state.fingerprint:
         last = _runs(instance, {"dagster/run_key": state.run_key}) if instance and state.run_key else []
@@ -119,11 +147,12 @@ def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
                                                    dg.DagsterRunStatus.CANCELED)
         if not failed:
             return LandingEvaluation(files, held, None, state,
-                                     f"batch of {len(files)} files already requested")
+                                     f"batch of {len(files)} files already requested", carried)
         if state.attempts >= MAX_ATTEMPTS:
             return LandingEvaluation(files, held, None, state,
                                      f"batch of {len(files)} files failed {state.attempts} times; "
-                                     "waiting for the files to change (or `replicator trigger`)")
+                                     "waiting for the files to change (or `replicator trigger`)",
+                                     carried)
         attempts = state.attempts + 1
     seq = state.seq + 1
     batch = f"b{seq:05d}-{fp[:10]}"
@@ -133,7 +162,8 @@ def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
         job_name=view.job_name,
         tags={TAG_BATCH: batch, TAG_LANDING: name, "replication/trigger": "landing_sensor"},
     )
-    return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key))
+    return LandingEvaluation(files, held, request, LandingState(fp, seq, attempts, run_key),
+                             carried=carried)
 
 
 def build_landing_sensor(view: LandingView, job,
@@ -156,12 +186,13 @@ def build_landing_sensor(view: LandingView, job,
         if ev.run_request is None:
             return dg.SkipReason(ev.skip_reason or "nothing to do")
         batch = ev.run_request.tags[TAG_BATCH]
-        context.log.info(f"{len(ev.files)} new/changed files -> batch {batch}")
+        what = "files left pending by an earlier batch" if ev.carried else "new/changed files"
+        context.log.info(f"{len(ev.files)} {what} -> batch {batch}")
         # the first step's message: the files were seen (a tick evaluated again from the same
         # cursor may send it twice; consumers drop repeats of a batch's "detected")
         notify_step(context, notifier, view, "detected", dataset=name, batch=batch,
                     files=[f[0] for f in ev.files[:50]], bytes=sum(f[1] for f in ev.files),
-                    attempt=ev.state.attempts)
+                    attempt=ev.state.attempts, carried=ev.carried or None)
         return dg.SensorResult(run_requests=[ev.run_request], cursor=ev.state.encode())
 
     return _sensor

@@ -157,6 +157,38 @@ def test_bad_rows_are_caught_and_downstream_does_not_run(landing, instance) -> N
     assert _parquet_rows(landing) == 7  # good.csv (4) + the corrected bad.csv (3)
 
 
+def test_the_good_files_of_a_rejected_batch_go_through_without_waiting_for_a_new_drop(
+    landing, instance
+) -> None:
+    """One bad file fails alone: the rejected batch's valid files were kept pending for "the
+    next batch", but nothing started one until a user dropped another file, so they sat in
+    the raw area unconverted indefinitely. The next tick now starts a batch of them."""
+    landing.write("good.csv", GOOD_CSV)
+    landing.write("big.csv", "order_id,customer,amount,dt\n99999999999999999999,ada,1,2026-11-20\n")
+    defs = build_definitions(landing.spec_path)
+    first, launched = _tick(landing, defs, instance)
+    assert len(launched) == 1 and not launched[0].success
+    rejected = [json.loads(line) for line in landing.outbox()][-1]
+    assert (rejected["event"], rejected["file"], rejected["row"], rejected["rule"]) == (
+        "rejected", "big.csv", 1, "schema.type")
+
+    carried, launched = _tick(landing, defs, instance, first.cursor)  # nothing new dropped
+    assert not isinstance(carried, dg.SkipReason), carried
+    assert len(launched) == 1 and launched[0].success
+    assert _parquet_files(landing) == [
+        "dt=2026-11-20/good-part-0.parquet", "dt=2026-11-21/good-part-0.parquet",
+        "dt=2026-11-22/good-part-0.parquet"]
+    assert _parquet_rows(landing) == 4
+    md = _latest_md(instance, ingested_key("orders"))
+    assert md["batch_files"].value == "good.csv" and md["files_rejected"].value == 0
+    detected = [json.loads(line) for line in landing.outbox() if '"detected"' in line][-1]
+    assert detected["files"] == ["good.csv"] and detected["carried"] is True
+
+    # nothing is pending any more: the next tick rests
+    again, launched = _tick(landing, defs, instance, carried.cursor)
+    assert isinstance(again, dg.SkipReason) and not launched
+
+
 def test_min_age_holds_back_files_still_being_written_and_run_keys_are_stable(
     landing, instance
 ) -> None:
