@@ -31,10 +31,16 @@ class Layout(Protocol):
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _stem(rel: str) -> str:
-    base = rel.rsplit(".", 1)[0] if "." in os.path.basename(rel) else rel
-    safe = _UNSAFE.sub("_", base.replace("/", "__"))
-    if safe != base.replace("/", "__"):
+def _stem(rel: str, fmt: str) -> str:
+    """The name stem of the Parquet files owned by landing file ``rel`` (of format ``fmt``):
+    one stem per landing file. ``dir/a.csv`` is ``dir__a``; a name the plain mapping could
+    confuse with another (an extension other than ``.<fmt>``: ``a.txt`` beside ``a.csv``; a
+    ``__`` that reads like a directory; characters replaced) gets a hash of ``rel`` too."""
+    name = os.path.basename(rel)
+    base, ext = (rel.rsplit(".", 1)[0], "." + name.rsplit(".", 1)[1]) if "." in name else (rel, "")
+    plain = base.replace("/", "__")
+    safe = _UNSAFE.sub("_", plain)
+    if safe != plain or ext != f".{fmt}" or any("__" in part for part in rel.split("/")):
         safe += "-" + hashlib.sha1(rel.encode()).hexdigest()[:8]
     return safe
 
@@ -112,7 +118,7 @@ def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
         for d in sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""}):
             out.makedirs(d)
         for rel, new_files in written.items():
-            own = re.compile(rf"^{re.escape(_stem(rel))}-part-\d+\.parquet$")
+            own = re.compile(rf"^{re.escape(_stem(rel, ld.format))}-part-\d+\.parquet$")
             for f in existing:
                 if own.match(posixpath.basename(f)):
                     out.delete_file(f)
@@ -138,7 +144,7 @@ def _convert_pyarrow(ld: Layout, paths: LandingPaths, files: list[str],
             table, tmp, format="parquet",
             partitioning=[ld.partition_by] if ld.partition_by else None,
             partitioning_flavor="hive" if ld.partition_by else None,
-            basename_template=f"{_stem(rel)}-part-{{i}}.parquet",
+            basename_template=f"{_stem(rel, ld.format)}-part-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
             file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
         )
@@ -204,7 +210,7 @@ def _convert_spark(ld: Layout, paths: LandingPaths, files: list[str],
             for dirpath, _, filenames in sorted(os.walk(staged)):
                 for fn in sorted(f for f in filenames if f.endswith(".parquet")):
                     rel_dir = os.path.relpath(dirpath, staged)
-                    name = os.path.normpath(os.path.join(rel_dir, f"{_stem(rel)}-part-{len(out)}.parquet"))
+                    name = os.path.normpath(os.path.join(rel_dir, f"{_stem(rel, ld.format)}-part-{len(out)}.parquet"))
                     os.makedirs(os.path.join(tmp, os.path.dirname(name)), exist_ok=True)
                     os.replace(os.path.join(dirpath, fn), os.path.join(tmp, name))
                     out.append(name)

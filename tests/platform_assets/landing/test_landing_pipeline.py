@@ -189,6 +189,28 @@ def test_the_good_files_of_a_rejected_batch_go_through_without_waiting_for_a_new
     assert isinstance(again, dg.SkipReason) and not launched
 
 
+def test_two_landing_files_with_one_stem_keep_their_own_parquet(tmp_path, instance) -> None:
+    """``a.csv`` and ``a.txt`` (both included) were both converted to ``a-part-0.parquet``: the
+    second overwrote the first in staging, and each rerun of one deleted the other's Parquet,
+    while the report counted both as converted. Each landing file owns its own names now."""
+    landing = make_landing(tmp_path / "landing", extra="    include: ['*.csv', '*.txt']\n")
+    landing.write("a.csv", GOOD_CSV)
+    landing.write("a.txt", "order_id,customer,amount,dt\n20,eve,1,2026-11-20\n21,fay,2,2026-11-23\n")
+    defs = build_definitions(landing.spec_path)
+    first, launched = _tick(landing, defs, instance)
+    assert len(launched) == 1 and launched[0].success
+    assert _parquet_rows(landing) == 6
+    files = _parquet_files(landing)
+    assert "dt=2026-11-20/a-part-0.parquet" in files and len(files) == 5
+
+    # a.txt changes: only its own Parquet is replaced; a.csv's four rows stay
+    landing.write("a.txt", "order_id,customer,amount,dt\n22,gus,1,2026-11-20\n", age_s=60)
+    _, launched = _tick(landing, defs, instance, first.cursor)
+    assert launched[0].success
+    table = pds.dataset(str(landing.output), format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("order_id").to_pylist()) == [1, 2, 3, 4, 22]
+
+
 def test_min_age_holds_back_files_still_being_written_and_run_keys_are_stable(
     landing, instance
 ) -> None:
