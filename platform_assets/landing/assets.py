@@ -111,7 +111,7 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
                                                  f"{', '.join(missing[:10])}")
                 context.log.info(f"batch {batch}: reprocessing its {len(files)} files")
             else:
-                options = replicator.options(include=view.file_globs, min_age_s=view.min_age_s)
+                options = view.ingest_options(replicator)
                 collector = CopiedFiles()
                 # on failure, files that did get copied are in the manifest now: the next batch
                 # takes them

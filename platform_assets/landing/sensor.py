@@ -75,14 +75,13 @@ class LandingEvaluation:
     carried: bool = False  # a batch of files an earlier batch left pending (nothing new planned)
 
 
-def planned_files(view: LandingView, state_path: str) -> tuple[list[tuple[str, int, int]], int]:
+def planned_files(view: LandingView, options: CopyOptions) -> tuple[list[tuple[str, int, int]], int]:
     """New or changed landing files (path, size, mtime_ns) by the engine's plan, and how many
     files were held back as too new. (The engine lists at most 10,000 planned actions: a larger
     drop is fingerprinted by its first 10,000 files; the ingest copies all of them.)"""
     from replicator import api
 
     src = view.source
-    options = CopyOptions(include=view.file_globs, min_age_s=view.min_age_s, state_path=state_path)
     report = api.plan(src, view.raw, options)
     if report.error:
         raise ValueError(f"landing sensor {view.name}: {report.error}")
@@ -121,7 +120,7 @@ def _runs(instance: dg.DagsterInstance, tags: dict[str, str],
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=statuses), limit=5))
 
 
-def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
+def evaluate_landing(view: LandingView, state: LandingState, options: CopyOptions,
                      instance: dg.DagsterInstance | None = None) -> LandingEvaluation:
     """One tick. With ``instance``: no new batch while a landing run of this dataset is in
     flight (the engine allows one copy per source/raw pair), and a batch whose run failed
@@ -130,7 +129,7 @@ def evaluate_landing(view: LandingView, state: LandingState, state_path: str,
     name = view.name
     if instance is not None and _runs(instance, {TAG_LANDING: name}, IN_FLIGHT):
         return LandingEvaluation([], 0, None, state, f"a landing run of {name!r} is in flight")
-    files, held = planned_files(view, state_path)
+    files, held = planned_files(view, options)
     carried = False
     if not files:
         # nothing new: the valid files a rejected (or partly failed) batch left pending go
@@ -181,8 +180,8 @@ def build_landing_sensor(view: LandingView, job,
     def _sensor(context: dg.SensorEvaluationContext, replicator: ReplicatorResource,
                 notifier: NotifierResource) -> dg.SensorResult | dg.SkipReason:
         state = LandingState.decode(context.cursor)
-        state_path = replicator.state_path
-        ev = evaluate_landing(view, state, state_path, context.instance)
+        # the ingest's own copy options: the plan decides exactly as the copy will
+        ev = evaluate_landing(view, state, view.ingest_options(replicator), context.instance)
         if ev.run_request is None:
             return dg.SkipReason(ev.skip_reason or "nothing to do")
         batch = ev.run_request.tags[TAG_BATCH]

@@ -29,7 +29,9 @@ from platform_assets.landing.names import (
     report_key,
 )
 from platform_assets.landing.validation import Rules
+from replicator.options import CopyOptions
 from replicator.secrets import redact
+from resources.replicator import ReplicatorResource
 
 
 def _location(uri: str) -> str:
@@ -79,6 +81,11 @@ class LandingView:
     def paths(self) -> LandingPaths:
         """The dataset's places with their stores (opened lazily; ``close()`` them)."""
         return LandingPaths(source=self.source, raw=self.raw, output=self.output, name=self.name)
+
+    def ingest_options(self, replicator: ReplicatorResource) -> CopyOptions:
+        """The engine options of the ``source -> raw`` copy: the ingest copies with them and
+        the sensor plans with them, so both take the same files."""
+        return replicator.options(include=self.file_globs, min_age_s=self.min_age_s)
 
     def notifies(self, step: str) -> bool:
         return step in self.notify
