@@ -49,6 +49,7 @@ from platform_assets.landing.checks import CHECK_DESCRIPTIONS, CHECKS, check_res
 from platform_assets.landing.names import TAG_LANDING
 from platform_assets.landing.parquet import write_parquet
 from platform_assets.landing.report import append_history, read_history, write_report
+from platform_assets.landing.store import StoreError
 from platform_assets.landing.validation import FileResult, validate_file
 from platform_assets.landing.view import LandingView
 from replicator.secrets import redact
@@ -70,7 +71,7 @@ def _paths(view: LandingView) -> Iterator[LandingPaths]:
     paths = view.paths()
     try:
         yield paths
-    except LandingError as exc:
+    except (LandingError, StoreError) as exc:
         raise dg.Failure(description=str(exc)) from None
     finally:
         paths.close()

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 
 from replicator.checksum import crc32c_of, extend, format_crc32c
-from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filesystems.base import DIR, FILE, FileSystem, unsafe_rel
 from replicator.filesystems.registry import resolve
 from replicator.secrets import redact
 
@@ -42,6 +42,7 @@ class Store:
 
     def __init__(self, uri: str, where: str) -> None:
         self.uri_root = uri
+        self.where = where
         try:
             fs, root = resolve(uri)
         except Exception as exc:  # UsageError: unknown scheme, password in the URI, ...
@@ -60,7 +61,14 @@ class Store:
 
     # ---------------------------------------------------------------- names
     def path(self, rel: str) -> str:
-        return self.fs.join(self.root, rel) if rel else self.root
+        """The file system path of ``rel``; a ``rel`` that would leave the store's root
+        (absolute, ``..``, empty segments: a tampered batch record or ``pending.json``) is
+        refused, never joined."""
+        if not rel:
+            return self.root
+        if unsafe_rel(rel):
+            raise StoreError(f"{self.where}: {rel[:200]!r} is not a path under {redact(self.uri_root)}")
+        return self.fs.join(self.root, rel)
 
     def uri(self, rel: str = "") -> str:
         """The URI of ``rel`` (a plain absolute path for a local store), for users and events."""
