@@ -361,7 +361,9 @@ def evaluate_audit(
 ) -> AuditEvaluation:
     store = AuditStore.from_spec(rs)
     pending = dict(state.pending)
-    run_requests: list[dg.RunRequest] = []
+    # one request per (dataset, partition, fingerprint) this tick, whichever files name it
+    # (the targets of all of them): two files naming one partition are one copy, not two
+    requested: dict[tuple[str, str, str], tuple[str, list[str], str]] = {}
     rejected_by_file: dict[str, list[Rejection]] = {}
     notifications: list[dict[str, Any]] = []
     new_parts: dict[str, set[str]] = {}
@@ -403,13 +405,11 @@ def evaluate_audit(
         for (d, p), g in sorted(groups.items()):
             status = group_status(instance, g)
             if status in ("none", "failed"):
-                g.run_key = f"audit|{name}|{d}|{p}|{g.fingerprint}"
-                run_requests.append(
-                    copy_run_request(
-                        rs[d], p, g.fingerprint, run_key=g.run_key, trigger="audit",
-                        targets=g.targets, extra_tags={TAG_AUDIT_FILE: name[:200]},
-                    )
-                )
+                run_key, targets, first = requested.get(
+                    (d, p, g.fingerprint), (f"audit|{name}|{d}|{p}|{g.fingerprint}", [], name))
+                targets.extend(t for t in g.targets if t not in targets)
+                requested[(d, p, g.fingerprint)] = (run_key, targets, first)
+                g.run_key = run_key
                 new_parts.setdefault(d, set()).add(p)
                 just_requested.add(name)
             pf.groups.append(g)
@@ -426,6 +426,11 @@ def evaluate_audit(
                 }
             )
 
+    run_requests = [
+        copy_run_request(rs[d], p, fp, run_key=run_key, trigger="audit", targets=targets,
+                         extra_tags={TAG_AUDIT_FILE: first[:200]})
+        for (d, p, fp), (run_key, targets, first) in requested.items()
+    ]
     archived: list[str] = []
     done: dict[str, str] = {}
     failed: list[str] = []

@@ -150,3 +150,21 @@ def test_missing_source_partition_is_refused(platform: Platform, instance) -> No
     assert result.run_requests == []
     events = [json.loads(x) for x in platform.outbox()]
     assert events[0]["rejected"][0]["reason"].startswith("source directory is missing")
+
+
+def test_two_audit_files_naming_one_partition_in_one_tick_request_one_run(
+    platform: Platform, instance
+) -> None:
+    """Two audit files arriving together that name the same partition: each file's group saw
+    no run yet (the first request is not launched until the tick ends), so the tick requested
+    the same copy twice under two run keys. Review finding; failed before."""
+    platform.write("legacy", "part_1", "a", "1")
+    src, dst = platform.source("legacy"), platform.root / "gcs" / "legacy"
+    first_file = platform.audit("folders_to_copy_1", f"{src}/part_1 {dst}/part_1\n")
+    second_file = platform.audit("folders_to_copy_2", f"{src}/part_1 {dst}/part_1\n")
+    defs = build_definitions(platform.spec_path)
+    first = tick(defs, platform, instance, None)
+    assert [r.partition_key for r in first.run_requests] == ["part_1"]
+    assert all(r.success for r in apply_sensor_result(defs, instance, first, sensor_name=SENSOR))
+    tick(defs, platform, instance, first.cursor)
+    assert not first_file.exists() and not second_file.exists()  # the one run finished both
