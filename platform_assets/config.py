@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import os
+import posixpath
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -63,7 +64,9 @@ def parse_duration(value: Any) -> timedelta:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no setting: a delay of .inf, a min_age_s of .inf that holds every file
+    # back forever; they are refused with the key ("Input should be a finite number")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 _SPARK_MASTER_RE = re.compile(
@@ -748,9 +751,45 @@ class ReplicationSpec(_Model):
                     f"{where}.hive_table.cluster: expected one of the dataset's target clusters "
                     f"({', '.join(seen)}), got {ds.hive_table.cluster!r}"
                 )
+        if not errors:
+            errors.extend(self._overlapping_targets())
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    def _overlapping_targets(self) -> list[str]:
+        """Two datasets' replicas in one place, or one inside what the other copies (its root
+        when unpartitioned, its partition directories when partitioned): one copy would
+        overwrite, or with ``delete`` (always for a full load) remove, the other's files."""
+        def place(t: Target) -> str:
+            root = self.clusters[t.cluster].uri
+            if not _SCHEME_RE.match(root) or root.startswith("file://"):
+                return posixpath.normpath(posixpath.join(root.removeprefix("file://"), t.path))
+            return f"{root.rstrip('/')}/{t.path}".rstrip("/")
+
+        def inside(inner: str, outer: str, ds: Dataset) -> bool:
+            if inner == outer:
+                return True
+            prefix = outer.rstrip("/") + "/"
+            if not inner.startswith(prefix):
+                return False
+            levels = ds.layout_levels  # () when unpartitioned: the copy owns the whole root
+            parts = inner[len(prefix):].split("/")
+            return all(fnmatch.fnmatchcase(p, pat) for p, pat in zip(parts, levels, strict=False))
+
+        seen: list[tuple[str, str, Dataset, str]] = []  # (place, key, dataset, its name)
+        errors: list[str] = []
+        for ds_name, ds in self.datasets.items():
+            for i, t in enumerate(ds.targets):
+                here, key = place(t), f"datasets.{ds_name}.targets[{i}]"
+                for other, other_key, other_ds, other_name in seen:
+                    if other_name != ds_name and (inside(here, other, other_ds)
+                                                  or inside(other, here, ds)):
+                        errors.append(
+                            f"{key}: expected a place no other dataset's replica overlaps, got "
+                            f"{here!r}, which overlaps {other_key} ({other!r})")
+                seen.append((here, key, ds, ds_name))
+        return errors
 
     @model_validator(mode="after")
     def _landing_references(self) -> ReplicationSpec:
@@ -924,6 +963,10 @@ def load_spec(path: str | Path) -> ReplicationSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the replication spec: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SpecError(f"{path}:{line}: expected UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                        f"at offset {exc.start} is not UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

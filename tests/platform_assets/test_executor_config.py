@@ -36,11 +36,12 @@ datasets:
   events:
     source: {cluster: onprem, path: events}
     partitions: "dt=*"
-    targets: [{cluster: gcs}, {cluster: dr}, {cluster: cloud}, {cluster: plain}]
+    targets: [{cluster: gcs, path: events}, {cluster: dr, path: events}, {cluster: cloud},
+              {cluster: plain}]
   logs:
     source: {cluster: onprem, path: logs}
     executor: {kind: local}
-    targets: [{cluster: gcs}, {cluster: dr}]
+    targets: [{cluster: gcs, path: logs}, {cluster: dr, path: logs}]
 """
 
 

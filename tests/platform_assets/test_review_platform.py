@@ -92,3 +92,61 @@ def test_a_bot_command_whose_reply_fails_is_not_run_twice(tmp_path, bot_api) -> 
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------- spec validation
+SPEC_HEAD = "clusters:\n  a: {uri: a}\n  b: {uri: b}\n  g: {uri: 'gs://bkt/'}\n  h: {uri: 'gs://bkt/t'}\n"
+
+
+def _spec_error(tmp_path, text: str | bytes) -> str:
+    import pytest
+
+    from platform_assets.config import SpecError, load_spec
+
+    p = tmp_path / "replication.yaml"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(SpecError) as err:
+        load_spec(p)
+    assert str(err.value).startswith(f"{p}")  # the file first
+    return str(err.value)
+
+
+def test_a_spec_that_is_not_utf8_is_a_spec_error_not_a_traceback(tmp_path) -> None:
+    """Before: UnicodeDecodeError escaped load_spec (the code location, the trigger and the
+    bot catch SpecError), a traceback instead of the file and what was expected."""
+    msg = _spec_error(tmp_path, b"clusters:\n  a: {uri: /data/caf\xe9}\n")
+    assert ":2: expected UTF-8 text: byte 0xe9" in msg
+
+
+def test_infinite_or_nan_numbers_in_the_spec_are_refused_with_their_key(tmp_path) -> None:
+    """Before: ``delay_s: .inf`` was taken (a retried step would sleep forever) and
+    ``min_age_s: .inf`` held every file back for ever, silently."""
+    msg = _spec_error(tmp_path, "platform: {retries: {delay_s: .inf}}\n" + SPEC_HEAD)
+    assert "platform.retries.delay_s: Input should be a finite number" in msg
+    msg = _spec_error(tmp_path, SPEC_HEAD + "datasets:\n  d: {source: {cluster: a}, "
+                                            "targets: [{cluster: b}], min_age_s: .inf}\n")
+    assert "datasets.d.min_age_s: Input should be a finite number" in msg
+
+
+def test_two_datasets_replicating_into_one_place_are_refused(tmp_path) -> None:
+    """Before: two datasets whose replicas were the same directory (or one inside the
+    other's copied tree) loaded fine; a full load of one (delete) removes the other's files."""
+    ds = "datasets:\n  d: {{source: {{cluster: a, path: s1}}, {d}}}\n  e: {{source: {{cluster: a, path: s2}}, {e}}}\n"
+    same = ds.format(d="targets: [{cluster: b, path: t}]", e="targets: [{cluster: b, path: t}]")
+    assert ("datasets.e.targets[0]: expected a place no other dataset's replica overlaps, got "
+            "'b/t', which overlaps datasets.d.targets[0] ('b/t')") in _spec_error(tmp_path, SPEC_HEAD + same)
+    # another cluster name for the same bucket prefix
+    alias = ds.format(d="targets: [{cluster: g, path: t}]", e="targets: [{cluster: h}]")
+    assert "overlaps datasets.d.targets[0] ('gs://bkt/t')" in _spec_error(tmp_path, SPEC_HEAD + alias)
+    # inside an unpartitioned dataset's root; inside a partition directory of a partitioned one
+    nested = ds.format(d="targets: [{cluster: b}], partitions: none", e="targets: [{cluster: b, path: x}]")
+    assert "overlaps datasets.d.targets[0]" in _spec_error(tmp_path, SPEC_HEAD + nested)
+    nested = ds.format(d="targets: [{cluster: b}], partitions: 'dt=*'",
+                       e="targets: [{cluster: b, path: dt=1/x}]")
+    assert "overlaps datasets.d.targets[0]" in _spec_error(tmp_path, SPEC_HEAD + nested)
+    # beside the partition directories of a partitioned dataset: no overlap
+    from platform_assets.config import load_spec
+
+    (tmp_path / "ok.yaml").write_text(SPEC_HEAD + ds.format(
+        d="targets: [{cluster: b}], partitions: 'dt=*'", e="targets: [{cluster: b, path: pinned}]"))
+    assert sorted(load_spec(tmp_path / "ok.yaml").datasets) == ["d", "e"]
