@@ -170,7 +170,7 @@ def walk(
         """``(name, path or None, kind, size, mtime_ns, mode, checksum, version, target_kind,
         inode)`` for each child of ``path``, in name order (so in path order). The path is
         filled in lazily (None) on the fast path: only directories need it."""
-        if scan is not None:  # fast path: plain tuples straight from the back end
+        if scan is not None:  # plain tuples straight from the back end
             rows = [(name, None, kind, size, mtime, mode, None, None, target, inode)
                     for name, kind, size, mtime, mode, inode, target in scan(path)]
         else:
@@ -187,7 +187,34 @@ def walk(
         append = batch.append
         under = dir_rel + "/" if dir_rel else ""
         held_back = too_old = files = nbytes = 0
-        for name, cpath, kind, size, mtime, mode, checksum, version, target, inode in children_of(path, dir_rel):
+        if scan is not None and keep_name is not None:
+            # the hot loop of a local tree: plain files by name, straight from scan_dir's
+            # tuples; anything else goes through the general loop below
+            rows, others = scan(path), []
+            rows.sort()  # by name (unique in a directory): path order
+            root_names = exclude_root_names if not under else ()
+            for row in rows:
+                name, kind, size, mtime, mode = row[0], row[1], row[2], row[3], row[4]
+                if kind != FILE or (root_names and name in root_names):
+                    others.append((name, None, kind, size, mtime, mode, None, None, row[6], row[5]))
+                    continue
+                if not keep_name(name):
+                    continue
+                age = now_ns - mtime
+                if min_age_ns > 0 and age < min_age_ns:
+                    held_back += 1
+                    append(Entry(under + name, FILE, size, mtime, mode, None, None, True))
+                elif max_age_ns is not None and age > max_age_ns:
+                    too_old += 1
+                    append(Entry(under + name, FILE, size, mtime, mode, None, None, True))
+                else:
+                    files += 1
+                    nbytes += size
+                    append(Entry(under + name, FILE, size, mtime, mode))
+            mixed = bool(batch) and bool(others)
+        else:
+            others, mixed = children_of(path, dir_rel), False
+        for name, cpath, kind, size, mtime, mode, checksum, version, target, inode in others:
             if cpath is None:  # scan_dir: a name in this directory
                 rel = under + name
             else:  # list_dir: a path under the root
@@ -248,6 +275,8 @@ def walk(
                 out.files += 1
                 out.bytes += size
             append(Entry(rel, FILE, size, mtime, mode, checksum, version, hold is not None))
+        if mixed:
+            batch.sort(key=_entry_rel)  # files and the rest listed apart: back in path order
         out.held_back += held_back
         out.too_old += too_old
         out.files += files

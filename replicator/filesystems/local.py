@@ -233,7 +233,6 @@ class LocalFileSystem(FileSystem):
         target_kind)`` for the listing's hot loop (no FileInfo per entry). ``inode`` is only
         filled in for directories and symlinks, the only kinds loop detection looks at."""
         out: list[tuple] = []
-        lstat_link = stat_mod.S_ISLNK
         with os.scandir(native_path(path)) as it:
             for entry in it:
                 name = entry.name
@@ -243,17 +242,17 @@ class LocalFileSystem(FileSystem):
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # vanished between readdir and stat
-                fmt = st.st_mode & 0o170000
-                if fmt == 0o040000:
-                    out.append((name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777,
+                mode = st.st_mode
+                fmt = mode & 0o170000
+                if fmt == 0o100000:  # the common case first
+                    out.append((name, FILE, st.st_size, st.st_mtime_ns, mode & 0o7777, None, None))
+                elif fmt == 0o040000:
+                    out.append((name, DIR, 0, st.st_mtime_ns, mode & 0o7777,
                                 (st.st_dev, st.st_ino), None))
-                elif lstat_link(st.st_mode):
+                elif fmt == 0o120000:
                     info = _link_info(text_path(entry.path), st)
                     out.append((name, LINK, info.size, info.mtime_ns, info.mode, info.inode,
                                 info.target_kind))
-                elif fmt == 0o100000:
-                    out.append((name, FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777,
-                                None, None))
                 else:  # FIFO, socket, device: never copied
                     out.append((name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777,
                                 (st.st_dev, st.st_ino), None))
