@@ -54,11 +54,20 @@ def _when(event: dict[str, Any]) -> str:
         return ""
 
 
-def _files(value: Any) -> str:
+def _files(value: Any, total: Any = None) -> str:
+    """A list of names, the first 10 shown; ``total``: how many there are when the event
+    carries only the first of them (``files_total``)."""
     if isinstance(value, list):
+        n = total if isinstance(total, int) and total >= len(value) else len(value)
         shown = ", ".join(str(v) for v in value[:10])
-        return shown + (f" and {len(value) - 10} more" if len(value) > 10 else "")
+        return shown + (f" and {n - min(len(value), 10)} more" if n > 10 else "")
     return str(value)
+
+
+def _count(event: dict[str, Any], key: str) -> int:
+    """How many ``key`` the event names: its ``<key>_total`` (the list holds the first 50)."""
+    total = event.get(f"{key}_total")
+    return total if isinstance(total, int) else len(event.get(key) or [])
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -67,10 +76,11 @@ def format_event(event: dict[str, Any]) -> str:
     ds = event.get("dataset") or "-"
     batch = f" (batch {event['batch']})" if event.get("batch") else ""
     if step == "detected":
-        text = f"📥 {ds}: {len(event.get('files') or [])} new file(s) detected{batch}: {_files(event.get('files') or [])}"
+        text = (f"📥 {ds}: {_count(event, 'files')} new file(s) detected{batch}: "
+                f"{_files(event.get('files') or [], event.get('files_total'))}")
     elif step == "ingested":
-        text = (f"📦 {ds}: {len(event.get('files') or [])} file(s) copied to the raw area, "
-                f"verified{batch}: {_files(event.get('files') or [])}")
+        text = (f"📦 {ds}: {_count(event, 'files')} file(s) copied to the raw area, "
+                f"verified{batch}: {_files(event.get('files') or [], event.get('files_total'))}")
     elif step == "validated":
         text = f"✅ {ds}: validation passed{batch}: {event.get('rows', '?')} rows in {event.get('files', '?')} file(s)"
     elif step == "rejected":
@@ -79,7 +89,8 @@ def format_event(event: dict[str, Any]) -> str:
         if event.get("error"):
             text += f"\n{event['error']}"
         if event.get("files_rejected"):
-            text += f"\nrejected files: {_files(event['files_rejected'])}"
+            text += (f"\nrejected files: "
+                     f"{_files(event['files_rejected'], event.get('files_rejected_total'))}")
     elif step == "converted":
         text = (f"🗂 {ds}: {event.get('files', '?')} file(s) converted to "
                 f"{event.get('parquet_files', '?')} Parquet file(s){batch} in {event.get('output', '?')}")

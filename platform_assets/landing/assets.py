@@ -133,7 +133,8 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
                                     "carried": carried})
                 if copied:
                     notify_step(context, notifier, view, "ingested", dataset=name, batch=batch,
-                                files=copied[:50], bytes=report.bytes_copied, raw=redact(paths.raw))
+                                files=copied[:50], files_total=len(copied),
+                                bytes=report.bytes_copied, raw=redact(paths.raw))
             results = [_validate(paths, f, view) for f in files]
             checks = check_results(key, results)
             record = load_record(paths, batch) or {"batch": batch, "files": files}
@@ -161,7 +162,8 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
                             file=first.file if first else None, row=first.row if first else None,
                             rule=first.rule if first else None,
                             error=first.describe() if first else None,
-                            files_rejected=[r.file for r in bad][:50])
+                            files_rejected=[r.file for r in bad][:50],
+                            files_rejected_total=len(bad))
                 context.log.error(f"batch {batch}: rejected: {first.describe() if first else ''}")
             elif files:
                 notify_step(context, notifier, view, "validated", dataset=name, batch=batch,

@@ -190,7 +190,8 @@ def build_landing_sensor(view: LandingView, job,
         # the first step's message: the files were seen (a tick evaluated again from the same
         # cursor may send it twice; consumers drop repeats of a batch's "detected")
         notify_step(context, notifier, view, "detected", dataset=name, batch=batch,
-                    files=[f[0] for f in ev.files[:50]], bytes=sum(f[1] for f in ev.files),
+                    files=[f[0] for f in ev.files[:50]], files_total=len(ev.files),
+                    bytes=sum(f[1] for f in ev.files),
                     attempt=ev.state.attempts, carried=ev.carried or None)
         return dg.SensorResult(run_requests=[ev.run_request], cursor=ev.state.encode())
 

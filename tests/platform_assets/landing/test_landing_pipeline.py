@@ -211,6 +211,25 @@ def test_two_landing_files_with_one_stem_keep_their_own_parquet(tmp_path, instan
     assert sorted(table.column("order_id").to_pylist()) == [1, 2, 3, 4, 22]
 
 
+def test_step_messages_count_every_file_of_a_large_drop(landing, instance) -> None:
+    """``detected`` and ``ingested`` list the first 50 files; the chat said "50 new file(s)"
+    for a drop of 55. The events carry the total and the chat text uses it."""
+    from platform_assets.bot import format_event
+
+    for i in range(55):
+        landing.write(f"f{i:02d}.csv", f"order_id,customer,amount,dt\n{i},c{i},1,2026-11-20\n")
+    defs = build_definitions(landing.spec_path)
+    _, launched = _tick(landing, defs, instance)
+    assert len(launched) == 1 and launched[0].success
+    events = {e["event"]: e for e in map(json.loads, landing.outbox())}
+    for step in ("detected", "ingested"):
+        assert len(events[step]["files"]) == 50 and events[step]["files_total"] == 55
+    assert format_event(events["detected"]).startswith("📥 orders: 55 new file(s) detected")
+    assert "and 45 more" in format_event(events["detected"])
+    assert format_event(events["ingested"]).startswith("📦 orders: 55 file(s) copied")
+    assert events["validated"]["files"] == 55 and events["converted"]["files"] == 55
+
+
 def test_min_age_holds_back_files_still_being_written_and_run_keys_are_stable(
     landing, instance
 ) -> None:
