@@ -199,24 +199,42 @@ def build_parquet(view: LandingView) -> dg.AssetsDefinition:
             batch = batch_id(context)
             record = require_record(paths, batch)
             files = list(record["files"])
-            total = sum(paths.raw_store.size(f) for f in files)
+            gone = {f: "not in the raw area any more" for f in files if not paths.raw_store.is_file(f)}
+            present = [f for f in files if f not in gone]
+            total = sum(paths.raw_store.size(f) for f in present)
             engine = view.conversion_engine(total)
-            context.log.info(f"batch {batch}: converting {len(files)} files ({total} bytes) with {engine}")
+            context.log.info(f"batch {batch}: converting {len(present)} files ({total} bytes) with {engine}")
             try:
-                written = write_parquet(view, paths, files, batch, engine=engine)
-            except Exception as exc:  # pyarrow.ArrowInvalid, Spark's AnalysisException, OSError
+                written, failed = write_parquet(view, paths, present, batch, engine=engine)
+            except Exception as exc:  # the output's file system: upload, rename, mkdir
                 raise dg.Failure(description=f"batch {batch}: Parquet conversion failed: "
                                              f"{redact(str(exc))[:1000]}") from None
+            failed = {**gone, **failed}
             record["parquet"] = written
+            record["conversion_failed"] = failed
             save_record(paths, record)
-            save_pending(paths, [f for f in load_pending(paths) if f not in written])
+            # a file that failed is rejected like an invalid one: it comes back when the user
+            # drops a new version, and does not fail every later batch it would be carried into
+            save_pending(paths, [f for f in load_pending(paths) if f not in written and f not in failed])
             n_files = sum(len(v) for v in written.values())
             partitions = sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""})
-            if files:
+            if written:
                 notify_step(context, notifier, view, "converted", dataset=name, batch=batch,
-                            files=len(files), parquet_files=n_files, output=redact(paths.output))
+                            files=len(written), parquet_files=n_files, output=redact(paths.output))
+            if failed:
+                first = sorted(failed)[0]
+                error = f"{first}: Parquet conversion failed: {failed[first]}"
+                notify_step(context, notifier, view, "rejected", dataset=name, batch=batch,
+                            file=first, row=0, rule="conversion", error=error,
+                            files_rejected=sorted(failed)[:50], files_rejected_total=len(failed))
+                raise dg.Failure(
+                    description=(f"batch {batch}: {len(failed)} of {len(files)} files not converted "
+                                 f"(the other {len(written)} are published); first: {error}")[:2000],
+                    metadata={"files_converted": len(written), "files_failed": len(failed),
+                              "failed_files": ", ".join(sorted(failed)[:50])},
+                )
             return dg.MaterializeResult(metadata={
-                "batch": batch, "files_converted": len(files), "parquet_files": n_files,
+                "batch": batch, "files_converted": len(written), "parquet_files": n_files,
                 "bytes_in": total, "engine": engine, "partitions": ", ".join(partitions[:50]) or "none",
                 "output": dg.MetadataValue.path(redact(paths.output)),
             })

@@ -4,6 +4,7 @@ local output or through the output's file system (HDFS)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,7 +90,7 @@ def read_table(path: str, ld: Layout):
 
 
 def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
-                  *, engine: str = "pyarrow") -> dict[str, list[str]]:
+                  *, engine: str = "pyarrow") -> tuple[dict[str, list[str]], dict[str, str]]:
     """Convert ``files`` (relative to the raw area) to Parquet under the output directory,
     with pyarrow or (``engine="spark"``) Spark.
 
@@ -98,8 +99,12 @@ def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
     CRC32C); only when every file has been converted and staged are each file's previous
     Parquet files removed and the new ones renamed in, so a rerun is idempotent and a failed
     conversion or upload leaves the previous output. Each landing file owns the Parquet files
-    named ``<stem>-part-<i>.parquet`` (in the partition directories). Returns the Parquet
-    files (relative to the output) per landing file.
+    named ``<stem>-part-<i>.parquet`` (in the partition directories).
+
+    One landing file that cannot be read or converted fails alone: its partial output is
+    dropped, its previous Parquet stays, and the others are published. Returns the Parquet
+    files (relative to the output) per converted landing file, and the error per failed one.
+    An upload or swap that fails (the output's file system) fails the whole batch.
     """
     out = paths.out_store
     out.makedirs("")
@@ -107,7 +112,8 @@ def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
     local_tmp = out.path(staging) if out.local else tempfile.mkdtemp(prefix="landing-parquet-")
     try:
         convert = _convert_spark if engine == "spark" else _convert_pyarrow
-        written = convert(ld, paths, files, local_tmp)
+        failed: dict[str, str] = {}
+        written = convert(ld, paths, files, local_tmp, failed)
         if not out.local:
             for new_files in written.values():
                 for f in new_files:
@@ -128,26 +134,39 @@ def write_parquet(ld: Layout, paths: LandingPaths, files: list[str], batch: str,
         out.delete_tree(staging)
         if not out.local:
             shutil.rmtree(local_tmp, ignore_errors=True)
-    return written
+    return written, failed
+
+
+def _failure(exc: Exception) -> str:
+    from replicator.secrets import redact
+
+    return redact(f"{type(exc).__name__}: {exc}")[:500]
 
 
 def _convert_pyarrow(ld: Layout, paths: LandingPaths, files: list[str],
-                     tmp: str) -> dict[str, list[str]]:
+                     tmp: str, failed: dict[str, str]) -> dict[str, list[str]]:
     import pyarrow.dataset as pds
 
     written: dict[str, list[str]] = {}
     for rel in files:
-        with paths.raw_store.local_file(rel) as src:
-            table = read_table(src, ld)
         out: list[str] = []
-        pds.write_dataset(
-            table, tmp, format="parquet",
-            partitioning=[ld.partition_by] if ld.partition_by else None,
-            partitioning_flavor="hive" if ld.partition_by else None,
-            basename_template=f"{_stem(rel, ld.format)}-part-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-            file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
-        )
+        try:
+            with paths.raw_store.local_file(rel) as src:
+                table = read_table(src, ld)
+            pds.write_dataset(
+                table, tmp, format="parquet",
+                partitioning=[ld.partition_by] if ld.partition_by else None,
+                partitioning_flavor="hive" if ld.partition_by else None,
+                basename_template=f"{_stem(rel, ld.format)}-part-{{i}}.parquet",
+                existing_data_behavior="overwrite_or_ignore",
+                file_visitor=lambda wf, out=out: out.append(os.path.relpath(wf.path, tmp)),
+            )
+        except Exception as exc:  # ArrowInvalid, OSError, a file gone from the raw area
+            failed[rel] = _failure(exc)
+            for f in out:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(tmp, f))
+            continue
         written[rel] = sorted(out)
     return written
 
@@ -173,7 +192,7 @@ def _spark_session():
 
 
 def _convert_spark(ld: Layout, paths: LandingPaths, files: list[str],
-                   tmp: str) -> dict[str, list[str]]:
+                   tmp: str, failed: dict[str, str]) -> dict[str, list[str]]:
     """Spark (local mode unless ``LANDING_SPARK_MASTER`` says otherwise): every column is read
     as a string and cast like the validation parsed it, partitioned by ``partition_by``; the
     part files are then renamed ``<stem>-part-<i>.parquet`` so the swap treats both engines alike."""
@@ -195,17 +214,12 @@ def _convert_spark(ld: Layout, paths: LandingPaths, files: list[str],
         as_strings = T.StructType([T.StructField(c, T.StringType()) for c in ld.columns])
         for k, rel in enumerate(files):
             staged = os.path.join(tmp, ".spark", str(k))
-            with paths.raw_store.local_file(rel) as src:
-                if ld.format == "csv":  # by header name (any column order), every value a string
-                    df = spark.read.option("header", True).option("inferSchema", False).csv(src)
-                    df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
-                else:
-                    df = spark.read.schema(as_strings).json(src)
-                df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
-                writer = df.write.mode("overwrite")
-                if ld.partition_by:
-                    writer = writer.partitionBy(ld.partition_by)
-                writer.parquet(staged)
+            try:
+                _spark_one(spark, ld, paths, rel, staged, as_strings, casts)
+            except Exception as exc:  # AnalysisException, Py4JJavaError, a file gone
+                failed[rel] = _failure(exc)
+                shutil.rmtree(staged, ignore_errors=True)
+                continue
             out: list[str] = []
             for dirpath, _, filenames in sorted(os.walk(staged)):
                 for fn in sorted(f for f in filenames if f.endswith(".parquet")):
@@ -219,3 +233,19 @@ def _convert_spark(ld: Layout, paths: LandingPaths, files: list[str],
         if owned:
             spark.stop()
     return written
+
+
+def _spark_one(spark, ld: Layout, paths: LandingPaths, rel: str, staged: str, as_strings,
+               casts) -> None:
+    """One landing file converted by Spark into ``staged`` (its own directory)."""
+    with paths.raw_store.local_file(rel) as src:
+        if ld.format == "csv":  # by header name (any column order), every value a string
+            df = spark.read.option("header", True).option("inferSchema", False).csv(src)
+            df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
+        else:
+            df = spark.read.schema(as_strings).json(src)
+        df = df.select([casts[t](c).alias(c) for c, t in ld.columns.items()])
+        writer = df.write.mode("overwrite")
+        if ld.partition_by:
+            writer = writer.partitionBy(ld.partition_by)
+        writer.parquet(staged)

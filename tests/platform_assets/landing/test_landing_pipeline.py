@@ -230,6 +230,36 @@ def test_step_messages_count_every_file_of_a_large_drop(landing, instance) -> No
     assert events["validated"]["files"] == 55 and events["converted"]["files"] == 55
 
 
+def test_a_file_that_cannot_be_converted_fails_alone(landing, instance) -> None:
+    """A landing file the conversion cannot read (here: gone from the raw area between the
+    ingest and the conversion) failed the whole batch's conversion, and the step ended on a
+    FileNotFoundError traceback. Now the others are published, it is rejected by name."""
+    landing.write("a.csv", GOOD_CSV)
+    landing.write("b.csv", "order_id,customer,amount,dt\n30,eve,1,2026-11-23\n")
+    defs = build_definitions(landing.spec_path)
+    job = defs.resolve_job_def(landing_job_name("orders"))
+    tags = {TAG_BATCH: "b-manual"}
+    ingest = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET,
+                                    asset_selection=[ingested_key("orders")])
+    assert ingest.success
+    (landing.raw / "b.csv").unlink()
+    convert = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET,
+                                     asset_selection=[parquet_key("orders")], raise_on_error=False)
+    assert not convert.success
+    failure = next(e for e in convert.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "1 of 2 files not converted" in failure.step_failure_data.error.message
+    assert "b.csv: Parquet conversion failed: not in the raw area" in failure.step_failure_data.error.message
+    assert _parquet_files(landing) == [
+        "dt=2026-11-20/a-part-0.parquet", "dt=2026-11-21/a-part-0.parquet",
+        "dt=2026-11-22/a-part-0.parquet"]
+    events = [json.loads(line) for line in landing.outbox()]
+    assert [e["event"] for e in events][-2:] == ["converted", "rejected"]
+    assert events[-2]["files"] == 1
+    assert (events[-1]["file"], events[-1]["rule"]) == ("b.csv", "conversion")
+    pending = landing.output / "_landing" / "pending.json"
+    assert json.loads(pending.read_text()) == []  # b.csv is not carried into later batches
+
+
 def test_min_age_holds_back_files_still_being_written_and_run_keys_are_stable(
     landing, instance
 ) -> None:
