@@ -12,6 +12,7 @@ PostgreSQL); while the run holds the pair lock, nobody else changes the pair's r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -93,7 +94,8 @@ class Scratch:
         :meth:`load_listing` and :meth:`load_manifest` would put it, so the join of
         :meth:`decision_rows` decides it. Returns the number of files settled.
 
-        A no-op re-sync so writes no row at all: the settled paths never leave this loop.
+        So a no-op re-sync writes no row at all: the settled paths never leave this loop, and
+        a directory whose rows are all unchanged is settled by one comparison of two lists.
         Should the two orders ever disagree (a name Python and the store sort differently),
         the unmatched rows go in on both sides and the join still pairs them: only slower."""
         self.new_listing("src")
@@ -102,13 +104,25 @@ class Scratch:
         src: list[tuple] = []
         man: list[tuple] = []
         settled = 0
-        m = next(rows, None)
+        ahead: list[tuple] = []  # manifest rows read for the batch being merged, in order
         for batch in batches:
+            n = len(batch)
+            if len(ahead) < n:
+                ahead.extend(itertools.islice(rows, n - len(ahead)))
+            # the common case in bulk: this directory's rows are the next n manifest rows,
+            # each unchanged (and none held): one comparison of two lists, in C
+            if len(ahead) >= n and [(e.rel, e.kind, e.size, e.mtime_ns, e.held) for e in batch] == [
+                    (m[0], m[1], m[2], m[3], False) for m in ahead[:n]]:
+                settled += [e.kind for e in batch].count(FILE)
+                del ahead[:n]
+                continue
+            ahead.reverse()  # popped from the end: next() of the rows read ahead
+            m = ahead.pop() if ahead else next(rows, None)
             for e in batch:
                 rel = e.rel
                 while m is not None and m[0] < rel:
                     man.append(m)  # recorded, gone from the source (or listed out of order)
-                    m = next(rows, None)
+                    m = ahead.pop() if ahead else next(rows, None)
                 if m is not None and m[0] == rel:
                     if not e.held and m[1] == e.kind and (e.kind == DIR or (
                             m[2] == e.size and m[3] == e.mtime_ns)):
@@ -116,21 +130,23 @@ class Scratch:
                     else:
                         src.append(e.row())
                         man.append(m)
-                    m = next(rows, None)
+                    m = ahead.pop() if ahead else next(rows, None)
                 else:
                     src.append(e.row())
+            ahead.reverse()
+            if m is not None:
+                ahead.insert(0, m)  # the first row past this batch: the next batch's
             if len(src) >= BATCH:
                 self.add_listing("src", src)
                 src = []
             if len(man) >= BATCH:
                 self._add_manifest(man)
                 man = []
-        while m is not None:
+        for m in itertools.chain(ahead, rows):
             man.append(m)
             if len(man) >= BATCH:
                 self._add_manifest(man)
                 man = []
-            m = next(rows, None)
         if src:
             self.add_listing("src", src)
         if man:
