@@ -384,8 +384,6 @@ class _Run:
         # pass and leaves the paths the manifest settles out of the scratch tables altogether
         settling = not dst_listed and lister is walk and not self.chain and not opts.checksum
         if settling:
-            if self.src_fs.capabilities.host_paths:
-                listing["workers"] = 0  # no round trips to overlap: threads only cost
             with store.manifest_scan(pair_id) as recorded, store.guard():
                 self._settled = scratch.load_settling(
                     walk(self.src_fs, self.src_root, self.filter, ordered=True, **listing), recorded)

@@ -1,4 +1,5 @@
-"""Streamed, filtered listing of a tree; directories are listed in parallel.
+"""Streamed, filtered listing of a tree; directories are listed in parallel, or in path
+order for a one-pass merge with the manifest (``walk(..., ordered=True)``).
 
 Yields batches of :class:`Entry` with paths relative to the root, so a caller can
 write them to the state store without ever holding the whole tree.
