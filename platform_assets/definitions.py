@@ -2,8 +2,8 @@
 
 Each dataset kind builds its own ``Definitions`` (``replication/``, ``landing/``, ``hive/``,
 each in its ``definitions.py``); this module only merges them and applies what holds for the
-whole code location: the resources every kind shares and the shared run-status notification
-sensors (``sensors/``).
+whole code location: the resources every kind shares, the shared run-status notification
+sensors (``sensors/``) and the executor (in process: one process per run).
 
 The spec is the file ``REPLICATION_SPEC`` names (default: the demo's ``replication.yaml`` at
 the repository root). Importing this module reads nothing; loading the code location (Dagster
@@ -109,6 +109,10 @@ def build_definitions(
                 NOTIFICATION_FIELDS, rs.sensor_status,
                 outbox=spec.platform.notifier.kind == "kafka"),
             resources=build_resources(spec),
+            # one process per run: a copy's parallelism is inside the engine (threads, Spark,
+            # DistCp, Dataproc), so a process per step only adds an interpreter start and a
+            # code location load to every step of every run
+            executor=dg.in_process_executor,
         ),
     )
 
