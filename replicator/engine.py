@@ -691,9 +691,9 @@ class _Run:
 
     def _tasks(self, scratch: Scratch) -> Iterator[Task]:
         big = self.opts.multipart_threshold
-        # local -> local without --checksum: one in-kernel copy_file_range beats Python ranges
-        kernel_copy = (local_pair(self.src_fs, self.dst_fs) and not self.opts.checksum
-                       and not self.opts.verify_checksum)
+        # local -> local: one in-kernel copy_file_range (checked piece by piece while it
+        # runs, where asked) beats Python ranges
+        kernel_copy = local_pair(self.src_fs, self.dst_fs)
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy and self._ranges
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR and path not in self._replaced:

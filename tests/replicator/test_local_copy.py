@@ -90,3 +90,34 @@ def test_a_source_replaced_by_a_symlink_is_not_followed(tmp_path: Path) -> None:
     out = stage(task, _ctx(tmp_path, retries=0))
     assert not out.ok and "symlink" in (out.error or "")
     assert list((tmp_path / "dst").iterdir()) == []
+
+
+@pytest.mark.parametrize("n", [5000, 3 * transfer.VERIFY_CHUNK + 4096])
+def test_verify_catches_a_staged_copy_that_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   n: int) -> None:
+    # a write that lands wrong (here: one byte flipped in the staged copy as it is written)
+    task = _source(tmp_path, n)
+    real_write, real_copy = transfer._write_all, transfer._copy_at
+
+    def flip(fd: int, offset: int) -> None:
+        byte = os.pread(fd, 1, offset)
+        os.pwrite(fd, bytes([byte[0] ^ 1]), offset)
+
+    def bad_write(fd: int, data: bytes) -> None:
+        real_write(fd, data)
+        flip(fd, len(data) // 2)
+
+    def bad_copy(infd: int, outfd: int, offset: int, k: int) -> int:
+        moved = real_copy(infd, outfd, offset, k)
+        if offset == transfer.VERIFY_CHUNK:  # the second piece
+            flip(outfd, offset + 10)
+        return moved
+
+    monkeypatch.setattr(transfer, "_write_all", bad_write)
+    monkeypatch.setattr(transfer, "_copy_at", bad_copy)
+    out = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert not out.ok and "checksum mismatch" in (out.error or ""), out.error
+    assert list((tmp_path / "dst").iterdir()) == []
+    monkeypatch.undo()
+    again = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert again.ok and again.verified
