@@ -36,6 +36,7 @@ Whole-table copy (history and custom tables): job ``hive_copy_table`` and
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +49,10 @@ from platform_assets.history import latest_copies
 from platform_assets.hive.names import (
     CHECK_PREVIOUS_COPIES,
     CHECK_ROW_COUNTS,
+    async_copy_job_name,
     etl_key,
     hive_table_key,
+    sync_job_name,
 )
 from platform_assets.hive.spec import (
     iso,
@@ -59,8 +62,10 @@ from platform_assets.hive.spec import (
     table_properties,
 )
 from replicator.secrets import redact
+from replicator.state import open_store
 from resources.hive import HiveError, HiveMetastoreResource, HiveUnavailable
 from resources.hive_worker import HiveInputError
+from resources.replicator import ReplicatorResource
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,56 @@ def pending_copies(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstance)
     return out
 
 
+_IN_FLIGHT = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED,
+              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def copies_in_flight(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstance,
+                     this_run: str, partitions: Iterable[str]) -> list[str]:
+    """Runs other than ``this_run`` that may still copy or register one of ``partitions`` of
+    ``dataset``: not finished, of that partition (every run of these assets is of one
+    partition: no backfill policy makes ranged runs), and selecting one of its replicas or
+    remote tables (backfills, sensor runs) or running one of its Hive jobs."""
+    view = rs[dataset]
+    keys = set(view.replica_keys) | {hive_table_key(dataset, c) for c in remote_clusters(rs, dataset)}
+    jobs = {sync_job_name(dataset), async_copy_job_name(dataset), view.copy_job_name}
+    out = []
+    for partition in sorted(set(partitions)):
+        for run in instance.get_runs(dg.RunsFilter(statuses=_IN_FLIGHT,
+                                                   tags={"dagster/partition": partition})):
+            if run.run_id != this_run and (
+                    run.job_name in jobs or (run.asset_selection and keys & set(run.asset_selection))):
+                out.append(run.run_id)
+    return out
+
+
+def wait_for_previous_copies(
+    rs: ResolvedSpec, dataset: str, context: dg.AssetExecutionContext, wait_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[PendingCopy]:
+    """The earlier imports of ``dataset`` still to copy, once none is in flight any more: while
+    a copy of them is running or queued (a backfill of several partitions, a sensor run), wait
+    for it (up to ``wait_s``) instead of refusing the import."""
+    deadline = time.monotonic() + wait_s
+    delay = 1.0
+    said = None
+    while True:
+        pending = pending_copies(rs, dataset, context.instance)
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        flying = copies_in_flight(rs, dataset, context.instance, context.run.run_id,
+                                  {p.partition for p in pending})
+        if not flying:
+            return pending  # nothing will copy them: refuse
+        waiting = sorted({p.partition for p in pending})
+        if (waiting, flying) != said:  # once per change, not once per poll
+            said = (waiting, flying)
+            context.log.info(f"import of {dataset!r} waits for earlier imports to be copied: "
+                             f"{', '.join(waiting[:10])} (runs {', '.join(flying[:5])})")
+        sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 10.0)
+
+
 def hive_failure(exc: Exception, what: str) -> dg.Failure:
     """A Hive error as a step failure: retried only while a metastore does not answer."""
     return dg.Failure(description=f"{what}: {exc}", allow_retries=isinstance(exc, HiveUnavailable))
@@ -159,29 +214,54 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
         )],
     )
     def _import(context: dg.AssetExecutionContext, config: ImportConfig,
-                hive: HiveMetastoreResource) -> Iterable[Any]:
+                hive: HiveMetastoreResource, replicator: ReplicatorResource) -> Iterable[Any]:
         partition = context.partition_key
         spec_values = partition_spec(partition)
         if set(spec_values) != set(pcols):
             raise dg.Failure(f"partition {partition!r}: expected the levels {pcols}")
-        if ds.incremental:
-            pending = pending_copies(rs, dataset, context.instance)
-            if pending:
-                desc = "; ".join(
-                    f"{p.partition} imported {iso(p.imported_at)} not yet on {p.cluster} ({p.asset})"
-                    for p in pending[:10]
-                )
-                yield dg.AssetCheckResult(
-                    check_name=CHECK_PREVIOUS_COPIES, passed=False,
-                    metadata={"pending": desc, "pending_count": len(pending)},
-                )
-                raise dg.Failure(
-                    description=(
-                        f"import of incremental dataset {dataset!r} refused: a previous copy is "
-                        f"unfinished ({desc}); the remote cluster would miss an increment"
-                    ),
-                    allow_retries=False,
-                )
+        if not ds.incremental:
+            yield from _write(context, config, hive)
+            return
+        # incremental: one import of the dataset at a time, each after the earlier ones are
+        # copied. Wait for copies in flight first (no lock held meanwhile), then check again
+        # under the dataset's import lock, held until the import is recorded.
+        deadline = time.monotonic() + replicator.lock_wait_s
+        while True:
+            wait_for_previous_copies(rs, dataset, context, max(0.0, deadline - time.monotonic()))
+            lock = open_store(replicator.state_path)
+            try:
+                lock.lock_pair_waiting(f"hive-import:{dataset}", a,
+                                       max(0.0, deadline - time.monotonic()))
+                pending = pending_copies(rs, dataset, context.instance)
+                if pending and time.monotonic() < deadline and copies_in_flight(
+                        rs, dataset, context.instance, context.run.run_id,
+                        {p.partition for p in pending}):
+                    continue  # another import got in first: wait for its copies
+                if pending:
+                    desc = "; ".join(
+                        f"{p.partition} imported {iso(p.imported_at)} not yet on {p.cluster} ({p.asset})"
+                        for p in pending[:10]
+                    )
+                    yield dg.AssetCheckResult(
+                        check_name=CHECK_PREVIOUS_COPIES, passed=False,
+                        metadata={"pending": desc, "pending_count": len(pending)},
+                    )
+                    raise dg.Failure(
+                        description=(
+                            f"import of incremental dataset {dataset!r} refused: a previous copy is "
+                            f"unfinished ({desc}); the remote cluster would miss an increment"
+                        ),
+                        allow_retries=False,
+                    )
+                yield from _write(context, config, hive)
+                return
+            finally:
+                lock.close()
+
+    def _write(context: dg.AssetExecutionContext, config: ImportConfig,
+               hive: HiveMetastoreResource) -> Iterable[Any]:
+        partition = context.partition_key
+        spec_values = partition_spec(partition)
         batch = importer(dataset, partition, config)
         table_loc = view.source_root
         try:

@@ -236,6 +236,10 @@ def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env
 def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEnv, instance) -> None:
     spec = hive_env.spec
     assert run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-01").success
+    # a copy in flight of another partition will not copy dt=2026-11-01: no wait, refused at once
+    instance.create_run_for_job(hive_env.defs.resolve_job_def("hive_copy_ledger"),
+                                tags={"dagster/partition": "dt=2026-10-01"},
+                                status=dg.DagsterRunStatus.STARTED)
     refused = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
     assert not refused.success
     [check] = check_results(refused, hn.CHECK_PREVIOUS_COPIES)
@@ -253,6 +257,41 @@ def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEn
     assert again.success
     [ok] = check_results(again, hn.CHECK_PREVIOUS_COPIES)
     assert ok.passed
+
+
+def test_incremental_import_waits_for_a_copy_in_flight_instead_of_failing(
+        hive_env: HiveEnv, instance) -> None:
+    """A backfill of several partitions of an incremental dataset: the second import meets the
+    first's copy still running. It waits for it (instead of failing the backfill) and then
+    imports."""
+    assert run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-05").success
+    [req] = [r for r in async_copy_requests(resolve(hive_env.spec), instance)
+             if r.job_name == "hive_copy_ledger" and r.partition_key == "dt=2026-11-05"]
+    # the copy of dt=2026-11-05 is running (another run of the backfill)
+    flying = instance.create_run_for_job(hive_env.defs.resolve_job_def("hive_copy_ledger"),
+                                         tags={"dagster/partition": "dt=2026-11-05"},
+                                         status=dg.DagsterRunStatus.STARTED)
+    second: dict[str, dg.ExecuteInProcessResult] = {}
+    importer = threading.Thread(target=lambda: second.update(r=run_job(
+        hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-06")))
+    importer.start()
+    deadline = time.monotonic() + 120
+    while not any("waits for earlier imports to be copied: dt=2026-11-05 " in (e.message or "")
+                  for run_id in _runs_of(instance, "hive_import_ledger")
+                  for e in instance.all_logs(run_id)):
+        assert importer.is_alive() and time.monotonic() < deadline, second
+        time.sleep(0.2)
+    assert importer.is_alive()  # waiting, not refused
+    assert execute_run_request(hive_env.defs, instance, req, quiet=True).success  # the copy lands
+    instance.report_run_canceled(flying)
+    importer.join(timeout=300)
+    assert not importer.is_alive() and second["r"].success
+    [ok] = check_results(second["r"], hn.CHECK_PREVIOUS_COPIES)
+    assert ok.passed
+
+
+def _runs_of(instance: dg.DagsterInstance, job: str) -> list[str]:
+    return [r.run_id for r in instance.get_runs(dg.RunsFilter(job_name=job))]
 
 
 def test_full_load_import_is_not_blocked(hive_env: HiveEnv, instance) -> None:
