@@ -36,7 +36,7 @@ from replicator.errors import (
     on_side,
 )
 from replicator.filesystems.base import FILE, LINK, FileSystem, unsafe_rel
-from replicator.filesystems.local import native_path, open_regular_stat
+from replicator.filesystems.local import create_new, native_path, open_regular_stat
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import NO_PROGRESS, Progress
 
@@ -414,30 +414,23 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
 
 
 SMALL_FILE = 1 << 20  # a local file up to this size moves by one read and one write
-# the staged name is created, never reused: a link planted there is not written through
-_STAGED_FLAGS = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
 def _open_staged(ctx: StageContext, dst: str, final: str, *, readable: bool) -> int:
-    """Create the staged file ``dst``: its directory if missing (the engine made every
-    directory up front, so that is rare), and a stale one of an earlier attempt of this run
-    (same deterministic name) removed first."""
-    flags = _STAGED_FLAGS | (os.O_RDWR if readable else os.O_WRONLY)
-    path = native_path(dst)
+    """Create the staged file ``dst`` afresh (a link planted at its name is not written
+    through), and its directory if missing (the engine made every directory up front, so
+    that is rare)."""
     try:
-        return os.open(path, flags, 0o666)
+        return create_new(dst, readable=readable)
     except OSError:
-        pass
+        pass  # again, errors named and given their side
     with _on("destination", ctx.dst_fs, final):
-        for _ in range(2):
-            try:
-                return os.open(path, flags, 0o666)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-            except FileExistsError:
-                os.unlink(path)  # the name, never what a link there points to
-        return os.open(path, flags, 0o666)
+        try:
+            return create_new(dst, readable=readable)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(native_path(dst)), exist_ok=True)
+        return create_new(dst, readable=readable)
 
 
 def _io_error(exc: OSError, src: str, final: str) -> BaseException:

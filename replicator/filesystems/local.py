@@ -151,10 +151,31 @@ def open_regular_stat(path: str, *, follow: bool = True) -> tuple[int, os.stat_r
     return fd, st
 
 
+_NEW_FILE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_new(path: str, mode: int = 0o666, *, readable: bool = False) -> int:
+    """A descriptor of a file created afresh at ``path`` for writing (and reading, if
+    ``readable``): whatever has that name (a stale staged file, or a symlink planted there)
+    is removed first, never written through (O_TRUNC would truncate what a link points to).
+    Raises FileNotFoundError when the directory is missing."""
+    native = native_path(path)
+    flags = _NEW_FILE | (os.O_RDWR if readable else os.O_WRONLY)
+    for _ in range(3):
+        try:
+            return os.open(native, flags, mode)
+        except FileExistsError:
+            try:
+                os.unlink(native)
+            except FileNotFoundError:
+                pass
+    return os.open(native, flags, mode)
+
+
 class _LocalWriter(Writer):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._f = open(native_path(path), "wb")  # noqa: SIM115
+        self._f = os.fdopen(create_new(path), "wb")
 
     def write(self, data: bytes | memoryview) -> None:
         self._f.write(data)
@@ -338,7 +359,7 @@ class LocalFileSystem(FileSystem):
     # ranges: a preallocated temporary written at offsets by several workers
     def begin_parallel_write(self, path: str, size: int, mtime_ns: int | None = None) -> dict:
         os.makedirs(native_path(os.path.dirname(path)), exist_ok=True)
-        fd = os.open(native_path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_new(path, 0o644)
         try:
             os.ftruncate(fd, size)
         finally:
@@ -346,7 +367,7 @@ class LocalFileSystem(FileSystem):
         return {"path": path, "size": size}
 
     def write_part(self, handle: dict, index: int, offset: int, chunks: Iterable[bytes]) -> dict:
-        fd = os.open(native_path(handle["path"]), os.O_WRONLY)
+        fd = os.open(native_path(handle["path"]), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         written = 0
         try:
             for data in chunks:

@@ -121,3 +121,20 @@ def test_verify_catches_a_staged_copy_that_differs(tmp_path: Path, monkeypatch: 
     monkeypatch.undo()
     again = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
     assert again.ok and again.verified
+
+
+def test_local_writers_do_not_write_through_a_link_at_their_name(tmp_path: Path) -> None:
+    # remote -> local copies stage through open_write / begin_parallel_write
+    fs = LocalFileSystem()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (tmp_path / "staged").symlink_to(victim)
+    with fs.open_write(str(tmp_path / "staged")) as w:
+        w.write(b"new bytes")
+    assert victim.read_bytes() == b"keep me"
+    assert (tmp_path / "staged").read_bytes() == b"new bytes"
+    (tmp_path / "ranged").symlink_to(victim)
+    handle = fs.begin_parallel_write(str(tmp_path / "ranged"), 4)
+    fs.write_part(handle, 0, 0, [b"abcd"])
+    assert victim.read_bytes() == b"keep me"
+    assert (tmp_path / "ranged").read_bytes() == b"abcd" and not (tmp_path / "ranged").is_symlink()
