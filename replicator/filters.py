@@ -68,10 +68,14 @@ def _match(pattern: str, rel: str) -> bool:
     return bool(glob_to_regex(pattern.lstrip("/").rstrip("/")).match(rel))
 
 
+@lru_cache(maxsize=1)
+def _temporary_regex() -> re.Pattern[str]:
+    """``SKIP_FILE_PATTERNS`` as one regex (each alternative is anchored at both ends)."""
+    return re.compile("|".join(f"(?:{glob_to_regex(p).pattern})" for p in SKIP_FILE_PATTERNS), re.DOTALL)
+
+
 def is_temporary_name(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX) or any(
-        glob_to_regex(p).match(name) for p in SKIP_FILE_PATTERNS
-    )
+    return name.startswith(TEMP_PREFIX) or _temporary_regex().match(name) is not None
 
 
 def compile_regex(pattern: str, flag: str = "--include-regex/--exclude-regex") -> re.Pattern[str]:

@@ -110,21 +110,25 @@ class TickRows:
 
     def load(self, scope: str) -> dict[str, str]:
         """``key -> value`` as of the cursor (absent keys: nothing recorded)."""
-        if scope in self._loaded:
-            return {k: v for k, v in self._loaded[scope].items() if v is not None}
-        committed: dict[str, str | None] = {}
-        reverts = {}
-        for key, lineage, seq, value, prev in self.store.sensor_rows(scope):
-            if lineage != self.lineage:
-                continue
-            if seq <= self.seq:
-                committed[key] = value
-            else:  # written by a tick whose cursor never landed
+        if scope not in self._loaded:
+            self.load_many([scope])
+        return {k: v for k, v in self._loaded[scope].items() if v is not None}
+
+    def load_many(self, scopes: Iterable[str]) -> None:
+        """Read the rows of every scope not loaded yet, in one query (a tick reads every
+        dataset's rows: one query per tick, not one per dataset)."""
+        todo = [s for s in dict.fromkeys(scopes) if s not in self._loaded]
+        if not todo:
+            return
+        values, later = self.store.sensor_values(todo, self.lineage, self.seq)
+        for scope in todo:
+            committed: dict[str, str | None] = values[scope]  # type: ignore[assignment]
+            # rows written by a tick whose cursor never landed read as their prev, and go back
+            self._writes[scope] = {key: (key, self.lineage, self.seq, prev, prev)
+                                   for key, prev in later[scope].items()}
+            for key, prev in later[scope].items():
                 committed[key] = prev
-                reverts[key] = (key, self.lineage, self.seq, prev, prev)
-        self._loaded[scope] = committed
-        self._writes[scope] = reverts
-        return {k: v for k, v in committed.items() if v is not None}
+            self._loaded[scope] = committed
 
     def current(self, scope: str) -> dict[str, str]:
         """:meth:`load` with this tick's staged writes applied."""
@@ -152,9 +156,7 @@ class TickRows:
             self.stage(scope, key, value)
 
     def flush(self) -> int:
-        n = 0
-        for scope, writes in self._writes.items():
-            if writes:
-                self.store.sensor_write(scope, writes.values())
-                n += len(writes)
-        return n
+        """Write every staged row, of every scope, in one transaction."""
+        rows = [(scope, *row) for scope, writes in self._writes.items() for row in writes.values()]
+        self.store.sensor_write_many(rows)
+        return len(rows)

@@ -21,6 +21,8 @@ from typing import Any
 from replicator.errors import LockedError, ReplicatorError, UsageError
 
 ManifestRow = tuple[str, str, int, int, str | None]  # (path, kind, size, mtime_ns, checksum)
+_SCOPES_PER_QUERY = 200  # scopes per sensor_values query (bound parameters)
+_SEPARATOR = "\x1e"  # ASCII record separator: between keys and values of sensor_values
 
 
 class StateError(ReplicatorError):
@@ -45,6 +47,9 @@ class StateStore:
                               "sensor_state": "sensor_state"}
     #: the back end's DB-API errors, turned into StateError / StateDamaged at the boundary
     ERRORS: tuple[type[BaseException], ...] = ()
+    #: the back end's string aggregate (``{}``: the expression) and its spelling of "\x1e"
+    AGGREGATE: str = "group_concat({}, char(30))"
+    SEPARATOR_SQL: str = "char(30)"
     read_only: bool = False
     #: False: a throwaway store (a dry run with no state yet); nothing is locked or kept
     persistent: bool = True
@@ -323,10 +328,51 @@ class StateStore:
         return [(r[0], r[1], int(r[2]), r[3], r[4]) for r in self._all(
             "SELECT key, lineage, seq, value, prev FROM {sensor_state} WHERE scope=?", (scope,))]
 
+    def sensor_values(
+        self, scopes: Iterable[str], lineage: str, seq: int,
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str | None]]]:
+        """The rows of ``lineage`` in ``scopes`` as of ``seq``: ``(values, later)`` where
+        ``values[scope][key]`` is ``value`` for rows written at ``seq`` or before and ``prev``
+        for later ones (None left out), and ``later[scope][key]`` is the ``prev`` of each
+        row written after ``seq``. One aggregated query per ``_SCOPES_PER_QUERY`` scopes: the
+        database joins each scope's rows into one string, so a tick reads 100,000 rows as
+        100 strings (a scope whose keys or values hold the separator is read row by row)."""
+        wanted = sorted(set(scopes))
+        values: dict[str, dict[str, str]] = {scope: {} for scope in wanted}
+        later: dict[str, dict[str, str | None]] = {scope: {} for scope in wanted}
+        for i in range(0, len(wanted), _SCOPES_PER_QUERY):
+            part = tuple(wanted[i : i + _SCOPES_PER_QUERY])
+            marks = ",".join("?" * len(part))
+            joined = self.AGGREGATE.format(f"key || {self.SEPARATOR_SQL} || v")
+            for scope, count, text in self._all(
+                f"SELECT scope, count(v), {joined} FROM (SELECT scope, key, CASE WHEN seq <= ? "
+                f"THEN value ELSE prev END AS v FROM {{sensor_state}} WHERE scope IN ({marks}) "
+                "AND lineage = ?) AS t GROUP BY scope", (seq, *part, lineage),
+            ):
+                items = text.split(_SEPARATOR) if text else []
+                if len(items) == 2 * int(count):
+                    values[scope] = dict(zip(items[0::2], items[1::2], strict=True))
+                else:  # the separator inside a key or a value: read this scope's rows
+                    values[scope] = {k: (v if q <= seq else p) for k, _, q, v, p in self.sensor_rows(scope)
+                                     if (v if q <= seq else p) is not None}
+            for scope, key, prev in self._all(
+                f"SELECT scope, key, prev FROM {{sensor_state}} WHERE scope IN ({marks}) AND lineage = ? "
+                "AND seq > ?", (*part, lineage, seq),
+            ):
+                later[scope][key] = prev
+        return values, later
+
     def sensor_write(self, scope: str,
                      rows: Iterable[tuple[str, str, int, str | None, str | None]]) -> None:
         """Upsert rows ``(key, lineage, seq, value, prev)`` of ``scope`` in one transaction."""
-        batch = [(scope, k, lin, seq, v, p) for (k, lin, seq, v, p) in rows]
+        self.sensor_write_many((scope, k, lin, seq, v, p) for (k, lin, seq, v, p) in rows)
+
+    def sensor_write_many(
+        self, rows: Iterable[tuple[str, str, str, int, str | None, str | None]],
+    ) -> None:
+        """Upsert rows ``(scope, key, lineage, seq, value, prev)`` of any scopes in one
+        transaction."""
+        batch = list(rows)
         if not batch:
             return
         with self.transaction():

@@ -99,6 +99,8 @@ class PostgresStateStore(StateStore):
     from the URL, ``PGPASSWORD`` or ``~/.pgpass``)."""
 
     TABLES = {name: PREFIX + name for name in ("pairs", "files", "journal", "runs", "sensor_state")}
+    AGGREGATE = "string_agg({}, chr(30))"
+    SEPARATOR_SQL = "chr(30)"
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         import psycopg2

@@ -140,6 +140,33 @@ def test_journal_and_atomic_commit(state_spec: str) -> None:
         store.close()
 
 
+def test_sensor_values_read_many_scopes_as_of_a_tick(state_spec: str) -> None:
+    """The change sensor's bulk read: rows of one lineage as of tick ``seq`` (a later tick's
+    row reads as its ``prev`` and is listed in ``later``), other lineages and forgotten rows
+    left out, and keys or values holding the aggregate's separator still read exactly."""
+    store = open_store(state_spec)
+    try:
+        odd = "dt=a\x1eb c"  # the separator and a space in a partition name
+        store.sensor_write_many([
+            ("s/a", "p1", "L", 1, "fp1 10 0", None),
+            ("s/a", "p2", "L", 3, "fp2new 20 0", "fp2 20 0"),  # written by tick 3, cursor at 2
+            ("s/a", "p3", "L", 3, "fp3 30 0", None),  # new at tick 3: absent as of tick 2
+            ("s/a", "gone", "L", 2, None, "fpg 1 0"),  # forgotten at tick 2
+            ("s/a", "other", "M", 1, "fpx 1 0", None),  # another lineage
+            ("s/b", odd, "L", 2, "fpo 5 1", None),
+            ("s/c", "q", "L", 1, "fpq 7 0", None),
+        ])
+        values, later = store.sensor_values(["s/a", "s/b", "s/none"], "L", 2)
+        assert values == {"s/a": {"p1": "fp1 10 0", "p2": "fp2 20 0"}, "s/b": {odd: "fpo 5 1"},
+                          "s/none": {}}
+        assert later == {"s/a": {"p2": "fp2 20 0", "p3": None}, "s/b": {}, "s/none": {}}
+        values, later = store.sensor_values(["s/a"], "L", 3)
+        assert values["s/a"] == {"p1": "fp1 10 0", "p2": "fp2new 20 0", "p3": "fp3 30 0"}
+        assert later["s/a"] == {}
+    finally:
+        store.close()
+
+
 def test_pair_lock_is_exclusive_across_connections_and_released_on_close(state_spec: str) -> None:
     a, b = open_store(state_spec), open_store(state_spec)
     try:

@@ -429,3 +429,90 @@ def test_symlinks_in_a_source_partition_are_skipped_as_the_copy_skips_them(
     assert all(r.success for r in launched)
     mat = instance.get_latest_materialization_event(dg.AssetKey(["gcs", "events"]))
     assert mat.asset_materialization.metadata["source_fingerprint"].value == plain.fingerprint
+
+
+# ------------------------------------------------------------------ the order of work, as tables
+def test_classify_sorts_a_listing_into_new_hinted_rotation_and_gone() -> None:
+    from platform_assets.replication.change_sensor import classify_partitions
+
+    listing = [("dt=1", 100), ("dt=2", 200), ("dt=3", 300), ("dt=4", 400), ("dt=5", 500),
+               ("dt=6", 600)]
+    recorded = {
+        "dt=1": "aa 100 0",  # unchanged: the rotation's
+        "dt=2": "bb 199 0",  # the directory's mtime moved: hinted
+        "dt=3": "cc 300 1",  # files were held back: hinted until they count
+        "dt=4": "dd ? 0",  # seeded, the directory's time unknown yet: hinted
+        "dt=5": "ee 500 0",  # a failed copy due again: first
+        "dt=9": "zz 900 0",  # no longer listed: gone
+    }
+    c = classify_partitions(listing, recorded, due={"dt=5", "dt=8"})
+    assert c.first == ["dt=5", "dt=6"]  # dt=6 is new; dt=8 is due but not listed
+    assert c.hinted == ["dt=2", "dt=3", "dt=4"]
+    assert c.rotation == ["dt=1"]
+    assert c.gone == ["dt=9"]
+    assert c.tokens == {f"dt={i}": str(i * 100) for i in range(1, 7)}
+
+
+def test_classify_without_directory_mtimes_hints_nothing_and_rotates() -> None:
+    from platform_assets.replication.change_sensor import classify_partitions
+
+    c = classify_partitions([("a", None), ("b", None)], {"a": "aa n 0", "b": "bb n 0"}, set())
+    assert (c.first, c.hinted, c.rotation, c.gone) == ([], [], ["a", "b"], [])
+    assert c.tokens == {"a": "n", "b": "n"}
+
+
+def test_rotation_goes_on_after_the_position_across_datasets_and_wraps() -> None:
+    from platform_assets.replication.change_sensor import _rotation
+
+    rot = {"a": ["1", "2", "3"], "b": [], "c": ["1", "2"]}
+    names = ["a", "b", "c"]
+    assert list(_rotation(names, rot, None)) == [("a", "1"), ("a", "2"), ("a", "3"), ("c", "1"), ("c", "2")]
+    assert list(_rotation(names, rot, ("a", "2"))) == [("a", "3"), ("c", "1"), ("c", "2"), ("a", "1"), ("a", "2")]
+    # the position's partition or dataset is gone: the next one after it in sorted order
+    assert list(_rotation(names, rot, ("a", "25"))) == [("a", "3"), ("c", "1"), ("c", "2"), ("a", "1"), ("a", "2")]
+    assert list(_rotation(names, rot, ("bb", "x"))) == [("c", "1"), ("c", "2"), ("a", "1"), ("a", "2"), ("a", "3")]
+    assert list(_rotation(names, rot, ("z", "x"))) == [("a", "1"), ("a", "2"), ("a", "3"), ("c", "1"), ("c", "2")]
+
+
+def test_the_budget_stops_before_a_chunk_that_would_overrun_it_and_the_rotation_goes_on(
+    platform: Platform, monkeypatch
+) -> None:
+    """A chunk of fingerprints is not started when the last one's duration says it would end
+    past ``tick_budget_s``; the next tick goes on after the position in the cursor, and finds
+    a change the directory's mtime does not show (a file rewritten in place) when it gets
+    there."""
+    from platform_assets.datasets import DatasetView
+
+    for i in range(200):
+        platform.write("events", f"dt={i:03d}", "f.csv", str(i))
+    rs = resolve(platform.spec)
+    state = evaluate_changes(rs, ChangeState(), workers=1).state
+    state = evaluate_changes(rs, state, workers=1, max_partitions=1).state  # commits the first
+    # in place, same size, and the directory's mtime put back: only the rotation sees it
+    part = platform.source("events") / "dt=150"
+    dir_stat = part.stat()
+    f = part / "f.csv"
+    st = f.stat()
+    f.write_text("999")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    os.utime(part, ns=(dir_stat.st_atime_ns, dir_stat.st_mtime_ns))
+
+    t = [0.0]
+    real = DatasetView.fingerprint
+
+    def slow(self, partition, *, now=None):  # each fingerprint takes 20 ms of the fake clock
+        t[0] += 0.02
+        return real(self, partition, now=now)
+
+    monkeypatch.setattr(DatasetView, "fingerprint", slow)
+    positions, found = [], []
+    for _ in range(2):  # chunks of 64 take 1.28 s: two fit in 3 s, a third would not
+        ev = evaluate_changes(rs, state, workers=1, budget_s=3.0, clock=lambda: t[0])
+        assert ev.scanned == 128 and ev.elapsed_s <= 3.0 and not ev.complete_cycle
+        positions.append(ev.state.position)
+        found += [r.partition_key for r in ev.run_requests]
+        state, t[0] = ev.state, 0.0
+    # sorted order: customers/all, events/dt=000 ... dt=199, from after customers/all (the
+    # committing tick's one partition), 128 a tick, round to the start
+    assert positions == [("events", "dt=127"), ("events", "dt=054")]
+    assert found == ["dt=150"]
