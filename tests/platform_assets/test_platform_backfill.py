@@ -157,7 +157,16 @@ def test_backfill_through_the_webserver_overlapping_another_run_of_a_partition(
             procs.append(daemon)
             url = f"http://127.0.0.1:{web_port}"
             wait_for_url(url + "/server_info", web, logs["webserver"], timeout=TIMEOUT)
-            [repo] = _graphql(url, REPOS)["repositoriesOrError"]["nodes"]
+            repos: list[dict] = []
+
+            def location_loaded() -> bool:  # the webserver may answer before it has the location
+                data = _graphql(url, REPOS)["repositoriesOrError"]
+                assert data["__typename"] == "RepositoryConnection", data
+                repos[:] = data["nodes"]
+                return bool(repos)
+
+            _wait(location_loaded, "the webserver to load the code location")
+            [repo] = repos
             selector = {"repositoryLocationName": repo["location"]["name"],
                         "repositoryName": repo["name"]}
 
