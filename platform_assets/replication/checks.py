@@ -5,6 +5,7 @@ source, and the fingerprint the replica recorded is the source's current one.
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -13,10 +14,12 @@ from platform_assets.history import latest_copies
 from platform_assets.replication.names import CHECK_LAG
 from replicator.fingerprint import EMPTY_FINGERPRINT
 
+LAG_WORKERS = 8  # partitions fingerprinted at once
+
 
 def evaluate_lag(
     view: DatasetView, target: TargetView, instance: dg.DagsterInstance,
-    *, now: float | None = None,
+    *, now: float | None = None, workers: int = LAG_WORKERS,
 ) -> dg.AssetCheckResult:
     """Per partition: is the replica's last copy older than the newest change at the source,
     or of another content? A partition behind is *lagging* (the check fails at WARN); one
@@ -27,8 +30,10 @@ def evaluate_lag(
     now = time.time() if now is None else now
     window = view.fail_window.total_seconds() if view.fail_window else None
     lags: dict[str, float] = {}
-    for p in partitions:
-        fp = view.fingerprint(p, now=now)
+    # the partitions' listings are I/O (a NameNode or an object store answering): in parallel
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lag-check") as pool:
+        fingerprints = list(pool.map(lambda p: view.fingerprint(p, now=now), partitions))
+    for p, fp in zip(partitions, fingerprints, strict=True):
         if fp.fingerprint == EMPTY_FINGERPRINT:
             continue
         copy = last.get(p)
