@@ -25,7 +25,9 @@ Idempotence: the request id is derived from (replica asset, partition, source fi
 so a retried step (or one whose SubmitJob answer was lost) re-attaches to the job already
 submitted instead of starting a second one. A job of that key that ended in ERROR or
 CANCELLED under another Dagster run is not re-used: a new run gets a fresh generation of
-the key (a new job).
+the key (a new job). DistCp jobs are found by their job id (derived from the request id);
+``replicator`` jobs, whose id the server makes (the Pipes client needs that), by their
+``replicator-request`` label (ListJobs).
 
 Outcomes: DONE and verified -> materialized; the pool's clusters not RUNNING (e.g. ERROR)
 or the service unavailable -> a retryable failure (the step's retry policy submits again);
@@ -64,6 +66,7 @@ from resources.replicator import ReplicatorResource
 JOB_KINDS = ("distcp", "replicator")
 MAX_GENERATIONS = 50
 JOB_STATE = "replicator-state.db"  # relative: the job's working directory
+REQUEST_LABEL = "replicator-request"  # a replicator job's request id, to find its generations
 _LABEL_VALUE = re.compile(r"[^a-z0-9_-]")
 
 
@@ -387,6 +390,7 @@ def _run_replicator_job(
         PipesGCSContextInjector,
         PipesGCSMessageReader,
     )
+    from google.api_core import exceptions as gexc
     from google.api_core import retry as gretry
     from google.cloud import dataproc_v1
 
@@ -394,7 +398,12 @@ def _run_replicator_job(
 
     bucket, prefix = dataproc.staging()
     gcs = _gcs_client()
-    rid = request_id_for(*key_parts)
+    api = dataproc.client(target.region, target.endpoint)
+    run_id = context.run.run_id
+    try:
+        rid = _replicator_request_id(api, target, key_parts, run_id)
+    except gexc.GoogleAPICallError as exc:
+        raise _submit_error(exc, target) from None
     try:
         # the Dagster host's state store means nothing on the cluster: the job keeps its own
         # in its working directory (an ephemeral cluster's first run compares against the
@@ -405,18 +414,17 @@ def _run_replicator_job(
                            state=JOB_STATE)
     except UsageError as exc:
         raise _failure(f"dataproc replicator job: {exc}", retry=False) from None
+    job_labels = {"dagster-run-id": run_id, REQUEST_LABEL: rid, **(labels or {})}
     job = dataproc_v1.Job(
         placement=dataproc_v1.JobPlacement(cluster_labels=dict(target.cluster_labels)),
-        labels={k: label_value(v) for k, v in (labels or {}).items()}, pyspark_job=kind)
+        labels={k: label_value(v) for k, v in job_labels.items()}, pyspark_job=kind)
     request = dataproc_v1.SubmitJobRequest(project_id=target.project, region=target.region,
                                            job=job, request_id=rid)
-    from google.api_core import exceptions as gexc
-
     retry = gretry.Retry(predicate=gretry.if_exception_type(gexc.ServiceUnavailable,
                                                             gexc.DeadlineExceeded),
                          initial=0.5, maximum=10.0, timeout=min(600.0, dataproc.timeout_s))
     client = PipesDataprocJobClient(
-        client=dataproc.client(target.region, target.endpoint),
+        client=api,
         context_injector=PipesGCSContextInjector(bucket=bucket, client=gcs,
                                                  key_prefix=f"{prefix}/pipes/" if prefix else "pipes/"),
         message_reader=PipesGCSMessageReader(bucket=bucket, client=gcs,
@@ -450,6 +458,29 @@ def _run_replicator_job(
                                                     ("run_id", "executor", "files_copied",
                                                      "bytes_copied", "verified")}
     return report
+
+
+def _replicator_request_id(api: Any, target: DataprocTarget, parts: Sequence[str],
+                           run_id: str) -> str:
+    """The request id of a ``replicator`` job: the key's latest generation this run may
+    re-attach to (running, done, or failed under this same run), else a fresh one. The
+    server keeps a request id's job for good, so re-using the id of a job that ended in ERROR
+    or CANCELLED under another run would hand every later run that failed job again: the
+    partition could not be copied until its source changed. The Pipes client lets the server
+    name the job, so generations are found by the ``replicator-request`` label (ListJobs)."""
+    for gen in range(MAX_GENERATIONS):
+        rid = request_id_for(*parts, *([f"g{gen}"] if gen else []))
+        jobs = list(api.list_jobs(request={
+            "project_id": target.project, "region": target.region,
+            "filter": f"labels.{REQUEST_LABEL} = {rid}"}))
+        if not jobs:
+            return rid
+        job = jobs[0]
+        if job.status.state.name in ("ERROR", "CANCELLED") \
+                and job.labels.get("dagster-run-id") != label_value(run_id):
+            continue  # failed under another run: this run submits anew
+        return rid
+    raise _failure(f"dataproc: {MAX_GENERATIONS} failed jobs for {'/'.join(parts)}", retry=False)
 
 
 def _job_id_of(invocation: Any, client: Any, request: Any) -> str:

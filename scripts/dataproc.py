@@ -1,6 +1,6 @@
 """A local Dataproc JobController that runs the jobs it is given, for tests and demos.
 
-SubmitJob, GetJob and CancelJob over real gRPC, serving the messages of
+SubmitJob, GetJob, CancelJob and ListJobs over real gRPC, serving the messages of
 ``google.cloud.dataproc_v1`` (proto-plus ``serialize``/``deserialize`` stand in for
 generated stubs), so the real ``JobControllerClient`` (and dagster-gcp's
 ``PipesDataprocJobClient``) talk to it as to the service.
@@ -135,6 +135,9 @@ class JobControllerServer:
             "CancelJob": grpc.unary_unary_rpc_method_handler(
                 self._cancel, request_deserializer=dataproc_v1.CancelJobRequest.deserialize,
                 response_serializer=dataproc_v1.Job.serialize),
+            "ListJobs": grpc.unary_unary_rpc_method_handler(
+                self._list, request_deserializer=dataproc_v1.ListJobsRequest.deserialize,
+                response_serializer=dataproc_v1.ListJobsResponse.serialize),
         })
         server.add_generic_rpc_handlers((handler,))
         self.port = server.add_insecure_port("127.0.0.1:0")
@@ -267,6 +270,32 @@ class JobControllerServer:
                 entry.step += 1
                 self._set_state(entry.job, entry.script[entry.step])
             return entry.job
+
+    def _list(self, request: dataproc_v1.ListJobsRequest,
+              context: grpc.ServicerContext) -> dataproc_v1.ListJobsResponse:
+        """ListJobs with the service's ``filter`` (``labels.K = V`` and ``status.state =
+        ACTIVE|NON_ACTIVE`` terms joined by AND), one page, newest first."""
+        terms = []
+        for term in (t.strip() for t in request.filter.split(" AND ") if t.strip()):
+            field_, eq, value = (x.strip() for x in term.partition("="))
+            if not eq or not (field_.startswith("labels.") or field_ == "status.state"):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad filter term {term!r}")
+            terms.append((field_, value))
+
+        def matches(job: dataproc_v1.Job) -> bool:
+            for field_, value in terms:
+                if field_ == "status.state":
+                    if (value == "ACTIVE") == job.done:
+                        return False
+                elif job.labels.get(field_.removeprefix("labels.")) != value:
+                    return False
+            return True
+
+        with self._lock:
+            self._check_scope(request.project_id, request.region, context)
+            jobs = [dataproc_v1.Job(self._jobs[j].job) for j in reversed(self.created)
+                    if matches(self._jobs[j].job)]
+        return dataproc_v1.ListJobsResponse(jobs=jobs)
 
     def _cancel(self, request: dataproc_v1.CancelJobRequest,
                 context: grpc.ServicerContext) -> dataproc_v1.Job:

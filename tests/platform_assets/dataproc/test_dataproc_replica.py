@@ -325,6 +325,44 @@ def test_replicator_job_runs_our_engine_on_spark_and_reports_through_pipes(
     assert v.identical and v.files_compared == 2
 
 
+def test_a_replicator_job_that_failed_under_an_earlier_run_is_not_handed_to_the_next(
+        tmp_path, dataproc, instance, clusters) -> None:
+    """Review finding: the replicator job's request id was (dataset, target, partition,
+    fingerprint) only, and the server keeps a request id's job for good, so once a job of that
+    key had ended in ERROR every later run got that failed job back: the partition could not
+    be copied until its source changed. A later run now submits a new generation (failed
+    before: one job created, the second run failed with the first job's error)."""
+    import requests
+
+    onprem, _ = clusters
+    r = requests.post(f"{dataproc.gcs_url}/storage/v1/b", json={"name": "dp-lake"}, timeout=10)
+    assert r.status_code in (200, 409)
+    put(tmp_path, f"{onprem}/warehouse/events", {"dt=1/a.csv": b"a,b\n"})
+    spec = tmp_path / "replication.yaml"
+    spec.write_text(PIPES_SPEC.format(staging=STAGING_BUCKET, onprem=onprem,
+                                      project=dataproc.project, region=dataproc.region,
+                                      endpoint=dataproc.endpoint))
+    defs = build_definitions(spec)
+    instance.add_dynamic_partitions("events_copies", ["dt=1"])
+    job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(["lake", "events"])])
+    server = dataproc.server
+    created, asked = len(server.created), len(server.submit_requests)
+    server.next_scripts.append(["PENDING", "RUNNING", "ERROR"])  # e.g. the image was broken
+    first = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    assert not first.success
+    second = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    logs = [e.user_message for e in instance.all_logs(second.run_id) if e.user_message]
+    assert second.success, "\n".join(logs[-30:])
+    assert len(server.created) == created + 2
+    rids = [q.request_id for q in server.submit_requests[asked:]]
+    assert len(set(rids)) == 2
+    (m,) = materializations(instance, dg.AssetKey(["lake", "events"]))
+    assert m.metadata["verified"].value is True
+    # a third run re-attaches to the job that succeeded: no new job
+    third = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    assert third.success and len(server.created) == created + 2
+
+
 RUN_ONE = """\
 import sys
 import dagster as dg
