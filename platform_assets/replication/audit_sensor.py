@@ -119,7 +119,9 @@ def parse_audit_text(rs: ResolvedSpec, text: str) -> tuple[list[AuditLine], list
             continue
 
         def refuse(reason: str, n: int = n, line: str = line) -> None:
-            rejected.append(Rejection(n, line[:500], reason))
+            # the line and the reason (which quotes its paths) go to the log, the notifier and
+            # <file>.rejected.json: credentials in a URI are masked first
+            rejected.append(Rejection(n, redact(line)[:500], redact(reason)))
 
         fields = line.split()
         if len(fields) != 2:

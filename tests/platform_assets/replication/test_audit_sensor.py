@@ -168,3 +168,23 @@ def test_two_audit_files_naming_one_partition_in_one_tick_request_one_run(
     assert all(r.success for r in apply_sensor_result(defs, instance, first, sensor_name=SENSOR))
     tick(defs, platform, instance, first.cursor)
     assert not first_file.exists() and not second_file.exists()  # the one run finished both
+
+
+def test_a_refused_audit_line_with_credentials_is_reported_without_them(
+    platform: Platform, instance
+) -> None:
+    """A line naming ``s3://KEY:SECRET@bucket/...`` (an unknown root) was refused with the
+    line and the path as written: the secret went to the sensor's log, the notifier (chat,
+    Kafka) and ``<file>.rejected.json`` (the log line is built from the same rejection).
+    Review finding; failed before."""
+    dst = platform.root / "gcs" / "events"
+    platform.audit("folders_to_copy_4", f"s3://AKIAEXAMPLE:s3cr3t-Value@bkt/dt=1 {dst}/dt=1\n")
+    defs = build_definitions(platform.spec_path)
+    tick(defs, platform, instance, None)
+    events = [json.loads(x) for x in platform.outbox()]
+    assert events[0]["event"] == "audit_lines_rejected"
+    assert "unknown source root" in events[0]["rejected"][0]["reason"]
+    archived = platform.root / "audit" / "archive" / "folders_to_copy_4.rejected.json"
+    for text in ("\n".join(platform.outbox()), archived.read_text()):
+        assert "s3cr3t-Value" not in text
+        assert "s3://AKIAEXAMPLE:***@bkt/dt=1" in text
