@@ -174,9 +174,12 @@ def _submit_error(exc: Exception, target: DataprocTarget) -> dg.Failure:
 
 
 def _attach_or_new(submitter: DataprocSubmitter, parts: Sequence[str], run_id: str,
-                   prefix: str) -> tuple[str, Any]:
+                   prefix: str, verifies: Callable[[], bool] | None = None) -> tuple[str, Any]:
     """(request id, existing job or None): the key's latest generation that this run may
-    re-attach to (running, done, or failed under this same run); else a fresh one."""
+    re-attach to (running, done and its copy still verifying, or failed under this same
+    run); else a fresh one. A DONE job whose destination no longer verifies (files lost or
+    damaged since, or never copied) is spent: re-attaching to it would fail the same way on
+    every retry and every run until the source changed."""
     from google.api_core import exceptions as gexc
 
     for gen in range(MAX_GENERATIONS):
@@ -188,6 +191,8 @@ def _attach_or_new(submitter: DataprocSubmitter, parts: Sequence[str], run_id: s
         state = job.status.state.name
         if state in ("ERROR", "CANCELLED") and job.labels.get("dagster-run-id") != label_value(run_id):
             continue  # failed under another run: this run submits anew
+        if state == "DONE" and verifies is not None and not verifies():
+            continue  # its copy does not hold: this run copies again
         return rid, job
     raise _failure(f"dataproc: {MAX_GENERATIONS} failed jobs for {'/'.join(parts)}", retry=False)
 
@@ -203,8 +208,10 @@ def run_dataproc_copy(
         report = _run_replicator_job(context, dataproc, target, source, destination, options,
                                      key_parts=key_parts, labels=labels)
     else:
-        report = _run_distcp_job(context, dataproc, target, source, destination, options,
-                                 key_parts=key_parts, labels=labels)
+        report = _run_distcp_job(
+            context, dataproc, target, source, destination, options, key_parts=key_parts,
+            labels=labels,
+            verifies=lambda: not _verify_problems(replicator, source, destination, options)[1])
     report.started_at = started
     _verify(context, replicator, source, destination, options, report)
     return report
@@ -222,7 +229,7 @@ def _submitter(dataproc: DataprocResource, target: DataprocTarget) -> DataprocSu
 def _run_distcp_job(
     context: dg.AssetExecutionContext, dataproc: DataprocResource, target: DataprocTarget,
     source: str, destination: str, options: CopyOptions, *, key_parts: Sequence[str],
-    labels: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None, verifies: Callable[[], bool] | None = None,
 ) -> RunReport:
     from google.api_core import exceptions as gexc
 
@@ -236,7 +243,7 @@ def _run_distcp_job(
         if options.include_regex or options.exclude_regex:
             raise UsageError("hadoop distcp cannot honour include_regex/exclude_regex: use "
                              "globs (exclude), or job: replicator")
-        rid, job = _attach_or_new(submitter, key_parts, run_id, prefix)
+        rid, job = _attach_or_new(submitter, key_parts, run_id, prefix, verifies)
         if job is None:
             # what DistCp cannot honour is refused here, before anything is submitted
             distcp_args(source, destination, options, filters_file="filters.txt")
@@ -337,14 +344,8 @@ def _report(job: Any, rid: str, source: str, destination: str, text: str, kind: 
 def _verify(context: dg.AssetExecutionContext, replicator: ReplicatorResource, source: str,
             destination: str, options: CopyOptions, report: RunReport) -> None:
     """Our engine's verify over the partition (CRC32C both sides): the job's word is not enough."""
-    from replicator.api import verify
-
-    opts = CopyOptions(state_path=replicator.state_path, include=options.include,
-                       exclude=options.exclude, include_regex=options.include_regex,
-                       exclude_regex=options.exclude_regex)
-    v = verify(source, destination, opts)
+    v, problems = _verify_problems(replicator, source, destination, options)
     report.files_verified = v.files_compared
-    problems = v.n_missing + v.n_differing + len(v.errors) + (v.n_extra if options.delete else 0)
     job_id = report.executor_details.get("job_id")
     if problems:
         raise _failure(
@@ -357,6 +358,18 @@ def _verify(context: dg.AssetExecutionContext, replicator: ReplicatorResource, s
                      f"CRC32C)")
     if report.marker and report.executor == "dataproc-distcp":
         report.marker = _write_marker(destination, report.marker, report)
+
+
+def _verify_problems(replicator: ReplicatorResource, source: str, destination: str,
+                     options: CopyOptions) -> tuple[Any, int]:
+    """(the engine's verify report, how many files keep the destination from matching)."""
+    from replicator.api import verify
+
+    opts = CopyOptions(state_path=replicator.state_path, include=options.include,
+                       exclude=options.exclude, include_regex=options.include_regex,
+                       exclude_regex=options.exclude_regex)
+    v = verify(source, destination, opts)
+    return v, v.n_missing + v.n_differing + len(v.errors) + (v.n_extra if options.delete else 0)
 
 
 def _write_marker(destination: str, name: str, report: RunReport) -> str:

@@ -166,6 +166,30 @@ def _add(instance: dg.DagsterInstance, partition: str) -> None:
     instance.add_dynamic_partitions("events_copies", [partition])
 
 
+def test_a_done_job_whose_copy_does_not_verify_is_not_reattached_on_retry(
+        tmp_path, dataproc, instance, clusters) -> None:
+    """Review finding: a DistCp job that ended DONE but whose destination does not verify
+    (here it copied nothing; in production files lost or damaged since) failed the step as
+    retryable, and every retry, and every later run of that version, re-attached to the same
+    DONE job and failed the same way. Now a DONE job whose copy does not verify is spent and
+    the retry submits a new generation (failed before: one job, the retries all failed)."""
+    onprem, dr = clusters
+    files = {"dt=1/a.bin": os.urandom(5000)}
+    put(tmp_path, f"{onprem}/warehouse/events", files)
+    defs = build_definitions(make_spec(tmp_path, dataproc, onprem, dr, retries=1))
+    _add(instance, "dt=1")
+    server = dataproc.server
+    created = len(server.created)
+    server.next_scripts.append(["PENDING", "RUNNING", "DONE"])  # DONE, nothing copied
+    res = _run_partition(defs, instance, "dt=1")
+    logs = [e.user_message for e in instance.all_logs(res.run_id) if e.user_message]
+    assert res.success, "\n".join(logs[-30:])
+    assert len(server.created) == created + 2  # the retry ran a real DistCp job
+    fs, root = resolve(f"{dr}/events/dt=1/a.bin")
+    with fs.open_read(root) as f:
+        assert f.read() == files["dt=1/a.bin"]
+
+
 def test_cluster_in_error_is_retried_and_lands_once_it_runs(tmp_path, dataproc, instance,
                                                             clusters) -> None:
     onprem, dr = clusters
@@ -331,7 +355,8 @@ def test_a_replicator_job_that_failed_under_an_earlier_run_is_not_handed_to_the_
     fingerprint) only, and the server keeps a request id's job for good, so once a job of that
     key had ended in ERROR every later run got that failed job back: the partition could not
     be copied until its source changed. A later run now submits a new generation (failed
-    before: one job created, the second run failed with the first job's error)."""
+    before: one job created, the second run failed with the first job's error). The jobs
+    are scripted (no spark-submit): what matters is which job each run gets."""
     import requests
 
     onprem, _ = clusters
@@ -350,17 +375,16 @@ def test_a_replicator_job_that_failed_under_an_earlier_run_is_not_handed_to_the_
     server.next_scripts.append(["PENDING", "RUNNING", "ERROR"])  # e.g. the image was broken
     first = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
     assert not first.success
+    # the next job "succeeds" without copying (scripted): this run must submit it, not get
+    # the failed one back; our verify then finds the destination empty
+    server.next_scripts.append(["PENDING", "RUNNING", "DONE"])
     second = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
-    logs = [e.user_message for e in instance.all_logs(second.run_id) if e.user_message]
-    assert second.success, "\n".join(logs[-30:])
-    assert len(server.created) == created + 2
-    rids = [q.request_id for q in server.submit_requests[asked:]]
-    assert len(set(rids)) == 2
-    (m,) = materializations(instance, dg.AssetKey(["lake", "events"]))
-    assert m.metadata["verified"].value is True
-    # a third run re-attaches to the job that succeeded: no new job
-    third = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
-    assert third.success and len(server.created) == created + 2
+    assert len(server.created) == created + 2  # a new job, not the failed one again
+    assert len({q.request_id for q in server.submit_requests[asked:]}) == 2
+    (failure,) = step_failures(instance, second.run_id)
+    message = str(failure.dagster_event.event_specific_data.error)  # with its causes
+    assert "ended in ERROR" not in message and "differs from the source" in message
+    assert server.job(server.created[-1]).labels["dagster-run-id"] == second.run_id
 
 
 RUN_ONE = """\
