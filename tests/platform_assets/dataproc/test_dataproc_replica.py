@@ -313,14 +313,13 @@ datasets:
 """
 
 
-def test_replicator_job_runs_our_engine_on_spark_and_reports_through_pipes(
-        tmp_path, dataproc, instance, clusters) -> None:
+def _pipes_job(tmp_path: Path, dataproc: DataprocRegion, instance: dg.DagsterInstance,
+               onprem: str, files: dict[str, bytes]):
+    """The ``lake/events`` replica's job on the PIPES_SPEC (bucket made, source seeded)."""
     import requests
 
-    onprem, _ = clusters
     r = requests.post(f"{dataproc.gcs_url}/storage/v1/b", json={"name": "dp-lake"}, timeout=10)
     assert r.status_code in (200, 409)
-    files = {"dt=1/part-0.parquet": os.urandom(120_000), "dt=1/b/c.csv": b"a,b\n"}
     put(tmp_path, f"{onprem}/warehouse/events", files)
     spec = tmp_path / "replication.yaml"
     spec.write_text(PIPES_SPEC.format(staging=STAGING_BUCKET, onprem=onprem,
@@ -328,8 +327,15 @@ def test_replicator_job_runs_our_engine_on_spark_and_reports_through_pipes(
                                       endpoint=dataproc.endpoint))
     defs = build_definitions(spec)
     instance.add_dynamic_partitions("events_copies", ["dt=1"])
+    return defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(["lake", "events"])])
+
+
+def test_replicator_job_runs_our_engine_on_spark_and_reports_through_pipes(
+        tmp_path, dataproc, instance, clusters) -> None:
+    onprem, _ = clusters
+    files = {"dt=1/part-0.parquet": os.urandom(120_000), "dt=1/b/c.csv": b"a,b\n"}
     created = len(dataproc.server.created)
-    job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(["lake", "events"])])
+    job = _pipes_job(tmp_path, dataproc, instance, onprem, files)
     res = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
     logs = [e.user_message for e in instance.all_logs(res.run_id) if e.user_message]
     assert res.success, "\n".join(logs[-30:])
@@ -357,19 +363,8 @@ def test_a_replicator_job_that_failed_under_an_earlier_run_is_not_handed_to_the_
     be copied until its source changed. A later run now submits a new generation (failed
     before: one job created, the second run failed with the first job's error). The jobs
     are scripted (no spark-submit): what matters is which job each run gets."""
-    import requests
-
     onprem, _ = clusters
-    r = requests.post(f"{dataproc.gcs_url}/storage/v1/b", json={"name": "dp-lake"}, timeout=10)
-    assert r.status_code in (200, 409)
-    put(tmp_path, f"{onprem}/warehouse/events", {"dt=1/a.csv": b"a,b\n"})
-    spec = tmp_path / "replication.yaml"
-    spec.write_text(PIPES_SPEC.format(staging=STAGING_BUCKET, onprem=onprem,
-                                      project=dataproc.project, region=dataproc.region,
-                                      endpoint=dataproc.endpoint))
-    defs = build_definitions(spec)
-    instance.add_dynamic_partitions("events_copies", ["dt=1"])
-    job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(["lake", "events"])])
+    job = _pipes_job(tmp_path, dataproc, instance, onprem, {"dt=1/a.csv": b"a,b\n"})
     server = dataproc.server
     created, asked = len(server.created), len(server.submit_requests)
     server.next_scripts.append(["PENDING", "RUNNING", "ERROR"])  # e.g. the image was broken
