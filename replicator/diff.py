@@ -134,6 +134,8 @@ def iter_decisions(
         src = Side(kind, size, mtime, s_sum)
         rec = Side(f_kind, f_size, f_mtime, f_sum) if f_kind is not None else None
         dst = Side(d_kind, d_size, d_mtime, d_sum) if d_kind is not None else None
+        if not dst_listed and rec is not None and rec.kind != kind and {rec.kind, kind} == {FILE, DIR}:
+            d_kind = rec.kind  # unlisted: the record says the destination holds the other kind
         if checksum and kind == FILE and not held and checksum_of is not None:
             # hash only what size alone cannot settle
             other = dst if dst_listed else rec

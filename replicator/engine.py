@@ -441,7 +441,7 @@ class _Run:
             self._check_deadline("before the copy started")
             if dst_listed:
                 self._remove_links_in_the_way(scratch)
-                self._replace_other_kinds(store, scratch, pair_id)
+            self._replace_other_kinds(store, scratch, pair_id)
             self._make_dirs(store, scratch, pair_id)
             self._adopt(store, scratch, pair_id)
         except BaseException:

@@ -205,6 +205,30 @@ def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path)
     assert again.ok and again.files_copied == 0
 
 
+def test_a_file_that_became_a_directory_is_replaced_without_delete(tmp_path: Path) -> None:
+    """Without --delete the destination is not listed: the manifest's record of the file we
+    wrote stands for it. That file is replaced by the directory (as rsync does); the reverse (a
+    directory we wrote, now a file in the source) still needs --delete, and says so."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "f", "hi\n", T0)
+    write(src / "d" / "x", "y\n", T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).ok
+    (src / "f").unlink()
+    write(src / "f" / "x", "z\n", T0)
+    (src / "d" / "x").unlink()
+    (src / "d").rmdir()
+    write(src / "d", "dd\n", T0)
+    rep = api.copy(str(src), str(dst), opts(tmp_path))
+    assert (dst / "f" / "x").read_text() == "z\n"  # the file f was replaced by the directory
+    assert [f.path for f in rep.failures] == ["d"]
+    assert "--delete replaces it" in rep.failures[0].error
+    assert (dst / "d" / "x").read_text() == "y\n"  # without --delete nothing of it is lost
+    again = api.copy(str(src), str(dst), opts(tmp_path))
+    assert [f.path for f in again.failures] == ["d"] and again.files_copied == 0
+    assert api.copy(str(src), str(dst), opts(tmp_path, delete=True, max_delete="100%")).ok
+    assert tree(dst) == tree(src)
+
+
 def test_local_source_open_refuses_a_symlink_unless_following(tmp_path: Path) -> None:
     from replicator.errors import SourceChangedError
     from replicator.filesystems.local import open_regular
