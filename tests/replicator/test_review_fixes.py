@@ -188,7 +188,9 @@ def test_missing_distcp_classpath_is_refused_before_anything_is_written(tmp_path
 
 
 # ---------------------------------------------------------------- 13: file <-> directory
-def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path) -> None:
+def _copied_then_kinds_swapped(tmp_path: Path) -> tuple[Path, Path]:
+    """A tree copied once; then the source's file ``f`` becomes a directory and its
+    directory ``d`` a file."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     write(src / "f", "hi\n", T0)
     write(src / "d" / "x", "y\n", T0)
@@ -198,6 +200,11 @@ def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path)
     (src / "d" / "x").unlink()
     (src / "d").rmdir()
     write(src / "d", "dd\n", T0)
+    return src, dst
+
+
+def test_file_and_directory_swapping_kinds_converges_with_delete(tmp_path: Path) -> None:
+    src, dst = _copied_then_kinds_swapped(tmp_path)
     rep = api.copy(str(src), str(dst), opts(tmp_path, delete=True, max_delete="100%"))
     assert rep.ok, rep.failures
     assert tree(dst) == tree(src)
@@ -209,15 +216,7 @@ def test_a_file_that_became_a_directory_is_replaced_without_delete(tmp_path: Pat
     """Without --delete the destination is not listed: the manifest's record of the file we
     wrote stands for it. That file is replaced by the directory (as rsync does); the reverse (a
     directory we wrote, now a file in the source) still needs --delete, and says so."""
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    write(src / "f", "hi\n", T0)
-    write(src / "d" / "x", "y\n", T0)
-    assert api.copy(str(src), str(dst), opts(tmp_path)).ok
-    (src / "f").unlink()
-    write(src / "f" / "x", "z\n", T0)
-    (src / "d" / "x").unlink()
-    (src / "d").rmdir()
-    write(src / "d", "dd\n", T0)
+    src, dst = _copied_then_kinds_swapped(tmp_path)
     rep = api.copy(str(src), str(dst), opts(tmp_path))
     assert (dst / "f" / "x").read_text() == "z\n"  # the file f was replaced by the directory
     assert [f.path for f in rep.failures] == ["d"]
