@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -107,12 +109,19 @@ def test_chat_bot_commands_run_through_the_trigger_and_strangers_are_refused(
     root = tmp_path / "landing"
     launches: list[Launch] = []
 
-    def launch_in_process(plan: Launch) -> str:  # the trigger's launcher, without a webserver
+    runs: list[threading.Thread] = []
+
+    def launch_in_process(plan: Launch) -> str:
+        """The trigger's launcher without a webserver: like a launch, it answers with the run
+        id at once and the run goes on in the background (run in the request, a slow run
+        timed the bot's request out)."""
         launches.append(plan)
-        defs = build_definitions(root / "replication.yaml")
-        result = defs.resolve_job_def(plan.job).execute_in_process(
-            instance=instance, tags=plan.tags, raise_on_error=False)
-        return result.run_id
+        job = build_definitions(root / "replication.yaml").resolve_job_def(plan.job)
+        run_id = str(uuid.uuid4())
+        runs.append(threading.Thread(target=job.execute_in_process, kwargs=dict(
+            instance=instance, tags=plan.tags, raise_on_error=False, run_id=run_id)))
+        runs[-1].start()
+        return run_id
 
     server, trigger_url = None, ""
     landing = make_landing(root)
@@ -149,6 +158,9 @@ def test_chat_bot_commands_run_through_the_trigger_and_strangers_are_refused(
         bot_api.say(SUBSCRIBED, "/run orders")
         bot.run_once(poll_s=0)
         answer = bot_api.texts(SUBSCRIBED)[-1]
+        [launched] = runs
+        launched.join(timeout=600)
+        assert not launched.is_alive(), "the launched run did not end"
         [run] = instance.get_runs()
         assert answer == f"🚀 orders: run {run.run_id} launched (landing_orders)."
         assert run.job_name == "landing_orders" and run.tags["replication/trigger"] == "command"
