@@ -8,6 +8,7 @@ A mistake is reported as :class:`SpecError`, whose message names the file, the k
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import os
 import posixpath
@@ -15,7 +16,8 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -63,10 +65,60 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """``int``, ``float`` or an optional/union of them with no ``bool`` member."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _is_number_type(args[0])
+    if not args or bool in args or get_origin(annotation) not in (Union, UnionType):
+        return False
+    return any(_is_number_type(a) for a in args) and all(
+        _is_number_type(a) or a is type(None) for a in args)
+
+
+class _YamlBoolean:
+    """A YAML boolean given where a number was expected: no number type accepts it."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value).lower()
+
+
+@functools.cache
+def _number_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The input keys (names and aliases) of ``model``'s number fields."""
+    keys = set()
+    for name, f in model.model_fields.items():
+        if _is_number_type(f.annotation):
+            keys.add(name)
+            alias = f.validation_alias
+            keys.update(a for a in (alias.choices if isinstance(alias, AliasChoices) else [alias])
+                        if isinstance(a, str))
+            if f.alias:
+                keys.add(f.alias)
+    return frozenset(keys)
+
+
 class _Model(BaseModel):
     # inf and nan are no setting: a delay of .inf, a min_age_s of .inf that holds every file
     # back forever; they are refused with the key ("Input should be a finite number")
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        # YAML's yes/true is a boolean, and pydantic's lax mode takes it as 1: a spec saying
+        # ``max_retries: true`` or ``workers: yes`` meant something else. The boolean goes on
+        # wrapped, which the number field refuses by its key ("Input should be a valid integer").
+        if not isinstance(data, Mapping) or not any(isinstance(v, bool) for v in data.values()):
+            return data
+        numbers = _number_keys(cls)
+        return {k: (_YamlBoolean(v) if isinstance(v, bool) and k in numbers else v)
+                for k, v in data.items()}
 
 
 _SPARK_MASTER_RE = re.compile(

@@ -150,3 +150,13 @@ def test_two_datasets_replicating_into_one_place_are_refused(tmp_path) -> None:
     (tmp_path / "ok.yaml").write_text(SPEC_HEAD + ds.format(
         d="targets: [{cluster: b}], partitions: 'dt=*'", e="targets: [{cluster: b, path: pinned}]"))
     assert sorted(load_spec(tmp_path / "ok.yaml").datasets) == ["d", "e"]
+
+
+def test_a_boolean_where_the_spec_wants_a_number_is_refused_with_its_key(tmp_path) -> None:
+    """Before: ``max_retries: true`` loaded as 1 retry and ``workers: yes`` as one worker
+    (pydantic's lax mode takes a YAML boolean as an integer), silently."""
+    msg = _spec_error(tmp_path, "platform: {retries: {max_retries: true}}\n" + SPEC_HEAD)
+    assert "platform.retries.max_retries: Input should be a valid integer" in msg
+    msg = _spec_error(tmp_path, SPEC_HEAD + "datasets:\n  d: {source: {cluster: a}, "
+                                            "targets: [{cluster: b}], min_age_s: no}\n")
+    assert "datasets.d.min_age_s: Input should be a valid number" in msg
