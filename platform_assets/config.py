@@ -296,6 +296,9 @@ class Cluster(_Model):
     def _uri(cls, v: str) -> str:
         if ".." in Path(_SCHEME_RE.sub("", v)).parts:
             raise ValueError("expected a URI or path without '..' components")
+        if _SCHEME_RE.match(v) and not v.startswith("file://") and ("?" in v or "#" in v):
+            raise ValueError("expected a URI without '?' or '#' (they start a query or a "
+                             "fragment, which name no path); write them as %3F and %23")
         return v.rstrip("/") or "/"
 
 
@@ -910,6 +913,8 @@ class ReplicationSpec(_Model):
         rest = "/".join(parts[1:])
         if not rest:
             return root
+        if _SCHEME_RE.match(root):  # names below a URI: '%', '?' and '#' percent-encoded
+            rest = rest.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
         return root + rest if root.endswith("/") else f"{root}/{rest}"
 
     def target(self, dataset: str, cluster: str) -> Target:

@@ -177,7 +177,7 @@ class ObjectStore(StreamChunks):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        parts = split_uri(uri)
         user, password = uri_credentials(parts)
         bucket = parts.netloc.rpartition("@")[2]  # credentials never become part of the path
         if not bucket:
@@ -268,6 +268,19 @@ def make_parent(fs: FileSystem, path: str) -> None:
     parent = posixpath.dirname(path)
     if parent and parent != "/":
         fs.makedirs(parent)
+
+
+def split_uri(uri: str) -> SplitResult:
+    """``urlsplit(uri)``, refusing a query (``?``) or a fragment (``#``): they name no path, and
+    dropping them copied ``gs://b/run#1`` into ``gs://b/run`` (``--delete`` then deleted there).
+    A name holding them is written percent-encoded (``%23``, ``%3F``)."""
+    parts = urlsplit(uri)
+    if parts.query or parts.fragment or uri.endswith(("?", "#")):
+        where = "" if "@" in uri else f" {redact(uri)}"  # a password may hold them: not echoed
+        raise UsageError(f"URI{where}: '?' and '#' start a URI's query and fragment, which name "
+                         "no path; write them as %3F and %23 in a URI (a plain local path takes "
+                         "them as they are)")
+    return parts
 
 
 def uri_path(parts: SplitResult) -> str:

@@ -23,7 +23,7 @@ import ssl
 import threading
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
 from replicator.filesystems._common import (
@@ -33,6 +33,7 @@ from replicator.filesystems._common import (
     clean_options,
     make_parent,
     secret,
+    split_uri,
     uri_path,
     uri_user,
 )
@@ -158,7 +159,7 @@ class FTPFileSystem(StreamChunks, FileSystem):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        parts = split_uri(uri)
         if not parts.hostname:
             raise UsageError(f"ftp URI needs a host: {uri}")
         password = unquote(parts.password) if parts.password is not None else None

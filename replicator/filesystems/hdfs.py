@@ -45,6 +45,7 @@ from replicator.filesystems._common import (
     clean_options,
     env,
     refuse_uri_password,
+    split_uri,
     uri_path,
     uri_user,
 )
@@ -133,7 +134,7 @@ class HDFSFileSystem(StreamChunks, FileSystem):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        parts = split_uri(uri)
         refuse_uri_password(parts, "hdfs", "HDFS authenticates with Kerberos or a user name")
         host = parts.netloc.rpartition("@")[2]
         if not host:

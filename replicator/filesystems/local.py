@@ -7,7 +7,7 @@ import os
 import stat as stat_mod
 from collections.abc import Iterable
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from replicator.errors import SourceChangedError, SourceReadError, UsageError, on_side
 from replicator.filesystems.base import (
@@ -211,11 +211,17 @@ class LocalFileSystem(FileSystem):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        from replicator.filesystems._common import split_uri
+
+        parts = split_uri(uri)
         if parts.netloc not in ("", "localhost"):
             raise UsageError(f"file URI with a host is not supported: {uri}")
-        path = unquote(parts.path) or "/"
-        return cls(), text_path(os.path.normpath(path))
+        return cls.from_path(unquote(parts.path) or "/")
+
+    @classmethod
+    def from_path(cls, path: str) -> tuple[FileSystem, str]:
+        """A plain local path, taken as it is: no URI decoding (``run#1``, ``100%20``)."""
+        return cls(), text_path(os.path.normpath(os.path.abspath(os.path.expanduser(path))))
 
     def options(self) -> dict[str, Any]:
         return dict(self._options)

@@ -160,5 +160,6 @@ def resolve(uri: str) -> tuple[FileSystem, str]:
                              f"{scheme}://host/path (or define a remote named {m.group(1)!r})")
     scheme, _ = split_scheme(uri)
     if scheme == "file" and not uri.startswith("file://"):
-        uri = "file://" + os.path.abspath(os.path.expanduser(uri))
+        # a plain path is no URI: '#', '?' and '%' are part of its name
+        return get_filesystem_class("file").from_path(uri)  # type: ignore[attr-defined]
     return get_filesystem_class(scheme).from_uri(uri)

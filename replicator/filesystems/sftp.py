@@ -23,7 +23,7 @@ import socket
 import stat as stat_mod
 import threading
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from replicator.errors import FatalError, ReplicatorError, RetryableError, UsageError
 from replicator.filesystems._common import (
@@ -32,6 +32,7 @@ from replicator.filesystems._common import (
     clean_options,
     make_parent,
     secret,
+    split_uri,
     uri_path,
     uri_user,
 )
@@ -146,7 +147,7 @@ class SFTPFileSystem(FileSystem):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        parts = split_uri(uri)
         if not parts.hostname:
             raise UsageError(f"sftp URI needs a host: {uri}")
         fs = cls(host=parts.hostname, port=parts.port or 22, username=uri_user(parts),

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -41,6 +41,7 @@ from replicator.filesystems._common import (
     network_error,
     refuse_uri_password,
     secret,
+    split_uri,
     uri_path,
     uri_user,
 )
@@ -234,7 +235,7 @@ class WebHDFSFileSystem(StreamChunks, FileSystem):
 
     @classmethod
     def from_uri(cls, uri: str) -> tuple[FileSystem, str]:
-        parts = urlsplit(uri)
+        parts = split_uri(uri)
         refuse_uri_password(parts, parts.scheme.lower(), "WebHDFS takes a user name, a delegation "
                             "token or Kerberos")
         if not parts.hostname:

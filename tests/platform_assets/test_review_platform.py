@@ -160,3 +160,24 @@ def test_a_boolean_where_the_spec_wants_a_number_is_refused_with_its_key(tmp_pat
     msg = _spec_error(tmp_path, SPEC_HEAD + "datasets:\n  d: {source: {cluster: a}, "
                                             "targets: [{cluster: b}], min_age_s: no}\n")
     assert "datasets.d.min_age_s: Input should be a valid number" in msg
+
+
+def test_hash_and_query_marks_in_places_are_names_not_uri_parts(tmp_path) -> None:
+    """Before: a cluster URI ``gs://bkt/run#1`` loaded, and the engine copied into
+    ``gs://bkt/run``; a partition directory named ``v#2`` under a URI cluster became
+    ``.../events/v#2``, whose '#' the engine dropped. Now the URI is refused with its key, and
+    names below a URI are percent-encoded (the engine decodes them back)."""
+    from platform_assets.config import load_spec
+    from replicator.filesystems.registry import resolve
+
+    msg = _spec_error(tmp_path, "clusters:\n  a: {uri: a}\n  b: {uri: 'gs://bkt/run#1'}\n")
+    assert "clusters.b.uri: expected a URI without '?' or '#'" in msg
+    p = tmp_path / "replication.yaml"
+    p.write_text(SPEC_HEAD + "datasets:\n  d: {source: {cluster: a, path: 'in#1'}, "
+                             "targets: [{cluster: g, path: 'x?y'}]}\n")
+    spec = load_spec(p)
+    uri = spec.endpoint_uri(spec.datasets["d"].targets[0], "v#2 100%")
+    assert uri == "gs://bkt/x%3Fy/v%232 100%25"
+    assert resolve(uri)[1] == "bkt/x?y/v#2 100%"
+    local = spec.endpoint_uri(spec.datasets["d"].source, "v#2")
+    assert local == f"{tmp_path}/a/in#1/v#2" and resolve(local)[1] == local

@@ -187,3 +187,41 @@ def test_second_run_of_a_pair_through_a_symlinked_destination_is_refused(tmp_pat
         _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert tree(dst) == tree(src)
+
+
+# ---------------------------------------------------------------- '#', '?' and '%' in names
+def test_a_local_destination_named_with_hash_or_query_marks_is_written_there_and_nowhere_else(
+        tmp_path, run_cli):
+    """Before: a plain path went through URI parsing, so ``out/run#1`` and ``out/a?b`` were
+    copied into ``out/run`` and ``out/a`` (and ``--delete`` deleted there: another directory's
+    files), and ``out/100%20done`` into ``out/100 done``. A plain path is taken as it is."""
+    src = tmp_path / "src"
+    _sample(src)
+    neighbour = tmp_path / "out" / "run"
+    write(neighbour / "keep.txt", "someone else's\n", T0)
+    for name in ("run#1", "run?x", "100%20done"):
+        dst = tmp_path / "out" / name
+        r = run_cli("copy", str(src), str(dst), "--delete", "--max-delete", "100%",
+                    "--state", str(tmp_path / "state.db"))
+        assert r.returncode == 0, r.stderr
+        assert tree(dst) == tree(src), name
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["100%20done", "run", "run#1",
+                                                                    "run?x"]
+    assert tree(neighbour) == {"keep.txt": b"someone else's\n"}
+
+
+def test_a_uri_with_a_query_or_fragment_is_refused_and_percent_encoding_names_them(tmp_path, run_cli):
+    """Before: ``file:///out/run#1`` copied into ``/out/run``, the fragment dropped; a query or
+    fragment names no path, so it is a usage error; ``%23`` names a '#'."""
+    src = tmp_path / "src"
+    _sample(src)
+    for uri in (f"file://{tmp_path}/out/run#1", f"file://{tmp_path}/out/run?x",
+                "sftp://user:pa#ss@127.0.0.1:1/x"):
+        r = run_cli("copy", str(src), uri, "--state", str(tmp_path / "state.db"))
+        assert r.returncode == 2, r.stderr
+        assert "write them as %3F and %23" in r.stderr, r.stderr
+        assert "pa#ss" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = run_cli("copy", str(src), f"file://{tmp_path}/out/run%231", "--state", str(tmp_path / "s.db"))
+    assert r.returncode == 0, r.stderr
+    assert tree(tmp_path / "out" / "run#1") == tree(src)
