@@ -298,6 +298,10 @@ def verify(src: str, dst: str, as_json: bool, verbose: int, quiet: bool, **kw: A
         click.echo(f"  extra     {p}", err=out_err)
     for d in report.differing:
         click.echo(f"  differing {d['path']} ({d['reason']})", err=out_err)
+    if report.marked_for_copy:
+        click.echo(f"  dropped the state store's record of these {report.marked_for_copy:,} files: the "
+                   "next `copy` writes missing ones again, `copy --checksum` rewrites differing ones",
+                   err=out_err)
     for e in report.errors:
         click.echo(f"  error     {e}", err=out_err)
     if as_json:

@@ -79,3 +79,38 @@ def test_a_file_left_alone_by_max_age_does_not_unverify_the_first_run(tmp_path: 
     again = api.copy(str(src), str(tmp_path / "dst"), opts)
     assert again.files_copied == 0 and again.verified
     assert not (tmp_path / "dst" / "old.csv").exists()
+
+
+def test_verify_drops_the_records_of_damaged_files_so_the_next_copy_repairs_them(
+        tmp_path: Path, run_cli) -> None:
+    """Before: ``verify`` found a file rewritten in place in the replica (same size and mtime)
+    and one deleted from it, and then ``copy --checksum`` repaired neither: the manifest's
+    record (size, mtime, CRC32C of what we wrote) stood for the damaged file, and for the lost
+    one where the destination is not listed. Now ``verify`` drops those records."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _sample(src)
+    write(src / "c.csv", b"c" * 100, T0)
+    state = ["--state", str(tmp_path / "state.db")]
+    assert run_cli("copy", str(src), str(dst), *state).returncode == 0
+    (dst / "d" / "b.csv").write_bytes(b"B" * 100)  # bit rot: same size, same mtime
+    os.utime(dst / "d" / "b.csv", (T0, T0))
+    (dst / "c.csv").unlink()
+    r = run_cli("verify", str(src), str(dst), *state, "--json")
+    assert r.returncode == 1
+    assert r.report["n_differing"] == 1 and r.report["missing"] == ["c.csv"]
+    found = r.report
+    r = run_cli("copy", str(src), str(dst), *state, "--checksum", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (dst / "d" / "b.csv").read_bytes() == b"b" * 100 and (dst / "c.csv").exists()
+    assert r.report["files_copied"] == 2 and found["marked_for_copy"] == 2
+    r = run_cli("verify", str(src), str(dst), *state, "--json")
+    assert r.returncode == 0 and r.report["marked_for_copy"] == 0
+
+
+def test_verify_of_trees_the_state_store_never_copied_changes_nothing(tmp_path: Path, run_cli) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _sample(src)
+    write(dst / "a.csv", b"other", T0)
+    r = run_cli("verify", str(src), str(dst), "--state", str(tmp_path / "state.db"), "--json")
+    assert r.returncode == 1 and r.report["marked_for_copy"] == 0
+    assert not (tmp_path / "state.db").exists()
