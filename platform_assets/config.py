@@ -371,6 +371,10 @@ class Dataset(_Model):
         default=("times",), description="attributes kept on the replicas (--preserve): times, "
         "perms, owner, group, replication, blocksize; a comma string or a list")
     mode: Literal["sync", "async"] = "sync"
+    # how the change sensor finds changed partitions: listing the partition directories
+    # (any back end), or an HDFS snapshot diff of the source root per tick (the root must be
+    # snapshottable; see docs/platform.md)
+    change_detection: Literal["listing", "snapshot"] = "listing"
     incremental: bool = True
     delete: bool = False
     freshness: Freshness | None = None

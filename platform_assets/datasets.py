@@ -198,6 +198,10 @@ class DatasetView:
         return self.config.mode
 
     @property
+    def change_detection(self) -> str:
+        return self.config.change_detection
+
+    @property
     def incremental(self) -> bool:
         return self.config.incremental
 

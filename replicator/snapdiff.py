@@ -221,3 +221,57 @@ def finish(fs: FileSystem, run: SnapshotRun, ok: bool) -> bool:
     except (ReplicatorError, OSError) as exc:
         log.warning("snapshot clean-up of %s: %s", fs.uri(run.root), describe(exc))
     return ok
+
+
+# ---------------------------------------------------------------- partitions from a diff
+def snapshot_uri(root_uri: str, name: str) -> str:
+    """The URI of snapshot ``name`` of the snapshottable directory ``root_uri``."""
+    return f"{root_uri.rstrip('/')}/.snapshot/{name}"
+
+
+def _level_match(parts: list[str], levels: tuple[str, ...]) -> bool:
+    import fnmatch
+
+    from replicator.filters import is_temporary_name
+
+    return all(fnmatch.fnmatchcase(p, lv) and not is_temporary_name(p)
+               for p, lv in zip(parts, levels, strict=False))
+
+
+def partitions_in_diff(
+    changes: Iterable[tuple[str, str, str | None]], levels: tuple[str, ...],
+) -> tuple[set[str], set[str], set[str]]:
+    """Map a snapshot diff (``(type, rel, target rel)``, HDFS SnapshotDiffReport types
+    CREATE / MODIFY / DELETE / RENAME) to the partitions of a layout (``("dt=*", "hour=*")``).
+
+    Returns ``(partitions, old_prefixes, new_prefixes)``: the partition keys an entry at or
+    below partition depth names (a file created, deleted, modified or renamed in ``dt=1``, or
+    ``dt=1`` itself), and the directories above partition depth that were deleted or renamed
+    away (their partitions are listed in the old snapshot) or created or renamed in (listed in
+    the new one). HDFS reports a new or deleted directory as one entry, never its children, so
+    those prefixes are where the rest is. A MODIFY of a directory above partition depth only
+    says entries changed in it, and those are entries of their own. Names outside the layout
+    (``_tmp``, ``x._COPYING_``) are no partition. ``levels`` empty (an unpartitioned
+    dataset): any entry names the one partition ``""``."""
+    parts_of = {}
+    touched: set[str] = set()
+    old: set[str] = set()
+    new: set[str] = set()
+    depth = len(levels)
+    for kind, rel, target in changes:
+        sides = [("old" if kind in ("DELETE", "RENAME") else "new", rel)]
+        if kind == "RENAME" and target is not None:
+            sides.append(("new", target))
+        for side, path in sides:
+            if not depth:
+                touched.add("")
+                continue
+            parts = parts_of.get(path)
+            if parts is None:
+                parts = parts_of[path] = [p for p in path.strip("/").split("/") if p and p != "."]
+            if len(parts) >= depth:
+                if _level_match(parts[:depth], levels):
+                    touched.add("/".join(parts[:depth]))
+            elif parts and kind != "MODIFY" and _level_match(parts, levels):
+                (old if side == "old" else new).add("/".join(parts))
+    return touched, old, new

@@ -102,6 +102,9 @@ class ChangeState:
     # dataset -> partition -> [fingerprint, failures, not_before, last failure's update time]
     failed: dict[str, dict[str, list]] = field(default_factory=dict)
     runs_checked_at: float | None = None  # watermark: latest update time of the runs read
+    # datasets whose changes come from HDFS snapshot diffs: dataset -> {"base": name} or
+    # {"pending": name, "after": partition} (see snapshot_changes)
+    snapshots: dict[str, dict] = field(default_factory=dict)
 
     def encode(self) -> str:
         data: dict = {"v": CURSOR_VERSION, "lin": self.lineage, "seq": self.seq,
@@ -112,6 +115,8 @@ class ChangeState:
             data["failed"] = self.failed
         if self.runs_checked_at is not None:
             data["runs_at"] = self.runs_checked_at
+        if self.snapshots:
+            data["snap"] = self.snapshots
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
         if len(text) <= _COMPRESS_OVER:
             return text
@@ -137,6 +142,7 @@ class ChangeState:
             seed=data.get("seed"),
             failed={d: {p: list(e) for p, e in f.items()} for d, f in (data.get("failed") or {}).items()},
             runs_checked_at=data.get("runs_at"),
+            snapshots=dict(data.get("snap") or {}),
         )
 
 
@@ -297,6 +303,8 @@ def finished_copy_runs(
 ) -> list[dg.RunRecord]:
     """Copy runs of ``datasets`` that succeeded or failed, updated after ``since`` (epoch
     seconds, the storage's clock), oldest first."""
+    if not datasets:
+        return []
     records = instance.get_run_records(
         filters=dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
@@ -310,6 +318,8 @@ def finished_copy_runs(
 
 def queued_copy_runs(instance: dg.DagsterInstance, datasets: Iterable[str]) -> int:
     """Copy runs of ``datasets`` waiting to start (queued or not started yet)."""
+    if not datasets:
+        return 0
     return instance.get_runs_count(dg.RunsFilter(
         statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
         tags={TAG_DATASET: sorted(datasets)},
@@ -365,15 +375,18 @@ def evaluate_changes(
     store: StateStore | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
+    only: list[str] | None = None,
 ) -> ChangeEvaluation:
     """One tick's work, without the sensor machinery (tests and the benchmark call it).
-    ``store``: where the per-partition state is (default: the spec's state store)."""
+    ``store``: where the per-partition state is (default: the spec's state store).
+    ``only``: the datasets to list and fingerprint (default: every sync dataset; seeding
+    always covers them all); the cursor's failed copies of the others are left out."""
     if store is None:
         own = open_sensor_store(rs.spec)
         try:
             return evaluate_changes(rs, state, max_partitions=max_partitions, budget_s=budget_s,
                                     workers=workers, instance=instance, store=own, clock=clock,
-                                    wall_clock=wall_clock)
+                                    wall_clock=wall_clock, only=only)
         finally:
             own.close()
     cfg = rs.platform.change_sensor
@@ -381,7 +394,8 @@ def evaluate_changes(
     budget_s = budget_s or cfg.tick_budget_s
     workers = workers or cfg.workers
     start = clock()
-    datasets = sync_datasets(rs)
+    watched = sync_datasets(rs)
+    datasets = watched if only is None else [d for d in watched if d in set(only)]
     if state.lineage:
         lineage, seed = state.lineage, state.seed
         confirm_lineage(store, lineage)
@@ -391,7 +405,7 @@ def evaluate_changes(
     rows = TickRows(store, lineage, state.seq)
     seeded_records = 0
     if seed is not None and instance is not None:
-        seed, seeded_records = seed_step(rs, instance, rows, datasets, seed, cfg.seed_records_per_tick,
+        seed, seeded_records = seed_step(rs, instance, rows, watched, seed, cfg.seed_records_per_tick,
                                          start + budget_s / 2, clock)
         if seed is not None:  # a long history: this tick only seeds
             rows.flush()
@@ -542,7 +556,10 @@ def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinitio
     )
     def replication_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         state = ChangeState.decode(context.cursor)
-        ev = evaluate_changes(rs, state, instance=context.instance)
+        from platform_assets.replication.snapshot_changes import evaluate_tick
+
+        # datasets with change_detection: snapshot take the O(changes) snapshot-diff path
+        ev = evaluate_tick(rs, state, instance=context.instance, log=context.log)
         dyn = missing_dynamic_partitions(rs, context.instance, ev.new_partitions)
         context.log.info(
             f"scanned {ev.scanned}/{ev.total} partitions in {ev.elapsed_s:.2f}s "

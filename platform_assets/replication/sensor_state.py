@@ -107,28 +107,48 @@ class TickRows:
         self.store, self.lineage, self.seq = store, lineage, seq
         self._loaded: dict[str, dict[str, str | None]] = {}  # scope -> key -> committed value
         self._writes: dict[str, dict[str, tuple[str, str, int, str | None, str | None]]] = {}
+        self._partial: set[str] = set()  # scopes read only for some keys (load_keys)
 
     def load(self, scope: str) -> dict[str, str]:
         """``key -> value`` as of the cursor (absent keys: nothing recorded)."""
-        if scope not in self._loaded:
+        if scope not in self._loaded or scope in self._partial:
             self.load_many([scope])
         return {k: v for k, v in self._loaded[scope].items() if v is not None}
 
     def load_many(self, scopes: Iterable[str]) -> None:
         """Read the rows of every scope not loaded yet, in one query (a tick reads every
         dataset's rows: one query per tick, not one per dataset)."""
-        todo = [s for s in dict.fromkeys(scopes) if s not in self._loaded]
+        todo = [s for s in dict.fromkeys(scopes) if s not in self._loaded or s in self._partial]
         if not todo:
             return
         values, later = self.store.sensor_values(todo, self.lineage, self.seq)
         for scope in todo:
             committed: dict[str, str | None] = values[scope]  # type: ignore[assignment]
             # rows written by a tick whose cursor never landed read as their prev, and go back
-            self._writes[scope] = {key: (key, self.lineage, self.seq, prev, prev)
-                                   for key, prev in later[scope].items()}
+            # (writes staged after a partial read of the scope stay)
+            writes = self._writes.setdefault(scope, {})
             for key, prev in later[scope].items():
+                writes.setdefault(key, (key, self.lineage, self.seq, prev, prev))
                 committed[key] = prev
             self._loaded[scope] = committed
+            self._partial.discard(scope)
+
+    def load_keys(self, scope: str, keys: Iterable[str]) -> dict[str, str]:
+        """``key -> value`` as of the cursor for ``keys`` only (a partial view of ``scope``:
+        :meth:`stage` may then write those keys; other keys of the scope stay unread). Rows of
+        those keys a later uncommitted tick wrote read as their prev and are put back."""
+        if scope not in self._loaded:
+            self._partial.add(scope)
+        loaded = self._loaded.setdefault(scope, {})
+        writes = self._writes.setdefault(scope, {})
+        todo = [k for k in dict.fromkeys(keys) if k not in loaded] if scope in self._partial else []
+        if todo:
+            values, later = self.store.sensor_values_of(scope, todo, self.lineage, self.seq)
+            for key in todo:
+                loaded[key] = values.get(key)
+            for key, prev in later.items():
+                writes.setdefault(key, (key, self.lineage, self.seq, prev, prev))
+        return {k: loaded[k] for k in dict.fromkeys(keys) if loaded.get(k) is not None}
 
     def current(self, scope: str) -> dict[str, str]:
         """:meth:`load` with this tick's staged writes applied."""
@@ -145,6 +165,8 @@ class TickRows:
         """Record ``value`` (None: forget) for ``key`` as of this tick."""
         if scope not in self._loaded:
             self.load(scope)
+        elif scope in self._partial and key not in self._loaded[scope]:
+            self.load_keys(scope, [key])
         before = self._loaded[scope].get(key)
         writes = self._writes[scope]
         if value == before and key not in writes:

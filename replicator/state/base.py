@@ -362,6 +362,28 @@ class StateStore:
                 later[scope][key] = prev
         return values, later
 
+    def sensor_values_of(
+        self, scope: str, keys: Iterable[str], lineage: str, seq: int,
+    ) -> tuple[dict[str, str], dict[str, str | None]]:
+        """:meth:`sensor_values` of one scope for the given ``keys`` only (by primary key:
+        a caller that knows which keys changed reads those rows, not the whole scope)."""
+        values: dict[str, str] = {}
+        later: dict[str, str | None] = {}
+        wanted = sorted(set(keys))
+        for i in range(0, len(wanted), 500):
+            part = tuple(wanted[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for key, q, value, prev in self._all(
+                f"SELECT key, seq, value, prev FROM {{sensor_state}} WHERE scope = ? AND "
+                f"key IN ({marks}) AND lineage = ?", (scope, *part, lineage),
+            ):
+                v = value if int(q) <= seq else prev
+                if v is not None:
+                    values[key] = v
+                if int(q) > seq:
+                    later[key] = prev
+        return values, later
+
     def sensor_write(self, scope: str,
                      rows: Iterable[tuple[str, str, int, str | None, str | None]]) -> None:
         """Upsert rows ``(key, lineage, seq, value, prev)`` of ``scope`` in one transaction."""

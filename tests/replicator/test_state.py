@@ -167,6 +167,29 @@ def test_sensor_values_read_many_scopes_as_of_a_tick(state_spec: str) -> None:
         store.close()
 
 
+def test_sensor_values_of_reads_only_the_keys_asked_as_of_a_tick(state_spec: str) -> None:
+    """The snapshot-diff path's read: the rows of a few keys (the partitions a diff names),
+    with the same as-of-``seq`` rules as :meth:`sensor_values`."""
+    store = open_store(state_spec)
+    try:
+        odd = "dt=a\x1eb c"
+        store.sensor_write_many([
+            ("s/a", "p1", "L", 1, "fp1 10 0", None),
+            ("s/a", "p2", "L", 3, "fp2new 20 0", "fp2 20 0"),
+            ("s/a", "p3", "L", 3, "fp3 30 0", None),
+            ("s/a", "other", "M", 1, "fpx 1 0", None),
+            ("s/a", odd, "L", 1, "fpo 5 1", None),
+            ("s/b", "p1", "L", 1, "elsewhere 1 0", None),
+        ])
+        values, later = store.sensor_values_of("s/a", ["p2", "p3", "other", odd, "nope"], "L", 2)
+        assert values == {"p2": "fp2 20 0", odd: "fpo 5 1"}
+        assert later == {"p2": "fp2 20 0", "p3": None}
+        values, later = store.sensor_values_of("s/a", [f"k{i}" for i in range(1200)] + ["p1"], "L", 3)
+        assert values == {"p1": "fp1 10 0"} and later == {}  # more keys than one query takes
+    finally:
+        store.close()
+
+
 def test_pair_lock_is_exclusive_across_connections_and_released_on_close(state_spec: str) -> None:
     a, b = open_store(state_spec), open_store(state_spec)
     try:
