@@ -26,7 +26,9 @@ e.g. a named remote) is watched like this, each tick:
    base whose state was recorded; leftovers of such ticks are deleted by the next one.
 
 A tick's work is the diff's size: no listing of the root, no state read of unchanged
-partitions. The first tick (no base: a new cursor, or the base snapshot is gone) bootstraps
+partitions. A tick from an empty cursor with an instance only seeds (as the listing path
+does: from the replicas' materializations), so the snapshot path starts one tick later. The
+first tick (no base: a new cursor, or the base snapshot is gone) bootstraps
 from a snapshot it then keeps: it lists that image and fingerprints every partition, as many
 per tick as the budget allows, resuming after the last one; once all are recorded that image
 becomes the base. Where no snapshot can be taken (the root is not snapshottable, the back end
@@ -234,7 +236,10 @@ def evaluate_tick(
     ev = evaluate_changes(rs, ChangeState(**{**state.__dict__, "snapshots": {}}), instance=instance,
                           store=store, max_partitions=max_partitions, budget_s=budget_s,
                           clock=clock, wall_clock=wall_clock, only=listing)
-    if ev.seeding or not roots:  # seeding the whole lineage first, or nothing to diff
+    seeded = instance is not None and (not state.lineage or state.seed is not None)
+    # a tick that seeds (an empty cursor: the fingerprints the replicas recorded are staged
+    # as this tick's rows) leaves the snapshot path to the next one, which reads them
+    if seeded or ev.seeding or not roots:
         for r in roots.values():  # this tick's own snapshots are not needed
             _cleanup(r, keep=r.keep - {r.image} if r.fresh else r.keep, log=log)
         ev.state.snapshots = entries

@@ -325,10 +325,26 @@ def test_the_sensor_requests_runs_from_the_diff(tmp_path, hdfs_cluster, instance
     src.put("dt=1/a")
     defs = build_definitions(src.spec_path)
     sensor = defs.get_sensor_def("replication_change_sensor")
-    first = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs))
+    seed = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs))
+    assert seed.run_requests == []  # an empty cursor: this tick seeds from the instance
+    first = sensor(dg.build_sensor_context(instance=instance, cursor=seed.cursor, definitions=defs))
     assert [r.partition_key for r in first.run_requests] == ["dt=1"]
     assert [k for r in first.dynamic_partitions_requests for k in r.partition_keys] == ["dt=1"]
     src.put("dt=2/a")
     second = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs))
     assert [r.partition_key for r in second.run_requests] == ["dt=2"]
     assert ChangeState.decode(second.cursor).snapshots["events"]["base"].startswith(SNAPSHOT_PREFIX)
+
+    # the replicas hold both partitions; the sensor is reset (its cursor lost): seeded from the
+    # materializations, the snapshot path's full pass copies nothing again
+    replica = src.rs["events"].replica_keys[0]
+    for r in first.run_requests + second.run_requests:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=replica, partition=r.partition_key,
+            metadata={"source_fingerprint": r.tags["replication/fingerprint"]}))
+    cursor = None
+    for _ in range(3):
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+        assert result.run_requests == []
+        cursor = result.cursor
+    assert "base" in ChangeState.decode(cursor).snapshots["events"]
