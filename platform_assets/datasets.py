@@ -37,10 +37,12 @@ from platform_assets.replication.names import (
 from replicator.filesystems.registry import split_scheme
 from replicator.filters import Filter
 from replicator.fingerprint import (
+    ListingCache,
     TreeFingerprint,
     fingerprint_tree,
     list_partition_dirs,
     list_partition_dirs_with_mtimes,
+    list_partitions,
 )
 
 # URI scheme -> the asset kind the Dagster UI shows (and draws an icon for where it has one)
@@ -236,12 +238,20 @@ class DatasetView:
             return [UNPARTITIONED_KEY]
         return list_partition_dirs(self.source_root, self.layout_levels)
 
-    def partitions_with_mtimes(self) -> list[tuple[str, int | None]]:
+    def partitions_with_mtimes(self, cache: ListingCache | None = None) -> list[tuple[str, int | None]]:
         """:meth:`partitions` with each partition directory's modification time where the
-        listing gives one (the change sensor's hint; ``None`` for an unpartitioned dataset)."""
+        listing gives one (the change sensor's hint; ``None`` for an unpartitioned dataset).
+        ``cache``: listings kept from the last call (local sources; see ListingCache)."""
         if not self.partitioned:
             return [(UNPARTITIONED_KEY, None)]
-        return list_partition_dirs_with_mtimes(self.source_root, self.layout_levels)
+        return list_partition_dirs_with_mtimes(self.source_root, self.layout_levels, cache)
+
+    def partition_listing(self, cache: ListingCache | None = None) -> tuple[list[str], list[int | None]]:
+        """:meth:`partitions_with_mtimes` as two parallel lists (names, mtimes): the change
+        sensor's form."""
+        if not self.partitioned:
+            return [UNPARTITIONED_KEY], [None]
+        return list_partitions(self.source_root, self.layout_levels, cache)
 
     def fingerprint(self, partition: str, *, now: float | None = None) -> TreeFingerprint:
         """The source partition's fingerprint over the files the copy would take."""

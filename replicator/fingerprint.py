@@ -17,6 +17,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat as stat_mod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +54,34 @@ def list_partition_dirs(uri: str, levels: tuple[str, ...]) -> list[str]:
     return [rel for rel, _ in list_partition_dirs_with_mtimes(uri, levels)]
 
 
-def list_partition_dirs_with_mtimes(uri: str, levels: tuple[str, ...]) -> list[tuple[str, int | None]]:
+def list_partition_dirs_with_mtimes(
+    uri: str, levels: tuple[str, ...], cache: ListingCache | None = None,
+) -> list[tuple[str, int | None]]:
     """:func:`list_partition_dirs` with each partition directory's own modification time, as
     the listing reports it (no extra call): on HDFS and local disks it moves whenever an entry
     is created, removed or renamed in the directory, so a change hint for free. ``None`` where
-    it says nothing: object stores (no directories), symlinks (the link's own time)."""
+    it says nothing: object stores (no directories), symlinks (the link's own time).
+    ``cache``: see :func:`list_partitions`."""
+    names, mtimes = list_partitions(uri, levels, cache)
+    return list(zip(names, mtimes, strict=True))
+
+
+def list_partitions(
+    uri: str, levels: tuple[str, ...], cache: ListingCache | None = None,
+) -> tuple[list[str], list[int | None]]:
+    """:func:`list_partition_dirs_with_mtimes` as two parallel lists, sorted by name: the
+    change sensor's form (no tuple per partition).
+
+    ``cache``: local directories whose listing is kept from an earlier call (see
+    :class:`ListingCache`) are not read again; only their partition directories are stat'ed,
+    for their mtimes."""
     if not levels:
-        return []
+        return [], []
     fs, root = resolve(uri)
+    local = isinstance(fs, LocalFileSystem) and os.scandir in os.supports_fd
     current: list[tuple[str, str]] = [("", root)]  # (relative path, native path) of a level
-    found: list[tuple[str, int | None]] = []
+    names: list[str] = []
+    mtimes: list[int | None] = []
     last = len(levels) - 1
     for depth, level in enumerate(levels):
         nxt: list[tuple[str, str]] = []
@@ -72,54 +91,167 @@ def list_partition_dirs_with_mtimes(uri: str, levels: tuple[str, ...]) -> list[t
 
         for rel, native in current:
             try:
-                entries = _dir_entries(fs, native, keep)
+                if local:
+                    dirs, dir_mtimes, links = _local_level(native, keep, level, depth == last, cache)
+                else:
+                    dirs, dir_mtimes, links = _remote_level(fs, native, keep)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            prefix = f"{rel}/" if rel else ""
-            for name, kind, mtime_ns, target_kind in entries:
-                if not (kind == DIR or (kind == LINK and target_kind == DIR)):
-                    continue
-                if depth == last:  # the partitions: no path to build for a deeper level
-                    found.append((prefix + name, mtime_ns if kind == DIR and mtime_ns else None))
+            if depth == last:  # the partitions: no path to build for a deeper level
+                if rel:
+                    names += [f"{rel}/{n}" for n in dirs]
+                    names += [f"{rel}/{n}" for n in links]
                 else:
-                    nxt.append((prefix + name, fs.join(native, name)))
+                    names += dirs
+                    names += links
+                mtimes += dir_mtimes
+                mtimes += [None] * len(links)
+            else:
+                prefix = f"{rel}/" if rel else ""
+                nxt += [(prefix + n, fs.join(native, n)) for n in dirs + links]
         current = nxt
-    found.sort()
-    return found
+    if names != sorted(names):  # several parents, or links: sorted, as every listing is
+        order = sorted(range(len(names)), key=names.__getitem__)
+        names = [names[i] for i in order]
+        mtimes = [mtimes[i] for i in order]
+    return names, mtimes
 
 
-def _dir_entries(fs, native: str, keep: Callable[[str], bool]) -> list[tuple[str, str, int, str | None]]:
-    """``(name, kind, mtime_ns, target_kind)`` of a directory's entries whose names ``keep``
-    takes: on local disks directories and links only, each stat'ed relative to the open
-    directory (a partition listing stats 100,000 directories a tick); else the back end's
-    tuple scan where it has one (no FileInfo per entry), else its ``list_dir``."""
-    if isinstance(fs, LocalFileSystem) and os.scandir in os.supports_fd:
-        return _local_dir_entries(native, keep)
+def _remote_level(fs, native: str, keep: Callable[[str], bool]) -> tuple[list[str], list[int | None], list[str]]:
+    """The directories (names, their mtimes) and links to directories of one directory whose
+    names ``keep`` takes: the back end's tuple scan where it has one (no FileInfo per entry),
+    else its ``list_dir``."""
     scan = getattr(fs, "scan_dir", None)
     if scan is not None:
-        return [(e[0], e[1], e[3], e[6]) for e in scan(native) if keep(e[0])]
-    return [(i.name, i.kind, i.mtime_ns, i.target_kind) for i in fs.list_dir(native) if keep(i.name)]
+        entries = [(e[0], e[1], e[3], e[6]) for e in scan(native) if keep(e[0])]
+    else:
+        entries = [(i.name, i.kind, i.mtime_ns, i.target_kind) for i in fs.list_dir(native) if keep(i.name)]
+    dirs = [(n, m or None) for n, k, m, _ in entries if k == DIR]
+    links = [n for n, k, _, t in entries if k == LINK and t == DIR]
+    return [n for n, _ in dirs], [m for _, m in dirs], links
 
 
-def _local_dir_entries(native: str, keep: Callable[[str], bool]) -> list[tuple[str, str, int, str | None]]:
-    out: list[tuple[str, str, int, str | None]] = []
+class ListingCache:
+    """Local directory listings kept between partition listings (the change sensor's ticks),
+    each valid while its directory is the same inode with the same modification time.
+
+    Creating, removing or renaming an entry moves its directory's mtime, so a directory whose
+    mtime has not moved holds the same names: a tick then stats the partition directories it
+    knows (their mtimes are the change hint) instead of reading and filtering every level
+    again. A listing is kept only when it was read ``settle_s`` or more after the directory's
+    mtime: a change in the same clock step as the one before (file systems stamp times from a
+    coarse clock; some in whole seconds) would not move the mtime, and a listing read in that
+    step would miss it. Such a directory is simply read again by the next call.
+
+    Entries are pruned by :meth:`sweep`: directories not listed since the previous sweep are
+    forgotten. Thread safe for listings of different directories (one dict write each)."""
+
+    def __init__(self, settle_s: float = 2.0) -> None:
+        self.settle_ns = int(settle_s * 1e9)
+        # (native path, level glob) -> (st_dev, st_ino, st_mtime_ns, dirs, links)
+        #   dirs: (text names, native names) of the directory entries the level takes
+        #   links: (text names, native names) of its symlinks that pointed to a directory
+        self._dirs: dict[tuple[str, str], tuple[int, int, int, tuple[list[str], list[str]],
+                                                tuple[list[str], list[str]]]] = {}
+        self._used: set[tuple[str, str]] = set()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._dirs)
+
+    def get(self, key: tuple[str, str], st: os.stat_result):
+        self._used.add(key)
+        entry = self._dirs.get(key)
+        if entry is None or entry[:3] != (st.st_dev, st.st_ino, st.st_mtime_ns):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry
+
+    def put(self, key: tuple[str, str], st: os.stat_result, read_at_ns: int, dir_names: list[str],
+            dir_raws: list[str], link_names: list[str], link_raws: list[str]) -> None:
+        if read_at_ns - st.st_mtime_ns >= self.settle_ns:
+            self._dirs[key] = (st.st_dev, st.st_ino, st.st_mtime_ns, (dir_names, dir_raws),
+                               (link_names, link_raws))
+        else:
+            self._dirs.pop(key, None)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        self._dirs.pop(key, None)
+
+    def sweep(self) -> None:
+        """Forget the directories not listed since the last sweep."""
+        for key in self._dirs.keys() - self._used:
+            del self._dirs[key]
+        self._used = set()
+
+
+def _local_level(
+    native: str, keep: Callable[[str], bool], level: str, want_mtime: bool,
+    cache: ListingCache | None,
+) -> tuple[list[str], list[int | None], list[str]]:
+    """:func:`_remote_level` on a local disk: each directory stat'ed relative to the open
+    directory (a partition listing stats 100,000 directories a tick), and only where its mtime
+    is wanted (the partitions' level); from ``cache`` where the directory did not change since
+    it was read."""
     fd = os.open(native_path(native), os.O_RDONLY | os.O_DIRECTORY)
     try:
+        key = (native, level)
+        st = os.fstat(fd)
+        hit = cache.get(key, st) if cache is not None else None
+        if hit is not None:
+            out = _from_cache(fd, hit[3], hit[4], want_mtime)
+            if out is not None:
+                return out
+            cache.drop(key)  # type: ignore[union-attr]  # changed under us: read it again
+        read_at_ns = time.time_ns()
+        dirs: list[tuple[str, str]] = []  # (text name, native name)
+        links: list[tuple[str, str]] = []
+        mtimes: list[int | None] = []
         with os.scandir(fd) as it:
             for entry in it:
-                name = entry.name if entry.name.isascii() else text_path(entry.name)
+                raw = entry.name
+                name = raw if raw.isascii() else text_path(raw)
                 if not keep(name):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):  # the entry's type: no system call
-                        out.append((name, DIR, entry.stat(follow_symlinks=False).st_mtime_ns, None))
+                        mtime = entry.stat(follow_symlinks=False).st_mtime_ns if want_mtime else None
+                        dirs.append((name, raw))
+                        mtimes.append(mtime or None)
                     elif entry.is_symlink() and entry.is_dir():  # a link to a directory
-                        out.append((name, LINK, 0, DIR))
+                        links.append((name, raw))
                 except FileNotFoundError:  # vanished between readdir and stat
                     continue
+        if cache is not None:
+            cache.put(key, st, read_at_ns, [n for n, _ in dirs], [r for _, r in dirs],
+                      [n for n, _ in links], [r for _, r in links])
+        return [n for n, _ in dirs], mtimes, [n for n, _ in links]
     finally:
         os.close(fd)
-    return out
+
+
+def _from_cache(
+    fd: int, dirs: tuple[list[str], list[str]], links: tuple[list[str], list[str]], want_mtime: bool,
+) -> tuple[list[str], list[int | None], list[str]] | None:
+    """A cached listing's entries, the directories stat'ed for their mtimes where wanted; None
+    if one is no longer what was listed (the caller reads the directory again)."""
+    stat, isdir = os.stat, stat_mod.S_ISDIR
+    names, raws = dirs
+    try:
+        if want_mtime:
+            sts = [stat(raw, dir_fd=fd, follow_symlinks=False) for raw in raws]
+            if not all(isdir(s.st_mode) for s in sts):
+                return None
+            mtimes: list[int | None] = [s.st_mtime_ns or None for s in sts]
+        else:
+            mtimes = [None] * len(names)
+        # a link's target may change without the directory's mtime moving
+        kept = [n for n, raw in zip(*links, strict=True) if isdir(stat(raw, dir_fd=fd).st_mode)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return names, mtimes, kept
 
 
 def fingerprint_tree(

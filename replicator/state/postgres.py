@@ -99,7 +99,9 @@ class PostgresStateStore(StateStore):
     from the URL, ``PGPASSWORD`` or ``~/.pgpass``)."""
 
     TABLES = {name: PREFIX + name for name in ("pairs", "files", "journal", "runs", "sensor_state")}
-    AGGREGATE = "string_agg({}, chr(30))"
+    # keys in code-point order, as Python sorts them (and as SQLite's primary key index reads
+    # them): the change sensor compares a dataset's rows with its sorted listing list to list
+    AGGREGATE = 'string_agg({}, chr(30) ORDER BY key COLLATE "C")'
     SEPARATOR_SQL = "chr(30)"
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:

@@ -445,7 +445,8 @@ def test_classify_sorts_a_listing_into_new_hinted_rotation_and_gone() -> None:
         "dt=5": "ee 500 0",  # a failed copy due again: first
         "dt=9": "zz 900 0",  # no longer listed: gone
     }
-    c = classify_partitions(listing, recorded, due={"dt=5", "dt=8"})
+    c = classify_partitions(([p for p, _ in listing], [m for _, m in listing]), recorded,
+                            due={"dt=5", "dt=8"})
     assert c.first == ["dt=5", "dt=6"]  # dt=6 is new; dt=8 is due but not listed
     assert c.hinted == ["dt=2", "dt=3", "dt=4"]
     assert c.rotation == ["dt=1"]
@@ -456,7 +457,7 @@ def test_classify_sorts_a_listing_into_new_hinted_rotation_and_gone() -> None:
 def test_classify_without_directory_mtimes_hints_nothing_and_rotates() -> None:
     from platform_assets.replication.change_sensor import classify_partitions
 
-    c = classify_partitions([("a", None), ("b", None)], {"a": "aa n 0", "b": "bb n 0"}, set())
+    c = classify_partitions((["a", "b"], [None, None]), {"a": "aa n 0", "b": "bb n 0"}, set())
     assert (c.first, c.hinted, c.rotation, c.gone) == ([], [], ["a", "b"], [])
     assert c.tokens == {"a": "n", "b": "n"}
 
@@ -516,3 +517,75 @@ def test_the_budget_stops_before_a_chunk_that_would_overrun_it_and_the_rotation_
     # committing tick's one partition), 128 a tick, round to the start
     assert positions == [("events", "dt=127"), ("events", "dt=054")]
     assert found == ["dt=150"]
+
+
+def _age_tree(root, ns: int) -> None:
+    """Every directory under ``root`` (and ``root``) last changed at ``ns``."""
+    for dirpath, _, _ in os.walk(root):
+        os.utime(dirpath, ns=(ns, ns))
+
+
+def test_ticks_from_the_kept_listing_find_new_removed_and_changed_partitions(platform: Platform) -> None:
+    """The sensor keeps its local listings between ticks (ListingCache): the dataset root is
+    not read again while its mtime stands, only its partition directories stat'ed. A new
+    partition, a removed one and a file landing in a third are all found in the next tick."""
+    import shutil
+
+    from replicator.fingerprint import ListingCache
+
+    for i in range(5):
+        platform.write("events", f"dt={i}", "f.csv", str(i), age_s=3600)
+    root = platform.source("events")
+    old_ns = time.time_ns() - 3600 * 10**9
+    _age_tree(root, old_ns)
+    rs, cache = resolve(platform.spec), ListingCache()
+    state = evaluate_changes(rs, ChangeState(), listing_cache=cache).state
+    state = evaluate_changes(rs, state, listing_cache=cache).state  # commits the first
+    hits = cache.hits
+    ev = evaluate_changes(rs, state, listing_cache=cache, max_partitions=1)
+    assert ev.run_requests == [] and cache.hits > hits  # the kept listing answered
+    platform.write("events", "dt=2", "g.csv", "new file", age_s=600)  # moves dt=2's mtime only
+    platform.write("events", "dt=7", "f.csv", "new partition", age_s=600)  # moves the root's
+    shutil.rmtree(root / "dt=4")
+    ev = evaluate_changes(rs, ev.state, listing_cache=cache, max_partitions=2)
+    assert sorted(r.partition_key for r in ev.run_requests) == ["dt=2", "dt=7"]
+    assert ev.new_partitions == {"events": ["dt=7"]} and ev.hinted == 1
+    assert set(stored(platform.spec, "events")) == {f"dt={i}" for i in (0, 1, 2, 3, 7)}
+
+
+def test_known_changes_are_fingerprinted_past_the_budget_the_rotation_is_not(
+    platform: Platform, monkeypatch
+) -> None:
+    """On a loaded machine the listing can eat the tick's budget. Partitions the listing shows
+    changed still get half the budget after it, so they are requested in that tick; the
+    rotation, which only looks for changes the mtime does not show, gets nothing."""
+    from platform_assets.datasets import DatasetView
+
+    for i in range(300):
+        platform.write("events", f"dt={i:03d}", "f.csv", str(i), age_s=3600)
+    rs = resolve(platform.spec)
+    state = evaluate_changes(rs, ChangeState(), workers=1).state
+    state = evaluate_changes(rs, state, workers=1, max_partitions=1).state  # commits the first
+    changed = [f"dt={i:03d}" for i in range(0, 300, 3)]  # 100: two chunks of 64
+    for p in changed:
+        platform.write("events", p, "g.csv", "new", age_s=600)
+
+    t = [0.0]
+    real = DatasetView.fingerprint
+    real_listing = DatasetView.partition_listing
+
+    def slow_listing(self, cache=None):  # the listing takes 90% of the 3 s budget
+        if self.name == "events":
+            t[0] += 2.7
+        return real_listing(self, cache)
+
+    def slow(self, partition, *, now=None):  # each fingerprint takes 10 ms of the fake clock
+        t[0] += 0.01
+        return real(self, partition, now=now)
+
+    monkeypatch.setattr(DatasetView, "partition_listing", slow_listing)
+    monkeypatch.setattr(DatasetView, "fingerprint", slow)
+    ev = evaluate_changes(rs, state, workers=1, budget_s=3.0, clock=lambda: t[0])
+    assert sorted(r.partition_key for r in ev.run_requests) == changed
+    assert ev.hinted == 100 and ev.scanned == 128  # the second chunk ran on, no third
+    assert ev.elapsed_s <= 2.7 + 3.0 / 2
