@@ -44,6 +44,7 @@ from replicator.report import RunReport
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
     ATTRIBUTE_KINDS,
+    SMALL_FILE,
     Outcome,
     StageContext,
     Task,
@@ -109,6 +110,23 @@ def _earlier_verified(store: StateStore, pair_id: int) -> bool | None:
     return bool(report.get("replica_verified", report.get("verified")))  # older reports
 
 
+BATCH_STAGING = "batch-staging"  # one journal row for the staged names of a batch of small files
+
+
+def batch_key(run_id: str, index: int) -> str:
+    """The journal key of a run's ``index``-th batch: ``//`` never starts a relative path
+    (listings refuse empty segments), so it cannot be a file's own journal row."""
+    return f"//batch/{run_id}/{index}"
+
+
+def _batch_names(tmp: str | None) -> list[str]:
+    try:
+        names = json.loads(tmp or "[]")
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 UNKNOWN_SIZE = -1  # a manifest row saying "we may have written this: look before trusting it"
 
 
@@ -142,6 +160,11 @@ def recover(store: StateStore, pair_id: int, dst_fs: FileSystem, dst_root: str,
                 on_error(path, exc)
             if is_retryable(exc):
                 continue  # the entry stays: the next run tries again
+            if state == BATCH_STAGING:
+                for staged in _batch_names(tmp):
+                    _quiet(dst_fs.delete_file, staged)
+                dropped.append(path)  # the key is no manifest path: nothing to forget
+                continue
             if tmp:
                 _quiet(dst_fs.delete_file, tmp)
             outcome = "forget"
@@ -174,6 +197,10 @@ def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, stat
     """One journal entry: ``record`` (published), ``drop`` (nothing to keep), ``unknown``
     (a file the destination may hold in any version: its row says so) or ``forget`` (drop
     the manifest row: the next run plans it afresh)."""
+    if state == BATCH_STAGING:  # a batch of small files: none of its staged names survives
+        for staged in _batch_names(tmp):
+            dst_fs.delete_file(staged)
+        return "drop"
     final = dst_fs.join(dst_root, path)
     if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
         recover_dir(dst_fs, final, tmp, state, run_id)
@@ -236,6 +263,8 @@ class _Run:
         self._dst_listed = True
         self._settled = 0  # unchanged files the ordered listing settled against the manifest
         self._replaced: set[str] = set()  # destination paths of the other kind, removed
+        self._batch_of: dict[int, str] = {}  # seq of a file in flight -> its batch's journal key
+        self._batch_left: dict[str, int] = {}  # batch journal key -> its files not yet settled
 
     def _refuse_overlap(self) -> None:
         """A destination inside the source (or the reverse) would copy or delete itself; so
@@ -731,9 +760,11 @@ class _Run:
         return max(part, -(-per_stream // (1 << 20)) << 20)  # whole MiB
 
     def _bins(self, store: StateStore, scratch: Scratch, pair_id: int, ctx: StageContext) -> Iterator[list[Task]]:
-        """Bins of tasks; each bin is journalled as ``staging`` before it is handed out."""
+        """Bins of tasks; each bin is journalled as ``staging`` before it is handed out: a bin
+        of small staged files as one ``batch-staging`` row (see :meth:`_journal_bin`), any
+        other bin a row per file."""
         for b in make_bins(self._tasks(scratch)):
-            store.journal_staging(pair_id, self.run_id, [(t.rel, ctx.paths(t)[2]) for t in b])
+            self._journal_bin(store, pair_id, ctx, b)
             out: list[Task] = []
             for t in b:
                 if t.nparts > 1:
@@ -755,10 +786,36 @@ class _Run:
             if out:
                 yield out
 
+    def _journal_bin(self, store: StateStore, pair_id: int, ctx: StageContext, b: list[Task]) -> None:
+        """A bin of whole small files, each staged under a temporary name, is journalled as one
+        row listing those names (its files then cost one manifest row each, no journal row of
+        their own): a run killed meanwhile leaves nothing published half-written, and recovery
+        removes the staged names (re-copying a small file costs less than journalling it).
+        Any other bin gets a ``staging`` row per file (a verified big file is published by
+        recovery, an in-place write is looked at)."""
+        staged = [ctx.paths(t)[2] for t in b]
+        if not all(t.nparts <= 1 and t.size <= SMALL_FILE for t in b) or None in staged:
+            store.journal_staging(pair_id, self.run_id, [(t.rel, tmp) for t, tmp in zip(b, staged, strict=True)])
+            return
+        key = batch_key(self.run_id, len(self._batch_left))
+        store.journal_batch(pair_id, self.run_id, key, staged)  # type: ignore[arg-type]
+        self._batch_left[key] = len(b)
+        for t in b:
+            self._batch_of[t.seq] = key
+
+    def _settle(self, out: Outcome) -> list[str]:
+        """The journal keys to clear now that ``out`` is published or failed: its own row, or
+        its batch's row once the batch's last file is settled."""
+        key = self._batch_of.pop(out.seq, None)
+        if key is None:
+            return [out.rel]
+        self._batch_left[key] -= 1
+        return [key] if self._batch_left[key] == 0 else []
+
     def _fail(self, store: StateStore, pair_id: int, rel: str, error: str, retryable: bool = False,
-              side: str | None = None) -> None:
+              side: str | None = None, clear: list[str] | None = None) -> None:
         self.report.add_failure(rel, error, retryable, side)
-        store.commit(pair_id, clear=[rel])
+        store.commit(pair_id, clear=[rel] if clear is None else clear)
         self.progress.on_file(rel, False)
 
     def _stage_context(self) -> StageContext:
@@ -812,11 +869,12 @@ class _Run:
                         continue
                 if out.gave_up:
                     stopped = True
-                    store.commit(pair_id, clear=[out.rel])  # nothing staged (aborted)
+                    store.commit(pair_id, clear=self._settle(out))  # nothing staged (aborted)
                     continue
                 finished.add(out.rel)
                 if not out.ok:
-                    self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable, out.side)
+                    self._fail(store, pair_id, out.rel, out.error or "failed", out.retryable, out.side,
+                               clear=self._settle(out))
                     continue
                 batch.append(out)
                 if len(batch) >= opts.batch_files or time.monotonic() - last_flush > 0.5:
@@ -856,11 +914,18 @@ class _Run:
         return finish_ranges(task, parts, ctx)
 
     def _publish(self, store: StateStore, scratch: Scratch, pair_id: int, batch: list[Outcome]) -> None:
-        store.journal_staged(pair_id, [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch])
+        """Rename the staged copies into place and record them, a batch at a time: files with
+        a journal row of their own are first marked ``staged`` (verified: recovery publishes
+        them), files of a journalled batch are not (recovery removes their staged names)."""
+        own = [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch if o.seq not in self._batch_of]
+        if own:
+            store.journal_staged(pair_id, own)
         done: list[tuple] = []
         done_seqs: list[int] = []
         failed: list[str] = []
+        clear: list[str] = []
         for o in batch:
+            clear += self._settle(o)
             if o.tmp is not None:
                 try:
                     self.dst_fs.rename(o.tmp, self.dst_fs.join(self.dst_root, o.rel))
@@ -879,7 +944,7 @@ class _Run:
             self.report.files_verified += o.verified
             self.report.bytes_copied += o.size
             self.progress.on_file(o.rel, True)
-        store.commit(pair_id, record=done, clear=[d[0] for d in done] + failed)
+        store.commit(pair_id, record=done, clear=clear)
         self.report.files_updated += scratch.count_updates(done_seqs)
 
     def _delete(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:

@@ -261,6 +261,19 @@ class StateStore:
                 [(pair_id, p, run_id, tmp) for (p, tmp) in rows],
             )
 
+    def journal_batch(self, pair_id: int, run_id: str, key: str, staged: list[str]) -> None:
+        """Journal the staged names of a whole batch of files as one row ``key`` (state
+        ``batch-staging``, the names as a JSON list in ``tmp``): one row instead of one per
+        file. A run that dies leaves the row, and recovery removes whatever of those names
+        still exists (partial or verified bytes, never published); the batch's files that
+        were renamed but not yet recorded are copied again by the next run."""
+        with self.transaction():
+            self._run(
+                "INSERT INTO {journal} (pair_id, path, run_id, state, tmp) VALUES (?,?,?,'batch-staging',?) "
+                "ON CONFLICT (pair_id, path) DO UPDATE SET run_id=excluded.run_id, state=excluded.state, "
+                "tmp=excluded.tmp, size=NULL, mtime_ns=NULL, checksum=NULL",
+                (pair_id, key, run_id, json.dumps(staged)))
+
     def journal_staged(self, pair_id: int, rows: Iterable[tuple[str, int, int, str | None]]) -> None:
         with self.transaction():
             self._many(

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS journal (
     pair_id INTEGER NOT NULL,
     path TEXT NOT NULL,
     run_id TEXT NOT NULL,
-    state TEXT NOT NULL,          -- 'staging' | 'staged'
+    state TEXT NOT NULL,          -- 'staging' | 'staged' | 'batch-staging' (tmp: JSON list)
     tmp TEXT,                     -- staged file name (NULL: written in place)
     size INTEGER,
     mtime_ns INTEGER,
