@@ -23,7 +23,10 @@ on the source's file system; dirty pages are flushed (``sync``, untimed) between
 For c/d (f/g) each tool first syncs its own destination (untimed; replicator with its own
 state store); every round of d (g) changes a new 1% sample, then each tool re-syncs.
 On this VM's disk, creating small files costs every tool the file system's journal
-alike; the tmpfs scenarios show the tools' own per-file overhead.
+alike; the tmpfs scenarios show the tools' own per-file overhead. The ``cpu s`` column is
+the median user + system time of each tool's runs: under load it judges a change better
+than wall time. Each replicator is run once, untimed, before the first round, so its
+bytecode is compiled as in an installed copy (PYTHONDONTWRITEBYTECODE is dropped).
 
 Environment: ``BENCH_DIR`` (work directory; default ``.bench/`` at the repository
 root), ``BENCH_TMPFS`` (default /dev/shm; skipped unless it is a tmpfs with room),
@@ -187,6 +190,7 @@ class Run:
     seconds: float
     load: float  # 1-minute load average just before the run
     rss_kib: int | None
+    cpu: float | None = None  # user + system seconds (what the tool itself spent, load or not)
 
 
 @dataclass
@@ -210,6 +214,11 @@ class Figure:
     @property
     def rss_kib(self) -> int:
         return max((r.rss_kib or 0) for r in self.runs)
+
+    @property
+    def cpu(self) -> float | None:
+        cpus = [r.cpu for r in self.runs if r.cpu is not None]
+        return statistics.median(cpus) if cpus else None
 
 
 def other_tree(tool: str) -> Path | None:
@@ -250,7 +259,8 @@ def tool_argv(tool: str, src: Path, dst: Path, state: Path, extra: list[str]) ->
 def run_argv(tool: str, argv: list[str], work: Path) -> tuple[Run, str]:
     """Run one command, timed; return the run and its stdout."""
     rss_file = work / ".rss"
-    timed = [TIME_BIN, "-f", "%M", "-o", str(rss_file), *argv] if os.access(TIME_BIN, os.X_OK) else argv
+    timed = ([TIME_BIN, "-f", "%M %U %S", "-o", str(rss_file), *argv] if os.access(TIME_BIN, os.X_OK)
+             else argv)
     env, cwd = None, None
     tree = other_tree(tool)
     if tree is not None:
@@ -262,13 +272,14 @@ def run_argv(tool: str, argv: list[str], work: Path) -> tuple[Run, str]:
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
-    rss = None
+    rss = cpu = None
     if timed is not argv:
         try:
-            rss = int(rss_file.read_text().split()[-1])
-        except (OSError, ValueError, IndexError):
+            kib, user, system = rss_file.read_text().split()[-3:]
+            rss, cpu = int(kib), float(user) + float(system)
+        except (OSError, ValueError):
             pass
-    return Run(took, load, rss), proc.stdout
+    return Run(took, load, rss, cpu), proc.stdout
 
 
 def run_tool(tool: str, src: Path, dst: Path, state: Path, work: Path,
@@ -410,7 +421,7 @@ MEMORY_LIMIT_MIB = 200
 
 def print_table(figs: list[Figure], titles: dict[str, str]) -> list[str]:
     header = (f"{'scenario':<50} {'tool':<14} {'median s':>8} {'runs (s)':<24} {'load':>9} "
-              f"{'/anchor':>8} {'peak RSS':>9}")
+              f"{'/anchor':>8} {'cpu s':>6} {'peak RSS':>9}")
     print("\n" + header)
     print("-" * len(header))
     missed = []
@@ -424,8 +435,9 @@ def print_table(figs: list[Figure], titles: dict[str, str]) -> list[str]:
             ratio = f"{f.median / anchor.median:.2f}x" if anchor else "-"
             runs = " ".join(f"{r.seconds:.2f}" for r in f.runs)
             rss = f"{f.rss_kib / 1024:.0f} MiB" if f.rss_kib else "-"
+            cpu = f"{f.cpu:.2f}" if f.cpu is not None else "-"
             print(f"{titles[scenario]:<50} {tool_label(f.tool):<14} {f.median:8.2f} {runs:<24} "
-                  f"{f.loads:>9} {ratio:>8} {rss:>9}" + (f"  !! {f.note}" if f.note else ""))
+                  f"{f.loads:>9} {ratio:>8} {cpu:>6} {rss:>9}" + (f"  !! {f.note}" if f.note else ""))
     print(f"\nTargets (ratio = median replicator seconds / median anchor seconds, same run, "
           f"{REPEAT} interleaved runs each):")
     for scenario, (_title, anchor_tool, limit, _where) in SCENARIOS.items():
@@ -464,6 +476,23 @@ def tmpfs_room(path: Path, need: int) -> bool:
     return shutil.disk_usage(path).free >= need
 
 
+def warm_bytecode(tools: list[str], work: Path) -> None:
+    """Run each replicator once on a tiny tree (untimed) with bytecode writing allowed, so
+    no timed run compiles its modules: an installed replicator has its ``.pyc`` files (pip
+    and uv write them), and this machine sets PYTHONDONTWRITEBYTECODE, which made every
+    run compile ~70 modules (~0.35 s CPU, more than cp's whole 20k-file copy)."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    src = work / "warm-src"
+    small_tree(src / "data", 1, 2, 16)
+    for tool in tools:
+        if tool == "replicator" or other_tree(tool) is not None:
+            dst, state = work / "warm-dst", work / "warm-state.db"
+            run_tool(tool, src / "data", dst, state, work)
+            rmtree(dst)
+            for p in work.glob("warm-state.db*"):
+                p.unlink()
+
+
 def main() -> int:
     work = work_dir()
     scenarios = os.environ.get("BENCH_SCENARIOS", "abcdefgm")
@@ -499,6 +528,7 @@ def main() -> int:
     if tmpfs is not None and set(scenarios) & set("efgh") and not tmpfs_room(tmpfs, need_tmpfs):
         print(f"bench_local: under {need_tmpfs / GiB:.1f} GiB free on {tmpfs}: scenarios e-h skipped")
         scenarios = "".join(s for s in scenarios if s not in "efgh")
+    warm_bytecode(tools, work)
     figs: list[Figure] = []
     memory: list[tuple[int, Run]] = []
     t_start = time.perf_counter()

@@ -802,6 +802,7 @@ class _Run:
         self._batch_left[key] = len(b)
         for t in b:
             self._batch_of[t.seq] = key
+            t.self_publish = True  # the batch row covers a staged copy renamed at once
 
     def _settle(self, out: Outcome) -> list[str]:
         """The journal keys to clear now that ``out`` is published or failed: its own row, or

@@ -21,7 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from replicator.errors import DeadlineExceeded
 from replicator.executors.base import Executor
 from replicator.plan import make_bins
-from replicator.transfer import SMALL_FILE, Outcome, StageContext, Task, local_pair, stage
+from replicator.transfer import (
+    SMALL_FILE,
+    Outcome,
+    StageContext,
+    Task,
+    local_pair,
+    stage,
+    stage_small_local,
+)
 
 GROUP_FILES = 16  # files per pool job at most
 GROUP_BYTES = 4 << 20  # and bytes per pool job at most (a bigger task gets a job of its own)
@@ -82,11 +90,8 @@ class LocalExecutor(Executor):
                         exhausted = True
                         break
                     here, group = found
-                    if here:
-                        for task in group:
-                            if ctx.past_deadline():
-                                break  # not started: the report lists it as not done
-                            yield stage(task, ctx)
+                    if here:  # stops at the deadline: the report lists the rest as not done
+                        yield from stage_small_local(group, ctx)
                         continue
                     pool.submit(job, group)
                     jobs += 1

@@ -11,9 +11,19 @@ import pytest
 
 from replicator import transfer
 from replicator.filesystems.local import LocalFileSystem
-from replicator.transfer import SMALL_FILE, StageContext, Task, stage
+from replicator.transfer import SMALL_FILE, StageContext, Task, stage, stage_small_local
 
 SIZES = [0, 5000, SMALL_FILE + 4096]  # empty, read-write path, kernel-copy path
+
+
+def _stage_fast(task: Task, ctx: StageContext):
+    """The executor's in-thread path for a bin of small local files (one task here)."""
+    outs = list(stage_small_local([task], ctx))
+    assert len(outs) == 1
+    return outs[0]
+
+
+STAGERS = pytest.mark.parametrize("stager", [stage, _stage_fast], ids=["stage", "small_local"])
 
 
 def _ctx(tmp_path: Path, **kw) -> StageContext:
@@ -30,11 +40,12 @@ def _source(tmp_path: Path, n: int) -> Task:
     return Task(0, "f.bin", "copy", st.st_size, st.st_mtime_ns)
 
 
+@STAGERS
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("verify", [False, True])
-def test_staged_copy_has_the_bytes_times_and_crc32c(tmp_path: Path, n: int, verify: bool) -> None:
+def test_staged_copy_has_the_bytes_times_and_crc32c(tmp_path: Path, n: int, verify: bool, stager) -> None:
     task = _source(tmp_path, n)
-    out = stage(task, _ctx(tmp_path, verify_checksum=verify))
+    out = stager(task, _ctx(tmp_path, verify_checksum=verify))
     assert out.ok, out.error
     staged = Path(out.tmp)
     assert staged.name.startswith(".rtmp-run1-") and staged.parent == tmp_path / "dst"
@@ -47,6 +58,60 @@ def test_staged_copy_has_the_bytes_times_and_crc32c(tmp_path: Path, n: int, veri
     else:
         assert out.checksum is None
     assert not (tmp_path / "dst" / "f.bin").exists()  # published by the driver, not here
+
+
+class _AppendAfterRead:
+    """``os`` as the transfer module sees it, with a writer appending to ``path`` right after
+    each read of it (between our read and our second fstat)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._ino = path.stat().st_ino
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def read(self, fd: int, n: int) -> bytes:
+        data = os.read(fd, n)
+        if os.fstat(fd).st_ino == self._ino:
+            with open(self._path, "ab") as f:
+                f.write(b"more")
+        return data
+
+
+@STAGERS
+def test_a_source_appended_to_between_read_and_check_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stager) -> None:
+    task = _source(tmp_path, 5000)
+    monkeypatch.setattr(transfer, "os", _AppendAfterRead(tmp_path / "src" / "f.bin"))
+    out = stager(task, _ctx(tmp_path, retries=0))
+    assert not out.ok and "changed during copy" in (out.error or ""), out.error
+    assert out.side == "source"
+    assert list((tmp_path / "dst").iterdir()) == []
+
+
+def test_a_batch_journalled_small_copy_is_renamed_into_place_at_once(tmp_path: Path) -> None:
+    """``self_publish`` (the driver journalled the bin as one batch): the staged copy is
+    renamed into place by the stager, the outcome carries no staged name to rename."""
+    task = _source(tmp_path, 5000)
+    task.self_publish = True
+    out = _stage_fast(task, _ctx(tmp_path))
+    assert out.ok and out.tmp is None
+    assert (tmp_path / "dst" / "f.bin").read_bytes() == (tmp_path / "src" / "f.bin").read_bytes()
+    assert (tmp_path / "dst" / "f.bin").stat().st_mtime_ns == task.mtime_ns
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == ["f.bin"]
+
+
+def test_a_small_copy_whose_rename_fails_leaves_its_staged_copy_for_the_driver(tmp_path: Path) -> None:
+    """A final name the stager cannot rename onto (a directory there): the general path
+    stages again and hands the staged name to the driver, whose rename reports the error."""
+    task = _source(tmp_path, 5000)
+    task.self_publish = True
+    (tmp_path / "dst" / "f.bin").mkdir()
+    (tmp_path / "dst" / "f.bin" / "keep").write_bytes(b"k")
+    out = _stage_fast(task, _ctx(tmp_path))
+    assert out.ok and out.tmp is not None and Path(out.tmp).name.startswith(".rtmp-run1-")
+    assert (tmp_path / "dst" / "f.bin" / "keep").read_bytes() == b"k"
 
 
 @pytest.mark.parametrize("n", SIZES[1:])
@@ -68,26 +133,28 @@ def test_a_source_written_during_the_copy_is_refused_and_nothing_staged_stays(
     assert list((tmp_path / "dst").iterdir()) == []
 
 
-def test_a_link_planted_at_the_staged_name_is_not_written_through(tmp_path: Path) -> None:
+@STAGERS
+def test_a_link_planted_at_the_staged_name_is_not_written_through(tmp_path: Path, stager) -> None:
     task = _source(tmp_path, 100)
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep me")
     ctx = _ctx(tmp_path)
     staged = Path(ctx.staged_path(task.rel))
     staged.symlink_to(victim)  # an earlier attempt's name, or someone's trap
-    out = stage(task, ctx)
+    out = stager(task, ctx)
     assert out.ok, out.error
     assert victim.read_bytes() == b"keep me"
     assert not staged.is_symlink() and staged.read_bytes() == (tmp_path / "src" / "f.bin").read_bytes()
 
 
-def test_a_source_replaced_by_a_symlink_is_not_followed(tmp_path: Path) -> None:
+@STAGERS
+def test_a_source_replaced_by_a_symlink_is_not_followed(tmp_path: Path, stager) -> None:
     task = _source(tmp_path, 100)
     secret = tmp_path / "secret"
     secret.write_bytes(b"s")
     (tmp_path / "src" / "f.bin").unlink()
     (tmp_path / "src" / "f.bin").symlink_to(secret)
-    out = stage(task, _ctx(tmp_path, retries=0))
+    out = stager(task, _ctx(tmp_path, retries=0))
     assert not out.ok and "symlink" in (out.error or "")
     assert list((tmp_path / "dst").iterdir()) == []
 

@@ -169,7 +169,7 @@ def test_second_run_of_a_pair_through_a_symlinked_destination_is_refused(tmp_pat
     paused, release = tmp_path / "paused", tmp_path / "release"
     # the first run holds the pair and stops just before its first publish, until released
     spec = {"src": str(src), "dst": str(dst), "paused": str(paused), "release": str(release),
-            "crash": "replicator.filesystems.local:LocalFileSystem.rename:pause:1",
+            "crash": "replicator.engine:_Run._publish:pause:1",
             "options": {"state_path": str(tmp_path / "state.db")}}
     env = dict(os.environ, PYTHONPATH=str(REPO), REPLICATOR_HOME=str(tmp_path / "home"))
     first = subprocess.Popen([sys.executable, "-m", "tests.replicator.crashpoint", json.dumps(spec)],
