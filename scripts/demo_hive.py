@@ -50,15 +50,16 @@ def main() -> int:
     from platform_assets.config import load_spec
     from platform_assets.datasets import resolve
     from platform_assets.definitions import build_definitions, build_resources
-    from platform_assets.hive.names import hive_table_key, sync_job_name
     from platform_assets.hive.sensors import copy_slave_requests
+    from platform_assets.hive.view import resolve_hive
     from platform_assets.runner import QUIET, execute_run_request
 
     spec = load_spec(REPO / "replication.yaml")
-    ds = spec.datasets[DATASET]
-    assert ds.hive_table is not None
-    db, table = ds.hive_table.database, ds.hive_table.table
-    source, remote = ds.source.cluster, ds.targets[0].cluster
+    hs = resolve_hive(resolve(spec))
+    hv = hs[DATASET]
+    db, table = hv.database, hv.table
+    [remote_table] = hv.remote
+    source, remote = hv.source_cluster, remote_table.cluster
     hive = build_resources(spec)["hive"]
     clean()  # start from scratch: only what this demo owns
     with ThreadPoolExecutor(2) as pool:  # both Spark processes start at once
@@ -68,9 +69,9 @@ def main() -> int:
     instance.add_dynamic_partitions(f"{DATASET}_copies", [p for p, _ in PARTITIONS])
 
     print(f"== {db}.{table}: import on {source!r}, replicate to {remote!r} "
-          f"(mode {ds.mode}, {'incremental' if ds.incremental else 'full load'}; "
+          f"(mode {hv.mode}, {'incremental' if hv.incremental else 'full load'}; "
           "two metastores, two Spark processes)")
-    job = defs.resolve_job_def(sync_job_name(DATASET))
+    job = defs.resolve_job_def(hv.sync_job_name)
     ok = True
     for partition, rows in PARTITIONS:
         cfg = {**QUIET, "ops": {f"{source}__{DATASET}__import": {"config": {"rows": rows}}}}
@@ -81,7 +82,7 @@ def main() -> int:
         print(f"  run {res.run_id[:8]} {partition}: {'ok' if res.success else 'FAILED'} "
               f"({' -> '.join(steps)})")
 
-    etl = copy_slave_requests(resolve(spec), instance)
+    etl = copy_slave_requests(hs, instance)
     for req in etl:
         res = execute_run_request(defs, instance, req, quiet=True)
         ok &= res.success
@@ -95,7 +96,7 @@ def main() -> int:
     print(f"{db}.{table} on {remote} (copy_slave={info['properties'].get('copy_slave')}), "
           f"location {info['location']}")
     print(f"  {'partition':<14} {'rows ' + source:>12} {'rows ' + remote:>9}  copy_finished (UTC)")
-    key = hive_table_key(DATASET, remote)
+    key = remote_table.key
     latest: dict[str, float] = {}
     for rec in instance.fetch_materializations(key, limit=100).records:
         md = rec.asset_materialization.metadata if rec.asset_materialization else {}

@@ -43,25 +43,10 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.datasets import DatasetView, ResolvedSpec, TargetView, freshness_policy
-from platform_assets.engine import retry_policy
 from platform_assets.history import latest_copies
-from platform_assets.hive.names import (
-    CHECK_PREVIOUS_COPIES,
-    CHECK_ROW_COUNTS,
-    async_copy_job_name,
-    etl_key,
-    hive_table_key,
-    sync_job_name,
-)
-from platform_assets.hive.spec import (
-    iso,
-    partition_columns,
-    partition_spec,
-    remote_clusters,
-    table_properties,
-)
-from replicator.secrets import redact
+from platform_assets.hive.names import CHECK_PREVIOUS_COPIES, CHECK_ROW_COUNTS
+from platform_assets.hive.spec import iso, partition_spec, table_properties
+from platform_assets.hive.view import HiveView, RemoteTableView
 from replicator.state import open_store
 from resources.hive import HiveError, HiveMetastoreResource, HiveUnavailable
 from resources.hive_worker import HiveInputError
@@ -101,21 +86,18 @@ class PendingCopy:
     asset: str
 
 
-def pending_copies(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstance) -> list[PendingCopy]:
-    """Imports of ``dataset`` not yet copied (and registered, where a remote table is) on every
+def pending_copies(hv: HiveView, instance: dg.DagsterInstance) -> list[PendingCopy]:
+    """Imports of the dataset not yet copied (and registered, where a remote table is) on every
     target: the partition's last import is newer than the target's last ``copy_finished``."""
-    view = rs[dataset]
-    ikey = view.import_key
-    assert ikey is not None
-    imports = latest_copies(instance, ikey)  # no copy_finished on imports: the record time
+    imports = latest_copies(instance, hv.import_key)  # no copy_finished on imports: the record time
     if not imports:
         return []
-    tables = set(remote_clusters(rs, dataset))
     out: list[PendingCopy] = []
-    for t in view.targets:
+    for t in hv.replicas:
         keys = [t.key]
-        if t.cluster in tables:
-            keys.append(hive_table_key(dataset, t.cluster))
+        remote = hv.remote_table(t.cluster)
+        if remote is not None:
+            keys.append(remote.key)
         for key in keys:
             copies = latest_copies(instance, key, imports)
             for p, imp in sorted(imports.items()):
@@ -130,15 +112,13 @@ _IN_FLIGHT = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED,
               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def copies_in_flight(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstance,
-                     this_run: str, partitions: Iterable[str]) -> list[str]:
+def copies_in_flight(hv: HiveView, instance: dg.DagsterInstance, this_run: str,
+                     partitions: Iterable[str]) -> list[str]:
     """Runs other than ``this_run`` that may still copy or register one of ``partitions`` of
-    ``dataset``: not finished, of that partition (every run of these assets is of one
+    the dataset: not finished, of that partition (every run of these assets is of one
     partition: no backfill policy makes ranged runs), and selecting one of its replicas or
     remote tables (backfills, sensor runs) or running one of its Hive jobs."""
-    view = rs[dataset]
-    keys = set(view.replica_keys) | {hive_table_key(dataset, c) for c in remote_clusters(rs, dataset)}
-    jobs = {sync_job_name(dataset), async_copy_job_name(dataset), view.copy_job_name}
+    keys, jobs = hv.copied_keys, hv.copy_jobs
     out = []
     for partition in sorted(set(partitions)):
         for run in instance.get_runs(dg.RunsFilter(statuses=_IN_FLIGHT,
@@ -150,27 +130,27 @@ def copies_in_flight(rs: ResolvedSpec, dataset: str, instance: dg.DagsterInstanc
 
 
 def wait_for_previous_copies(
-    rs: ResolvedSpec, dataset: str, context: dg.AssetExecutionContext, wait_s: float,
+    hv: HiveView, context: dg.AssetExecutionContext, wait_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[PendingCopy]:
-    """The earlier imports of ``dataset`` still to copy, once none is in flight any more: while
+    """The earlier imports of the dataset still to copy, once none is in flight any more: while
     a copy of them is running or queued (a backfill of several partitions, a sensor run), wait
     for it (up to ``wait_s``) instead of refusing the import."""
     deadline = time.monotonic() + wait_s
     delay = 1.0
     said = None
     while True:
-        pending = pending_copies(rs, dataset, context.instance)
+        pending = pending_copies(hv, context.instance)
         if not pending or time.monotonic() >= deadline:
             return pending
-        flying = copies_in_flight(rs, dataset, context.instance, context.run.run_id,
+        flying = copies_in_flight(hv, context.instance, context.run.run_id,
                                   {p.partition for p in pending})
         if not flying:
             return pending  # nothing will copy them: refuse
         waiting = sorted({p.partition for p in pending})
         if (waiting, flying) != said:  # once per change, not once per poll
             said = (waiting, flying)
-            context.log.info(f"import of {dataset!r} waits for earlier imports to be copied: "
+            context.log.info(f"import of {hv.name!r} waits for earlier imports to be copied: "
                              f"{', '.join(waiting[:10])} (runs {', '.join(flying[:5])})")
         sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 10.0)
@@ -181,34 +161,30 @@ def hive_failure(exc: Exception, what: str) -> dg.Failure:
     return dg.Failure(description=f"{what}: {exc}", allow_retries=isinstance(exc, HiveUnavailable))
 
 
-def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinition,
-                 importer: Importer) -> dg.AssetsDefinition:
-    dataset, ds = view.name, view.config
-    assert ds.hive_table is not None
-    key = view.import_key
-    assert key is not None
-    a = view.source_cluster
-    db, table = ds.hive_table.database, ds.hive_table.table
-    pcols = partition_columns(view)
+def build_import(hv: HiveView, pdef: dg.PartitionsDefinition, importer: Importer,
+                 retry: dg.RetryPolicy) -> dg.AssetsDefinition:
+    dataset, a, qualified = hv.name, hv.source_cluster, hv.qualified_table
+    db, table = hv.database, hv.table
+    pcols = list(hv.partition_columns)
 
     @dg.asset(
-        key=key,
+        key=hv.import_key,
         partitions_def=pdef,
-        group_name=dataset,
+        group_name=hv.group,
         description=(
-            f"Import of dataset {dataset!r} into {db}.{table} on cluster {a!r} (the only "
-            f"import: remote clusters get copies). Mode {ds.mode}, "
-            f"{'incremental' if ds.incremental else 'full load'}."
+            f"Import of dataset {dataset!r} into {qualified} on cluster {a!r} (the only "
+            f"import: remote clusters get copies). Mode {hv.mode}, "
+            f"{'incremental' if hv.incremental else 'full load'}."
         ),
-        metadata={"hive_table": f"{db}.{table}", "dagster/table_name": f"{db}.{table}",
-                  "dagster/uri": redact(view.source_root), "mode": ds.mode,
-                  "incremental": str(ds.incremental).lower()},
-        kinds={"hive", view.source_kind},
-        owners=view.owners,
+        metadata={"hive_table": qualified, "dagster/table_name": qualified,
+                  "dagster/uri": hv.shown_source_root, "mode": hv.mode,
+                  "incremental": str(hv.incremental).lower()},
+        kinds={"hive", hv.dataset.source_kind},
+        owners=list(hv.owners),
         tags={"replication/role": "import"},
-        retry_policy=retry_policy(rs.spec),  # only while A's metastore does not answer
+        retry_policy=retry,  # only while A's metastore does not answer
         check_specs=[dg.AssetCheckSpec(
-            CHECK_PREVIOUS_COPIES, asset=key, blocking=True,
+            CHECK_PREVIOUS_COPIES, asset=hv.import_key, blocking=True,
             description="incremental datasets: every earlier import has been copied and "
                         "registered on every remote cluster before the next import",
         )],
@@ -219,7 +195,7 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
         spec_values = partition_spec(partition)
         if set(spec_values) != set(pcols):
             raise dg.Failure(f"partition {partition!r}: expected the levels {pcols}")
-        if not ds.incremental:
+        if not hv.incremental:
             yield from _write(context, config, hive)
             return
         # incremental: one import of the dataset at a time, each after the earlier ones are
@@ -227,14 +203,14 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
         # under the dataset's import lock, held until the import is recorded.
         deadline = time.monotonic() + replicator.lock_wait_s
         while True:
-            wait_for_previous_copies(rs, dataset, context, max(0.0, deadline - time.monotonic()))
+            wait_for_previous_copies(hv, context, max(0.0, deadline - time.monotonic()))
             lock = open_store(replicator.state_path)
             try:
                 lock.lock_pair_waiting(f"hive-import:{dataset}", a,
                                        max(0.0, deadline - time.monotonic()))
-                pending = pending_copies(rs, dataset, context.instance)
+                pending = pending_copies(hv, context.instance)
                 if pending and time.monotonic() < deadline and copies_in_flight(
-                        rs, dataset, context.instance, context.run.run_id,
+                        hv, context.instance, context.run.run_id,
                         {p.partition for p in pending}):
                     continue  # another import got in first: wait for its copies
                 if pending:
@@ -263,67 +239,65 @@ def build_import(rs: ResolvedSpec, view: DatasetView, pdef: dg.PartitionsDefinit
         partition = context.partition_key
         spec_values = partition_spec(partition)
         batch = importer(dataset, partition, config)
-        table_loc = view.source_root
         try:
             current = hive.client(a).describe_table(db, table)
             if current.get("exists") and current["properties"].get("copy_slave") == "1":
                 raise dg.Failure(
                     description=(
-                        f"{db}.{table} on cluster {a!r} is a copy (copy_slave=1, copied from "
+                        f"{qualified} on cluster {a!r} is a copy (copy_slave=1, copied from "
                         f"{current['properties'].get('copied_from', '?')}): it is not imported "
                         "here; its data comes from the source cluster's copies"
                     ),
                     allow_retries=False,
                 )
             n = hive.client(a).write_partition(
-                db, table, batch.columns, spec_values, batch.rows, table_loc,
-                view.source_uri(partition),
-                mode="append" if ds.incremental else "overwrite",
+                db, table, batch.columns, spec_values, batch.rows, hv.source_root,
+                hv.source_uri(partition),
+                mode="append" if hv.incremental else "overwrite",
             )
         except HiveInputError as exc:
-            raise dg.Failure(description=f"import into {db}.{table} on {a}: {exc}") from None
+            raise dg.Failure(description=f"import into {qualified} on {a}: {exc}") from None
         except HiveError as exc:
-            raise hive_failure(exc, f"import into {db}.{table} on {a}") from None
+            raise hive_failure(exc, f"import into {qualified} on {a}") from None
         yield dg.AssetCheckResult(
             check_name=CHECK_PREVIOUS_COPIES, passed=True,
-            metadata={"incremental": ds.incremental, "pending_count": 0},
+            metadata={"incremental": hv.incremental, "pending_count": 0},
         )
         yield dg.MaterializeResult(metadata={
             "imported_at": dg.MetadataValue.timestamp(dt.datetime.now(dt.UTC).timestamp()),
             "rows": dg.MetadataValue.int(n),
             "dagster/column_schema": table_schema([*batch.columns, *([c, "string"] for c in pcols)], pcols),
-            "hive_table": dg.MetadataValue.text(f"{db}.{table}"),
+            "hive_table": dg.MetadataValue.text(qualified),
             "cluster": dg.MetadataValue.text(a),
         })
 
     return _import
 
 
-def register_partition(view: DatasetView, target: TargetView, partition: str,
+def register_partition(hv: HiveView, remote: RemoteTableView, partition: str,
                        hive: HiveMetastoreResource) -> dict[str, Any]:
     """Create B's table if missing (schema from A, location rewritten to B's replica), add or
     re-point the partition, stamp ``copy_finished``; return what was done and both row counts."""
-    assert view.hive_table is not None
-    db, table = view.hive_table.database, view.hive_table.table
-    a, b = view.source_cluster, target.cluster
+    db, table = hv.database, hv.table
+    a, b = hv.source_cluster, remote.cluster
     src = hive.client(a).describe_table(db, table)
     if not src.get("exists"):
         raise HiveError(f"table {db}.{table} does not exist on source cluster {a!r}")
-    remote = hive.client(b)
+    client_b = hive.client(b)
     props = table_properties(src)
     props.update({"copy_slave": "1", "copied_from": f"{a}.{db}.{table}"})
-    created = remote.create_table(db, table, src["columns"], src["partition_columns"],
-                                  target.root, src.get("format", "parquet"), props)
+    created = client_b.create_table(db, table, src["columns"], src["partition_columns"],
+                                    remote.root, src.get("format", "parquet"), props)
     pspec = partition_spec(partition)
     outcome = "unpartitioned"
     if pspec:
-        outcome = remote.add_partition(db, table, pspec, target.uri(partition))
+        outcome = client_b.add_partition(db, table, pspec, remote.uri(partition))
     finished = dt.datetime.now(dt.UTC).timestamp()
-    remote.set_properties(db, table, {
+    client_b.set_properties(db, table, {
         "copy_finished": iso(finished), "copy_finished_partition": partition, "copy_slave": "1",
     })
     rows_a = hive.client(a).count_rows(db, table, pspec or None)
-    rows_b = remote.count_rows(db, table, pspec or None)
+    rows_b = client_b.count_rows(db, table, pspec or None)
     return {"created": created, "partition": outcome, "copy_finished": finished,
             "rows_source": rows_a, "rows_remote": rows_b,
             "columns": [*src["columns"], *src["partition_columns"]]}
@@ -338,63 +312,59 @@ def table_schema(columns: list[list[str]], partition_columns: Iterable[str] = ()
     ])
 
 
-def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
-                       pdef: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    dataset, ds = view.name, view.config
-    assert ds.hive_table is not None
-    db, table = ds.hive_table.database, ds.hive_table.table
-    key = hive_table_key(dataset, target.cluster)
-    rkey = target.key
+def build_remote_table(hv: HiveView, remote: RemoteTableView, pdef: dg.PartitionsDefinition,
+                       retry: dg.RetryPolicy) -> dg.AssetsDefinition:
+    qualified, b = hv.qualified_table, remote.cluster
+    rkey = remote.replica.key
 
     @dg.asset(
-        key=key,
+        key=remote.key,
         deps=[rkey],
         partitions_def=pdef,
-        group_name=dataset,
+        group_name=hv.group,
         description=(
-            f"Hive table {db}.{table} on cluster {target.cluster!r} over the replica (copy_slave: "
-            f"not imported there), registered from {ds.source.cluster!r}'s table."
+            f"Hive table {qualified} on cluster {b!r} over the replica (copy_slave: "
+            f"not imported there), registered from {hv.source_cluster!r}'s table."
         ),
-        metadata={"hive_table": f"{db}.{table}", "dagster/table_name": f"{db}.{table}",
-                  "dagster/uri": redact(target.root), "location": redact(target.root),
-                  "copy_slave": "true", "mode": ds.mode},
-        kinds={"hive", target.kind},
-        owners=view.owners,
-        freshness_policy=freshness_policy(view),
+        metadata={"hive_table": qualified, "dagster/table_name": qualified,
+                  "dagster/uri": remote.shown_root, "location": remote.shown_root,
+                  "copy_slave": "true", "mode": hv.mode},
+        kinds={"hive", remote.replica.kind},
+        owners=list(hv.owners),
+        freshness_policy=hv.freshness,
         tags={"replication/role": "remote_table"},
-        retry_policy=retry_policy(rs.spec),
+        retry_policy=retry,
         check_specs=[dg.AssetCheckSpec(
-            CHECK_ROW_COUNTS, asset=key, blocking=True,
-            description=f"the partition has as many rows on {target.cluster!r} as on "
-                        f"{ds.source.cluster!r}",
+            CHECK_ROW_COUNTS, asset=remote.key, blocking=True,
+            description=f"the partition has as many rows on {b!r} as on {hv.source_cluster!r}",
         )],
     )
     def _register(context: dg.AssetExecutionContext, hive: HiveMetastoreResource) -> dg.MaterializeResult:
         partition = context.partition_key
         copied = latest_copies(context.instance, rkey, [partition]).get(partition)
         if copied is None:
-            raise dg.Failure(f"partition {partition!r} has no copy on {target.cluster!r} yet",
+            raise dg.Failure(f"partition {partition!r} has no copy on {b!r} yet",
                              allow_retries=False)
         try:
-            r = register_partition(view, target, partition, hive)
+            r = register_partition(hv, remote, partition, hive)
         except HiveInputError as exc:
-            raise dg.Failure(description=f"register {db}.{table} on {target.cluster}: {exc}") from None
+            raise dg.Failure(description=f"register {qualified} on {b}: {exc}") from None
         except HiveError as exc:
-            raise hive_failure(exc, f"register {db}.{table} on {target.cluster}") from None
+            raise hive_failure(exc, f"register {qualified} on {b}") from None
         context.log.info(
-            f"{db}.{table} on {target.cluster}: partition {partition} {r['partition']}, "
+            f"{qualified} on {b}: partition {partition} {r['partition']}, "
             f"copy_finished {iso(r['copy_finished'])}"
         )
         return dg.MaterializeResult(
             metadata={
                 "copy_finished": dg.MetadataValue.timestamp(r["copy_finished"]),
                 "data_copied": dg.MetadataValue.timestamp(copied.copy_finished),
-                "hive_table": dg.MetadataValue.text(f"{db}.{table}"),
+                "hive_table": dg.MetadataValue.text(qualified),
                 "partition_registration": dg.MetadataValue.text(r["partition"]),
                 "table_created": dg.MetadataValue.bool(r["created"]),
                 "rows": dg.MetadataValue.int(r["rows_remote"]),
                 "dagster/row_count": dg.MetadataValue.int(r["rows_remote"]),
-                "dagster/column_schema": table_schema(r["columns"], partition_columns(view)),
+                "dagster/column_schema": table_schema(r["columns"], hv.partition_columns),
                 "copy_slave": dg.MetadataValue.bool(True),
             },
             check_results=[dg.AssetCheckResult(
@@ -407,26 +377,23 @@ def build_remote_table(rs: ResolvedSpec, view: DatasetView, target: TargetView,
     return _register
 
 
-def build_etl(view: DatasetView, cluster: str, pdef: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    dataset, ds = view.name, view.config
-    assert ds.hive_table is not None
-    db, table = ds.hive_table.database, ds.hive_table.table
-    upstream = hive_table_key(dataset, cluster)
+def build_etl(hv: HiveView, remote: RemoteTableView, pdef: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    db, table, cluster = hv.database, hv.table, remote.cluster
 
     @dg.asset(
-        key=etl_key(dataset, cluster),
-        deps=[upstream],
+        key=remote.etl_key,
+        deps=[remote.key],
         partitions_def=pdef,
-        group_name=dataset,
-        description=f"Cluster {cluster!r}'s ETL on the copied {db}.{table} (here: a row summary).",
+        group_name=hv.group,
+        description=f"Cluster {cluster!r}'s ETL on the copied {hv.qualified_table} (here: a row summary).",
         kinds={"hive"},
-        owners=view.owners,
+        owners=list(hv.owners),
         tags={"replication/role": "copy_slave_etl"},
     )
     def _etl(context: dg.AssetExecutionContext, hive: HiveMetastoreResource) -> dg.MaterializeResult:
         started = dt.datetime.now(dt.UTC).timestamp()
         partition = context.partition_key
-        upstream_copy = latest_copies(context.instance, upstream, [partition]).get(partition)
+        upstream_copy = latest_copies(context.instance, remote.key, [partition]).get(partition)
         try:
             rows = hive.client(cluster).count_rows(db, table, partition_spec(partition) or None)
         except HiveError as exc:

@@ -13,10 +13,12 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.config import HIVE_IDENT_RE, ReplicationSpec, SpecError, load_spec
+from platform_assets.config import HIVE_IDENT_RE, SpecError, load_spec
+from platform_assets.datasets import resolve
 from platform_assets.engine import CopyFailed, as_failure, run_copy
 from platform_assets.hive.names import COPY_TABLE_JOB
 from platform_assets.hive.spec import iso, local_path, table_properties
+from platform_assets.hive.view import HiveSpec, resolve_hive
 from replicator.secrets import redact
 from resources.hive import HiveError, HiveMetastoreResource, HiveUnavailable
 from resources.hive_worker import HiveInputError
@@ -54,17 +56,17 @@ def _under(root: str, location: str) -> str | None:
     return None
 
 
-def copy_table(spec: ReplicationSpec, hive: HiveMetastoreResource, replicator: ReplicatorResource,
+def copy_table(hs: HiveSpec, hive: HiveMetastoreResource, replicator: ReplicatorResource,
                source_cluster: str, target_cluster: str, database: str, table: str, *,
                target_path: str | None = None, target_database: str | None = None) -> TableCopyResult:
     """Copy one Hive table from cluster A to B: export A's DDL and partitions, copy the data
     with the engine (verified, incremental on reruns), create the table on B with the same
     schema at the rewritten location and add every partition there."""
     for c in (source_cluster, target_cluster):
-        if c not in spec.clusters:
-            raise SpecError(f"{spec.source_file}: clusters: no cluster named {c!r}")
+        if c not in hs.cluster_roots:
+            raise SpecError(f"{hs.source_file}: clusters: no cluster named {c!r}")
         if not hive.has(c):
-            raise SpecError(f"{spec.source_file}: clusters.{c}.hive_metastore: expected a metastore")
+            raise SpecError(f"{hs.source_file}: clusters.{c}.hive_metastore: expected a metastore")
     if source_cluster == target_cluster:
         raise SpecError("expected two different clusters")
     for name in (database, table, target_database or database):
@@ -74,7 +76,7 @@ def copy_table(spec: ReplicationSpec, hive: HiveMetastoreResource, replicator: R
     info = a.describe_table(database, table)
     if not info.get("exists"):
         raise HiveError(f"table {database}.{table} does not exist on cluster {source_cluster!r}")
-    a_root, b_root = spec.cluster_root(source_cluster), spec.cluster_root(target_cluster)
+    a_root, b_root = hs.cluster_roots[source_cluster], hs.cluster_roots[target_cluster]
     rel = _under(a_root, info["location"])
     if target_path is not None:
         target_path = target_path.strip("/")
@@ -136,12 +138,12 @@ class CopyTableConfig(dg.Config):
     target_database: str | None = None
 
 
-def build_copy_table_job(spec: ReplicationSpec) -> dg.JobDefinition:
+def build_copy_table_job(hs: HiveSpec) -> dg.JobDefinition:
     @dg.op(name="copy_hive_table", description="Copy a whole Hive table (data, DDL, partitions).")
     def _copy_op(context: dg.OpExecutionContext, config: CopyTableConfig,
                  hive: HiveMetastoreResource, replicator: ReplicatorResource) -> None:
         try:
-            r = copy_table(spec, hive, replicator, config.source_cluster, config.target_cluster,
+            r = copy_table(hs, hive, replicator, config.source_cluster, config.target_cluster,
                            config.database, config.table, target_path=config.target_path,
                            target_database=config.target_database)
         except CopyFailed as exc:
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec)
         res = build_resources(spec)
-        r = copy_table(spec, res["hive"], res["replicator"], args.source, args.target,
+        r = copy_table(resolve_hive(resolve(spec)), res["hive"], res["replicator"],
+                       args.source, args.target,
                        args.database, args.table, target_path=args.target_path,
                        target_database=args.target_database)
     except (SpecError, HiveInputError) as exc:

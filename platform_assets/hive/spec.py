@@ -30,16 +30,6 @@ def hive_datasets(rs: ResolvedSpec) -> list[str]:
     return [v.name for v in rs if v.import_key is not None]
 
 
-def remote_clusters(rs: ResolvedSpec, dataset: str) -> list[str]:
-    """Target clusters where the table is registered: every target with a metastore, or
-    only ``hive_table.cluster``."""
-    view = rs[dataset]
-    assert view.hive_table is not None
-    wanted = view.hive_table.cluster
-    return [t.cluster for t in view.targets
-            if rs.spec.clusters[t.cluster].hive_metastore and (wanted is None or t.cluster == wanted)]
-
-
 def partition_columns(view: DatasetView) -> list[str]:
     """``dt=*/hour=*`` -> ``["dt", "hour"]``."""
     return [_LEVEL_RE.match(level).group(1) for level in view.layout_levels]  # type: ignore[union-attr]

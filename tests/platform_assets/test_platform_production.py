@@ -57,6 +57,14 @@ def test_production_spec_loads_with_warnings_as_errors_and_contacts_nothing(
     assert node("onprem/events").metadata["dagster/uri"] == (
         "hdfs://namenode.prod.example.internal:8020/warehouse/events")
     assert node("analytics/sales/hive_table").metadata["dagster/table_name"] == "finance.sales"
+    # the Hive import on the source cluster and the remote table: where each lives, whose
+    assert node("onprem/sales/import").kinds == {"hive", "hdfs"}
+    assert node("onprem/sales/import").metadata["dagster/uri"] == (
+        "hdfs://namenode.prod.example.internal:8020/warehouse/sales")
+    assert node("analytics/sales/hive_table").metadata["dagster/uri"] == (
+        "hdfs://namenode.analytics.example.internal:8020/replica/sales")
+    assert node("analytics/sales/hive_table").owners == ["team:finance"]
+    assert "Sales ledger imported nightly" in node("analytics/sales").description
     # freshness on replicas and on the remote Hive table
     assert node("analytics/sales/hive_table").freshness_policy is not None
     assert node("gcs/events").freshness_policy is not None

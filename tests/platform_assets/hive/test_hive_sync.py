@@ -20,6 +20,7 @@ from platform_assets.hive import names as hn
 from platform_assets.hive.assets import pending_copies
 from platform_assets.hive.definitions import build_defs as hive_defs
 from platform_assets.hive.sensors import async_copy_requests, copy_slave_requests
+from platform_assets.hive.view import HiveSpec, resolve_hive
 from platform_assets.replication.names import replica_key
 from platform_assets.runner import execute_run_request
 from resources.hive import HiveUnavailable
@@ -42,6 +43,11 @@ def run_job(env: HiveEnv, instance: dg.DagsterInstance, job: str, dataset: str, 
         and not job.startswith("hive_copy_") else QUIET
     return job_def.execute_in_process(instance=instance, partition_key=partition,
                                       run_config=run_config, raise_on_error=False)
+
+
+def hive_of(spec: Any) -> HiveSpec:
+    """The spec's Hive datasets, resolved as the Hive kind's ``build_defs`` resolves them."""
+    return resolve_hive(resolve(spec))
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
@@ -89,6 +95,17 @@ def test_sync_one_run_gives_b_the_same_partitions_and_row_counts(hive_env: HiveE
     import datetime as dt
 
     assert props["copy_finished"] == dt.datetime.fromtimestamp(stamped, dt.UTC).isoformat(timespec="microseconds")
+    # the standard metadata the catalog shows: the remote table's rows (the partition just
+    # registered) and its schema with the partition column marked, from a's table
+    assert mat.metadata["dagster/row_count"].value == 4
+    schema = mat.metadata["dagster/column_schema"].value
+    assert [(c.name, c.type, c.description) for c in schema.columns] == [
+        ("id", "bigint", None), ("name", "string", None), ("amount", "double", None),
+        ("dt", "string", "partition column")]
+    imported = instance.get_latest_materialization_event(
+        dg.AssetKey(["a", "sales", "import"])).asset_materialization
+    assert [c.name for c in imported.metadata["dagster/column_schema"].value.columns] == [
+        "id", "name", "amount", "dt"]
     # the second cluster never imports: there is no import asset on b
     keys = {k for a_def in hive_env.defs.assets or [] for k in getattr(a_def, "keys", [])}
     assert dg.AssetKey(["b", "sales", "import"]) not in keys
@@ -145,7 +162,7 @@ def test_copy_slave_etl_starts_when_copy_finished_moves(hive_env: HiveEnv, insta
     etl = hn.etl_key("clicks", "b")
 
     def requests() -> list[dg.RunRequest]:
-        return [r for r in copy_slave_requests(resolve(spec), instance) if r.job_name == "etl_b_clicks"]
+        return [r for r in copy_slave_requests(hive_of(spec), instance) if r.job_name == "etl_b_clicks"]
 
     [req] = requests()
     assert req.partition_key == "dt=2026-11-01"
@@ -173,7 +190,7 @@ def test_async_retries_while_b_is_down_then_completes(hive_env: HiveEnv, instanc
     assert res.success
     # the import run ended after the import: nothing copied yet
     assert materialized(res) == {dg.AssetKey(["a", "orders", "import"])}
-    [req] = [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_orders"]
+    [req] = [r for r in async_copy_requests(hive_of(spec), instance) if r.job_name == "hive_copy_orders"]
     assert req.partition_key == "dt=2026-11-05"
 
     # cluster b goes down: its metastore process stops and cannot start again (the metastore is
@@ -212,7 +229,7 @@ def test_async_retries_while_b_is_down_then_completes(hive_env: HiveEnv, instanc
     assert retries and all("orders__hive_table" in e.step_key for e in retries)
     b = hive.client("b")
     assert b.count_by_partition("analytics", "orders") == {"dt=2026-11-05": 9}
-    assert async_copy_requests(resolve(spec), instance) == []  # nothing pending any more
+    assert async_copy_requests(hive_of(spec), instance) == []  # nothing pending any more
 
 
 def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env: HiveEnv, instance) -> None:
@@ -220,7 +237,7 @@ def test_async_copy_is_requested_again_after_a_run_that_failed_for_good(hive_env
     assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-12-01").success
 
     def pending() -> list[dg.RunRequest]:
-        return [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_snapshots"]
+        return [r for r in async_copy_requests(hive_of(spec), instance) if r.job_name == "hive_copy_snapshots"]
 
     [first] = pending()
     job = hive_env.defs.resolve_job_def("hive_copy_snapshots")
@@ -251,7 +268,7 @@ def test_incremental_import_refused_while_previous_copy_pending(hive_env: HiveEn
     a_parts = hive_env.hive.client("a").list_partitions("analytics", "ledger")
     assert [p["spec"] for p in a_parts] == [{"dt": "2026-11-01"}]  # nothing imported
 
-    [req] = [r for r in async_copy_requests(resolve(spec), instance) if r.job_name == "hive_copy_ledger"]
+    [req] = [r for r in async_copy_requests(hive_of(spec), instance) if r.job_name == "hive_copy_ledger"]
     assert execute_run_request(hive_env.defs, instance, req, quiet=True).success
     again = run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-02")
     assert again.success
@@ -265,7 +282,7 @@ def test_incremental_import_waits_for_a_copy_in_flight_instead_of_failing(
     first's copy still running. It waits for it (instead of failing the backfill) and then
     imports."""
     assert run_job(hive_env, instance, "hive_import_ledger", "ledger", "dt=2026-11-05").success
-    [req] = [r for r in async_copy_requests(resolve(hive_env.spec), instance)
+    [req] = [r for r in async_copy_requests(hive_of(hive_env.spec), instance)
              if r.job_name == "hive_copy_ledger" and r.partition_key == "dt=2026-11-05"]
     # the copy of dt=2026-11-05 is running (another run of the backfill)
     flying = instance.create_run_for_job(hive_env.defs.resolve_job_def("hive_copy_ledger"),
@@ -296,7 +313,7 @@ def _runs_of(instance: dg.DagsterInstance, job: str) -> list[str]:
 
 def test_full_load_import_is_not_blocked(hive_env: HiveEnv, instance) -> None:
     assert run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-01").success
-    assert pending_copies(resolve(hive_env.spec), "snapshots", instance)  # its copy is still pending
+    assert pending_copies(hive_of(hive_env.spec)["snapshots"], instance)  # its copy is still pending
     res = run_job(hive_env, instance, "hive_import_snapshots", "snapshots", "dt=2026-11-02")
     assert res.success
 
@@ -309,7 +326,7 @@ def test_whole_table_copy_gives_identical_tables(hive_env: HiveEnv, capsys) -> N
         rows = [[i, f"p{i}", i + 0.25] for i in range(n)]
         a.write_partition("archive", "payments", cols, {"day": day}, rows, str(loc), f"{loc}/day={day}")
     res = build_resources(hive_env.spec)
-    r = ct.copy_table(hive_env.spec, res["hive"], res["replicator"], "a", "b", "archive", "payments")
+    r = ct.copy_table(hive_of(hive_env.spec), res["hive"], res["replicator"], "a", "b", "archive", "payments")
     assert r.identical_counts and r.rows_target == {"day=2025-01-01": 3, "day=2025-01-02": 5}
     assert r.files_copied >= 2
     ia, ib = a.describe_table("archive", "payments"), b.describe_table("archive", "payments")
