@@ -11,6 +11,7 @@ from platform_assets.datasets import resolve
 from platform_assets.definitions import build_definitions
 from platform_assets.replication.checks import evaluate_lag
 from platform_assets.replication.names import partitions_def_name
+from replicator.filters import TEMP_PREFIX
 from resources.replicator import ReplicatorResource
 from tests.fixtures.platform import Platform
 
@@ -104,3 +105,32 @@ def test_lag_is_per_partition_warns_then_errors_past_the_freshness_window(
         for r in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=GCS), limit=10).records
     }
     assert lag_by_partition["dt=0"] > 7 * 3600 - 60 and 60 < lag_by_partition["dt=1"] < 3600
+
+
+def test_no_temporary_files_check_names_what_a_copy_left_behind(platform: Platform, instance) -> None:
+    """The replica's ``no_temporary_files`` check lists our staged names (``.rtmp-*``) and
+    Hadoop's ``*._COPYING_`` found under the partition after the copy, and passes once they
+    are gone."""
+    platform.write("events", PART, "a.csv", "v1")
+    instance.add_dynamic_partitions(partitions_def_name("events"), [PART])
+    defs = build_definitions(platform.spec_path)
+    replica = platform.root / "gcs" / "events" / PART
+    (replica / "sub").mkdir(parents=True)
+    (replica / f"{TEMP_PREFIX}0123-a.csv").write_text("half")  # a killed run's staged file
+    (replica / "sub" / "b.csv._COPYING_").write_text("half")  # a killed hadoop put / distcp
+
+    def no_temp(result: dg.ExecuteInProcessResult):
+        [check] = [e for e in result.get_asset_check_evaluations()
+                   if e.asset_key == GCS and e.check_name == "no_temporary_files"]
+        return check
+
+    left = no_temp(_copy(defs, instance, platform, [GCS]))
+    assert left.passed is False
+    assert sorted(left.metadata["leftovers"].value.split(", ")) == [
+        f"{TEMP_PREFIX}0123-a.csv", "sub/b.csv._COPYING_"]
+    assert (replica / "a.csv").read_text() == "v1"  # the copy itself went through
+
+    (replica / f"{TEMP_PREFIX}0123-a.csv").unlink()
+    (replica / "sub" / "b.csv._COPYING_").unlink()
+    clean = no_temp(_copy(defs, instance, platform, [GCS]))
+    assert clean.passed is True and clean.metadata["leftovers"].value == "none"
