@@ -60,7 +60,7 @@ def main() -> int:
     seen_lines = len(outbox.read_text().splitlines()) if outbox.exists() else 0
 
     defs = build_definitions(REPO / "replication.yaml")
-    sensor = defs.get_sensor_def(view.sensor_name)
+    sensor = defs.resolve_sensor_def(view.sensor_name)
     instance = dg.DagsterInstance.get()
     cursor: str | None = None
 

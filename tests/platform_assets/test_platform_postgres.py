@@ -76,7 +76,7 @@ def test_instance_is_postgres_from_the_production_yaml(flow) -> None:
 def test_sensor_tick_materializes_replicas_with_copy_finished(flow) -> None:
     platform, defs, instance, state = flow
     before = time.time()
-    result = defs.get_sensor_def(SENSOR)(dg.build_sensor_context(instance=instance, definitions=defs))
+    result = defs.resolve_sensor_def(SENSOR)(dg.build_sensor_context(instance=instance, definitions=defs))
     launched = apply_sensor_result(defs, instance, result, sensor_name=SENSOR)
     assert sorted(r.partition for r in launched) == ["all", "dt=2026-11-19", "dt=2026-11-20"]
     assert all(r.success for r in launched)
@@ -103,7 +103,7 @@ def test_sensor_tick_materializes_replicas_with_copy_finished(flow) -> None:
 
 def test_second_tick_copies_only_the_changed_partition(flow) -> None:
     platform, defs, instance, state = flow
-    quiet = defs.get_sensor_def(SENSOR)(
+    quiet = defs.resolve_sensor_def(SENSOR)(
         dg.build_sensor_context(instance=instance, cursor=state["cursor"], definitions=defs)
     )
     assert quiet.run_requests == []
@@ -112,7 +112,7 @@ def test_second_tick_copies_only_the_changed_partition(flow) -> None:
     spec = platform.spec
     lag = evaluate_lag(resolve(spec)["events"], resolve(spec)["events"].target("gcs"), instance)
     assert not lag.passed and lag.metadata["lagging"].value == "dt=2026-11-20"
-    result = defs.get_sensor_def(SENSOR)(
+    result = defs.resolve_sensor_def(SENSOR)(
         dg.build_sensor_context(instance=instance, cursor=quiet.cursor, definitions=defs)
     )
     launched = apply_sensor_result(defs, instance, result, sensor_name=SENSOR)
@@ -128,7 +128,7 @@ def test_failed_copy_fails_the_materialization_listing_the_failure(flow) -> None
     platform.write("events", "dt=2026-11-21", "e.csv", "e")
     blocker = platform.root / "gcs" / "events" / "dt=2026-11-21"
     blocker.write_text("a file where the partition directory must go")
-    result = defs.get_sensor_def(SENSOR)(dg.build_sensor_context(
+    result = defs.resolve_sensor_def(SENSOR)(dg.build_sensor_context(
         instance=instance, cursor=state["cursor"], definitions=defs))
     launched = apply_sensor_result(defs, instance, result, sensor_name=SENSOR)
     failed = [r for r in launched if r.partition == "dt=2026-11-21"]

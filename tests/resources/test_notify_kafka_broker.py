@@ -112,7 +112,7 @@ def test_kafka_broker_outbox_sensor_delivers_what_waits(kafka_broker: KafkaBroke
     from platform_assets.config import load_spec
 
     ctx = dg.build_sensor_context(resources=build_resources(load_spec(spec)), definitions=defs)
-    result = defs.get_sensor_def("notify_outbox")(ctx)
+    result = defs.resolve_sensor_def("notify_outbox")(ctx)
     assert result.skip_message == "outbox empty"
     [got] = kafka_broker.events(["sensor.runs"], count=1)
     assert (got["id"], got["run_id"], got["_key"]) == ("w1", "r0", "d")

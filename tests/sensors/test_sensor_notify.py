@@ -12,7 +12,7 @@ from tests.fixtures.platform import Platform
 
 
 def _run_and_event(instance, defs, platform):
-    change = defs.get_sensor_def("replication_change_sensor")(
+    change = defs.resolve_sensor_def("replication_change_sensor")(
         dg.build_sensor_context(instance=instance, definitions=defs)
     )
     launched = apply_sensor_result(defs, instance, change, sensor_name="replication_change_sensor")
@@ -32,7 +32,7 @@ def test_success_notification_goes_to_the_outbox(platform: Platform, instance) -
         sensor_name="notify_run_success", dagster_instance=instance, dagster_run=run,
         dagster_event=event, resources=build_resources(platform.spec),
     )
-    defs.get_sensor_def("notify_run_success")(ctx)
+    defs.resolve_sensor_def("notify_run_success")(ctx)
     [line] = platform.outbox()
     msg = json.loads(line)
     assert msg["event"] == "run_succeeded"
@@ -51,7 +51,7 @@ def test_failure_notification_carries_the_error(platform: Platform, instance) ->
         sensor_name="notify_run_failure", dagster_instance=instance, dagster_run=run,
         dagster_event=event, resources=build_resources(platform.spec),
     ).for_run_failure()
-    defs.get_sensor_def("notify_run_failure")(ctx)
+    defs.resolve_sensor_def("notify_run_failure")(ctx)
     [line] = platform.outbox()
     msg = json.loads(line)
     assert msg["event"] == "run_failed" and msg["partition"] == "dt=1"

@@ -78,7 +78,7 @@ def put(tmp_path: Path, uri: str, files: dict[str, bytes]) -> None:
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
     ctx = dg.build_sensor_context(instance=instance, cursor=None, definitions=defs)
-    result = defs.get_sensor_def(SENSOR)(ctx)
+    result = defs.resolve_sensor_def(SENSOR)(ctx)
     assert isinstance(result, dg.SensorResult)
     return result
 

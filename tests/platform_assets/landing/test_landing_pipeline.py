@@ -40,7 +40,7 @@ def _tick(landing: Landing, defs: dg.Definitions, instance: dg.DagsterInstance,
           cursor: str | None = None):
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
                                   resources=build_resources(landing.spec))
-    result = defs.get_sensor_def(SENSOR)(ctx)
+    result = defs.resolve_sensor_def(SENSOR)(ctx)
     if isinstance(result, dg.SkipReason):
         return result, []
     return result, apply_sensor_result(defs, instance, result, sensor_name=SENSOR, quiet=True)
@@ -272,14 +272,14 @@ def test_min_age_holds_back_files_still_being_written_and_run_keys_are_stable(
     landing.write("a.csv", GOOD_CSV, age_s=40)
     ctx = dg.build_sensor_context(instance=instance, definitions=defs,
                                   resources=build_resources(landing.spec))
-    first = defs.get_sensor_def(SENSOR)(ctx)
+    first = defs.resolve_sensor_def(SENSOR)(ctx)
     ctx = dg.build_sensor_context(instance=instance, definitions=defs,
                                   resources=build_resources(landing.spec))
-    replay = defs.get_sensor_def(SENSOR)(ctx)  # the same tick evaluated again
+    replay = defs.resolve_sensor_def(SENSOR)(ctx)  # the same tick evaluated again
     assert [r.run_key for r in first.run_requests] == [r.run_key for r in replay.run_requests]
     ctx = dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs,
                                   resources=build_resources(landing.spec))
-    in_flight = defs.get_sensor_def(SENSOR)(ctx)  # the run has not happened yet
+    in_flight = defs.resolve_sensor_def(SENSOR)(ctx)  # the run has not happened yet
     assert isinstance(in_flight, dg.SkipReason) and "already requested" in in_flight.skip_message
 
 

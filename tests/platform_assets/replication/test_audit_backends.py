@@ -87,7 +87,7 @@ def tick(defs, spec_path: Path, instance, cursor):
 
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
                                   resources=build_resources(load_spec(spec_path)))
-    result = defs.get_sensor_def(SENSOR)(ctx)
+    result = defs.resolve_sensor_def(SENSOR)(ctx)
     assert isinstance(result, dg.SensorResult), result
     return result
 
@@ -198,7 +198,7 @@ def test_an_unreachable_audit_bucket_skips_the_tick_and_keeps_the_cursor(tmp_pat
 
     ctx = dg.build_sensor_context(instance=instance, cursor='{"v":1,"pending":{}}',
                                   resources=build_resources(load_spec(spec_path)))
-    result = defs.get_sensor_def(SENSOR)(ctx)
+    result = defs.resolve_sensor_def(SENSOR)(ctx)
     assert isinstance(result, dg.SkipReason), result
     assert "audit directory gs://nobody/incoming not readable this tick" in (result.skip_message or "")
     assert resolve_spec(load_spec(spec_path))  # the spec itself is fine

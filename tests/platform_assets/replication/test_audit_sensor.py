@@ -20,7 +20,7 @@ def tick(defs, platform: Platform, instance, cursor):
     ctx = dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=build_resources(platform.spec)
     )
-    result = defs.get_sensor_def(SENSOR)(ctx)
+    result = defs.resolve_sensor_def(SENSOR)(ctx)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -131,7 +131,7 @@ def test_audit_line_already_copied_by_the_change_sensor_requests_nothing(
 ) -> None:
     platform.write("events", "dt=1", "a.csv", "1")
     defs = build_definitions(platform.spec_path)
-    change = defs.get_sensor_def("replication_change_sensor")(
+    change = defs.resolve_sensor_def("replication_change_sensor")(
         dg.build_sensor_context(instance=instance, definitions=defs)
     )
     apply_sensor_result(defs, instance, change, sensor_name="replication_change_sensor")
