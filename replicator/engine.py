@@ -415,7 +415,8 @@ class _Run:
         if settling:
             with store.manifest_scan(pair_id) as recorded, store.guard():
                 self._settled = scratch.load_settling(
-                    walk(self.src_fs, self.src_root, self.filter, ordered=True, **listing), recorded)
+                    walk(self.src_fs, self.src_root, self.filter, ordered=True, rows=True, **listing),
+                    recorded)
         else:
             scratch.load_listing("src", lister(self.src_fs, self.src_root, self.filter, **listing))
             if pair_id >= 0:

@@ -8,6 +8,7 @@ write them to the state store without ever holding the whole tree.
 from __future__ import annotations
 
 import bisect
+import operator
 import queue
 import re
 import time
@@ -15,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from replicator.errors import UsageError
 from replicator.filesystems.base import DIR, FILE, LINK, FileSystem, unsafe_rel
@@ -113,8 +115,8 @@ def age_hold(now_ns: int, mtime_ns: int, min_age_ns: int, max_age_ns: int | None
     return None
 
 
-def _by_rel(row: tuple) -> str:
-    return row[0]
+_by_rel = operator.itemgetter(0)  # a row's (or a scanned tuple's) path or name
+_size_of = operator.itemgetter(2)  # a row's size
 
 
 def _rel(root: str, path: str) -> str:
@@ -137,7 +139,8 @@ def walk(
     now_ns: int | None = None,
     links: bool = False,
     ordered: bool = False,
-) -> Iterator[list[Entry]]:
+    rows: bool = False,
+) -> Iterator[list[Entry]] | Iterator[list[tuple]]:
     """Yield batches of entries under ``root`` (the root itself excluded).
 
     Files modified less than ``min_age_s`` or more than ``max_age_s`` ago are listed as
@@ -148,8 +151,9 @@ def walk(
     something in the way of a copy, never a directory to write through.
     ``workers=0`` lists in the calling thread (no thread pool: cheaper for the many small
     trees a change sensor fingerprints). With ``ordered``, the batches come in path order
-    (see :func:`_ordered`), for a one-pass merge with the manifest. Raises UsageError if ``root`` is missing or not a
-    directory.
+    (see :func:`_ordered`), for a one-pass merge with the manifest. With ``rows``, each entry
+    comes as its :meth:`Entry.row` tuple instead (no object per file: what the state store
+    and the scratch tables take). Raises UsageError if ``root`` is missing or not a directory.
     """
     stats = stats if stats is not None else ListingStats()
     now_ns = now_ns if now_ns is not None else time.time_ns()
@@ -166,6 +170,10 @@ def walk(
     keep_name = _name_keeper(flt)
     keep_file = flt.keep_file
     scan = getattr(fs, "scan_dir", None)
+    scan_rows = getattr(fs, "scan_rows", None)
+    skip_temporary = flt.skip_temporary
+    aged = min_age_ns > 0 or max_age_ns is not None
+    as_rows = rows
 
     def children_of(path: str, rel: str) -> list[tuple]:
         """``(name, path or None, kind, size, mtime_ns, mode, checksum, version, target_kind,
@@ -188,33 +196,44 @@ def walk(
         append = batch.append
         under = dir_rel + "/" if dir_rel else ""
         held_back = too_old = files = nbytes = 0
-        if scan is not None and keep_name is not None:
-            # the hot loop of a local tree: plain files by name, straight from scan_dir's
-            # tuples; anything else goes through the general loop below
-            rows, others = scan(path), []
+        if scan_rows is not None and keep_name is not None:
+            # the hot loop of a local tree: plain files come as finished listing rows (one
+            # tuple per file, built in the back end's loop); filtered and counted here in
+            # bulk, anything else goes through the general loop below
+            rows, scanned = scan_rows(path, under)
+            if skip_temporary and rows:  # filters.is_temporary_name, on the name part
+                n = len(under)
+                rows = [r for r in rows if not (r[0].endswith(_TEMP_SUFFIXES)
+                                                or r[0].startswith(_TEMP_PREFIXES, n))]
+                if _TEMPORARY_RE is not None:
+                    rows = [r for r in rows if not _TEMPORARY_RE.match(r[0], n)]
+            if exclude_root_names and not under:  # the engine's own files at the root
+                rows = [r for r in rows if r[0] not in exclude_root_names]
             rows.sort()  # by name (unique in a directory): path order
-            root_names = exclude_root_names if not under else ()
-            for row in rows:
-                name, kind, size, mtime, mode = row[0], row[1], row[2], row[3], row[4]
-                if kind != FILE or (root_names and name in root_names):
-                    others.append((name, None, kind, size, mtime, mode, None, None, row[6], row[5]))
-                    continue
-                if not keep_name(name):
-                    continue
-                age = now_ns - mtime
-                if min_age_ns > 0 and age < min_age_ns:
-                    held_back += 1
-                    append(Entry(under + name, FILE, size, mtime, mode, None, None, True))
-                elif max_age_ns is not None and age > max_age_ns:
-                    too_old += 1
-                    append(Entry(under + name, FILE, size, mtime, mode, None, None, True))
-                else:
-                    files += 1
-                    nbytes += size
-                    append(Entry(under + name, FILE, size, mtime, mode))
-            mixed = bool(batch) and bool(others)
+            if aged and rows:
+                kept = []
+                for r in rows:
+                    age = now_ns - r[3]
+                    if min_age_ns > 0 and age < min_age_ns:
+                        held_back += 1
+                        kept.append((*r[:7], True))
+                    elif max_age_ns is not None and age > max_age_ns:
+                        too_old += 1
+                        kept.append((*r[:7], True))
+                    else:
+                        files += 1
+                        nbytes += r[2]
+                        kept.append(r)
+                rows = kept
+            else:
+                files = len(rows)
+                nbytes = sum(map(_size_of, rows))
+            fast_rows = rows
+            others = [(name, None, kind, size, mtime, mode, None, None, target, inode)
+                      for name, kind, size, mtime, mode, inode, target in scanned]
+            others.sort(key=_by_rel)
         else:
-            others, mixed = children_of(path, dir_rel), False
+            others, fast_rows = children_of(path, dir_rel), []
         for name, cpath, kind, size, mtime, mode, checksum, version, target, inode in others:
             if cpath is None:  # scan_dir: a name in this directory
                 rel = under + name
@@ -276,8 +295,16 @@ def walk(
                 out.files += 1
                 out.bytes += size
             append(Entry(rel, FILE, size, mtime, mode, checksum, version, hold is not None))
-        if mixed:
-            batch.sort(key=_entry_rel)  # files and the rest listed apart: back in path order
+        if fast_rows:  # the plain files of the hot loop join what the general loop kept
+            if as_rows:
+                merged = fast_rows + [e.row() for e in batch] if batch else fast_rows
+            else:
+                merged = [Entry(*r) for r in fast_rows] + batch if batch else [Entry(*r) for r in fast_rows]
+            if batch:  # listed apart: back in path order
+                merged.sort(key=_by_rel if as_rows else _entry_rel)
+            out.batch = merged
+        elif as_rows and batch:
+            out.batch = [e.row() for e in batch]
         out.held_back += held_back
         out.too_old += too_old
         out.files += files
@@ -311,7 +338,8 @@ def walk(
         return listed
 
     if ordered:
-        yield from _ordered(list_one, absorb, (root, "", root_ancestors), workers)
+        yield from _ordered(list_one, absorb, (root, "", root_ancestors), workers,
+                            _by_rel if as_rows else _entry_rel)
         return
 
     # completions come back through one queue: wait() over thousands of pending
@@ -358,7 +386,8 @@ def _below(subdir: tuple[str, str, frozenset]) -> str:
 
 
 def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | None],
-             top: tuple[str, str, frozenset], workers: int) -> Iterator[list[Entry]]:
+             top: tuple[str, str, frozenset], workers: int,
+             rel_of: Callable[[Any], str] = _entry_rel) -> Iterator[list]:
     """:func:`walk`'s batches in path order (code point order of ``rel``, as a B-tree of
     paths keeps them): depth first, a directory's descendants coming where ``name + "/"``
     sorts among its siblings' names. With ``workers``, the next ``workers`` subdirectories
@@ -403,7 +432,7 @@ def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | N
             frame = stack[-1]
             batch, pos, subdirs, nsub, pending = frame
             if nsub < len(subdirs):
-                end = bisect.bisect_left(batch, subdirs[nsub][1] + "/", pos, key=_entry_rel)
+                end = bisect.bisect_left(batch, subdirs[nsub][1] + "/", pos, key=rel_of)
                 if end > pos:
                     yield batch[pos:end]
                     frame[1] = end

@@ -122,6 +122,19 @@ def _link_info(path: str, lst: os.stat_result) -> FileInfo:
     )
 
 
+def _scan_other(parent: str, name: str, st: os.stat_result) -> tuple:
+    """:meth:`LocalFileSystem.scan_dir`'s tuple for an entry that is not a plain file."""
+    fmt = st.st_mode & 0o170000
+    if fmt == 0o040000:
+        return (name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777, (st.st_dev, st.st_ino), None)
+    if fmt == 0o120000:
+        sep = "" if parent.endswith("/") else "/"
+        info = _link_info(parent + sep + name, st)
+        return (name, LINK, info.size, info.mtime_ns, info.mode, info.inode, info.target_kind)
+    # FIFO, socket, device: never copied
+    return (name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777, (st.st_dev, st.st_ino), None)
+
+
 def open_regular(path: str, *, follow: bool = True) -> int:
     """Open a local source for reading without blocking: a FIFO put in a file's place since
     the listing would block ``open()`` forever (O_NONBLOCK returns at once; devices and
@@ -259,31 +272,40 @@ class LocalFileSystem(FileSystem):
         """Like :meth:`list_dir`, but plain tuples ``(name, kind, size, mtime_ns, mode, inode,
         target_kind)`` for the listing's hot loop (no FileInfo per entry). ``inode`` is only
         filled in for directories and symlinks, the only kinds loop detection looks at."""
-        out: list[tuple] = []
-        with os.scandir(native_path(path)) as it:
-            for entry in it:
-                name = entry.name
-                if not name.isascii():
-                    name = text_path(name)
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # vanished between readdir and stat
-                mode = st.st_mode
-                fmt = mode & 0o170000
-                if fmt == 0o100000:  # the common case first
-                    out.append((name, FILE, st.st_size, st.st_mtime_ns, mode & 0o7777, None, None))
-                elif fmt == 0o040000:
-                    out.append((name, DIR, 0, st.st_mtime_ns, mode & 0o7777,
-                                (st.st_dev, st.st_ino), None))
-                elif fmt == 0o120000:
-                    info = _link_info(text_path(entry.path), st)
-                    out.append((name, LINK, info.size, info.mtime_ns, info.mode, info.inode,
-                                info.target_kind))
-                else:  # FIFO, socket, device: never copied
-                    out.append((name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777,
-                                (st.st_dev, st.st_ino), None))
-        return out
+        files, others = self.scan_rows(path, "")
+        others.extend((name, FILE, size, mtime, mode, None, None)
+                      for name, _k, size, mtime, mode, *_ in files)
+        return others
+
+    def scan_rows(self, path: str, prefix: str) -> tuple[list[tuple], list[tuple]]:
+        """One directory in two lists: its plain files as listing rows ``(prefix + name, FILE,
+        size, mtime_ns, mode, None, None, False)`` (the layout of
+        :meth:`replicator.listing.Entry.row`, built once, no object per file) and everything
+        else as :meth:`scan_dir` tuples. Each entry is stat'ed relative to the open directory
+        (``fstatat``: the kernel does not walk the whole path again per file)."""
+        files: list[tuple] = []
+        others: list[tuple] = []
+        append = files.append
+        fd = os.open(native_path(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    name = entry.name
+                    if not name.isascii():
+                        name = text_path(name)
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # vanished between readdir and stat
+                    mode = st.st_mode
+                    if mode & 0o170000 == 0o100000:  # the common case first
+                        append((prefix + name, FILE, st.st_size, st.st_mtime_ns, mode & 0o7777,
+                                None, None, False))
+                    else:
+                        others.append(_scan_other(path, name, st))
+        finally:
+            os.close(fd)
+        return files, others
 
     def stat(self, path: str) -> FileInfo | None:
         try:

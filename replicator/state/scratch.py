@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,6 +28,10 @@ MANIFEST_COLUMNS = ("path TEXT PRIMARY KEY, kind TEXT, size INTEGER, mtime_ns IN
 WORK_COLUMNS = ("seq INTEGER PRIMARY KEY, action TEXT, path TEXT, kind TEXT, size INTEGER, "
                 "mtime_ns INTEGER, mode INTEGER, checksum TEXT, dst_version TEXT, dst_kind TEXT")
 BATCH = 20_000
+# a listing row's and a manifest row's (path, kind, size, mtime_ns); a listing row's held, kind
+_COMPARED = operator.itemgetter(0, 1, 2, 3)
+_HELD = operator.itemgetter(7)
+_KIND = operator.itemgetter(1)
 
 
 class Scratch:
@@ -74,19 +79,23 @@ class Scratch:
             db.executemany(f"INSERT OR REPLACE INTO {name} VALUES (?,?,?,?,?,?,?,?)", rows)
 
     def load_listing(self, name: str, batches: Iterable[list]) -> None:
-        """Stream batches of listing entries into a fresh ``name`` table."""
+        """Stream batches of listing entries (:class:`replicator.listing.Entry`, or their
+        ``row()`` tuples as ``walk(..., rows=True)`` yields them) into a fresh ``name`` table."""
         self.new_listing(name)
         buf: list[tuple] = []
         for batch in batches:
-            buf.extend(e.row() for e in batch)
+            if batch and type(batch[0]) is tuple:
+                buf += batch
+            else:
+                buf.extend(e.row() for e in batch)
             if len(buf) >= BATCH:
                 self.add_listing(name, buf)
                 buf = []
         if buf:
             self.add_listing(name, buf)
 
-    def load_settling(self, batches: Iterable[list], manifest: Iterable[tuple]) -> int:
-        """Merge a source listing in path order (``walk(..., ordered=True)``) with the
+    def load_settling(self, batches: Iterable[list[tuple]], manifest: Iterable[tuple]) -> int:
+        """Merge a source listing in path order (``walk(..., ordered=True, rows=True)``) with the
         manifest in the same order (:meth:`StateStore.manifest_scan`), leaving out of both the
         ``src`` and the ``manifest`` tables every path the manifest settles (what
         :meth:`_settled` accepts without a destination listing: not held, same kind, and for
@@ -110,29 +119,29 @@ class Scratch:
             if len(ahead) < n:
                 ahead.extend(itertools.islice(rows, n - len(ahead)))
             # the common case in bulk: this directory's rows are the next n manifest rows,
-            # each unchanged (and none held): one comparison of two lists, in C
-            if len(ahead) >= n and [(e.rel, e.kind, e.size, e.mtime_ns, e.held) for e in batch] == [
-                    (m[0], m[1], m[2], m[3], False) for m in ahead[:n]]:
-                settled += [e.kind for e in batch].count(FILE)
+            # each unchanged (and none held): one comparison of two lists, built in C
+            if len(ahead) >= n and not any(map(_HELD, batch)) and list(map(_COMPARED, batch)) == list(
+                    map(_COMPARED, ahead[:n])):
+                settled += list(map(_KIND, batch)).count(FILE)
                 del ahead[:n]
                 continue
             ahead.reverse()  # popped from the end: next() of the rows read ahead
             m = ahead.pop() if ahead else next(rows, None)
             for e in batch:
-                rel = e.rel
+                rel = e[0]
                 while m is not None and m[0] < rel:
                     man.append(m)  # recorded, gone from the source (or listed out of order)
                     m = ahead.pop() if ahead else next(rows, None)
                 if m is not None and m[0] == rel:
-                    if not e.held and m[1] == e.kind and (e.kind == DIR or (
-                            m[2] == e.size and m[3] == e.mtime_ns)):
-                        settled += e.kind == FILE
+                    kind = e[1]
+                    if not e[7] and m[1] == kind and (kind == DIR or (m[2] == e[2] and m[3] == e[3])):
+                        settled += kind == FILE
                     else:
-                        src.append(e.row())
+                        src.append(e)
                         man.append(m)
                     m = ahead.pop() if ahead else next(rows, None)
                 else:
-                    src.append(e.row())
+                    src.append(e)
             ahead.reverse()
             if m is not None:
                 ahead.insert(0, m)  # the first row past this batch: the next batch's

@@ -131,7 +131,7 @@ def test_settling_merge_leaves_out_exactly_the_settled_rows(manifest_order) -> N
         stale = sorted(full.stale_manifest_entries())
     with Scratch() as merged:
         order = manifest if manifest_order == "path" else manifest[::-1]
-        settled = merged.load_settling(batches, iter(order))
+        settled = merged.load_settling([[e.row() for e in b] for b in batches], iter(order))
         bulk: list[int] = []
         got = {d.rel: d for d in iter_decisions(merged, **kw, settled=bulk)}
         assert sorted(merged.stale_manifest_entries()) == stale == [

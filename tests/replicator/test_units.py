@@ -168,3 +168,57 @@ def test_ordered_walk_lists_in_path_order(tmp_path, workers) -> None:
     plain = [e.rel for b in walk(fs, str(tmp_path), Filter(), workers=workers) for e in b]
     assert got == sorted(plain) and len(got) == len(set(got))
     assert "x._COPYING_" not in got and "empty" in got and "a/y/z" in got
+    rows = [r[0] for b in walk(fs, str(tmp_path), Filter(), workers=workers, ordered=True, rows=True)
+            for r in b]
+    assert rows == got
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+@pytest.mark.parametrize("ordered", [False, True])
+@pytest.mark.parametrize("ages", [(0.0, None), (3600.0, None), (0.0, 3600.0)])
+def test_walk_rows_are_the_entries_rows(tmp_path, workers, ordered, ages) -> None:
+    """``walk(..., rows=True)`` (plain tuples built in the local back end's scan, filtered
+    and counted in bulk) yields exactly the ``Entry.row()`` of each entry the plain walk
+    yields, with the same counts: temporary names and the marker left out, files too new
+    (--min-age) or too old (--max-age) held, links skipped or followed, a name that is not
+    UTF-8, a FIFO, directories among files."""
+    import os
+
+    from replicator.filesystems.local import LocalFileSystem
+    from replicator.filters import Filter
+    from replicator.listing import ListingStats, walk
+
+    for rel in ["a/x", "a/y/z", "a/.rtmp-run-x", "a/b.tmp", "a/c.inprogress", ".distcp.tmp.1",
+                "MARK", "sub/MARK", "old/f", "n/x._COPYING_", "a-b", "e"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"12")
+    os.utime(tmp_path / "old" / "f", ns=(10**18, 10**18))  # 2001: older than an hour
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "a", tmp_path / "link-dir")
+    os.symlink(tmp_path / "e", tmp_path / "link-file")
+    os.mkfifo(tmp_path / "fifo")
+    with open(os.path.join(os.fsencode(tmp_path), b"bad-\xff"), "wb") as f:
+        f.write(b"x")
+    fs = LocalFileSystem()
+    min_age, max_age = ages
+    for links in (False, True):
+        kw = dict(workers=workers, ordered=ordered, min_age_s=min_age, max_age_s=max_age,
+                  copy_links=links, exclude_root_names=frozenset({"MARK"}))
+        s_entries, s_rows = ListingStats(), ListingStats()
+        entries = sorted(e.row() for b in walk(fs, str(tmp_path), Filter(), stats=s_entries, **kw)
+                         for e in b)
+        rows = sorted(r for b in walk(fs, str(tmp_path), Filter(), stats=s_rows, rows=True, **kw)
+                      for r in b)
+        assert rows == entries and s_rows == s_entries
+        assert all(type(r) is tuple and len(r) == 8 for r in rows)
+        names = [r[0] for r in rows]
+        assert "sub/MARK" in names and "MARK" not in names and "a/b.tmp" not in names
+        assert ".distcp.tmp.1" not in names and "a/.rtmp-run-x" not in names
+        assert any(n.startswith("bad-") for n in names) and "fifo" not in names
+        held = {r[0] for r in rows if r[7]}
+        if min_age:
+            assert "a/x" in held and "old/f" not in held and s_rows.held_back > 0
+        elif max_age:
+            assert held == {"old/f"} and s_rows.too_old == 1
+        else:
+            assert not held
