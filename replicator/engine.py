@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from replicator import checksum as crc
-from replicator import snapdiff
+from replicator import settle, snapdiff
 from replicator.diff import Action, iter_decisions
 from replicator.errors import (
     DeadlineExceeded,
@@ -412,7 +412,15 @@ class _Run:
         # for the destination, no checksums, a plain listing) merges the two in one ordered
         # pass and leaves the paths the manifest settles out of the scratch tables altogether
         settling = not dst_listed and lister is walk and not self.chain and not opts.checksum
-        if settling:
+        split = None
+        if settling and settle.usable(self.src_fs, copy_links=opts.copy_links,
+                                      state=opts.resolved_state_path):
+            split = settle.cut(store, pair_id)  # a large tree: two processes list it
+        if split is not None:
+            self._settled = settle.settle_in_two(
+                store, opts.resolved_state_path, pair_id, scratch, self.src_fs, self.src_root,
+                self.filter, listing, split, self._listing_error)
+        elif settling:
             with store.manifest_scan(pair_id) as recorded, store.guard():
                 self._settled = scratch.load_settling(
                     walk(self.src_fs, self.src_root, self.filter, ordered=True, rows=True, **listing),

@@ -140,6 +140,7 @@ def walk(
     links: bool = False,
     ordered: bool = False,
     rows: bool = False,
+    split: Split | None = None,
 ) -> Iterator[list[Entry]] | Iterator[list[tuple]]:
     """Yield batches of entries under ``root`` (the root itself excluded).
 
@@ -153,7 +154,9 @@ def walk(
     trees a change sensor fingerprints). With ``ordered``, the batches come in path order
     (see :func:`_ordered`), for a one-pass merge with the manifest. With ``rows``, each entry
     comes as its :meth:`Entry.row` tuple instead (no object per file: what the state store
-    and the scratch tables take). Raises UsageError if ``root`` is missing or not a directory.
+    and the scratch tables take). With ``split`` (ordered only), one side of a tree listed by
+    two processes at once (see :class:`Split`). Raises UsageError if ``root`` is missing or
+    not a directory.
     """
     stats = stats if stats is not None else ListingStats()
     now_ns = now_ns if now_ns is not None else time.time_ns()
@@ -311,9 +314,12 @@ def walk(
         out.bytes += nbytes
         return out
 
-    def absorb(path: str, listed: _Listed | None, exc: BaseException | None) -> _Listed | None:
+    def absorb(path: str, listed: _Listed | None, exc: BaseException | None,
+               quiet: bool = False) -> _Listed | None:
         """Count one directory's listing into ``stats`` and report its errors; None when
-        the directory could not be listed (vanished, or unreadable: reported, skipped)."""
+        the directory could not be listed (vanished, or unreadable: reported, skipped).
+        ``quiet``: a directory listed only to find the way to this side's part of a split
+        (the other side counts and reports it)."""
         if exc is not None:
             if isinstance(exc, FileNotFoundError):
                 if path == root:
@@ -321,11 +327,15 @@ def walk(
                 return None  # vanished while listing
             if not isinstance(exc, Exception):
                 raise exc
+            if quiet:
+                return None
             stats.errors += 1  # unreadable directory: report, go on
             if on_error:
                 on_error(_rel(root, path) or ".", exc)
             return None
         assert listed is not None
+        if quiet:
+            return listed
         stats.files += listed.files
         stats.bytes += listed.bytes
         stats.held_back += listed.held_back
@@ -339,8 +349,10 @@ def walk(
 
     if ordered:
         yield from _ordered(list_one, absorb, (root, "", root_ancestors), workers,
-                            _by_rel if as_rows else _entry_rel)
+                            _by_rel if as_rows else _entry_rel, split)
         return
+    if split is not None:
+        raise ValueError("walk(split=...) needs ordered=True")
 
     # completions come back through one queue: wait() over thousands of pending
     # directory futures costs more than listing a small directory
@@ -385,14 +397,38 @@ def _below(subdir: tuple[str, str, frozenset]) -> str:
     return subdir[1] + "/"
 
 
+@dataclass(frozen=True)
+class Split:
+    """One tree listed by two processes at once, each merging its part with the manifest:
+    under the directory ``at``, the subdirectories whose ``rel + "/"`` sorts at or after
+    ``boundary`` (and everything below them) are side 1's; everything else is side 0's.
+    Side 1 lists ``at`` and its ancestors only to find its subdirectories: their entries
+    are neither yielded nor counted. So every entry is yielded, and counted, by one side."""
+
+    at: str
+    boundary: str
+    side: int
+
+    def on_the_way(self, rel: str) -> bool:
+        """``rel`` is ``at`` or one of its ancestors."""
+        return rel == self.at or not rel or self.at.startswith(rel + "/")
+
+    def others(self, rel: str) -> bool:
+        """``rel`` is one of side 1's subdirectories of ``at``."""
+        parent = rel[:rel.rfind("/")] if "/" in rel else ""
+        return parent == self.at and rel + "/" >= self.boundary
+
+
 def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | None],
              top: tuple[str, str, frozenset], workers: int,
-             rel_of: Callable[[Any], str] = _entry_rel) -> Iterator[list]:
+             rel_of: Callable[[Any], str] = _entry_rel, split: Split | None = None) -> Iterator[list]:
     """:func:`walk`'s batches in path order (code point order of ``rel``, as a B-tree of
     paths keeps them): depth first, a directory's descendants coming where ``name + "/"``
     sorts among its siblings' names. With ``workers``, the next ``workers`` subdirectories
     of each directory on the way down are listed ahead in threads (a remote file system's
-    round trips overlap); with 0, each is listed when its turn comes."""
+    round trips overlap); with 0, each is listed when its turn comes. ``split``: only one
+    side's part of the tree (see :class:`Split`)."""
+    quiet_side = split is not None and split.side == 1
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list") if workers > 0 else None
 
     def start(sub: tuple[str, str, frozenset]) -> tuple[str, Future | tuple]:
@@ -400,24 +436,33 @@ def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | N
             return sub[0], sub
         return sub[0], pool.submit(list_one, *sub)
 
-    def finish(started: tuple[str, Future | tuple]) -> _Listed | None:
+    def finish(started: tuple[str, Future | tuple], rel: str) -> tuple[_Listed | None, str]:
         path, job = started
+        quiet = quiet_side and split.on_the_way(rel)  # type: ignore[union-attr]
         try:
             listed = job.result() if isinstance(job, Future) else list_one(*job)
         except BaseException as exc:
-            return absorb(path, None, exc)
-        return absorb(path, listed, None)
+            return absorb(path, None, exc, quiet), rel
+        return absorb(path, listed, None, quiet), rel
 
     # a frame per directory on the way down: [entries, next entry, subdirs, next subdir,
     # subdirs listed ahead]
     stack: list[list] = []
 
-    def push(listed: _Listed | None) -> None:
+    def push(found: tuple[_Listed | None, str]) -> None:
+        listed, rel = found
         if listed is None:
             return
         # a subdirectory's descendants sort by "name/": "b.d/f" comes before "b/c"
         subdirs = sorted(listed.subdirs, key=_below) if len(listed.subdirs) > 1 else listed.subdirs
-        frame = [listed.batch, 0, subdirs, 0, deque()]
+        batch = listed.batch
+        if split is not None and split.on_the_way(rel):
+            if split.side == 0:  # side 1's subdirectories are not ours
+                subdirs = [d for d in subdirs if not split.others(d[1])]
+            else:  # only the way down to side 1's subdirectories; nothing of these yielded
+                subdirs = [d for d in subdirs if split.on_the_way(d[1]) or split.others(d[1])]
+                batch = []
+        frame = [batch, 0, subdirs, 0, deque()]
         ahead(frame)
         stack.append(frame)
 
@@ -427,7 +472,7 @@ def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | N
             pending.append(start(subdirs[frame[3] + len(pending)]))
 
     try:
-        push(finish(start(top)))
+        push(finish(start(top), top[1]))
         while stack:
             frame = stack[-1]
             batch, pos, subdirs, nsub, pending = frame
@@ -439,7 +484,7 @@ def _ordered(list_one: Callable[..., _Listed], absorb: Callable[..., _Listed | N
                 started = pending.popleft() if pending else start(subdirs[nsub])
                 frame[3] = nsub + 1
                 ahead(frame)
-                push(finish(started))
+                push(finish(started, subdirs[nsub][1]))
             else:
                 if pos < len(batch):
                     yield batch[pos:] if pos else batch

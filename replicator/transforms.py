@@ -44,12 +44,10 @@ against the recorded written checksums.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import posixpath
 import random
 import shutil
-import sqlite3
 import subprocess
 import tarfile
 import threading
@@ -544,70 +542,27 @@ class TransformPass:
         self.dst_listed, self.precision_ns, self.workers = dst_listed, precision_ns, workers
         self.failures: list[tuple[str, str]] = []
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self.scratch.db
-        db.execute("BEGIN")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
     # ---------------------------------------------------------------- divert
     def divert(self) -> None:
-        db = self.scratch.db
-        db.execute("DROP TABLE IF EXISTS xform")
-        db.execute("CREATE TABLE xform (path TEXT PRIMARY KEY, out TEXT, is_dir INTEGER,"
-                   " steps TEXT, held INTEGER) WITHOUT ROWID")
-        db.execute("CREATE INDEX xform_out ON xform (out)")
-        cur = db.execute("SELECT path, held FROM src WHERE kind='f'")
-        while rows := cur.fetchmany(5000):
-            batch = []
-            for path, held in rows:
-                planned = plan_output(path, self.chain)
-                if planned is not None:
-                    out, is_dir, steps = planned
-                    batch.append((path, out, int(is_dir), ",".join(map(str, steps)), held))
-            if batch:
-                with self._tx() as tx:
-                    tx.executemany("INSERT INTO xform VALUES (?,?,?,?,?)", batch)
+        scratch = self.scratch
+        scratch.plan_transformed(lambda path: plan_output(path, self.chain))
         if not self.ctx.dst_fs.capabilities.atomic_rename:
-            for (path,) in db.execute("SELECT path FROM xform WHERE is_dir=1").fetchall():
+            for path in scratch.transformed_dirs():
                 self._refuse(path, f"untar {path}: the destination cannot rename; untar needs a "
                                    "local, HDFS or SFTP destination")
         # an output name that is also a source path (or two sources with one output) fails
-        clash = db.execute("""
-            SELECT x.path, x.out FROM xform x WHERE EXISTS (
-                SELECT 1 FROM src s WHERE s.kind IN ('f','d') AND s.path NOT IN
-                    (SELECT path FROM xform) AND (s.path = x.out OR (x.is_dir = 1
-                    AND s.path > x.out || '/' AND s.path < x.out || '0')))
-            OR (SELECT COUNT(*) FROM xform y WHERE y.out = x.out) > 1""").fetchall()
-        for path, out in clash:
+        for path, out in scratch.transform_clashes():
             self._refuse(path, f"{path}: its transformed name {out} is also another source path; "
                                "neither is written")
-        with self._tx() as tx:
-            # the plain diff skips transformed sources (held) and never adopts them
-            tx.execute("UPDATE src SET kind=?, held=1 WHERE path IN (SELECT path FROM xform)",
-                       (TRANSFORMED,))
-            # outputs (and everything under an untar directory) are ours: not compared, not deleted
-            cols = "path, kind, size, mtime_ns, mode, checksum, version, held"
-            tx.execute(f"INSERT OR IGNORE INTO src ({cols}) SELECT out, ?, 0, 0, NULL, NULL, NULL, 1"
-                       " FROM xform WHERE out IS NOT NULL", (OWNED,))
-            for table in ("manifest", "dst") if self.dst_listed else ("manifest",):
-                tx.execute(f"""INSERT OR IGNORE INTO src ({cols})
-                    SELECT f.path, ?, 0, 0, NULL, NULL, NULL, 1 FROM xform x
-                    JOIN {table} f ON f.path > x.out || '/' AND f.path < x.out || '0'
-                    WHERE x.is_dir = 1""", (OWNED,))
+        # the plain diff skips transformed sources (held) and never adopts them; outputs
+        # (and everything under an untar directory) are ours: not compared, not deleted
+        scratch.divert_transformed(TRANSFORMED, OWNED, self.dst_listed)
 
     def plan_deletes(self, actions: list | None = None, cap: int = 10_000) -> int:
         """With ``--delete``: a destination file at a transformed source's own name (a plain
         copy made before the chain was set) is no output of anything: delete it. Adds the
         rows to the run's work list (after :meth:`divert` and the plain diff); returns how many."""
-        rows = self.scratch.db.execute("""
-            SELECT 'delete', d.path, d.kind, d.size, d.mtime_ns, NULL, NULL, d.version, d.kind
-            FROM xform x JOIN dst d ON d.path = x.path WHERE d.kind = 'f'""").fetchall()
+        rows = self.scratch.transformed_source_deletes()
         if rows:
             self.scratch.add_work(rows)
         if actions is not None:  # a dry run lists them with the other work
@@ -617,21 +572,12 @@ class TransformPass:
 
     def _refuse(self, path: str, error: str) -> None:
         self.failures.append((path, error))
-        with self._tx() as tx:  # still diverted (never copied plainly), not written
-            tx.execute("UPDATE xform SET out=NULL WHERE path=?", (path,))
+        self.scratch.drop_transform_output(path)  # still diverted (never copied plainly)
 
     # ---------------------------------------------------------------- decide
     def decisions(self) -> Iterator[Job]:
         """Jobs for the transformed sources that changed or whose output is missing."""
-        dst = "(SELECT kind FROM dst d WHERE d.path = x.out)" if self.dst_listed else "NULL"
-        cur = self.scratch.db.cursor()
-        cur.execute(f"""
-            SELECT x.path, x.out, x.is_dir, x.steps, x.held, s.size, s.mtime_ns, s.mode,
-                   m.kind, m.size, m.mtime_ns, m.checksum,
-                   (SELECT kind FROM manifest o WHERE o.path = x.out), {dst}
-            FROM xform x JOIN src s ON s.path = x.path
-            LEFT JOIN manifest m ON m.path = x.path
-            WHERE x.out IS NOT NULL ORDER BY x.path""")
+        cur = self.scratch.transform_rows(self.dst_listed)
         by_name = {str(s): s for s in self.chain}
         seq = 0
         for (path, out, is_dir, steps, held, size, mtime, mode, f_kind, f_size, f_mtime, f_sum,
@@ -655,8 +601,7 @@ class TransformPass:
                       size, mtime, mode, action=action)
 
     def _recorded_under(self, out: str) -> list[str]:
-        return [p for (p,) in self.scratch.db.execute(
-            "SELECT path FROM manifest WHERE path > ? AND path < ?", (out + "/", out + "0"))]
+        return self.scratch.recorded_under(out)
 
     # ---------------------------------------------------------------- execute
     def run(self, report, progress: Progress = NO_PROGRESS, *, dry_run: bool = False,

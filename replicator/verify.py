@@ -82,7 +82,6 @@ def _transformed(scratch: Scratch, opts: CopyOptions, report: VerifyReport, sour
     ``source-changed``: the source was rewritten since the copy). An output with no record
     is ``missing``; a destination file under an untar directory that the record does not
     name is ``extra``."""
-    db = scratch.db
     state = open_store(opts.resolved_state_path, read_only=True)
     try:
         pair = state.find_pair(source, destination)
@@ -90,43 +89,18 @@ def _transformed(scratch: Scratch, opts: CopyOptions, report: VerifyReport, sour
             state.snapshot_manifest(pair, scratch)
     finally:
         state.close()
-    db.execute("CREATE TABLE xform (path TEXT PRIMARY KEY, out TEXT, is_dir INTEGER) WITHOUT ROWID")
     chain = parse_chain(opts.transforms)
-    cur = db.execute("SELECT path FROM src")
-    while listed := cur.fetchmany(5000):
-        planned = ((p, plan_output(p, chain)) for (p,) in listed)
-        db.executemany("INSERT INTO xform VALUES (?,?,?)",
-                       [(p, pl[0], int(pl[1])) for p, pl in planned if pl is not None])
-    under = "r.path > x.out || '/' AND r.path < x.out || '0'"
-    db.execute(f"""CREATE TEMP TABLE want AS
-        SELECT r.path, r.size, r.checksum FROM xform x JOIN manifest r
-        ON r.kind = 'f' AND (r.path = x.out AND x.is_dir = 0 OR x.is_dir = 1 AND {under})""")
-    out_rows: list[tuple] = []
-    for (path,) in db.execute("""SELECT x.out || CASE x.is_dir WHEN 1 THEN '/' ELSE '' END
-            FROM xform x WHERE NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.path
-            AND r.kind = ?) OR NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.out)
-            UNION ALL SELECT w.path FROM want w WHERE NOT EXISTS
-            (SELECT 1 FROM dst d WHERE d.path = w.path) ORDER BY 1""", (TRANSFORMED,)):
+    scratch.plan_transformed(lambda path: plan_output(path, chain))
+    missing, extra, rows = scratch.verify_transformed(TRANSFORMED)
+    for path in missing:
         report.n_missing += 1
         if len(report.missing) < MAX_LISTED:
             report.missing.append(path)
-    for (path,) in db.execute(f"""SELECT r.path FROM dst r JOIN xform x ON x.is_dir = 1
-            AND {under} WHERE NOT EXISTS (SELECT 1 FROM want w WHERE w.path = r.path)
-            ORDER BY r.path"""):
+    for path in extra:
         report.n_extra += 1
         if len(report.extra) < MAX_LISTED:
             report.extra.append(path)
-    out_rows += db.execute("""SELECT w.path, w.size, d.size, w.checksum, NULL FROM want w
-                              JOIN dst d ON d.path = w.path ORDER BY w.path""").fetchall()
-    out_rows += db.execute("""SELECT x.path, s.size, r.size, NULL, r.checksum, 'source-changed'
-                              FROM xform x JOIN src s ON s.path = x.path
-                              JOIN manifest r ON r.path = x.path AND r.kind = ?""",
-                           (TRANSFORMED,)).fetchall()
-    # what is left is compared as plain copies
-    db.execute(f"""DELETE FROM dst AS r WHERE EXISTS (SELECT 1 FROM xform x
-                   WHERE r.path = x.out OR x.is_dir = 1 AND {under})""")
-    db.execute("DELETE FROM src WHERE path IN (SELECT path FROM xform)")
-    return out_rows
+    return rows
 
 
 def run_verify(source: str, destination: str, opts: CopyOptions) -> VerifyReport:

@@ -222,21 +222,38 @@ class StateStore:
             scratch.load_manifest(rows)
 
     @contextlib.contextmanager
-    def manifest_scan(self, pair_id: int) -> Iterator[Iterable[tuple]]:
+    def manifest_scan(self, pair_id: int, since: str | None = None,
+                      until: str | None = None) -> Iterator[Iterable[tuple]]:
         """The pair's manifest rows ``(path, kind, size, mtime_ns, checksum, copied_at)``,
         streamed (never all in memory) in code point order of ``path``, the order of
-        :func:`replicator.listing.walk` with ``ordered=True``, so one pass merges the two.
-        The rows are the driver's own cursor (no Python layer per row): iterate them inside
-        :meth:`guard`."""
+        :func:`replicator.listing.walk` with ``ordered=True``, so one pass merges the two;
+        only paths ``>= since`` and ``< until`` where given. The rows are the driver's own
+        cursor (no Python layer per row): iterate them inside :meth:`guard`."""
+        where, args = "pair_id=?", [pair_id]
+        if since is not None:
+            where, args = where + " AND path >= ?", [*args, since]
+        if until is not None:
+            where, args = where + " AND path < ?", [*args, until]
         with self.guard():
             cur = self._execute_streamed(self.sql(
-                "SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} WHERE pair_id=? "
-                "ORDER BY path"), (pair_id,))  # byte order of UTF-8 on both back ends
+                "SELECT path, kind, size, mtime_ns, checksum, copied_at FROM {files} WHERE "
+                f"{where} ORDER BY path"), tuple(args))  # byte order of UTF-8 on both back ends
         try:
             yield cur
         finally:
             with contextlib.suppress(*self.ERRORS):
                 cur.close()
+
+    def manifest_split(self, pair_id: int) -> tuple[int, str, str, str] | None:
+        """The number of rows and the first, the middle and the last recorded path of the pair
+        (None: no rows): where a listing can be cut in two parts of about the same size."""
+        rows = self._all("SELECT count(*), min(path), max(path) FROM {files} WHERE pair_id=?", (pair_id,))
+        count, first, last = rows[0] if rows else (0, None, None)
+        if not count:
+            return None
+        middle = self._all("SELECT path FROM {files} WHERE pair_id=? ORDER BY path LIMIT 1 OFFSET ?",
+                           (pair_id, int(count) // 2))
+        return int(count), first, middle[0][0], last
 
     def sample_files(self, pair_id: int, n: int) -> list[tuple[str, int]]:
         """``(path, size)`` of up to ``n`` recorded files of known size, at random."""

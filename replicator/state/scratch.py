@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import operator
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -94,73 +94,29 @@ class Scratch:
         if buf:
             self.add_listing(name, buf)
 
-    def load_settling(self, batches: Iterable[list[tuple]], manifest: Iterable[tuple]) -> int:
-        """Merge a source listing in path order (``walk(..., ordered=True, rows=True)``) with the
-        manifest in the same order (:meth:`StateStore.manifest_scan`), leaving out of both the
-        ``src`` and the ``manifest`` tables every path the manifest settles (what
-        :meth:`_settled` accepts without a destination listing: not held, same kind, and for
-        a file the same size and exact mtime). Everything else goes in as
-        :meth:`load_listing` and :meth:`load_manifest` would put it, so the join of
-        :meth:`decision_rows` decides it. Returns the number of files settled.
+    def load_settling(self, batches: Iterable[list[tuple]], manifest: Iterable[tuple], *,
+                      fresh: bool = True) -> int:
+        """Merge a source listing in path order (``walk(..., ordered=True, rows=True)``) with
+        the manifest in the same order (:meth:`StateStore.manifest_scan`), leaving out of both
+        the ``src`` and the ``manifest`` tables every path the manifest settles (see
+        :func:`settle_merge`); everything else goes in as :meth:`load_listing` and
+        :meth:`load_manifest` would put it, so the join of :meth:`decision_rows` decides it.
+        Returns the number of files settled. ``fresh=False``: add to what the tables hold
+        (another part of the same tree)."""
+        if fresh:
+            self.new_listing("src")
+            self.db.execute("DELETE FROM manifest")
+        settled: list[int] = []
+        for src, man in settle_merge(batches, manifest, settled):
+            self.add_unsettled(src, man)
+        return settled[0]
 
-        So a no-op re-sync writes no row at all: the settled paths never leave this loop, and
-        a directory whose rows are all unchanged is settled by one comparison of two lists.
-        Should the two orders ever disagree (a name Python and the store sort differently),
-        the unmatched rows go in on both sides and the join still pairs them: only slower."""
-        self.new_listing("src")
-        self.db.execute("DELETE FROM manifest")
-        rows = iter(manifest)
-        src: list[tuple] = []
-        man: list[tuple] = []
-        settled = 0
-        ahead: list[tuple] = []  # manifest rows read for the batch being merged, in order
-        for batch in batches:
-            n = len(batch)
-            if len(ahead) < n:
-                ahead.extend(itertools.islice(rows, n - len(ahead)))
-            # the common case in bulk: this directory's rows are the next n manifest rows,
-            # each unchanged (and none held): one comparison of two lists, built in C
-            if len(ahead) >= n and not any(map(_HELD, batch)) and list(map(_COMPARED, batch)) == list(
-                    map(_COMPARED, ahead[:n])):
-                settled += list(map(_KIND, batch)).count(FILE)
-                del ahead[:n]
-                continue
-            ahead.reverse()  # popped from the end: next() of the rows read ahead
-            m = ahead.pop() if ahead else next(rows, None)
-            for e in batch:
-                rel = e[0]
-                while m is not None and m[0] < rel:
-                    man.append(m)  # recorded, gone from the source (or listed out of order)
-                    m = ahead.pop() if ahead else next(rows, None)
-                if m is not None and m[0] == rel:
-                    kind = e[1]
-                    if not e[7] and m[1] == kind and (kind == DIR or (m[2] == e[2] and m[3] == e[3])):
-                        settled += kind == FILE
-                    else:
-                        src.append(e)
-                        man.append(m)
-                    m = ahead.pop() if ahead else next(rows, None)
-                else:
-                    src.append(e)
-            ahead.reverse()
-            if m is not None:
-                ahead.insert(0, m)  # the first row past this batch: the next batch's
-            if len(src) >= BATCH:
-                self.add_listing("src", src)
-                src = []
-            if len(man) >= BATCH:
-                self._add_manifest(man)
-                man = []
-        for m in itertools.chain(ahead, rows):
-            man.append(m)
-            if len(man) >= BATCH:
-                self._add_manifest(man)
-                man = []
+    def add_unsettled(self, src: list[tuple], man: list[tuple]) -> None:
+        """Listing rows and manifest rows :func:`settle_merge` left for the join."""
         if src:
             self.add_listing("src", src)
         if man:
             self._add_manifest(man)
-        return settled
 
     def _add_manifest(self, rows: list[tuple]) -> None:
         with self._batch() as db:
@@ -357,3 +313,184 @@ class Scratch:
                               "JOIN dst d ON d.path=s.path ORDER BY s.path")
         while rows := cur.fetchmany(2000):
             yield rows
+
+    # ------------------------------------------------------------------ transformed sources
+    # ``xform``: each source file a --transform chain applies to, with its output name
+    # (``out``; NULL once refused), whether the output is a directory (untar), the steps and
+    # whether the source is held this run. Filled by :meth:`plan_transformed`.
+    def plan_transformed(self, plan: Callable[[str], tuple[str, bool, tuple] | None]) -> None:
+        """A fresh ``xform`` table: ``plan(path)`` (``(out, is_dir, steps)`` or None: not
+        transformed) of every source file."""
+        db = self.db
+        db.execute("DROP TABLE IF EXISTS xform")
+        db.execute("CREATE TABLE xform (path TEXT PRIMARY KEY, out TEXT, is_dir INTEGER,"
+                   " steps TEXT, held INTEGER) WITHOUT ROWID")
+        db.execute("CREATE INDEX xform_out ON xform (out)")
+        cur = db.execute("SELECT path, held FROM src WHERE kind='f'")
+        while rows := cur.fetchmany(5000):
+            batch = []
+            for path, held in rows:
+                planned = plan(path)
+                if planned is not None:
+                    out, is_dir, steps = planned
+                    batch.append((path, out, int(is_dir), ",".join(map(str, steps)), held))
+            if batch:
+                with self._batch() as tx:
+                    tx.executemany("INSERT INTO xform VALUES (?,?,?,?,?)", batch)
+
+    def transformed_dirs(self) -> list[str]:
+        """Sources whose output is a directory (untar)."""
+        return [r[0] for r in self.db.execute("SELECT path FROM xform WHERE is_dir=1").fetchall()]
+
+    def transform_clashes(self) -> list[tuple[str, str]]:
+        """``(path, out)`` whose output name is also a plain source path (or under an untar
+        output), or the output of another source too."""
+        return self.db.execute("""
+            SELECT x.path, x.out FROM xform x WHERE EXISTS (
+                SELECT 1 FROM src s WHERE s.kind IN ('f','d') AND s.path NOT IN
+                    (SELECT path FROM xform) AND (s.path = x.out OR (x.is_dir = 1
+                    AND s.path > x.out || '/' AND s.path < x.out || '0')))
+            OR (SELECT COUNT(*) FROM xform y WHERE y.out = x.out) > 1""").fetchall()
+
+    def drop_transform_output(self, path: str) -> None:
+        """``path`` stays diverted (never copied plainly) but its output is not written."""
+        with self._batch() as tx:
+            tx.execute("UPDATE xform SET out=NULL WHERE path=?", (path,))
+
+    def divert_transformed(self, transformed_kind: str, owned_kind: str, dst_listed: bool) -> None:
+        """Out of the plain diff: each transformed source becomes ``transformed_kind`` and held
+        (skipped, never adopted); each output, and every recorded (or, when listed,
+        destination) path under an untar output, a held ``owned_kind`` row (ours: not
+        compared, not deleted)."""
+        cols = "path, kind, size, mtime_ns, mode, checksum, version, held"
+        with self._batch() as tx:
+            tx.execute("UPDATE src SET kind=?, held=1 WHERE path IN (SELECT path FROM xform)",
+                       (transformed_kind,))
+            tx.execute(f"INSERT OR IGNORE INTO src ({cols}) SELECT out, ?, 0, 0, NULL, NULL, NULL, 1"
+                       " FROM xform WHERE out IS NOT NULL", (owned_kind,))
+            for table in ("manifest", "dst") if dst_listed else ("manifest",):
+                tx.execute(f"""INSERT OR IGNORE INTO src ({cols})
+                    SELECT f.path, ?, 0, 0, NULL, NULL, NULL, 1 FROM xform x
+                    JOIN {table} f ON f.path > x.out || '/' AND f.path < x.out || '0'
+                    WHERE x.is_dir = 1""", (owned_kind,))
+
+    def transformed_source_deletes(self) -> list[tuple]:
+        """Work rows deleting the destination files at a transformed source's own name."""
+        return self.db.execute("""
+            SELECT 'delete', d.path, d.kind, d.size, d.mtime_ns, NULL, NULL, d.version, d.kind
+            FROM xform x JOIN dst d ON d.path = x.path WHERE d.kind = 'f'""").fetchall()
+
+    def transform_rows(self, dst_listed: bool) -> Iterator[tuple]:
+        """Each transformed source with an output, in path order: ``(path, out, is_dir, steps,
+        held, size, mtime_ns, mode, m.kind, m.size, m.mtime_ns, m.checksum, the output's
+        manifest kind, the output's destination kind or None)``."""
+        dst = "(SELECT kind FROM dst d WHERE d.path = x.out)" if dst_listed else "NULL"
+        yield from self.db.cursor().execute(f"""
+            SELECT x.path, x.out, x.is_dir, x.steps, x.held, s.size, s.mtime_ns, s.mode,
+                   m.kind, m.size, m.mtime_ns, m.checksum,
+                   (SELECT kind FROM manifest o WHERE o.path = x.out), {dst}
+            FROM xform x JOIN src s ON s.path = x.path
+            LEFT JOIN manifest m ON m.path = x.path
+            WHERE x.out IS NOT NULL ORDER BY x.path""")
+
+    def recorded_under(self, path: str) -> list[str]:
+        """Manifest paths below ``path``."""
+        return [p for (p,) in self.db.execute(
+            "SELECT path FROM manifest WHERE path > ? AND path < ?", (path + "/", path + "0"))]
+
+    _UNDER_OUT = "r.path > x.out || '/' AND r.path < x.out || '0'"
+
+    def verify_transformed(self, transformed_kind: str) -> tuple[list[str], list[str], list[tuple]]:
+        """``replicator verify`` with a chain (after :meth:`plan_transformed` and a manifest
+        snapshot): ``(missing, extra, rows)``. Missing: outputs with no record, or recorded
+        but not at the destination (an untar output as ``out/``); extra: destination files
+        under an untar output the record does not name; rows ``(path, size, dst size, record
+        checksum, dst checksum or source record checksum, reason)`` to compare: each output
+        against its record (reason NULL: checksum), each source against the CRC32C recorded
+        for it (``source-changed``). The transformed sources and their outputs are then taken
+        out of ``src`` and ``dst``: what is left compares as plain copies."""
+        db, under = self.db, self._UNDER_OUT
+        db.execute("DROP TABLE IF EXISTS want")
+        db.execute(f"""CREATE TEMP TABLE want AS
+            SELECT r.path, r.size, r.checksum FROM xform x JOIN manifest r
+            ON r.kind = 'f' AND (r.path = x.out AND x.is_dir = 0 OR x.is_dir = 1 AND {under})""")
+        missing = [p for (p,) in db.execute("""SELECT x.out || CASE x.is_dir WHEN 1 THEN '/' ELSE '' END
+            FROM xform x WHERE NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.path
+            AND r.kind = ?) OR NOT EXISTS (SELECT 1 FROM manifest r WHERE r.path = x.out)
+            UNION ALL SELECT w.path FROM want w WHERE NOT EXISTS
+            (SELECT 1 FROM dst d WHERE d.path = w.path) ORDER BY 1""", (transformed_kind,))]
+        extra = [p for (p,) in db.execute(f"""SELECT r.path FROM dst r JOIN xform x ON x.is_dir = 1
+            AND {under} WHERE NOT EXISTS (SELECT 1 FROM want w WHERE w.path = r.path)
+            ORDER BY r.path""")]
+        rows = db.execute("""SELECT w.path, w.size, d.size, w.checksum, NULL FROM want w
+                             JOIN dst d ON d.path = w.path ORDER BY w.path""").fetchall()
+        rows += db.execute("""SELECT x.path, s.size, r.size, NULL, r.checksum, 'source-changed'
+                              FROM xform x JOIN src s ON s.path = x.path
+                              JOIN manifest r ON r.path = x.path AND r.kind = ?""",
+                           (transformed_kind,)).fetchall()
+        db.execute(f"""DELETE FROM dst AS r WHERE EXISTS (SELECT 1 FROM xform x
+                       WHERE r.path = x.out OR x.is_dir = 1 AND {under})""")
+        db.execute("DELETE FROM src WHERE path IN (SELECT path FROM xform)")
+        return missing, extra, rows
+
+
+def settle_merge(batches: Iterable[list[tuple]], manifest: Iterable[tuple],
+                 settled: list[int]) -> Iterator[tuple[list[tuple], list[tuple]]]:
+    """The one-pass merge of a listing in path order (``walk(..., ordered=True, rows=True)``)
+    with manifest rows in the same order: yields ``(listing rows, manifest rows)`` in parts of
+    about :data:`BATCH` rows, leaving out every path the manifest settles (what
+    :meth:`Scratch._settled` accepts without a destination listing: not held, same kind, and
+    for a file the same size and exact mtime); appends the number of files settled to
+    ``settled`` at the end.
+
+    So a no-op re-sync writes no row at all: the settled paths never leave this loop, and
+    a directory whose rows are all unchanged is settled by one comparison of two lists.
+    Should the two orders ever disagree (a name Python and the store sort differently),
+    the unmatched rows go out on both sides and the join still pairs them: only slower."""
+    rows = iter(manifest)
+    src: list[tuple] = []
+    man: list[tuple] = []
+    count = 0
+    ahead: list[tuple] = []  # manifest rows read for the batch being merged, in order
+    for batch in batches:
+        n = len(batch)
+        if len(ahead) < n:
+            ahead.extend(itertools.islice(rows, n - len(ahead)))
+        # the common case in bulk: this directory's rows are the next n manifest rows,
+        # each unchanged (and none held): one comparison of two lists, built in C
+        if len(ahead) >= n and not any(map(_HELD, batch)) and list(map(_COMPARED, batch)) == list(
+                map(_COMPARED, ahead[:n])):
+            count += list(map(_KIND, batch)).count(FILE)
+            del ahead[:n]
+            continue
+        ahead.reverse()  # popped from the end: next() of the rows read ahead
+        m = ahead.pop() if ahead else next(rows, None)
+        for e in batch:
+            rel = e[0]
+            while m is not None and m[0] < rel:
+                man.append(m)  # recorded, gone from the source (or listed out of order)
+                m = ahead.pop() if ahead else next(rows, None)
+            if m is not None and m[0] == rel:
+                kind = e[1]
+                if not e[7] and m[1] == kind and (kind == DIR or (m[2] == e[2] and m[3] == e[3])):
+                    count += kind == FILE
+                else:
+                    src.append(e)
+                    man.append(m)
+                m = ahead.pop() if ahead else next(rows, None)
+            else:
+                src.append(e)
+        ahead.reverse()
+        if m is not None:
+            ahead.insert(0, m)  # the first row past this batch: the next batch's
+        if len(src) >= BATCH or len(man) >= BATCH:
+            yield src, man
+            src, man = [], []
+    for m in itertools.chain(ahead, rows):
+        man.append(m)
+        if len(man) >= BATCH:
+            yield src, man
+            src, man = [], []
+    if src or man:
+        yield src, man
+    settled.append(count)
