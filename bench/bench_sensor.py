@@ -23,6 +23,9 @@ log writes ~30 ms per event here, 100,000 would take an hour); a seed tick reads
 Targets at 100 x 1,000: steady and changed ticks <= 5 s, every changed partition found in
 that tick, cursor <= 64 KiB, seed tick <= 10 s. The last line of stdout is one JSON object.
 Work directory: .bench/sensor (or $BENCH_DIR/sensor).
+
+``--source hdfs``: the same shape on a real MiniDFSCluster, the snapshot-diff path
+(``change_detection: snapshot``) against the listing path on one tree (bench/sensor_hdfs.py).
 """
 
 from __future__ import annotations
@@ -126,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="reuse a tree of the same shape kept by --keep or --build-only (the state "
                          "and the instance are made anew); implies --keep")
     ap.add_argument("--build-only", action="store_true", help="build the tree, keep it, stop")
+    ap.add_argument("--source", choices=("local", "hdfs"), default="local",
+                    help="hdfs: the tree on a real MiniDFSCluster, the snapshot-diff path "
+                         "against the listing path (bench/sensor_hdfs.py)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.source == "hdfs":
+        from bench.sensor_hdfs import main as hdfs_main
+
+        return hdfs_main(args.datasets, args.partitions, args.budget, keep=args.keep)
     import dagster as dg
 
     from platform_assets.config import load_spec
