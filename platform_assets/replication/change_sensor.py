@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from platform_assets.config import UNPARTITIONED_KEY
-from platform_assets.datasets import ResolvedSpec
+from platform_assets.datasets import DatasetView, ResolvedSpec
 from platform_assets.replication.assets import source_observation
 from platform_assets.replication.names import (
     CHANGE_SENSOR,
@@ -80,7 +80,7 @@ from platform_assets.replication.sensor_state import (
     seed_scope,
     start_lineage,
 )
-from replicator.fingerprint import EMPTY_FINGERPRINT, ListingCache
+from replicator.fingerprint import EMPTY_FINGERPRINT, ListingCache, TreeFingerprint
 from replicator.state import StateStore
 
 CURSOR_VERSION = 2
@@ -402,6 +402,28 @@ def track_failed_copies(
     return {d: f for d, f in failed.items() if f}, watermark
 
 
+def settle_partition(
+    view: DatasetView, fp: TreeFingerprint, previous: str | None, *, retry: bool, wanted: bool,
+    failed: dict[str, dict[str, list]], retry_at: float, run_key_suffix: str,
+    run_requests: list[dg.RunRequest], observations: list[dg.AssetObservation],
+) -> None:
+    """What a tick does with one fingerprinted partition, on either path (listing, snapshot
+    diff): observe new content, settle a failed copy's retry, request the copy
+    (``run_key = dataset|partition|fingerprint|<run_key_suffix>``)."""
+    d, p = view.name, fp.partition
+    if fp.fingerprint != previous:
+        observations.append(source_observation(view, fp))
+    if retry and fp.fingerprint == previous:
+        # requested again; should this run be lost too, ask again after the longest delay
+        failed[d][p][2] = retry_at
+    elif retry:
+        del failed[d][p]  # new content: an ordinary change request below
+    if wanted:
+        run_requests.append(copy_run_request(
+            view, p, fp.fingerprint, run_key=f"{d}|{p}|{fp.fingerprint}|{run_key_suffix}",
+            trigger="retry" if retry and fp.fingerprint == previous else "change"))
+
+
 def evaluate_changes(
     rs: ResolvedSpec,
     state: ChangeState,
@@ -546,21 +568,9 @@ def evaluate_changes(
                     last_done = (d, p)
                 rows.stage(scopes[d], p,
                            PartitionState(fp.fingerprint, tokens[d][p], fp.held_back > 0).encode())
-                if fp.fingerprint != previous:
-                    observations.append(source_observation(rs[d], fp))
-                if retry and fp.fingerprint == previous:
-                    # requested again; should this run be lost too, ask again after the longest delay
-                    failed[d][p][2] = wall_now + cfg.failed_retry_max_s
-                elif retry:
-                    del failed[d][p]  # new content: an ordinary change request below
-                if wanted:
-                    run_requests.append(
-                        copy_run_request(
-                            rs[d], p, fp.fingerprint,
-                            run_key=f"{d}|{p}|{fp.fingerprint}|{lineage}.{seq}",
-                            trigger="retry" if retry and fp.fingerprint == previous else "change",
-                        )
-                    )
+                settle_partition(rs[d], fp, previous, retry=retry, wanted=wanted, failed=failed,
+                                 retry_at=wall_now + cfg.failed_retry_max_s, run_key_suffix=f"{lineage}.{seq}",
+                                 run_requests=run_requests, observations=observations)
         timings["fingerprint_s"] = clock() - t_fp
     t_write = clock()
     rows.flush()

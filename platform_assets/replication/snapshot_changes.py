@@ -50,16 +50,15 @@ import dagster as dg
 
 from platform_assets.config import UNPARTITIONED_KEY
 from platform_assets.datasets import DatasetView, ResolvedSpec, join_partition
-from platform_assets.replication.assets import source_observation
 from platform_assets.replication.change_sensor import (
     ChangeEvaluation,
     ChangeState,
     evaluate_changes,
     queued_copy_runs,
+    settle_partition,
     sync_datasets,
     track_failed_copies,
 )
-from platform_assets.replication.requests import copy_run_request
 from platform_assets.replication.sensor_state import (
     NAMESPACE,
     NO_MTIME,
@@ -344,17 +343,9 @@ def evaluate_tick(
                 rows.stage(again_scope(d), p, "held" if fp.held_back > 0 else None)
                 if d in bootstrap_ends:
                     done[d] = p
-                if fp.fingerprint != previous:
-                    observations.append(source_observation(rs[d], fp))
-                if retry and fp.fingerprint == previous:
-                    failed[d][p][2] = wall_now + cfg.failed_retry_max_s
-                elif retry:
-                    del failed[d][p]
-                if wanted:
-                    run_requests.append(copy_run_request(
-                        rs[d], p, fp.fingerprint,
-                        run_key=f"{d}|{p}|{fp.fingerprint}|{lineage}.{seq}",
-                        trigger="retry" if retry and fp.fingerprint == previous else "change"))
+                settle_partition(rs[d], fp, previous, retry=retry, wanted=wanted, failed=failed,
+                                 retry_at=wall_now + cfg.failed_retry_max_s, run_key_suffix=f"{lineage}.{seq}",
+                                 run_requests=run_requests, observations=observations)
         left = work[i:]
     for d, p, _ in left:  # diff path: looked at by the next tick, whatever its diff says
         if d not in bootstrap_ends:
