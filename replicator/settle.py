@@ -18,11 +18,13 @@ not a Dagster run's thread), two CPUs or more, a manifest large enough, no follo
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from replicator.errors import ReplicatorError, describe
@@ -115,14 +117,16 @@ def _end(at: str) -> str | None:
     return at + "0" if at else None  # "0" follows "/" in code point order
 
 
-def _outside(store: StateStore, pair_id: int, split: Split) -> Iterator[tuple]:
-    """Side 0's manifest rows: all but side 1's range, in path order."""
-    with store.manifest_scan(pair_id, None, split.boundary) as rows:
-        yield from rows
-    end = _end(split.at)
-    if end is not None:
-        with store.manifest_scan(pair_id, end, None) as rows:
-            yield from rows
+@contextlib.contextmanager
+def _outside(store: StateStore, pair_id: int, split: Split) -> Iterator[Iterable[tuple]]:
+    """Side 0's manifest rows: all but side 1's range, in path order (the two ranges'
+    cursors chained: no Python layer per row)."""
+    with contextlib.ExitStack() as stack:
+        parts = [stack.enter_context(store.manifest_scan(pair_id, None, split.boundary))]
+        end = _end(split.at)
+        if end is not None:
+            parts.append(stack.enter_context(store.manifest_scan(pair_id, end, None)))
+        yield itertools.chain(*parts)
 
 
 def settle_in_two(store: StateStore, state: str, pair_id: int, scratch: Scratch, fs: FileSystem,
@@ -142,10 +146,9 @@ def settle_in_two(store: StateStore, state: str, pair_id: int, scratch: Scratch,
     send.close()
     try:
         own = {**listing, "on_error": on_error}
-        with store.guard():
+        with _outside(store, pair_id, split) as recorded, store.guard():
             settled = scratch.load_settling(
-                walk(fs, root, flt, ordered=True, rows=True, split=split, **own),
-                _outside(store, pair_id, split))
+                walk(fs, root, flt, ordered=True, rows=True, split=split, **own), recorded)
         theirs = _receive(receive, scratch)
         if theirs is None:  # the child did not finish: its part, listed here
             log.info("the second listing process did not finish; listing its part here")

@@ -32,6 +32,7 @@ BATCH = 20_000
 _COMPARED = operator.itemgetter(0, 1, 2, 3)
 _HELD = operator.itemgetter(7)
 _KIND = operator.itemgetter(1)
+_PATH = operator.itemgetter(0)
 
 
 class Scratch:
@@ -458,11 +459,30 @@ def settle_merge(batches: Iterable[list[tuple]], manifest: Iterable[tuple],
             ahead.extend(itertools.islice(rows, n - len(ahead)))
         # the common case in bulk: this directory's rows are the next n manifest rows,
         # each unchanged (and none held): one comparison of two lists, built in C
-        if len(ahead) >= n and not any(map(_HELD, batch)) and list(map(_COMPARED, batch)) == list(
-                map(_COMPARED, ahead[:n])):
-            count += list(map(_KIND, batch)).count(FILE)
-            del ahead[:n]
-            continue
+        if len(ahead) >= n and not any(map(_HELD, batch)):
+            listed, recorded = list(map(_COMPARED, batch)), list(map(_COMPARED, ahead[:n]))
+            if listed == recorded:
+                count += list(map(_KIND, batch)).count(FILE)
+                del ahead[:n]
+                continue
+            if list(map(_PATH, listed)) == list(map(_PATH, recorded)):
+                # the same paths, a few of them changed (a 1% re-sync): only those are
+                # looked at one by one, found by a set difference
+                changed = set(listed).difference(recorded)
+                count += list(map(_KIND, batch)).count(FILE)
+                for i in sorted(map(listed.index, changed)):
+                    e, m = batch[i], ahead[i]
+                    kind = e[1]
+                    if m[1] == kind and (kind == DIR or (m[2] == e[2] and m[3] == e[3])):
+                        continue  # a directory whose mtime moved: still settled
+                    count -= kind == FILE
+                    src.append(e)
+                    man.append(m)
+                del ahead[:n]
+                if len(src) >= BATCH or len(man) >= BATCH:
+                    yield src, man
+                    src, man = [], []
+                continue
         ahead.reverse()  # popped from the end: next() of the rows read ahead
         m = ahead.pop() if ahead else next(rows, None)
         for e in batch:

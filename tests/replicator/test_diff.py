@@ -121,8 +121,16 @@ def test_settling_merge_leaves_out_exactly_the_settled_rows(manifest_order) -> N
     same_before = [Entry(f"a{i}", "f", i, S) for i in range(5)] + [Entry("a9", "d", 0, S)]
     same_after = [Entry(f"q{i}", "f", i, S) for i in range(3)]
     manifest += [(e.rel, e.kind, e.size, e.mtime_ns, None, 0.0) for e in same_before + same_after]
+    # a directory whose paths all line up with the manifest, a few of them changed (a 1%
+    # re-sync): a size, an mtime, a file now a directory, a directory whose mtime moved
+    same_paths = [Entry(f"m{i}", "f", i, S) for i in range(6)] + [Entry("m6", "d", 0, S + 5),
+                                                                  Entry("m7", "d", 0, S)]
+    manifest += [("m0", "f", 0, S, None, 0.0), ("m1", "f", 99, S, None, 0.0),
+                 ("m2", "f", 2, S - 7, None, 0.0), ("m3", "f", 3, S, None, 0.0),
+                 ("m4", "f", 4, S, None, 0.0), ("m5", "f", 5, S, None, 0.0),
+                 ("m6", "d", 0, S, None, 0.0), ("m7", "f", 0, S, None, 0.0)]
     manifest.sort()
-    batches = [same_before, entries[:7], entries[7:], same_after]
+    batches = [same_before, same_paths, entries[:7], entries[7:], same_after]
     kw = {"dst_listed": False, "checksum": False, "precision_ns": 1, "delete": False}
     with Scratch() as full:
         full.load_listing("src", batches)
@@ -143,5 +151,8 @@ def test_settling_merge_leaves_out_exactly_the_settled_rows(manifest_order) -> N
     assert settled + bulk[0] == files_left_out  # each settled file counted once
     if manifest_order == "path":  # the merge settles every one of them itself
         assert bulk == [0] and {e.rel for e in same_before + same_after} < left_out
+        assert {"m0", "m3", "m4", "m5", "m6"} < left_out
+        assert {"m1", "m2", "m7"} <= set(got) and got["m7"].action is not Action.SKIP
+        assert got["m1"].action is Action.UPDATE and got["m2"].action is Action.UPDATE
     else:  # few paths meet in the merge: the join settles the others
         assert bulk[0] > settled
