@@ -52,8 +52,9 @@ def partition_spec(partition: str) -> dict[str, str]:
 
 
 def validate_hive_spec(rs: ResolvedSpec) -> None:
-    """The Hive parts of the spec: metastore settings, and Hive-style layouts (``name=*``)
-    for datasets with a table. Raises :class:`SpecError` naming file and key."""
+    """The Hive parts of the spec: metastore settings, ``hive_table.cluster`` naming a target
+    with a metastore, and Hive-style layouts (``name=*``) for datasets with a table. Raises
+    :class:`SpecError` naming file and key."""
     spec = rs.spec
     errors = []
     for name, cluster in spec.clusters.items():
@@ -63,6 +64,13 @@ def validate_hive_spec(rs: ResolvedSpec) -> None:
             except ValueError as exc:
                 errors.append(f"{spec.source_file}: clusters.{name}.hive_metastore: {exc}")
     for d in hive_datasets(rs):
+        wanted = rs[d].hive_table.cluster  # type: ignore[union-attr]
+        if wanted is not None and not spec.clusters[wanted].hive_metastore:
+            with_metastore = [t.cluster for t in rs[d].targets if spec.clusters[t.cluster].hive_metastore]
+            errors.append(
+                f"{spec.source_file}: datasets.{d}.hive_table.cluster: expected a target cluster "
+                f"with a hive_metastore ({', '.join(with_metastore) or 'none has one'}), got {wanted!r}"
+            )
         for level in rs[d].layout_levels:
             if not _LEVEL_RE.match(level):
                 errors.append(

@@ -360,3 +360,22 @@ def test_bad_hive_spec_names_file_and_key(tmp_path: Path) -> None:
     msg = str(err.value)
     assert f"{p}: clusters.a.hive_metastore: expected 'embedded' or thrift://" in msg
     assert f"{p}: datasets.d.partitions: a dataset with a hive_table needs Hive-style levels" in msg
+
+
+def test_hive_table_cluster_without_a_metastore_is_refused(tmp_path: Path) -> None:
+    """``hive_table.cluster`` names where the table is registered: a cluster without a
+    metastore there would leave the table registered nowhere, silently."""
+    from platform_assets.config import SpecError, load_spec
+
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "clusters:\n  a: {uri: a, hive_metastore: embedded}\n  b: {uri: b, hive_metastore: embedded}\n"
+        "  c: {uri: c}\n"
+        "datasets:\n  d:\n    source: {cluster: a}\n    partitions: 'dt=*'\n"
+        "    targets: [{cluster: b}, {cluster: c}]\n"
+        "    hive_table: {database: db, table: t, cluster: c}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        hive_defs(resolve(load_spec(p)))
+    assert (f"{p}: datasets.d.hive_table.cluster: expected a target cluster with a "
+            "hive_metastore (b), got 'c'") in str(err.value)
