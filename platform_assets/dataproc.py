@@ -204,14 +204,16 @@ def run_dataproc_copy(
 ) -> RunReport:
     """Copy ``source`` to ``destination`` with a Dataproc job; verify; the run report."""
     started = time.time()
+    def verifies() -> bool:  # asked only of a DONE job found for the key: may it stand?
+        return not _verify_problems(replicator, source, destination, options)[1]
+
     if target.job == "replicator":
         report = _run_replicator_job(context, dataproc, target, source, destination, options,
-                                     key_parts=key_parts, labels=labels)
+                                     key_parts=key_parts, labels=labels, verifies=verifies)
     else:
         report = _run_distcp_job(
             context, dataproc, target, source, destination, options, key_parts=key_parts,
-            labels=labels,
-            verifies=lambda: not _verify_problems(replicator, source, destination, options)[1])
+            labels=labels, verifies=verifies)
     report.started_at = started
     _verify(context, replicator, source, destination, options, report)
     return report
@@ -396,7 +398,7 @@ def _write_marker(destination: str, name: str, report: RunReport) -> str:
 def _run_replicator_job(
     context: dg.AssetExecutionContext, dataproc: DataprocResource, target: DataprocTarget,
     source: str, destination: str, options: CopyOptions, *, key_parts: Sequence[str],
-    labels: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None, verifies: Callable[[], bool] | None = None,
 ) -> RunReport:
     from dagster_gcp.pipes import (
         PipesDataprocJobClient,
@@ -414,7 +416,7 @@ def _run_replicator_job(
     api = dataproc.client(target.region, target.endpoint)
     run_id = context.run.run_id
     try:
-        rid = _replicator_request_id(api, target, key_parts, run_id)
+        rid = _replicator_request_id(api, target, key_parts, run_id, verifies)
     except gexc.GoogleAPICallError as exc:
         raise _submit_error(exc, target) from None
     try:
@@ -474,13 +476,15 @@ def _run_replicator_job(
 
 
 def _replicator_request_id(api: Any, target: DataprocTarget, parts: Sequence[str],
-                           run_id: str) -> str:
+                           run_id: str, verifies: Callable[[], bool] | None = None) -> str:
     """The request id of a ``replicator`` job: the key's latest generation this run may
-    re-attach to (running, done, or failed under this same run), else a fresh one. The
-    server keeps a request id's job for good, so re-using the id of a job that ended in ERROR
-    or CANCELLED under another run would hand every later run that failed job again: the
-    partition could not be copied until its source changed. The Pipes client lets the server
-    name the job, so generations are found by the ``replicator-request`` label (ListJobs)."""
+    re-attach to (running, done and its copy still verifying, or failed under this same run),
+    else a fresh one. The server keeps a request id's job for good, so re-using the id of a
+    job that ended in ERROR or CANCELLED under another run, or of a DONE job whose copy no
+    longer verifies (the replica damaged or removed since), would hand every later run that
+    job again: the partition could not be copied until its source changed. The Pipes client
+    lets the server name the job, so generations are found by the ``replicator-request``
+    label (ListJobs)."""
     for gen in range(MAX_GENERATIONS):
         rid = request_id_for(*parts, *([f"g{gen}"] if gen else []))
         jobs = list(api.list_jobs(request={
@@ -492,6 +496,8 @@ def _replicator_request_id(api: Any, target: DataprocTarget, parts: Sequence[str
         if job.status.state.name in ("ERROR", "CANCELLED") \
                 and job.labels.get("dagster-run-id") != label_value(run_id):
             continue  # failed under another run: this run submits anew
+        if job.status.state.name == "DONE" and verifies is not None and not verifies():
+            continue  # its copy does not hold: this run copies again
         return rid
     raise _failure(f"dataproc: {MAX_GENERATIONS} failed jobs for {'/'.join(parts)}", retry=False)
 

@@ -177,7 +177,9 @@ def run_dataproc_copy(
     assert dp is not None
     return run(context, context.resources.dataproc, replicator, DataprocTarget.from_config(dp),
                copy.source, copy.destination, copy.options,
-               key_parts=(copy.dataset, copy.cluster, copy.partition, copy.source_fingerprint),
+               # the destination too: a target moved in the spec is a new copy, not the old job
+               key_parts=(copy.dataset, copy.cluster, copy.partition, copy.source_fingerprint,
+                          copy.destination),
                labels={"dataset": copy.dataset, "target": copy.cluster})
 
 

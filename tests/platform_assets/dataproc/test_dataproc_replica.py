@@ -431,3 +431,23 @@ def test_a_terminated_dagster_run_cancels_its_dataproc_job(tmp_path, dataproc, d
     assert job.status.state.name == "CANCELLED", text[-3000:]
     assert "cancelling job" in text
     assert len(server.created) == created + 1
+
+
+def test_a_done_replicator_job_whose_copy_no_longer_verifies_is_not_handed_to_the_next_run(
+        tmp_path, dataproc, instance, clusters) -> None:
+    """Review finding: a ``job: replicator`` job that ended DONE was re-used by every later
+    run of the same (replica, partition, fingerprint), even when its copy did not verify (or
+    the replica was damaged or removed since): each run got the DONE job back and failed
+    "differs from the source" until the source changed (the distcp kind had this fixed; this
+    kind had not: before, the second run created no job). Scripted jobs (no spark-submit)."""
+    onprem, _ = clusters
+    job = _pipes_job(tmp_path, dataproc, instance, onprem, {"dt=1/a.csv": b"a,b\n"})
+    server = dataproc.server
+    created = len(server.created)
+    server.next_scripts.append(["PENDING", "RUNNING", "DONE"])  # "succeeds" without copying
+    first = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    assert not first.success and len(server.created) == created + 1
+    server.next_scripts.append(["PENDING", "RUNNING", "DONE"])
+    second = job.execute_in_process(instance=instance, partition_key="dt=1", raise_on_error=False)
+    assert len(server.created) == created + 2  # a new generation, not the spent DONE job
+    assert server.job(server.created[-1]).labels["dagster-run-id"] == second.run_id
