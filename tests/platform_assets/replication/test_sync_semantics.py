@@ -10,7 +10,7 @@ import dagster as dg
 from platform_assets.datasets import resolve
 from platform_assets.definitions import build_definitions
 from platform_assets.replication.checks import evaluate_lag
-from platform_assets.replication.names import partitions_def_name
+from platform_assets.replication.names import LAG_JOB, LAG_SCHEDULE, partitions_def_name
 from replicator.filters import TEMP_PREFIX
 from resources.replicator import ReplicatorResource
 from tests.fixtures.platform import Platform
@@ -134,3 +134,24 @@ def test_no_temporary_files_check_names_what_a_copy_left_behind(platform: Platfo
     (replica / "sub" / "b.csv._COPYING_").unlink()
     clean = no_temp(_copy(defs, instance, platform, [GCS]))
     assert clean.passed is True and clean.metadata["leftovers"].value == "none"
+
+
+def test_the_scheduled_lag_job_fails_the_check_at_error_for_an_overdue_partition(
+    platform: Platform, instance
+) -> None:
+    """What the hourly schedule runs: the lag job evaluates every replica's check, and a
+    partition behind by more than the freshness window (6 h) fails it at ERROR, on the
+    replica and on the `via` hop behind it; a replica in sync passes."""
+    platform.write("events", "dt=0", "a.csv", "old", age_s=7 * 3600)
+    defs = build_definitions(platform.spec_path)
+    schedule = defs.resolve_schedule_def(LAG_SCHEDULE)
+    assert schedule.job_name == LAG_JOB
+    result = defs.resolve_job_def(LAG_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success  # a failed check is an alert, not a failed run
+    evaluations = {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
+    for key in (GCS, DR):
+        lag = evaluations[(key, "replication_lag")]
+        assert lag.passed is False and lag.severity == dg.AssetCheckSeverity.ERROR, key
+        assert lag.metadata["lagging"].value == "dt=0"
+    customers = evaluations[(dg.AssetKey(["gcs", "customers"]), "replication_lag")]
+    assert customers.passed is True  # nothing at its source: nothing behind
