@@ -116,3 +116,47 @@ def test_dg_check_and_list_defs_load_the_code_location(tmp_path: Path) -> None:
     data = json.loads(listed.stdout[listed.stdout.index("{"):])
     keys = {a["asset_key"] for a in data["assets"]}
     assert {"onprem/events", "gcs/events", "dr/events", "analytics/sales/hive_table"} <= keys
+
+
+SECRETS = ("Pa55w0rdXYZ", "S3cr3tKeyXYZ", "FtpPa55XYZ")
+SPEC_WITH_CREDENTIALS = f"""\
+platform: {{state_path: state.db}}
+clusters:
+  onprem: {{uri: "sftp://alice:{SECRETS[0]}@127.0.0.1:2222/data", hive_metastore: embedded}}
+  gcs: {{uri: "s3://AKIAEXAMPLE:{SECRETS[1]}@bucket-x/rep", hive_metastore: embedded}}
+  dr: {{uri: "ftp://bob:{SECRETS[2]}@127.0.0.1:2121/dr"}}
+datasets:
+  events:
+    source: {{cluster: onprem, path: warehouse/events}}
+    partitions: "dt=*"
+    targets: [{{cluster: gcs, path: events}}, {{cluster: dr, path: events, via: gcs}}]
+    hive_table: {{database: a, table: e}}
+landing:
+  drops:
+    source: {{cluster: onprem, path: landing}}
+    raw: {{cluster: dr, path: raw}}
+    output: {{cluster: gcs, path: out}}
+    columns: {{id: int}}
+"""
+
+
+def test_credentials_in_cluster_uris_never_reach_the_definitions(tmp_path: Path) -> None:
+    """Passwords and keys written into cluster URIs stay out of everything the UI shows of the
+    definitions: asset metadata (dagster/uri, locations), descriptions, tags, check
+    descriptions, job and sensor descriptions, across the three kinds."""
+    from platform_assets.definitions import build_definitions
+
+    spec = tmp_path / "replication.yaml"
+    spec.write_text(SPEC_WITH_CREDENTIALS)
+    repo = build_definitions(spec).get_repository_def()
+    graph = repo.asset_graph
+    shown = [f"{n.key.to_user_string()}: {n.metadata!r} {n.description!r} {n.tags!r} {n.owners!r}"
+             for n in graph.asset_nodes]
+    assert {"onprem/events/import", "gcs/events/hive_table", "landing/drops/ingested", "dr/events"} <= {
+        n.key.to_user_string() for n in graph.asset_nodes}
+    assert any("sftp://alice:***@127.0.0.1:2222" in s for s in shown)  # shown, redacted
+    shown += [f"{k}: {graph.get_check_spec(k).description!r}" for k in graph.asset_check_keys]
+    shown += [f"{j.name}: {j.description!r} {j.tags!r}" for j in repo.get_all_jobs()]
+    shown += [f"{s.name}: {s.description!r}" for s in repo.sensor_defs]
+    leaked = [s for s in shown if any(secret in s for secret in SECRETS)]
+    assert not leaked, leaked
