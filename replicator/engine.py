@@ -426,7 +426,8 @@ class _Run:
                     walk(self.src_fs, self.src_root, self.filter, ordered=True, rows=True, **listing),
                     recorded)
         else:
-            scratch.load_listing("src", lister(self.src_fs, self.src_root, self.filter, **listing))
+            rows = {"rows": True} if lister is walk else {}  # tuples: no object per entry
+            scratch.load_listing("src", lister(self.src_fs, self.src_root, self.filter, **listing, **rows))
             if pair_id >= 0:
                 store.snapshot_manifest(pair_id, scratch)
         if self._snap is not None:
@@ -526,7 +527,7 @@ class _Run:
                                links=True)
         return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
                     stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error,
-                    links=True)
+                    links=True, rows=True)
 
     def _dst_source_mtimes(self, scratch: Scratch) -> None:
         """The destination lists upload times (S3) while the diff compares source mtimes.
