@@ -44,7 +44,6 @@ from replicator.report import RunReport
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
 from replicator.transfer import (
     ATTRIBUTE_KINDS,
-    SMALL_FILE,
     Outcome,
     StageContext,
     Task,
@@ -52,6 +51,7 @@ from replicator.transfer import (
     check_preserve,
     finish_ranges,
     local_pair,
+    small_files,
     source_attrs,
     temp_name,
 )
@@ -804,7 +804,7 @@ class _Run:
         Any other bin gets a ``staging`` row per file (a verified big file is published by
         recovery, an in-place write is looked at)."""
         staged = [ctx.paths(t)[2] for t in b]
-        if not all(t.nparts <= 1 and t.size <= SMALL_FILE for t in b) or None in staged:
+        if not small_files(b) or None in staged:
             store.journal_staging(pair_id, self.run_id, [(t.rel, tmp) for t, tmp in zip(b, staged, strict=True)])
             return
         key = batch_key(self.run_id, len(self._batch_left))

@@ -418,6 +418,12 @@ def _chunks(ctx: StageContext, path: str, offset: int, length: int | None) -> It
 
 
 SMALL_FILE = 1 << 20  # a local file up to this size moves by one read and one write
+
+
+def small_files(tasks: list[Task]) -> bool:
+    """Every task is a whole file (no range) of at most SMALL_FILE bytes: a bin the driver
+    journals as one batch and, between local paths, stages in its own thread."""
+    return all(t.part is None and t.nparts <= 1 and t.size <= SMALL_FILE for t in tasks)
 _DST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 

@@ -8,7 +8,8 @@ than copying a 4 KiB file.
 Between two local paths, a bin of small files (up to ``SMALL_FILE`` bytes each) is staged
 in the calling thread instead: each is a handful of system calls of a few microseconds,
 and threads only take turns at the interpreter lock around them (measured on 2 cores: the
-pool spent more CPU than the copies, in lock hand-offs, for no gain in wall time).
+pool spent more CPU than the copies, in lock hand-offs, for no gain in wall time), by
+:func:`replicator.transfer.stage_small_local`, one tight loop of system calls per file.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from replicator.errors import DeadlineExceeded
 from replicator.executors.base import Executor
 from replicator.plan import make_bins
 from replicator.transfer import (
-    SMALL_FILE,
     Outcome,
     StageContext,
     Task,
     local_pair,
+    small_files,
     stage,
     stage_small_local,
 )
@@ -39,7 +40,7 @@ def _groups(bins: Iterator[list[Task]], inline: bool) -> Iterator[tuple[bool, li
     """``(in the calling thread, tasks)``: a bin of small local files whole, any other bin
     cut into pool jobs by the same rule that makes bins (files and bytes)."""
     for b in bins:
-        if inline and all(t.part is None and t.size <= SMALL_FILE for t in b):
+        if inline and small_files(b):
             yield True, b
         else:
             for group in make_bins(b, bin_bytes=GROUP_BYTES, bin_files=GROUP_FILES):
