@@ -140,6 +140,23 @@ def test_journal_and_atomic_commit(state_spec: str) -> None:
         store.close()
 
 
+def test_a_batch_is_one_journal_row_listing_its_staged_names(state_spec: str) -> None:
+    store = open_store(state_spec)
+    try:
+        pair = store.pair_id("/s", "/d")
+        names = [f"/d/x/.rtmp-run1-f{i}" for i in range(256)] + ["/d/é/.rtmp-run1-g"]
+        store.journal_batch(pair, "run1", "//batch/run1/0", names)
+        [(key, run_id, state, tmp, size, mtime_ns, checksum)] = store.journal_entries(pair)
+        assert (key, run_id, state, size, mtime_ns, checksum) == (
+            "//batch/run1/0", "run1", "batch-staging", None, None, None)
+        assert json.loads(tmp) == names
+        # the batch's files are recorded and its row cleared in one transaction
+        store.commit(pair, record=[("x/f0", "f", 3, 7, "crc32c:0000000a")], clear=["//batch/run1/0"])
+        assert store.journal_entries(pair) == [] and [r[0] for r in store.manifest_rows(pair)] == ["x/f0"]
+    finally:
+        store.close()
+
+
 def test_sensor_values_read_many_scopes_as_of_a_tick(state_spec: str) -> None:
     """The change sensor's bulk read: rows of one lineage as of tick ``seq`` (a later tick's
     row reads as its ``prev`` and is listed in ``later``), other lineages and forgotten rows
