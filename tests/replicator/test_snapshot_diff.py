@@ -278,3 +278,29 @@ def test_snapshot_diff_over_hdfs_rpc_through_the_namenodes_webhdfs(tmp_path: Pat
     assert "--snapshot-diff" in refused.stderr and "http_address" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(("changes", "levels", "expected"), [
+    # what HDFS reports: a file created in dt=1 (and dt=1 modified), an overwrite (delete +
+    # create of one name), an append (modify), a rename within and across partitions
+    ([("MODIFY", "dt=1", None), ("CREATE", "dt=1/f", None)], ("dt=*",), ({"dt=1"}, set(), set())),
+    ([("DELETE", "dt=2/f", None), ("CREATE", "dt=2/f", None)], ("dt=*",), ({"dt=2"}, set(), set())),
+    ([("MODIFY", "dt=3/f", None)], ("dt=*",), ({"dt=3"}, set(), set())),
+    ([("MODIFY", "", None), ("RENAME", "dt=4", "dt=44")], ("dt=*",), ({"dt=4", "dt=44"}, set(), set())),
+    ([("RENAME", "dt=5/a", "dt=6/a")], ("dt=*",), ({"dt=5", "dt=6"}, set(), set())),
+    # names outside the layout, and temporary names, are no partition
+    ([("CREATE", "_tmp/x", None), ("CREATE", "dt=7._COPYING_", None), ("CREATE", "x.tmp", None)],
+     ("dt=*",), (set(), set(), set())),
+    # above partition depth: created and deleted directories are listed in the new / old image
+    ([("MODIFY", "", None), ("CREATE", "dt=8", None), ("DELETE", "dt=9", None),
+      ("MODIFY", "dt=1", None), ("CREATE", "dt=1/hour=02/f", None)],
+     ("dt=*", "hour=*"), ({"dt=1/hour=02"}, {"dt=9"}, {"dt=8"})),
+    ([("RENAME", "dt=1", "dt=2")], ("dt=*", "hour=*"), (set(), {"dt=1"}, {"dt=2"})),
+    # an unpartitioned dataset: any entry names its one partition
+    ([("MODIFY", "f", None)], (), ({""}, set(), set())),
+    ([], ("dt=*",), (set(), set(), set())),
+])
+def test_partitions_in_diff(changes, levels, expected):
+    from replicator.snapdiff import partitions_in_diff
+
+    assert partitions_in_diff(changes, levels) == expected
