@@ -73,6 +73,7 @@ from platform_assets.replication.sensor_state import (
     NO_MTIME,
     UNKNOWN_MTIME,
     PartitionState,
+    StateMirror,
     TickRows,
     confirm_lineage,
     fingerprint_scope,
@@ -162,6 +163,7 @@ class ChangeEvaluation:
     seeded_records: int = 0
     capped: bool = False  # stopped at the run cap: the rest is requested by the next ticks
     hinted: int = 0
+    mirrored: int = 0  # datasets whose recorded state came from the last tick's memory
     # where the tick's time went (wall seconds): reading the recorded state, waiting for the
     # listings, fingerprinting, writing the state
     timings: dict[str, float] = field(default_factory=dict)
@@ -437,19 +439,22 @@ def evaluate_changes(
     wall_clock: Callable[[], float] = time.time,
     only: list[str] | None = None,
     listing_cache: ListingCache | None = None,
+    state_mirror: StateMirror | None = None,
 ) -> ChangeEvaluation:
     """One tick's work, without the sensor machinery (tests and the benchmark call it).
     ``store``: where the per-partition state is (default: the spec's state store).
     ``only``: the datasets to list and fingerprint (default: every sync dataset; seeding
     always covers them all); the cursor's failed copies of the others are left out.
-    ``listing_cache``: the local source listings kept from the last tick (the sensor keeps
-    one for as long as its code server runs; None: list everything anew)."""
+    ``listing_cache``, ``state_mirror``: the local source listings and the state rows kept
+    from the last tick (the sensor keeps them while its code server runs; None: list and
+    read everything anew)."""
     if store is None:
         own = open_sensor_store(rs.spec)
         try:
             return evaluate_changes(rs, state, max_partitions=max_partitions, budget_s=budget_s,
                                     workers=workers, instance=instance, store=own, clock=clock,
-                                    wall_clock=wall_clock, only=only, listing_cache=listing_cache)
+                                    wall_clock=wall_clock, only=only, listing_cache=listing_cache,
+                                    state_mirror=state_mirror)
         finally:
             own.close()
     cfg = rs.platform.change_sensor
@@ -465,7 +470,7 @@ def evaluate_changes(
     else:  # an empty cursor: a lineage of its own, seeded from what the replicas hold
         lineage, seed = start_lineage(store), ([0, None] if instance is not None else None)
     seq = state.seq + 1
-    rows = TickRows(store, lineage, state.seq)
+    rows = TickRows(store, lineage, state.seq, state_mirror)
     seeded_records = 0
     if seed is not None and instance is not None:
         seed, seeded_records = seed_step(rs, instance, rows, watched, seed, cfg.seed_records_per_tick,
@@ -595,6 +600,7 @@ def evaluate_changes(
         seeded_records=seeded_records,
         capped=capped,
         hinted=len(hinted_items),
+        mirrored=rows.from_mirror,
         timings={k: round(v, 3) for k, v in timings.items()},
     )
 
@@ -603,6 +609,7 @@ def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinitio
     cfg = rs.platform.change_sensor
     names = {rs[d].copy_job_name for d in sync_datasets(rs)}
     listing_cache = ListingCache()  # kept between ticks while the code server runs
+    state_mirror = StateMirror()
 
     @dg.sensor(
         name=CHANGE_SENSOR,
@@ -620,12 +627,12 @@ def build_change_sensor(rs: ResolvedSpec, copy_jobs: list) -> dg.SensorDefinitio
 
         # datasets with change_detection: snapshot take the O(changes) snapshot-diff path
         ev = evaluate_tick(rs, state, instance=context.instance, log=context.log,
-                           listing_cache=listing_cache)
+                           listing_cache=listing_cache, state_mirror=state_mirror)
         dyn = missing_dynamic_partitions(rs, context.instance, ev.new_partitions)
         context.log.info(
             f"scanned {ev.scanned}/{ev.total} partitions in {ev.elapsed_s:.2f}s "
-            f"({', '.join(f'{k} {v:.2f}' for k, v in ev.timings.items())}), "
-            f"{len(ev.run_requests)} changed, "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in ev.timings.items())}; state of "
+            f"{ev.mirrored} dataset(s) kept from the last tick), {len(ev.run_requests)} changed, "
             f"{sum(len(v) for v in ev.new_partitions.values())} new"
             + (f"; seeding: {ev.seeded_records} materializations read" if ev.seeding or ev.seeded_records else "")
             + ("; run cap reached, the rest next tick" if ev.capped else "")

@@ -63,6 +63,7 @@ from platform_assets.replication.sensor_state import (
     NAMESPACE,
     NO_MTIME,
     PartitionState,
+    StateMirror,
     TickRows,
     fingerprint_scope,
     open_sensor_store,
@@ -201,22 +202,25 @@ def evaluate_tick(
     wall_clock: Callable[[], float] = time.time,
     log: Any = None,
     listing_cache: ListingCache | None = None,
+    state_mirror: StateMirror | None = None,
 ) -> ChangeEvaluation:
     """One change-sensor tick: the snapshot path for the datasets that use it (and can take a
-    snapshot now), the listing path (:func:`evaluate_changes`, with ``listing_cache``) for the
-    rest."""
+    snapshot now), the listing path (:func:`evaluate_changes`, with ``listing_cache`` and
+    ``state_mirror``) for the rest."""
     log = log or _log
     snap = snapshot_datasets(rs)
     if not snap and not state.snapshots:
         return evaluate_changes(rs, state, instance=instance, store=store,
                                 max_partitions=max_partitions, budget_s=budget_s, clock=clock,
-                                wall_clock=wall_clock, listing_cache=listing_cache)
+                                wall_clock=wall_clock, listing_cache=listing_cache,
+                                state_mirror=state_mirror)
     if store is None:
         own = open_sensor_store(rs.spec)
         try:
             return evaluate_tick(rs, state, instance=instance, store=own,
                                  max_partitions=max_partitions, budget_s=budget_s, clock=clock,
-                                 wall_clock=wall_clock, log=log, listing_cache=listing_cache)
+                                 wall_clock=wall_clock, log=log, listing_cache=listing_cache,
+                                 state_mirror=state_mirror)
         finally:
             own.close()
     cfg = rs.platform.change_sensor
@@ -237,7 +241,8 @@ def evaluate_tick(
     listing = [d for d in sync_datasets(rs) if d not in roots]
     ev = evaluate_changes(rs, ChangeState(**{**state.__dict__, "snapshots": {}}), instance=instance,
                           store=store, max_partitions=max_partitions, budget_s=budget_s,
-                          clock=clock, wall_clock=wall_clock, only=listing, listing_cache=listing_cache)
+                          clock=clock, wall_clock=wall_clock, only=listing, listing_cache=listing_cache,
+                          state_mirror=state_mirror)
     seeded = instance is not None and (not state.lineage or state.seed is not None)
     # a tick that seeds (an empty cursor: the fingerprints the replicas recorded are staged
     # as this tick's rows) leaves the snapshot path to the next one, which reads them

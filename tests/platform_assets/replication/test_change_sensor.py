@@ -589,3 +589,45 @@ def test_known_changes_are_fingerprinted_past_the_budget_the_rotation_is_not(
     assert sorted(r.partition_key for r in ev.run_requests) == changed
     assert ev.hinted == 100 and ev.scanned == 128  # the second chunk ran on, no third
     assert ev.elapsed_s <= 2.7 + 3.0 / 2
+
+
+def test_the_state_kept_from_the_last_tick_is_used_only_while_it_is_the_stores(platform: Platform) -> None:
+    """The sensor keeps the rows its last tick left in memory (StateMirror): the next tick from
+    that tick's cursor reads no rows and finds the same changes. A tick from another cursor
+    (the last one never landed), or after another process wrote rows (its tick landed or
+    not), reads the store, so what it finds is what a tick without memory finds."""
+    from platform_assets.replication.sensor_state import StateMirror
+
+    for i in range(4):
+        platform.write("events", f"dt={i}", "f.csv", str(i), age_s=3600)
+    rs, mirror = resolve(platform.spec), StateMirror()
+    s1 = evaluate_changes(rs, ChangeState(), state_mirror=mirror).state
+    ev = evaluate_changes(rs, s1, state_mirror=mirror)
+    assert ev.mirrored == 2 and ev.run_requests == []  # customers and events, from memory
+    platform.write("events", "dt=1", "g.csv", "new", age_s=600)
+    s2 = ev.state
+    ev = evaluate_changes(rs, s2, state_mirror=mirror)
+    assert ev.mirrored == 2 and [r.partition_key for r in ev.run_requests] == ["dt=1"]
+    # that tick's cursor never landed: re-evaluated from s2, from the store, the same request
+    again = evaluate_changes(rs, s2, state_mirror=mirror)
+    assert again.mirrored == 0 and [r.partition_key for r in again.run_requests] == ["dt=1"]
+    s3 = again.state
+    # another code server evaluates from s3 and finds a file rewritten in place (only its
+    # rotation sees that), writes its rows, and its cursor never lands
+    part = platform.source("events") / "dt=2"
+    dir_st, f = part.stat(), part / "f.csv"
+    st = f.stat()
+    f.write_text("9")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    os.utime(part, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
+    other = evaluate_changes(rs, s3)
+    assert [r.partition_key for r in other.run_requests] == ["dt=2"]
+    # this process, from s3 (its own cursor), with a small tick that does not reach dt=2:
+    # its memory is no longer the store's rows, so the other's row is put back...
+    ev = evaluate_changes(rs, s3, state_mirror=mirror, max_partitions=1)
+    assert ev.mirrored == 1 and ev.run_requests == []  # customers: nobody wrote it since
+    # ...and the change is requested by a later tick, also by a restarted process (no memory:
+    # the store's rows must say dt=2 was not recorded)
+    ev = evaluate_changes(rs, ev.state)
+    assert [r.partition_key for r in ev.run_requests] == ["dt=2"]
+    assert evaluate_changes(rs, ev.state, state_mirror=mirror).run_requests == []
