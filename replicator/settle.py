@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -79,7 +78,7 @@ def usable(fs: FileSystem, *, copy_links: bool, state: str | None) -> bool:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return (cpus >= 2 and not copy_links and state is not None and fs.capabilities.host_paths
-            and "fork" in multiprocessing.get_all_start_methods()
+            and hasattr(os, "fork")
             and threading.active_count() == 1)
 
 
@@ -135,6 +134,8 @@ def settle_in_two(store: StateStore, state: str, pair_id: int, scratch: Scratch,
     """:meth:`Scratch.load_settling` of the whole tree, side 1 in a forked child. Returns
     the files settled; counts into ``listing["stats"]`` and reports through ``on_error`` as
     one process listing it would."""
+    import multiprocessing  # only here: a small run never pays for its import
+
     stats: ListingStats = listing["stats"]
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
