@@ -11,8 +11,8 @@ pipe; the parent does the first half meanwhile. A child that fails in any way (k
 an error, a pipe that breaks) costs only time: its part is listed again in the parent
 (the scratch tables take a row twice as one).
 
-Used only where it is safe and pays: a fork of a process with no other thread (the CLI,
-not a Dagster run's thread), two CPUs or more, a manifest large enough, no followed links
+Used only where it is safe and pays: a fork of a process with no other thread than the
+CLI's progress line (the CLI, not a Dagster run's threads), two CPUs or more, a manifest large enough, no followed links
 (their loop check needs every ancestor in one process).
 """
 
@@ -35,6 +35,9 @@ from replicator.state.scratch import Scratch, settle_merge
 
 log = logging.getLogger("replicator")
 MIN_ROWS = 20_000  # below this a fork costs more than it saves
+# threads a fork may leave behind: the CLI's progress line (it only waits and writes to the
+# terminal, which the child never does); any other thread (a Dagster run's) keeps one process
+FORK_SAFE_THREADS = frozenset({"progress"})
 
 
 class ChildListingError(ReplicatorError):
@@ -72,14 +75,15 @@ def _common_dir(a: str, b: str) -> str:
 
 def usable(fs: FileSystem, *, copy_links: bool, state: str | None) -> bool:
     """Whether this process may fork a lister: a local source (where listing is CPU work),
-    no followed links, a state store a second process can read, two CPUs, no other thread."""
+    no followed links, a state store a second process can read, two CPUs, no other thread
+    but the CLI's progress line."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return (cpus >= 2 and not copy_links and state is not None and fs.capabilities.host_paths
-            and hasattr(os, "fork")
-            and threading.active_count() == 1)
+            and hasattr(os, "fork") and all(
+                t is threading.main_thread() or t.name in FORK_SAFE_THREADS for t in threading.enumerate()))
 
 
 def _side_one(conn: Any, state: str, pair_id: int, fs: FileSystem, root: str, flt: Filter,

@@ -188,3 +188,30 @@ def test_a_copy_run_uses_two_processes_and_copies_what_changed(synced, monkeypat
     assert (dst / "c" / "y" / "z" / "f1").stat().st_mtime_ns == 10**18
     again = api.copy(str(src), str(dst), CopyOptions(state_path=state))
     assert again.ok and again.files_copied == 0 and again.files_skipped == 29 and len(calls) == 2
+
+
+def test_only_the_progress_line_may_run_beside_a_fork(tmp_path) -> None:
+    """The CLI's progress thread does not stop the two-process listing; any other thread
+    (a Dagster run's) does."""
+    from replicator.progress import ConsoleProgress
+
+    fs = LocalFileSystem()
+    state = str(tmp_path / "s.db")
+    if threading.active_count() != 1:
+        pytest.skip("this test process runs other threads")
+    assert settle.usable(fs, copy_links=False, state=state) == (len(os.sched_getaffinity(0)) >= 2)
+    assert not settle.usable(fs, copy_links=True, state=state)
+    assert not settle.usable(fs, copy_links=False, state=None)
+    progress = ConsoleProgress(interval=60)
+    try:
+        assert settle.usable(fs, copy_links=False, state=state) == (len(os.sched_getaffinity(0)) >= 2)
+    finally:
+        progress.on_finish()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, name="dagster-something")
+    other.start()
+    try:
+        assert not settle.usable(fs, copy_links=False, state=state)
+    finally:
+        stop.set()
+        other.join()
