@@ -19,6 +19,15 @@ local disks any file created, removed or renamed in it moves it; or files were h
 does not show (a file rewritten in place, a change in a subdirectory, object stores) is found
 by the rotation, within one full cycle. The next tick goes on where this one stopped.
 
+Known changes (new, due, hinted) get at least half the budget after the listing and the
+compare, so a slow listing on a loaded machine does not push a change it showed to later ticks.
+
+Kept between ticks while the code server runs (a restart only costs one full tick): the local
+listings (:class:`replicator.fingerprint.ListingCache`: an unchanged directory is not read
+again, only its partition directories stat'ed) and the state rows the last tick left
+(:class:`~platform_assets.replication.sensor_state.StateMirror`, used only from that tick's
+cursor and while no other process wrote the rows since).
+
 Pacing: a tick requests at most ``max_runs_per_tick`` runs, and none while
 ``max_queued_runs`` copy runs wait in the queue; partitions past the cap are not recorded, so
 the next ticks request them. A first deployment's 20,000 partitions become a paced stream of

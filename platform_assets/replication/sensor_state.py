@@ -199,22 +199,16 @@ class TickRows:
         the scopes it read whole as of this tick."""
         rows = [(scope, *row) for scope, writes in self._writes.items() for row in writes.values()]
         token = uuid.uuid4().hex[:12]
-        written = sorted({r[0] for r in rows})
-        marks = [(MARKS, scope, self.lineage, self.seq + 1, token, None) for scope in written]
+        written = {r[0] for r in rows}
+        marks = [(MARKS, scope, self.lineage, self.seq + 1, token, None) for scope in sorted(written)]
         self.store.sensor_write_many([*rows, *marks])
         if self.mirror is not None:
             scopes: dict[str, tuple[dict[str, str], str | None]] = {}
-            for scope, committed in self._loaded.items():
+            for scope in self._loaded:
                 if scope in self._partial:
                     continue  # only some keys read: the next tick reads it
-                now = {k: v for k, v in committed.items() if v is not None}
-                for key, (_, _, seq, value, _) in self._writes[scope].items():
-                    if seq == self.seq + 1:
-                        if value is None:
-                            now.pop(key, None)
-                        else:
-                            now[key] = value
-                scopes[scope] = (now, token if scope in set(written) else self._marks.get(scope))
+                scopes[scope] = (self.current(scope),
+                                 token if scope in written else self._marks.get(scope))
             self.mirror.keep(self.lineage, self.seq + 1, scopes)
         return len(rows)
 
