@@ -207,8 +207,11 @@ class TickRows:
             for scope in self._loaded:
                 if scope in self._partial:
                     continue  # only some keys read: the next tick reads it
-                scopes[scope] = (self.current(scope),
-                                 token if scope in written else self._marks.get(scope))
+                loaded = self._loaded[scope]
+                # unchanged (the usual scope of a steady tick): kept as it is, not copied
+                now = (loaded if not self._writes[scope] and None not in loaded.values()
+                       else self.current(scope))
+                scopes[scope] = (now, token if scope in written else self._marks.get(scope))  # type: ignore[assignment]
             self.mirror.keep(self.lineage, self.seq + 1, scopes)
         return len(rows)
 

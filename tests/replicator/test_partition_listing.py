@@ -152,3 +152,19 @@ def test_sweep_forgets_directories_not_listed_since_the_last_sweep(tmp_path: Pat
     hits = cache.hits
     list_partitions(str(a), ("dt=*",), cache)
     assert cache.hits == hits + 1
+
+
+def test_a_root_replaced_by_another_directory_is_read_again_even_with_the_same_mtime(tmp_path: Path) -> None:
+    """A dataset root swapped for a new directory (``mv table table.old; mv new table``) is
+    another inode: its kept listing is not used, whatever its mtime says."""
+    t = tree(tmp_path)
+    cache = ListingCache()
+    assert list_partitions(str(t), ("dt=*",), cache)[0] == ["dt=1", "dt=2", "dt=3"]
+    new = tmp_path / "new"
+    for p in ("dt=1", "dt=2", "dt=3", "dt=8"):  # the old names, and one more
+        (new / p).mkdir(parents=True)
+        age(new / p)
+    t.rename(tmp_path / "table.old")
+    new.rename(t)
+    age(t)  # the same mtime as the old root's
+    assert list_partitions(str(t), ("dt=*",), cache) == (["dt=1", "dt=2", "dt=3", "dt=8"], [OLD_NS] * 4)
