@@ -181,8 +181,9 @@ def test_each_kind_of_change_is_found_by_the_diff_alone(tmp_path, hdfs_cluster, 
 
 
 def test_a_held_back_file_is_looked_at_again_until_it_counts(tmp_path, hdfs_cluster, looked_at):
-    src = Source(tmp_path, hdfs_cluster, extra="    min_age_s: 60\n")
-    src.put("dt=1/old", b"o")
+    # young: written now with min_age_s 3600, so still young however slow the machine
+    src = Source(tmp_path, hdfs_cluster, extra="    min_age_s: 3600\n")
+    src.put("dt=1/old", b"o", age_s=7200)
     first = tick(src, ChangeState())
     src.put("dt=1/young", b"y", age_s=0)
     src.put("dt=2/young", b"y", age_s=0)  # only a young file: nothing to copy yet
@@ -191,10 +192,10 @@ def test_a_held_back_file_is_looked_at_again_until_it_counts(tmp_path, hdfs_clus
     looked_at.clear()
     third = tick(src, second.state)  # no diff entry: both are looked at again all the same
     assert requested(third) == [] and sorted(looked_at) == ["dt=1", "dt=2"]
-    aged = tick(src, third.state, wall_clock=lambda: time.time() + 120)
+    aged = tick(src, third.state, wall_clock=lambda: time.time() + 4000)
     assert requested(aged) == ["dt=1", "dt=2"]
     looked_at.clear()
-    assert tick(src, aged.state, wall_clock=lambda: time.time() + 180).run_requests == []
+    assert tick(src, aged.state, wall_clock=lambda: time.time() + 4100).run_requests == []
     assert looked_at == []  # no longer held: no longer looked at
 
 
