@@ -71,7 +71,10 @@ def test_gcs_outage_mid_copy_then_rerun(request, tmp_path, run_cli, remotes_file
     again = run_cli("copy", str(src), "lake:/", "--json")
     assert again.returncode == 0, again.stderr
     assert again.report["files_failed"] == 0
-    assert again.report["files_copied"] == len(files) - len(present)
+    # every file the first run did not finish is copied; none it reported copied is copied
+    # again. An object that landed while the client saw the outage (the answer was lost) may
+    # go either way: the first run does not know it, so the rerun may write it once more
+    assert len(files) - len(present) <= again.report["files_copied"] <= len(files) - report["files_copied"]
     v = run_cli("verify", str(src), "lake:/", "--json")
     assert v.returncode == 0, v.stdout + v.stderr
 
