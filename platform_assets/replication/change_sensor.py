@@ -547,7 +547,6 @@ def evaluate_changes(
         capped = False
         chunk = max(workers * 8, 64)
         now = time.time()
-        chunk_s = 0.0  # how long the last chunk took: stop before one would overrun the budget
         t_fp = timings["compare_s"] = clock()
         timings["compare_s"] -= t_list + timings["listing_wait_s"]
         # known changes (new, due, hinted partitions) get at least half the budget after the
@@ -556,11 +555,19 @@ def evaluate_changes(
         # gets what is left of the budget.
         known_changes = len(first_items) + len(hinted_items)
         known_limit_s = max(budget_s, min(clock() - start + budget_s / 2, _KNOWN_CHANGES_S))
+        item_s = 0.0  # seconds per fingerprint in the last chunk
         while not capped:
             limit = known_limit_s if scanned < known_changes else budget_s
-            if scanned and clock() - start + chunk_s > limit:
-                break
-            batch = list(itertools.islice(order, chunk))
+            size = chunk
+            if scanned:
+                # chunks shrink as the limit nears (each at most half the time left), so one
+                # slow chunk on a loaded machine overruns it by a fraction of what was left,
+                # not by a whole chunk
+                left = limit - (clock() - start)
+                size = max(1, min(chunk, int(left / item_s / 2))) if item_s > 0 else chunk
+                if item_s * size > left:
+                    break
+            batch = list(itertools.islice(order, size))
             if not batch:
                 break
             chunk_start = clock()
@@ -568,6 +575,7 @@ def evaluate_changes(
                 pool.map(lambda item: rs[item[0]].fingerprint(item[1], now=now), batch)
             )
             chunk_s = clock() - chunk_start
+            item_s = chunk_s / len(batch)
             for (d, p), fp in zip(batch, results, strict=True):
                 previous = fingerprints[d].get(p)
                 retry = (d, p) in due
