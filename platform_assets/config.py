@@ -43,6 +43,17 @@ _OWNER_RE = re.compile(r"^(?:[^@\s]+@[^@\s]+\.[^@\s]+|team:[A-Za-z0-9_-]+)$")
 UNPARTITIONED_KEY = "all"
 
 
+def join_place(root: str, rest: str) -> str:
+    """``root/rest``, ``rest`` being names (a path, a partition). Below a URI root, their
+    ``%``, ``?`` and ``#`` are percent-encoded, which the engine decodes back: raw, ``?`` and
+    ``#`` would start the URI's query or fragment."""
+    if not rest:
+        return root
+    if _SCHEME_RE.match(root):
+        rest = rest.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return root + rest if root.endswith("/") else f"{root}/{rest}"
+
+
 class SpecError(ValueError):
     """A replication spec that cannot be used; the message says where and what was expected."""
 
@@ -913,13 +924,7 @@ class ReplicationSpec(_Model):
             parts.append(endpoint.path)
         if partition and partition != UNPARTITIONED_KEY:
             parts.append(partition)
-        root = parts[0].rstrip("/") or "/"
-        rest = "/".join(parts[1:])
-        if not rest:
-            return root
-        if _SCHEME_RE.match(root):  # names below a URI: '%', '?' and '#' percent-encoded
-            rest = rest.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
-        return root + rest if root.endswith("/") else f"{root}/{rest}"
+        return join_place(parts[0].rstrip("/") or "/", "/".join(parts[1:]))
 
     def target(self, dataset: str, cluster: str) -> Target:
         for t in self.datasets[dataset].targets:

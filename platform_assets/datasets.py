@@ -25,6 +25,7 @@ from platform_assets.config import (
     ReplicationSpec,
     SparkExecutorSpec,
     Target,
+    join_place,
 )
 from platform_assets.hive.names import import_key
 from platform_assets.replication.names import (
@@ -63,7 +64,7 @@ def join_partition(root: str, partition: str | None) -> str:
     """``root`` or the directory of ``partition`` below it (``all``: the root itself)."""
     if not partition or partition == UNPARTITIONED_KEY:
         return root
-    return root + partition if root.endswith("/") else f"{root}/{partition}"
+    return join_place(root, partition)
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,9 @@ def test_hash_and_query_marks_in_places_are_names_not_uri_parts(tmp_path) -> Non
     assert resolve(uri)[1] == "bkt/x?y/v#2 100%"
     local = spec.endpoint_uri(spec.datasets["d"].source, "v#2")
     assert local == f"{tmp_path}/a/in#1/v#2" and resolve(local)[1] == local
+    # the partitions the sensors list and copy go the same way (join_partition)
+    from platform_assets.datasets import resolve as resolve_spec
+
+    view = resolve_spec(spec)["d"]
+    assert view.targets[0].uri("v#2") == "gs://bkt/x%3Fy/v%232"
+    assert view.source_uri("v#2") == f"{tmp_path}/a/in#1/v#2"
