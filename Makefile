@@ -3,11 +3,12 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | sha1sum | cut -c1-12)
+NATIVE := setup.py $(wildcard native/*.c)
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml $(NATIVE) | sha1sum | cut -c1-12)
 
 .PHONY: venv sysdeps jars test lint demo demo-hadoop bench ui clean
 
-$(STAMP): pyproject.toml uv.lock scripts/bootstrap.sh
+$(STAMP): pyproject.toml uv.lock scripts/bootstrap.sh $(NATIVE)
 	@scripts/bootstrap.sh
 	@rm -f $(VENV)/.synced-*
 	@touch $@

@@ -1,0 +1,375 @@
+/* replicator._fastcopy: the small-file local copy loop and CRC32C, in C.
+ *
+ * copy_small() does for a whole bin of small local files what
+ * replicator.transfer.stage_small_local did per file in Python, with the interpreter lock
+ * released for the whole loop: open the source, fstat, create the staged name afresh, one
+ * read of one byte more than the size, one write, fstat of both, times / mode on the
+ * descriptor, close, rename into place when asked, CRC32C of the bytes in hand.
+ *
+ * It never reports an error of its own: any failure or anything unusual (a short read, a
+ * source that changed, a stale staged name, not a regular file, too big) cleans up the
+ * staged name and marks the item failed (None); the Python side hands that file to the
+ * general path, which owns every error's class, side and retry.
+ *
+ * crc32c(crc, buffer) extends a CRC32C like google_crc32c.extend (SSE4.2 crc32 instruction
+ * when the CPU has it, checked at import; a slicing-by-8 table otherwise).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <nmmintrin.h>
+#define HAVE_X86_CRC 1
+#endif
+
+/* ---- CRC32C (Castagnoli, reflected polynomial 0x82F63B78) ---- */
+
+static uint32_t crc_table[8][256];
+static int use_hw;
+
+static void crc_init(void)
+{
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; n++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][n] = (crc_table[t - 1][n] >> 8) ^ crc_table[0][crc_table[t - 1][n] & 0xff];
+#ifdef HAVE_X86_CRC
+    __builtin_cpu_init();
+    use_hw = __builtin_cpu_supports("sse4.2") != 0;
+#endif
+}
+
+static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n)
+{
+    while (n && ((uintptr_t)p & 7)) {
+        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+        n--;
+    }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= c; /* little-endian */
+        c = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
+            crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
+            crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
+            crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][(w >> 56) & 0xff];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return c;
+}
+
+#ifdef HAVE_X86_CRC
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
+                                                         size_t n)
+{
+    while (n && ((uintptr_t)p & 7)) {
+        c = _mm_crc32_u8(c, *p++);
+        n--;
+    }
+#if defined(__x86_64__)
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c64 = _mm_crc32_u64(c64, w);
+        p += 8;
+        n -= 8;
+    }
+    c = (uint32_t)c64;
+#endif
+    while (n--)
+        c = _mm_crc32_u8(c, *p++);
+    return c;
+}
+#endif
+
+/* like google_crc32c.extend: crc is a finished CRC32C (0 for none yet) */
+static uint32_t crc32c_extend(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint32_t c = ~crc;
+#ifdef HAVE_X86_CRC
+    if (use_hw)
+        return ~crc_hw(c, p, n);
+#endif
+    return ~crc_sw(c, p, n);
+}
+
+static PyObject *py_crc32c(PyObject *self, PyObject *args)
+{
+    unsigned long crc;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "ky*:crc32c", &crc, &view))
+        return NULL;
+    if (crc > 0xffffffffUL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "crc must fit in 32 bits");
+        return NULL;
+    }
+    uint32_t out;
+    if (view.len >= 4096) {
+        Py_BEGIN_ALLOW_THREADS
+        out = crc32c_extend((uint32_t)crc, view.buf, (size_t)view.len);
+        Py_END_ALLOW_THREADS
+    } else {
+        out = crc32c_extend((uint32_t)crc, view.buf, (size_t)view.len);
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(out);
+}
+
+/* the table path alone, whatever the CPU (for tests of the fallback) */
+static PyObject *py_crc32c_table(PyObject *self, PyObject *args)
+{
+    unsigned long crc;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "ky*:crc32c_table", &crc, &view))
+        return NULL;
+    uint32_t out = ~crc_sw(~(uint32_t)crc, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(out);
+}
+
+/* ---- the small-file copy loop ---- */
+
+struct item {
+    PyObject *src, *staged, *final; /* bytes (file system encoding); final may be NULL */
+    int ok;
+    int64_t size, mtime_ns;
+    uint32_t crc;
+};
+
+static ssize_t read_retry(int fd, void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = read(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static ssize_t write_retry(int fd, const void *buf, size_t n)
+{
+    ssize_t r;
+    do
+        r = write(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* one file; 1 when copied (and renamed, if asked), 0 when the general path must redo it
+ * (then nothing of ours is left at the staged name) */
+static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, int64_t max_size,
+                    unsigned char *buf)
+{
+    const char *src = PyBytes_AS_STRING(it->src);
+    const char *staged = PyBytes_AS_STRING(it->staged);
+    int infd = -1, outfd = -1, fl;
+    struct stat st, after, out;
+    int64_t size, mtime_ns;
+
+    infd = open(src, rflags);
+    if (infd < 0)
+        goto fail;
+    if (fstat(infd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max_size)
+        goto fail;
+    size = st.st_size;
+    mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    fl = fcntl(infd, F_GETFL);
+    if (fl < 0 || fcntl(infd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+        goto fail;
+    outfd = open(staged, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (outfd < 0)
+        goto fail;
+    if (read_retry(infd, buf, (size_t)size + 1) != size)
+        goto fail; /* short or long: the file changed, or an unusual file system */
+    if (size && write_retry(outfd, buf, (size_t)size) != size)
+        goto fail;
+    if (fstat(infd, &after) != 0 || after.st_size != size ||
+        after.st_mtim.tv_sec != st.st_mtim.tv_sec || after.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
+        goto fail;
+    if (fstat(outfd, &out) != 0 || out.st_size != size)
+        goto fail;
+    if (set_mtime) {
+        struct timespec times[2] = {st.st_mtim, st.st_mtim};
+        if (futimens(outfd, times) != 0)
+            goto fail;
+    }
+    if (set_mode && fchmod(outfd, st.st_mode & 07777) != 0)
+        goto fail;
+    if (close(outfd) != 0) {
+        outfd = -1;
+        goto fail;
+    }
+    outfd = -1;
+    if (it->final != NULL && rename(staged, PyBytes_AS_STRING(it->final)) != 0)
+        goto fail;
+    close(infd);
+    it->size = size;
+    it->mtime_ns = mtime_ns;
+    it->crc = crc32c_extend(0, buf, (size_t)size);
+    return 1;
+fail:
+    if (outfd >= 0)
+        close(outfd);
+    unlink(staged); /* as the Python path did: no staged file of ours stays */
+    if (infd >= 0)
+        close(infd);
+    return 0;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void free_items(struct item *items, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(items[i].src);
+        Py_XDECREF(items[i].staged);
+        Py_XDECREF(items[i].final);
+    }
+    PyMem_Free(items);
+}
+
+static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"items", "follow_links", "set_mtime", "set_mode", "max_size",
+                             "deadline", NULL};
+    PyObject *seq_in, *deadline_obj = Py_None;
+    int follow, set_mtime, set_mode;
+    long long max_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpppL|O:copy_small", kwlist, &seq_in,
+                                     &follow, &set_mtime, &set_mode, &max_size, &deadline_obj))
+        return NULL;
+    if (max_size < 0 || max_size > (1LL << 30)) {
+        PyErr_SetString(PyExc_ValueError, "max_size must be between 0 and 1 GiB");
+        return NULL;
+    }
+    int64_t deadline_ns = 0;
+    if (deadline_obj != Py_None) {
+        double d = PyFloat_AsDouble(deadline_obj);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+        deadline_ns = (int64_t)(d * 1e9);
+        if (deadline_ns <= 0)
+            deadline_ns = 1;
+    }
+    PyObject *seq = PySequence_Fast(seq_in, "items must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    struct item *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(struct item));
+    if (items == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *s, *d, *f;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) {
+            PyErr_SetString(PyExc_TypeError, "each item must be (source, staged, final or None)");
+            goto error;
+        }
+        s = PyTuple_GET_ITEM(t, 0);
+        d = PyTuple_GET_ITEM(t, 1);
+        f = PyTuple_GET_ITEM(t, 2);
+        if (!PyUnicode_FSConverter(s, &items[i].src) || !PyUnicode_FSConverter(d, &items[i].staged))
+            goto error;
+        if (f != Py_None && !PyUnicode_FSConverter(f, &items[i].final))
+            goto error;
+    }
+    Py_DECREF(seq);
+    seq = NULL;
+
+    unsigned char *buf = malloc((size_t)max_size + 1);
+    if (buf == NULL) {
+        free_items(items, n);
+        return PyErr_NoMemory();
+    }
+    int rflags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (follow ? 0 : O_NOFOLLOW);
+    Py_ssize_t done = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; done < n; done++) {
+        if (deadline_ns && now_ns() >= deadline_ns)
+            break;
+        items[done].ok = copy_one(&items[done], rflags, set_mtime, set_mode, max_size, buf);
+    }
+    Py_END_ALLOW_THREADS
+    free(buf);
+
+    PyObject *result = PyList_New(done);
+    if (result == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < done; i++) {
+        PyObject *r;
+        if (items[i].ok) {
+            r = Py_BuildValue("(LLk)", (long long)items[i].size, (long long)items[i].mtime_ns,
+                              (unsigned long)items[i].crc);
+            if (r == NULL) {
+                Py_DECREF(result);
+                goto error;
+            }
+        } else {
+            r = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(result, i, r);
+    }
+    free_items(items, n);
+    return result;
+error:
+    Py_XDECREF(seq);
+    free_items(items, n);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"crc32c", py_crc32c, METH_VARARGS,
+     "crc32c(crc, buffer) -> int: CRC32C of buffer extending crc (as google_crc32c.extend)."},
+    {"crc32c_table", py_crc32c_table, METH_VARARGS,
+     "crc32c_table(crc, buffer) -> int: as crc32c, by the table alone (tests the fallback)."},
+    {"copy_small", (PyCFunction)(void (*)(void))py_copy_small, METH_VARARGS | METH_KEYWORDS,
+     "copy_small(items, follow_links, set_mtime, set_mode, max_size, deadline=None) -> list\n\n"
+     "items: (source, staged, final or None) paths. Copies each source to its staged name\n"
+     "(and renames it to final when given), the interpreter lock released throughout;\n"
+     "stops before an item once time.time() >= deadline. One entry per item attempted:\n"
+     "(size, mtime_ns, crc32c) when copied, None when the general path must redo it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastcopy",
+    "The small-file local copy loop and CRC32C in C (see native/fastcopy.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fastcopy(void)
+{
+    crc_init();
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "hardware_crc", use_hw) != 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
