@@ -586,6 +586,8 @@ class _Run:
         scratch.new_work()
         counts = {"copy_files": 0, "copy_bytes": 0, "update_files": 0, "delete": 0, "skip": 0,
                   "held_unrecorded": 0}
+        if dst_listed and scratch.only_source():
+            return self._decide_all_new(scratch, counts)
         rows: list[tuple] = []
         listed = self.report.actions
         settled: list[int] = []  # unchanged files the manifest settles, counted in bulk
@@ -632,6 +634,22 @@ class _Run:
             stale = [p for p, kind in scratch.stale_manifest_entries() if self._listable(p, kind)]
             for i in range(0, len(stale), 10_000):
                 store.commit(pair_id, forget=stale[i:i + 10_000])
+        return counts
+
+    def _decide_all_new(self, scratch: Scratch, counts: dict[str, int]) -> dict[str, int]:
+        """A first copy into an empty destination (no manifest row, nothing listed there):
+        every source path not held is a COPY, decided in one statement instead of a join
+        row by row (the same work rows, counts and report; no checksum can be asked, as
+        nothing at the destination has the size to compare)."""
+        files, size, held, _ = scratch.add_all_as_copies(self.dst_dirs)
+        counts.update(copy_files=files, copy_bytes=size, skip=held, held_unrecorded=held)
+        self.report.files_skipped = counts["skip"] + self._settled
+        counts["skip"] = self.report.files_skipped
+        self.report.held_unrecorded = held
+        if self.opts.dry_run:
+            self.report.actions.extend(
+                {"action": action, "path": path, "kind": kind, "size": size}
+                for action, path, kind, size in scratch.work_rows(MAX_ACTIONS_LISTED))
         return counts
 
     def _listable(self, rel: str, kind: str) -> bool:

@@ -247,6 +247,35 @@ class Scratch:
             db.executemany("INSERT INTO work (action, path, kind, size, mtime_ns, mode, checksum,"
                            " dst_version, dst_kind) VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
+    def only_source(self) -> bool:
+        """Neither a manifest row nor a destination entry: every source path is new (a first
+        copy into an empty destination), so its decision needs no join (see
+        :meth:`add_all_as_copies`)."""
+        return (self.db.execute("SELECT 1 FROM manifest LIMIT 1").fetchone() is None
+                and self.db.execute("SELECT 1 FROM dst LIMIT 1").fetchone() is None)
+
+    def add_all_as_copies(self, dirs: bool) -> tuple[int, int, int, int]:
+        """The decision of :func:`replicator.diff.decide` for every source row when
+        :meth:`only_source` holds, in one statement: a path not held is a COPY (a directory
+        only where the destination has ``dirs``), a held one a SKIP; work rows in path order,
+        as the row-by-row decision adds them. Returns ``(files to copy, their bytes, held
+        files, work rows added)``."""
+        kinds = "" if dirs else "AND kind != 'd' "
+        with self._batch() as db:
+            added = db.execute(
+                "INSERT INTO work (action, path, kind, size, mtime_ns, mode, checksum, dst_version,"
+                " dst_kind) SELECT 'copy', path, kind, size, mtime_ns, mode, checksum, NULL, NULL"
+                f" FROM src WHERE held = 0 {kinds}ORDER BY path").rowcount
+        files, size, held = self.db.execute(
+            "SELECT coalesce(sum(held = 0), 0), coalesce(sum(CASE WHEN held = 0 THEN size END), 0),"
+            " coalesce(sum(held != 0), 0) FROM src WHERE kind = 'f'").fetchone()
+        return int(files), int(size), int(held), int(added)
+
+    def work_rows(self, limit: int) -> list[tuple[str, str, str, int]]:
+        """The first ``limit`` work rows ``(action, path, kind, size)`` in plan order."""
+        return self.db.execute("SELECT action, path, kind, size FROM work ORDER BY seq LIMIT ?",
+                               (limit,)).fetchall()
+
     def work_dirs(self) -> list[tuple[str, int]]:
         """Directories to create, parents first: ``(path, mtime_ns)``."""
         return self.db.execute("SELECT path, mtime_ns FROM work WHERE kind='d' AND action IN ('copy','update') "
