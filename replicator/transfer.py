@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from replicator import checksum as crc
+from replicator import native
 from replicator.errors import (
     DeadlineExceeded,
     PreconditionFailed,
@@ -568,6 +569,10 @@ def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]
         return
     set_mtime = "times" in ctx.preserve and caps.can_set_mtime
     set_mode = "perms" in ctx.preserve and caps.can_set_mode
+    fast = native.fastcopy()
+    if fast is not None:
+        yield from _stage_small_native(fast, tasks, ctx, set_mtime, set_mode)
+        return
     rflags = _SMALL_READ if ctx.copy_links else _SMALL_READ | os.O_NOFOLLOW
     on_bytes = ctx.progress.on_bytes
     extend = crc.extend
@@ -620,6 +625,44 @@ def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]
         on_bytes(size)
         yield Outcome(task.seq, task.rel, True, size, st.st_mtime_ns, crc.format_crc32c(value), value,
                       None if task.self_publish else tmp, bytes_moved=size)
+
+
+def _stage_small_native(fast: Any, tasks: list[Task], ctx: StageContext, set_mtime: bool,
+                        set_mode: bool) -> Iterator[Outcome]:
+    """:func:`stage_small_local`'s loop in C (native/fastcopy.c ``copy_small``: the same
+    system calls, the interpreter lock released for the whole bin). A file it could not copy
+    in the plain case (it left nothing at the staged name) goes to :func:`stage`, after the
+    bin, unless the run's deadline passed meanwhile (then it is not done, as the rest of a
+    bin the deadline stops)."""
+    paths = ctx.paths
+    items: list[tuple[str, str, str | None]] = []
+    todo: list[Task] = []
+    refused: list[Task] = []
+    for task in tasks:
+        try:
+            src, final, tmp = paths(task)
+            staged = native_path(tmp)  # type: ignore[arg-type]
+            items.append((native_path(src), staged,
+                          native_path(final) if task.self_publish else None))
+            todo.append(task)
+        except Exception:  # a refused name: the general path reports it
+            refused.append(task)
+    results = fast.copy_small(items, ctx.copy_links, set_mtime, set_mode, SMALL_FILE,
+                              ctx.deadline) if items else []
+    on_bytes = ctx.progress.on_bytes
+    fmt = crc.format_crc32c
+    for task, got in zip(todo, results, strict=False):  # fewer results: stopped at the deadline
+        if got is None:
+            refused.append(task)
+            continue
+        size, mtime_ns, value = got
+        on_bytes(size)
+        yield Outcome(task.seq, task.rel, True, size, mtime_ns, fmt(value), value,
+                      None if task.self_publish else task.paths[2], bytes_moved=size)  # type: ignore[index]
+    for task in refused:
+        if ctx.past_deadline():
+            return
+        yield stage(task, ctx)
 
 
 def _read_back(fd: int, n: int) -> bytes:

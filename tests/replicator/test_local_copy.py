@@ -83,6 +83,7 @@ class _AppendAfterRead:
 def test_a_source_appended_to_between_read_and_check_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stager) -> None:
     task = _source(tmp_path, 5000)
+    monkeypatch.setenv("REPLICATOR_NATIVE", "0")  # the Python loop's reads (native: test_native_copy)
     monkeypatch.setattr(transfer, "os", _AppendAfterRead(tmp_path / "src" / "f.bin"))
     out = stager(task, _ctx(tmp_path, retries=0))
     assert not out.ok and "changed during copy" in (out.error or ""), out.error
