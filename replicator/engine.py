@@ -36,7 +36,7 @@ from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
 from replicator.filesystems.local import has_byte_names, native_path, shown, text_path
 from replicator.filesystems.registry import resolve
-from replicator.listing import ListingStats, walk
+from replicator.listing import ListingStats, listing_workers, walk
 from replicator.options import CopyOptions, parse_max_delete
 from replicator.plan import make_bins, split_ranges
 from replicator.progress import NO_PROGRESS, Progress
@@ -406,7 +406,8 @@ class _Run:
                       or self._replica_lost(store, pair_id))
         self._dst_listed = dst_listed
         listing = dict(min_age_s=opts.min_age_s, max_age_s=opts.max_age_s,
-                       copy_links=opts.copy_links, workers=opts.listing_workers,
+                       copy_links=opts.copy_links,
+                       workers=listing_workers(self.src_fs, opts.listing_workers),
                        on_error=self._listing_error, stats=stats, exclude_root_names=self.own_names)
         # 1+2. list the source against the manifest. The common re-sync (the manifest stands
         # for the destination, no checksums, a plain listing) merges the two in one ordered
@@ -522,10 +523,11 @@ class _Run:
             return iter(())
         if self.listed is not None:  # only the listed paths are ours to compare or delete
             return walk_listed(self.dst_fs, self.dst_root, self.filter, listed=self.listed, missing_ok=True,
-                               workers=self.opts.listing_workers, stats=stats,
-                               exclude_root_names=self.own_names, on_error=self._listing_error,
-                               links=True)
-        return walk(self.dst_fs, self.dst_root, self.filter, workers=self.opts.listing_workers,
+                               workers=listing_workers(self.dst_fs, self.opts.listing_workers),
+                               stats=stats, exclude_root_names=self.own_names,
+                               on_error=self._listing_error, links=True)
+        return walk(self.dst_fs, self.dst_root, self.filter,
+                    workers=listing_workers(self.dst_fs, self.opts.listing_workers),
                     stats=stats, exclude_root_names=self.own_names, on_error=self._listing_error,
                     links=True, rows=True)
 
