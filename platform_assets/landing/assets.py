@@ -38,12 +38,12 @@ from platform_assets.landing.batches import (
     LandingError,
     LandingPaths,
     batch_id,
-    load_pending,
     load_record,
     notify_step,
     require_record,
-    save_pending,
     save_record,
+    take_files,
+    update_pending,
 )
 from platform_assets.landing.checks import CHECK_DESCRIPTIONS, CHECKS, check_results
 from platform_assets.landing.names import TAG_LANDING
@@ -77,6 +77,13 @@ def _paths(view: LandingView) -> Iterator[LandingPaths]:
         paths.close()
 
 
+def _in_flight(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run that claimed a pending file may still convert it (not finished, and
+    known to this instance)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and not run.is_finished
+
+
 def _validate(paths: LandingPaths, rel: str, view: LandingView) -> FileResult:
     with paths.raw_store.local_file(rel) as local:
         return validate_file(local, view.rules, name=rel)
@@ -100,6 +107,7 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
     )
     def _ingested(context: dg.AssetExecutionContext, replicator: ReplicatorResource,
                   notifier: NotifierResource) -> dg.MaterializeResult:
+        state = replicator.state_path
         with _paths(view) as paths:
             batch = batch_id(context)
             previous = load_record(paths, batch)
@@ -118,11 +126,13 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
                 # takes them
                 report = copy_or_fail(
                     replicator, paths.source, paths.raw, options, progress=collector,
-                    on_failure=lambda _: save_pending(paths, [*load_pending(paths), *collector.ok]),
+                    on_failure=lambda _: update_pending(paths, state, add=collector.ok),
                 )
                 copied = sorted(collector.ok)
-                carried = [f for f in load_pending(paths)
-                           if f not in copied and paths.raw_store.is_file(f)]
+                # each pending file goes into one batch: not into one a concurrent run (a
+                # trigger's, the sensor's) has taken it into
+                carried = take_files(paths, state, context.run.run_id, copied,
+                                     lambda run_id: _in_flight(context.instance, run_id))
                 if carried:
                     context.log.info(f"batch {batch}: takes along {len(carried)} valid files of an "
                                      f"earlier batch not converted yet: {', '.join(carried[:10])}")
@@ -141,8 +151,7 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
             record["validation"] = [_file_entry(r) for r in results]
             save_record(paths, record)
             bad = [r for r in results if not r.ok]
-            save_pending(paths, [*(f for f in load_pending(paths) if f not in files),
-                                 *(r.file for r in results if r.ok)])
+            update_pending(paths, state, remove=files, add=[r.file for r in results if r.ok])
             rule_counts: dict[str, int] = {}
             for r in results:
                 for rule, c in r.rule_counts.items():
@@ -193,7 +202,7 @@ def build_parquet(view: LandingView) -> dg.AssetsDefinition:
         kinds={"parquet"},
         tags={"replication/role": "landing"},
     )
-    def _parquet(context: dg.AssetExecutionContext,
+    def _parquet(context: dg.AssetExecutionContext, replicator: ReplicatorResource,
                  notifier: NotifierResource) -> dg.MaterializeResult:
         with _paths(view) as paths:
             batch = batch_id(context)
@@ -215,7 +224,9 @@ def build_parquet(view: LandingView) -> dg.AssetsDefinition:
             save_record(paths, record)
             # a file that failed is rejected like an invalid one: it comes back when the user
             # drops a new version, and does not fail every later batch it would be carried into
-            save_pending(paths, [f for f in load_pending(paths) if f not in written and f not in failed])
+            update_pending(paths, replicator.state_path, remove=[*written, *failed],
+                           release=[*written, *failed],
+                           owners=[str(record.get("run_id")), context.run.run_id])
             n_files = sum(len(v) for v in written.values())
             partitions = sorted({posixpath.dirname(f) for v in written.values() for f in v} - {""})
             if written:

@@ -5,8 +5,10 @@ to the next batch, and step notifications."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,14 +17,17 @@ import dagster as dg
 
 from platform_assets.landing.names import TAG_BATCH
 from platform_assets.landing.store import Store, StoreError
+from replicator.errors import ReplicatorError
 from replicator.progress import Progress
 from replicator.secrets import redact
+from replicator.state import open_store
 from resources.notify import NotifierResource
 
 if TYPE_CHECKING:
     from platform_assets.landing.view import LandingView
 
 META = "_landing"
+PENDING_LOCK_WAIT_S = 120.0  # the pending/claims updates of other runs are short (a few reads)
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -45,6 +50,7 @@ class LandingPaths:
 
     history = f"{META}/history.jsonl"
     pending = f"{META}/pending.json"
+    claims = f"{META}/claims.json"
 
     @cached_property
     def raw_store(self) -> Store:
@@ -107,6 +113,80 @@ def load_pending(paths: LandingPaths) -> list[str]:
 
 def save_pending(paths: LandingPaths, files: list[str]) -> None:
     paths.out_store.write_bytes(paths.pending, json.dumps(sorted(set(files))).encode("utf-8"))
+
+
+@contextlib.contextmanager
+def pending_lock(paths: LandingPaths, state_path: str) -> Iterator[None]:
+    """Hold the dataset's pending/claims lock (in the engine's state store: a lock file beside
+    SQLite, an advisory lock on PostgreSQL) while reading and rewriting ``pending.json`` and
+    ``claims.json``, so that two landing runs of one dataset (a trigger run and a sensor run)
+    never interleave their read-modify-writes of them."""
+    try:
+        store = open_store(state_path)
+    except ReplicatorError as exc:
+        raise LandingError(f"landing {paths.name}: state store: {redact(str(exc))}") from None
+    try:
+        try:
+            store.lock_pair_waiting("landing-pending", paths.out_store.uri(), PENDING_LOCK_WAIT_S)
+        except ReplicatorError as exc:
+            raise LandingError(f"landing {paths.name}: pending files: {redact(str(exc))}") from None
+        yield
+    finally:
+        store.close()
+
+
+def load_claims(paths: LandingPaths) -> dict[str, str]:
+    """Which run took each pending file into its batch (file -> Dagster run id)."""
+    data = paths.out_store.read_bytes(paths.claims)
+    return {} if data is None else {str(k): str(v) for k, v in json.loads(data).items()}
+
+
+def save_claims(paths: LandingPaths, claims: dict[str, str]) -> None:
+    paths.out_store.write_bytes(paths.claims, json.dumps(claims, sort_keys=True).encode("utf-8"))
+
+
+def take_files(paths: LandingPaths, state_path: str, run_id: str, copied: Iterable[str],
+               is_live: Callable[[str], bool]) -> list[str]:
+    """The pending files this run takes along into its batch, besides ``copied`` (the files its
+    own copy just wrote, which are its own): each pending file belongs to one batch. Under
+    :func:`pending_lock`, a pending file is taken when no run claims it or its claimer is over
+    (``is_live(run_id)`` false: finished, failed, gone); the claims of ``copied`` and the taken
+    files are then this run's, so a concurrent run leaves them alone. A claim lasts while its
+    run is in flight: a rejected or crashed batch's files go to a later one."""
+    copied = set(copied)
+    with pending_lock(paths, state_path):
+        claims = load_claims(paths)
+        live: dict[str, bool] = {}
+
+        def held(owner: str) -> bool:
+            if owner == run_id:
+                return False
+            if owner not in live:
+                live[owner] = is_live(owner)
+            return live[owner]
+
+        claims = {f: owner for f, owner in claims.items() if held(owner)}
+        taken = [f for f in load_pending(paths)
+                 if f not in copied and f not in claims and paths.raw_store.is_file(f)]
+        for f in [*copied, *taken]:
+            claims[f] = run_id
+        save_claims(paths, claims)
+    return sorted(set(taken))
+
+
+def update_pending(paths: LandingPaths, state_path: str, *, remove: Iterable[str] = (),
+                   add: Iterable[str] = (), release: Iterable[str] = (),
+                   owners: Iterable[str] = ()) -> None:
+    """Under :func:`pending_lock`: drop ``remove`` from the pending files, add ``add``, and
+    drop the claims on ``release`` held by one of ``owners`` (the batch's runs)."""
+    remove, release, owners = set(remove), set(release), set(owners)
+    with pending_lock(paths, state_path):
+        save_pending(paths, [*(f for f in load_pending(paths) if f not in remove), *add])
+        if release:
+            claims = load_claims(paths)
+            kept = {f: o for f, o in claims.items() if not (f in release and o in owners)}
+            if kept != claims:
+                save_claims(paths, kept)
 
 
 def require_record(paths: LandingPaths, batch: str) -> dict[str, Any]:
