@@ -261,6 +261,7 @@ class _Run:
         self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
         self._snap_changes: list[int] = []
         self._dst_listed = True
+        self._planned_updates = 0
         self._settled = 0  # unchanged files the ordered listing settled against the manifest
         self._replaced: set[str] = set()  # destination paths of the other kind, removed
         self._batch_of: dict[int, str] = {}  # seq of a file in flight -> its batch's journal key
@@ -475,6 +476,7 @@ class _Run:
             return
         # 4. directories, then files, then deletes, then the marker
         self._planned_files = counts["copy_files"]
+        self._planned_updates = counts["update_files"]
         # a bad executor set-up (no Hadoop jars, no Java) is refused before anything is written
         executor = get_executor(opts.executor, opts.workers, opts.executor_options)
         try:
@@ -976,7 +978,8 @@ class _Run:
             self.report.bytes_copied += o.size
             self.progress.on_file(o.rel, True)
         store.commit(pair_id, record=done, clear=clear)
-        self.report.files_updated += scratch.count_updates(done_seqs)
+        if self._planned_updates:  # a first copy has none to count
+            self.report.files_updated += scratch.count_updates(done_seqs)
 
     def _delete(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         self._delete_rows(store, pair_id, scratch.work_deletes())  # reverse path order: children first
