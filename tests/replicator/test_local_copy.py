@@ -191,6 +191,35 @@ def test_verify_catches_a_staged_copy_that_differs(tmp_path: Path, monkeypatch: 
     assert again.ok and again.verified
 
 
+C, R = transfer.VERIFY_CHUNK, transfer.VERIFY_READ
+
+
+@pytest.mark.parametrize("where", [C + 10, 2 * C - 5, 3 * C + 4000])
+def test_verify_reads_each_piece_back_in_short_reads_and_catches_a_flip_in_any(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: int) -> None:
+    # the big-file check reads each piece back in VERIFY_READ reads (the bytes still in the
+    # cache when hashed): a byte flipped in the staged copy at the start, in the last read
+    # of a piece or in the short tail piece is refused, and the error names the read
+    n = 3 * C + 4096
+    task = _source(tmp_path, n)
+    real_copy = transfer._copy_at
+
+    def bad_copy(infd: int, outfd: int, offset: int, k: int) -> int:
+        moved = real_copy(infd, outfd, offset, k)
+        if offset <= where < offset + moved:
+            byte = os.pread(outfd, 1, where)
+            os.pwrite(outfd, bytes([byte[0] ^ 0x80]), where)
+        return moved
+
+    monkeypatch.setattr(transfer, "_copy_at", bad_copy)
+    out = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    start = where // R * R
+    end = min(start + R, n)
+    assert not out.ok and f"checksum mismatch on re-read (bytes {start}-{end})" in (out.error or ""), \
+        out.error
+    assert list((tmp_path / "dst").iterdir()) == []
+
+
 def test_local_writers_do_not_write_through_a_link_at_their_name(tmp_path: Path) -> None:
     # remote -> local copies stage through open_write / begin_parallel_write
     fs = LocalFileSystem()
