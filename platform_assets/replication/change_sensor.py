@@ -65,6 +65,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -413,15 +414,40 @@ def track_failed_copies(
     return {d: f for d, f in failed.items() if f}, watermark
 
 
+class Want(NamedTuple):
+    """One fingerprinted partition against its recorded state: ``previous`` fingerprint,
+    whether a failed copy of it is due for a ``retry``, and whether the tick ``wanted`` to
+    request a copy (new content, or the retry)."""
+
+    previous: str | None
+    retry: bool
+    wanted: bool
+
+
+def partition_wanted(fp: TreeFingerprint, d: str, recorded: dict[str, str], due: set[tuple[str, str]],
+                     *, requested: int, allowed: int) -> Want | None:
+    """Whether the tick requests a copy of partition ``fp`` of dataset ``d`` (its fingerprint
+    against ``recorded``, a due retry); None: wanted, but the tick has ``allowed`` requests
+    already (``requested``): the caller stops and records nothing of it, so a later tick
+    looks at it again. Both paths (listing, snapshot diff) decide with this."""
+    previous = recorded.get(fp.partition)
+    retry = (d, fp.partition) in due
+    wanted = fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry)
+    if wanted and requested >= allowed:
+        return None
+    return Want(previous, retry, wanted)
+
+
 def settle_partition(
-    view: DatasetView, fp: TreeFingerprint, previous: str | None, *, retry: bool, wanted: bool,
+    view: DatasetView, fp: TreeFingerprint, want: Want, *,
     failed: dict[str, dict[str, list]], retry_at: float, run_key_suffix: str,
     run_requests: list[dg.RunRequest], observations: list[dg.AssetObservation],
 ) -> None:
-    """What a tick does with one fingerprinted partition, on either path (listing, snapshot
-    diff): observe new content, settle a failed copy's retry, request the copy
-    (``run_key = dataset|partition|fingerprint|<run_key_suffix>``)."""
+    """What a tick does with one fingerprinted partition (``want``: :func:`partition_wanted`),
+    on either path (listing, snapshot diff): observe new content, settle a failed copy's
+    retry, request the copy (``run_key = dataset|partition|fingerprint|<run_key_suffix>``)."""
     d, p = view.name, fp.partition
+    previous, retry, wanted = want
     if fp.fingerprint != previous:
         observations.append(source_observation(view, fp))
     if retry and fp.fingerprint == previous:
@@ -577,12 +603,12 @@ def evaluate_changes(
             chunk_s = clock() - chunk_start
             item_s = chunk_s / len(batch)
             for (d, p), fp in zip(batch, results, strict=True):
-                previous = fingerprints[d].get(p)
-                retry = (d, p) in due
-                wanted = fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry)
-                if wanted and len(run_requests) >= allowed:
+                want = partition_wanted(fp, d, fingerprints[d], due,
+                                        requested=len(run_requests), allowed=allowed)
+                if want is None:
                     capped = True  # not recorded: a later tick requests it
                     break
+                retry = want.retry
                 scanned += 1
                 if p not in known[d]:
                     new_partitions.setdefault(d, []).append(p)
@@ -590,7 +616,7 @@ def evaluate_changes(
                     last_done = (d, p)
                 rows.stage(scopes[d], p,
                            PartitionState(fp.fingerprint, tokens[d][p], fp.held_back > 0).encode())
-                settle_partition(rs[d], fp, previous, retry=retry, wanted=wanted, failed=failed,
+                settle_partition(rs[d], fp, want, failed=failed,
                                  retry_at=wall_now + cfg.failed_retry_max_s, run_key_suffix=f"{lineage}.{seq}",
                                  run_requests=run_requests, observations=observations)
         timings["fingerprint_s"] = clock() - t_fp

@@ -54,6 +54,7 @@ from platform_assets.replication.change_sensor import (
     ChangeEvaluation,
     ChangeState,
     evaluate_changes,
+    partition_wanted,
     queued_copy_runs,
     settle_partition,
     sync_datasets,
@@ -73,7 +74,6 @@ from replicator.errors import ReplicatorError, UsageError, describe
 from replicator.filesystems.base import FileSystem
 from replicator.filesystems.registry import resolve
 from replicator.fingerprint import (
-    EMPTY_FINGERPRINT,
     ListingCache,
     TreeFingerprint,
     fingerprint_tree,
@@ -334,21 +334,20 @@ def evaluate_tick(
                     i += 1
                     continue
                 fp = look.fp
-                previous = fps[d].get(p)
-                retry = (d, p) in due
-                wanted = fp.fingerprint != EMPTY_FINGERPRINT and (fp.fingerprint != previous or retry)
-                if wanted and len(run_requests) >= allowed:
+                want = partition_wanted(fp, d, fps[d], due, requested=len(run_requests),
+                                        allowed=allowed)
+                if want is None:
                     capped = True  # not recorded: looked at again next tick
                     break
                 scanned += 1
                 i += 1
-                if previous is None:
+                if want.previous is None:
                     new_partitions.setdefault(d, []).append(p)
                 rows.stage(scope, p, PartitionState(fp.fingerprint, look.token, fp.held_back > 0).encode())
                 rows.stage(again_scope(d), p, "held" if fp.held_back > 0 else None)
                 if d in bootstrap_ends:
                     done[d] = p
-                settle_partition(rs[d], fp, previous, retry=retry, wanted=wanted, failed=failed,
+                settle_partition(rs[d], fp, want, failed=failed,
                                  retry_at=wall_now + cfg.failed_retry_max_s, run_key_suffix=f"{lineage}.{seq}",
                                  run_requests=run_requests, observations=observations)
         left = work[i:]
