@@ -11,6 +11,10 @@
  * staged name and marks the item failed (None); the Python side hands that file to the
  * general path, which owns every error's class, side and retry.
  *
+ * The engine calls it with threads=1: copy_small(threads=2) for 20k x 4 KiB files on a
+ * tmpfs, in `replicator copy` on 2 cores at load 4, took 2.06/2.57/5.31 s against
+ * 1.02/1.49/1.97 s with one thread (interleaved): the other core is the driver's.
+ *
  * crc32c(crc, buffer) extends a CRC32C like google_crc32c.extend (SSE4.2 crc32 instruction
  * when the CPU has it, checked at import; a slicing-by-8 table otherwise).
  */
@@ -18,6 +22,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -241,6 +246,29 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+struct worker {
+    struct item *items;
+    Py_ssize_t n, start, step;
+    int rflags, set_mtime, set_mode;
+    int64_t max_size, deadline_ns;
+    unsigned char *buf;
+};
+
+static void *run_worker(void *arg)
+{
+    struct worker *w = arg;
+    Py_ssize_t i;
+    for (i = w->start; i < w->n; i += w->step) {
+        if (w->deadline_ns && now_ns() >= w->deadline_ns)
+            break;
+        w->items[i].ok = copy_one(&w->items[i], w->rflags, w->set_mtime, w->set_mode,
+                                  w->max_size, w->buf);
+    }
+    for (; i < w->n; i += w->step)
+        w->items[i].ok = 2; /* not attempted */
+    return NULL;
+}
+
 static void free_items(struct item *items, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -254,15 +282,20 @@ static void free_items(struct item *items, Py_ssize_t n)
 static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"items", "follow_links", "set_mtime", "set_mode", "max_size",
-                             "deadline", NULL};
+                             "deadline", "threads", NULL};
     PyObject *seq_in, *deadline_obj = Py_None;
-    int follow, set_mtime, set_mode;
+    int follow, set_mtime, set_mode, threads = 1;
     long long max_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpppL|O:copy_small", kwlist, &seq_in,
-                                     &follow, &set_mtime, &set_mode, &max_size, &deadline_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpppL|Oi:copy_small", kwlist, &seq_in,
+                                     &follow, &set_mtime, &set_mode, &max_size, &deadline_obj,
+                                     &threads))
         return NULL;
     if (max_size < 0 || max_size > (1LL << 30)) {
         PyErr_SetString(PyExc_ValueError, "max_size must be between 0 and 1 GiB");
+        return NULL;
+    }
+    if (threads < 1 || threads > 16) {
+        PyErr_SetString(PyExc_ValueError, "threads must be between 1 and 16");
         return NULL;
     }
     int64_t deadline_ns = 0;
@@ -301,28 +334,44 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_DECREF(seq);
     seq = NULL;
 
-    unsigned char *buf = malloc((size_t)max_size + 1);
-    if (buf == NULL) {
-        free_items(items, n);
-        return PyErr_NoMemory();
-    }
+    if (threads > n)
+        threads = n ? (int)n : 1;
+    struct worker workers[16];
     int rflags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (follow ? 0 : O_NOFOLLOW);
-    Py_ssize_t done = 0;
+    for (int t = 0; t < threads; t++) {
+        workers[t] = (struct worker){items, n, t, threads, rflags, set_mtime, set_mode,
+                                     max_size, deadline_ns, malloc((size_t)max_size + 1)};
+        if (workers[t].buf == NULL) {
+            for (int u = 0; u <= t; u++)
+                free(workers[u].buf);
+            free_items(items, n);
+            return PyErr_NoMemory();
+        }
+    }
+    pthread_t tids[16];
+    int started[16] = {0};
     Py_BEGIN_ALLOW_THREADS
-    for (; done < n; done++) {
-        if (deadline_ns && now_ns() >= deadline_ns)
-            break;
-        items[done].ok = copy_one(&items[done], rflags, set_mtime, set_mode, max_size, buf);
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tids[t], NULL, run_worker, &workers[t]) == 0;
+    run_worker(&workers[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            run_worker(&workers[t]); /* no thread to be had: this one does its share */
     }
     Py_END_ALLOW_THREADS
-    free(buf);
+    for (int t = 0; t < threads; t++)
+        free(workers[t].buf);
 
-    PyObject *result = PyList_New(done);
+    PyObject *result = PyList_New(n);
     if (result == NULL)
         goto error;
-    for (Py_ssize_t i = 0; i < done; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *r;
-        if (items[i].ok) {
+        if (items[i].ok == 2) { /* not attempted: the deadline passed */
+            r = Py_NewRef(Py_False);
+        } else if (items[i].ok) {
             r = Py_BuildValue("(LLk)", (long long)items[i].size, (long long)items[i].mtime_ns,
                               (unsigned long)items[i].crc);
             if (r == NULL) {
@@ -348,11 +397,13 @@ static PyMethodDef methods[] = {
     {"crc32c_table", py_crc32c_table, METH_VARARGS,
      "crc32c_table(crc, buffer) -> int: as crc32c, by the table alone (tests the fallback)."},
     {"copy_small", (PyCFunction)(void (*)(void))py_copy_small, METH_VARARGS | METH_KEYWORDS,
-     "copy_small(items, follow_links, set_mtime, set_mode, max_size, deadline=None) -> list\n\n"
+     "copy_small(items, follow_links, set_mtime, set_mode, max_size, deadline=None,\n"
+     "           threads=1) -> list\n\n"
      "items: (source, staged, final or None) paths. Copies each source to its staged name\n"
-     "(and renames it to final when given), the interpreter lock released throughout;\n"
-     "stops before an item once time.time() >= deadline. One entry per item attempted:\n"
-     "(size, mtime_ns, crc32c) when copied, None when the general path must redo it."},
+     "(and renames it to final when given), the interpreter lock released throughout, in\n"
+     "`threads` threads (items dealt out in turn); starts no item once time.time() >=\n"
+     "deadline. One entry per item: (size, mtime_ns, crc32c) when copied, None when the\n"
+     "general path must redo it, False when not attempted (the deadline passed)."},
     {NULL, NULL, 0, NULL},
 };
 

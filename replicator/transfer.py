@@ -648,12 +648,14 @@ def _stage_small_native(fast: Any, tasks: list[Task], ctx: StageContext, set_mti
         except Exception:  # a refused name: the general path reports it
             refused.append(task)
     results = fast.copy_small(items, ctx.copy_links, set_mtime, set_mode, SMALL_FILE,
-                              ctx.deadline) if items else []
+                              ctx.deadline) if items else []  # one thread: see copy_small
     on_bytes = ctx.progress.on_bytes
     fmt = crc.format_crc32c
-    for task, got in zip(todo, results, strict=False):  # fewer results: stopped at the deadline
+    for task, got in zip(todo, results, strict=True):
         if got is None:
             refused.append(task)
+            continue
+        if got is False:  # not started: the deadline passed (the report lists it as not done)
             continue
         size, mtime_ns, value = got
         on_bytes(size)

@@ -123,3 +123,34 @@ def test_a_whole_cli_copy_is_the_same_with_and_without_the_native_loop(
         results[flag] = (report, rows, tree)
     assert results["0"][1] and results["0"][2]
     assert results["0"] == results["1"]
+
+
+def _flat(root: Path, n: int) -> list[tuple[str, str, str | None]]:
+    (root / "src").mkdir(parents=True)
+    (root / "dst").mkdir()
+    items = []
+    for i in range(n):
+        (root / "src" / f"f{i}").write_bytes(bytes([i % 256]) * i)
+        items.append((str(root / "src" / f"f{i}"), str(root / "dst" / f".t{i}"),
+                      str(root / "dst" / f"f{i}") if i % 2 else None))
+    return items
+
+
+def test_copy_small_in_threads_copies_as_one_thread_does(tmp_path: Path) -> None:
+    fast = native.built("fastcopy")
+    one = fast.copy_small(_flat(tmp_path / "one", 41), False, True, False, SMALL_FILE)
+    two = fast.copy_small(_flat(tmp_path / "two", 41), False, True, False, SMALL_FILE,
+                          None, 3)
+    strip = [(r[0], r[2]) for r in one]  # (size, crc): the mtimes are each tree's own
+    assert strip == [(r[0], r[2]) for r in two] and len(strip) == 41
+    names = sorted(p.name for p in (tmp_path / "two" / "dst").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "one" / "dst").iterdir())
+    assert len(names) == 41
+
+
+def test_copy_small_starts_nothing_past_the_deadline(tmp_path: Path) -> None:
+    fast = native.built("fastcopy")
+    for threads in (1, 2):
+        items = _flat(tmp_path / f"t{threads}", 5)
+        assert fast.copy_small(items, False, True, False, SMALL_FILE, 1.0, threads) == [False] * 5
+        assert list((tmp_path / f"t{threads}" / "dst").iterdir()) == []
