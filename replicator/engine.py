@@ -17,6 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from replicator import checksum as crc
 from replicator import settle, snapdiff
@@ -55,7 +56,9 @@ from replicator.transfer import (
     source_attrs,
     temp_name,
 )
-from replicator.transforms import DIR_STAGING, DIR_SWAP, TransformPass, parse_chain, recover_dir
+
+if TYPE_CHECKING:
+    from replicator.transforms import Step
 
 log = logging.getLogger("replicator")
 MAX_ACTIONS_LISTED = 10_000
@@ -202,6 +205,8 @@ def _recover_one(dst_fs: FileSystem, dst_root: str, path: str, run_id: str, stat
             dst_fs.delete_file(staged)
         return "drop"
     final = dst_fs.join(dst_root, path)
+    from replicator.transforms import DIR_STAGING, DIR_SWAP, recover_dir  # a chain's states
+
     if state in (DIR_STAGING, DIR_SWAP):  # an untar output directory
         recover_dir(dst_fs, final, tmp, state, run_id)
         return "forget"  # the next run expands the archive again
@@ -256,7 +261,11 @@ class _Run:
         self.own_names = frozenset({opts.marker}) if opts.marker else frozenset()
         self._ranged: dict[str, tuple[Task, list[dict]]] = {}
         self._ctx: StageContext | None = None
-        self.chain = parse_chain(opts.transforms)
+        self.chain: tuple[Step, ...] = ()  # transforms (tarfile, subprocess) load only for a chain
+        if opts.transforms:
+            from replicator.transforms import parse_chain
+
+            self.chain = parse_chain(opts.transforms)
         self._ranges = True  # the executor takes ranges of big files
         self._snap: snapdiff.SnapshotRun | None = None  # --snapshot-diff
         self._snap_changes: list[int] = []
@@ -448,6 +457,8 @@ class _Run:
         # 3. decide (transformed files apart: their names change on the way)
         xpass = None
         if self.chain:
+            from replicator.transforms import TransformPass
+
             xpass = TransformPass(self.chain, store, scratch, pair_id, self._stage_context(),
                                   dst_listed=dst_listed, precision_ns=self.precision, workers=opts.workers)
             xpass.divert()

@@ -103,3 +103,20 @@ def test_not_bulk_when_the_destination_has_files(tmp_path: Path, monkeypatch: py
     rep = api.copy(str(src), str(dst), CopyOptions(state_path=str(tmp_path / "s.db")))
     assert calls == [False]
     assert rep.files_copied == 1 and rep.files_skipped == 1
+
+
+def test_a_copy_without_a_chain_does_not_load_transforms(tmp_path: Path) -> None:
+    """The transform chain's module (tarfile, subprocess, shutil) loads only for a chain."""
+    import subprocess
+    import sys
+
+    from tests.replicator.conftest import REPO
+
+    write(tmp_path / "src/a.txt", b"one")
+    code = ("import sys; from replicator import api; from replicator.options import CopyOptions; "
+            f"r = api.copy({str(tmp_path / 'src')!r}, {str(tmp_path / 'dst')!r}, "
+            f"CopyOptions(state_path={str(tmp_path / 's.db')!r})); "
+            "print(r.files_copied, 'replicator.transforms' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "False"]
