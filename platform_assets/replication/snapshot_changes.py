@@ -4,9 +4,10 @@ A ``mode: sync`` dataset with ``change_detection: snapshot`` whose source root i
 snapshottable directory (``webhdfs://``, or ``hdfs://`` with the NameNode's ``http_address``,
 e.g. a named remote) is watched like this, each tick:
 
-1. take one snapshot of the root, ``replication-sensor-<hash of the dataset>-<seq>-<ms>``
-   (never ``replicator-...``, the names ``replicator copy --snapshot-diff`` takes and
-   deletes; a user's snapshots are never touched);
+1. take one snapshot of the root, ``replication-sensor-<hash of the dataset>-o<owner>-<seq>-<ms>``
+   (``owner``: an id kept in the sensor's state store, so two deployments watching one root
+   delete only their own; never ``replicator-...``, the names ``replicator copy
+   --snapshot-diff`` takes and deletes; a user's snapshots are never touched);
 2. ask the NameNode for the diff between the cursor's base snapshot and the new one
    (GETSNAPSHOTDIFF) and map its entries to partitions (``replicator.snapdiff``): a file
    created, deleted, overwritten, appended or renamed in ``dt=1``, ``dt=1`` itself created,
@@ -40,7 +41,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,10 +90,31 @@ _CHUNK = 64
 _log = logging.getLogger("platform_assets.change_sensor")
 
 
-def snapshot_prefix(dataset: str) -> str:
-    """``replication-sensor-<hash>-``: the names of one dataset's sensor snapshots (two
-    datasets over one root keep their own)."""
+OWNER_SCOPE = f"{NAMESPACE}/snapshot-owner"
+
+
+def _dataset_prefix(dataset: str) -> str:
     return f"{SNAPSHOT_PREFIX}{hashlib.sha256(dataset.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}-"
+
+
+def snapshot_prefix(dataset: str, owner: str) -> str:
+    """``replication-sensor-<hash>-o<owner>-``: the names of one dataset's sensor snapshots
+    taken by one sensor (``owner``: its state store's id, :func:`snapshot_owner`), so two
+    datasets over one root, or two deployments (code locations, each with its own state
+    store) watching one root, each delete only their own."""
+    return f"{_dataset_prefix(dataset)}o{owner}-"
+
+
+def _legacy(dataset: str) -> re.Pattern[str]:
+    """The names of ``dataset``'s snapshots taken before they carried an owner (deleted by
+    the sensor's clean-up, as they were then, once they are not its base)."""
+    return re.compile(re.escape(_dataset_prefix(dataset)) + r"[0-9]+-[0-9]+")
+
+
+def snapshot_owner(store: StateStore) -> str:
+    """This state store's id for snapshot names: made once and kept in the store (it moves
+    with the store, and two processes of one deployment get the same one)."""
+    return store.sensor_setdefault(OWNER_SCOPE, "id", uuid.uuid4().hex[:8])
 
 
 def again_scope(dataset: str) -> str:
@@ -114,6 +138,7 @@ class _Root:
     after: str | None = None  # bootstrap: the last partition recorded from ``image``
     keep: set[str] = field(default_factory=set)  # sensor snapshots not to delete this tick
     fresh: bool = False  # ``image`` was taken by this tick
+    owner: str = ""  # :func:`snapshot_owner`: only this sensor's snapshots are deleted
 
     def image_uri(self, partition: str | None = None) -> str:
         return join_partition(snapdiff.snapshot_uri(self.view.source_root, self.image), partition)
@@ -123,7 +148,7 @@ def _names(fs: FileSystem, root: str) -> list[str]:
     return list(fs.snapshot_names(root))  # type: ignore[attr-defined]
 
 
-def _open(view: DatasetView, entry: dict, seq: int, clock_ms: int) -> _Root | str:
+def _open(view: DatasetView, entry: dict, seq: int, clock_ms: int, owner: str) -> _Root | str:
     """The tick's snapshot image of ``view``'s root, or why there is none (listing path)."""
     try:
         fs, root = resolve(view.source_root)
@@ -131,12 +156,12 @@ def _open(view: DatasetView, entry: dict, seq: int, clock_ms: int) -> _Root | st
         return describe(exc)
     if not snapdiff.supported(fs):
         return f"{fs.scheme}:// has no snapshots"
-    prefix = snapshot_prefix(view.name)
+    prefix = snapshot_prefix(view.name, owner)
     try:
         existing = _names(fs, root)
         pending = entry.get("pending")
         if pending and pending in existing:  # a bootstrap in progress: go on reading its image
-            return _Root(view, fs, root, pending, None, entry.get("after"), {pending})
+            return _Root(view, fs, root, pending, None, entry.get("after"), {pending}, owner=owner)
         name = f"{prefix}{seq}-{clock_ms}"
         fs.create_snapshot(root, name)  # type: ignore[attr-defined]
     except UsageError as exc:  # hdfs:// without http_address
@@ -149,7 +174,7 @@ def _open(view: DatasetView, entry: dict, seq: int, clock_ms: int) -> _Root | st
                      "from snapshot %s", view.name, base, name)
         base = None
     keep = {name} | ({base} if base else set())
-    return _Root(view, fs, root, name, base, None, keep, fresh=True)
+    return _Root(view, fs, root, name, base, None, keep, fresh=True, owner=owner)
 
 
 def _candidates(r: _Root) -> set[str]:
@@ -225,13 +250,14 @@ def evaluate_tick(
             own.close()
     cfg = rs.platform.change_sensor
     start = clock()
+    owner = snapshot_owner(store) if snap or state.snapshots else ""
     for d in sorted(set(state.snapshots) - set(snap)):  # switched back to listing: clean up
-        _drop_all(rs, d, log)
+        _drop_all(rs, d, log, owner)
     entries = {d: e for d, e in state.snapshots.items() if d in snap}
     seq = state.seq + 1
     roots: dict[str, _Root] = {}
     for d in snap:
-        got = _open(rs[d], entries.get(d, {}), seq, int(wall_clock() * 1000))
+        got = _open(rs[d], entries.get(d, {}), seq, int(wall_clock() * 1000), owner)
         if isinstance(got, str):
             log.warning(f"change sensor: {d}: {got}; this tick lists the dataset's partitions "
                         "instead (change_detection: snapshot needs a snapshottable HDFS root "
@@ -415,24 +441,25 @@ class _Recorded:
 
 
 def _cleanup(r: _Root, *, keep: set[str], log: Any) -> None:
-    """Delete the dataset's sensor snapshots on its root but ``keep``."""
-    prefix = snapshot_prefix(r.view.name)
+    """Delete this sensor's snapshots of the dataset on its root but ``keep`` (another
+    deployment's, with another owner in their names, are left alone)."""
+    prefix, legacy = snapshot_prefix(r.view.name, r.owner), _legacy(r.view.name)
     try:
         for name in _names(r.fs, r.path):
-            if name.startswith(prefix) and name not in keep:
+            if (name.startswith(prefix) or legacy.fullmatch(name)) and name not in keep:
                 r.fs.delete_snapshot(r.path, name)  # type: ignore[attr-defined]
     except (ReplicatorError, OSError) as exc:
         log.warning(f"change sensor: {r.view.name}: snapshot clean-up of {r.fs.uri(r.path)}: "
                     f"{describe(exc)} (the next tick tries again)")
 
 
-def _drop_all(rs: ResolvedSpec, dataset: str, log: Any) -> None:
+def _drop_all(rs: ResolvedSpec, dataset: str, log: Any, owner: str) -> None:
     """A dataset no longer on the snapshot path (or gone from the spec): its sensor snapshots."""
     if dataset not in rs.datasets:
         return
     try:
         fs, root = resolve(rs[dataset].source_root)
         if snapdiff.supported(fs):
-            _cleanup(_Root(rs[dataset], fs, root, "", None), keep=set(), log=log)
+            _cleanup(_Root(rs[dataset], fs, root, "", None, owner=owner), keep=set(), log=log)
     except (ReplicatorError, OSError) as exc:
         log.warning(f"change sensor: {dataset}: snapshot clean-up: {describe(exc)}")

@@ -433,6 +433,19 @@ class StateStore:
                 "ON CONFLICT (scope, key) DO UPDATE SET lineage=excluded.lineage, seq=excluded.seq, "
                 "value=excluded.value, prev=excluded.prev", batch)
 
+    def sensor_setdefault(self, scope: str, key: str, value: str) -> str:
+        """The value of ``(scope, key)``, set to ``value`` first if it has none (in one
+        transaction: two processes asking at once get the same value)."""
+        got = self._all("SELECT value FROM {sensor_state} WHERE scope=? AND key=?", (scope, key))
+        if got and got[0][0] is not None:
+            return str(got[0][0])
+        with self.transaction():
+            self._run("INSERT INTO {sensor_state} (scope, key, lineage, seq, value, prev) "
+                      "VALUES (?,?,?,?,?,?) ON CONFLICT (scope, key) DO NOTHING",
+                      (scope, key, "", 0, value, None))
+            return str(self._all("SELECT value FROM {sensor_state} WHERE scope=? AND key=?",
+                                 (scope, key))[0][0])
+
     def sensor_clear(self, scope: str) -> None:
         with self.transaction():
             self._run("DELETE FROM {sensor_state} WHERE scope=?", (scope,))

@@ -349,3 +349,35 @@ def test_the_sensor_requests_runs_from_the_diff(tmp_path, hdfs_cluster, instance
         assert result.run_requests == []
         cursor = result.cursor
     assert "base" in ChangeState.decode(cursor).snapshots["events"]
+
+
+def test_two_deployments_watching_one_root_keep_their_own_snapshots(tmp_path, hdfs_cluster):
+    """Two code locations (each its own spec and state store) with a dataset of one name over
+    one HDFS root: the snapshot names were ``replication-sensor-<hash of the name>-...`` for
+    both, so each tick's clean-up deleted the other sensor's base, and the other's next tick
+    found its base gone and listed the whole dataset. Now each sensor's names carry its state
+    store's own id and it deletes only those."""
+    a = Source(tmp_path / "a", hdfs_cluster)
+    a.put("dt=1/a")
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    (b_dir / "replication.yaml").write_text(a.spec_path.read_text())
+    b_rs = resolve(load_spec(b_dir / "replication.yaml"))
+
+    state_a = tick(a, ChangeState()).state
+    state_a = tick(a, state_a).state
+    state_b = evaluate_tick(b_rs, ChangeState(), log=Log()).state
+    state_b = evaluate_tick(b_rs, state_b, log=Log()).state
+    base_b = state_b.snapshots["events"]["base"]
+    assert base_b != state_a.snapshots["events"]["base"]
+    for _ in range(2):
+        state_a = tick(a, state_a).state  # a's clean-up
+    assert base_b in a.ours()
+    a.put("dt=2/a")
+    log = Log()
+    ev = evaluate_tick(b_rs, state_b, log=log)
+    assert not [m for level, m in log.lines if "is gone" in m], log.lines
+    assert requested(ev) == ["dt=2"]
+    # each keeps its base (and its last one until the next tick lands); none of a's is b's
+    names_b = {ev.state.snapshots["events"]["base"], base_b}
+    assert names_b <= set(a.ours()) and state_a.snapshots["events"]["base"] in a.ours()
