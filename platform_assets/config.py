@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -52,6 +53,18 @@ def join_place(root: str, rest: str) -> str:
     if _SCHEME_RE.match(root):
         rest = rest.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
     return root + rest if root.endswith("/") else f"{root}/{rest}"
+
+
+def file_uri_path(uri: str) -> str:
+    """The local path a ``file://`` URI names, decoded as the engine (and so the CLI) decodes
+    it: ``file:///data/a%20b`` is ``/data/a b``."""
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"expected a file:// URI without a host (file:///path), got {uri!r}")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise ValueError(f"expected a file:// URI with an absolute path, got {uri!r}")
+    return os.path.normpath(path)
 
 
 class SpecError(ValueError):
@@ -307,9 +320,11 @@ class Cluster(_Model):
     def _uri(cls, v: str) -> str:
         if ".." in Path(_SCHEME_RE.sub("", v)).parts:
             raise ValueError("expected a URI or path without '..' components")
-        if _SCHEME_RE.match(v) and not v.startswith("file://") and ("?" in v or "#" in v):
+        if _SCHEME_RE.match(v) and ("?" in v or "#" in v):
             raise ValueError("expected a URI without '?' or '#' (they start a query or a "
                              "fragment, which name no path); write them as %3F and %23")
+        if v.startswith("file://"):
+            file_uri_path(v)  # a host, or no absolute path: refused here, with the key
         return v.rstrip("/") or "/"
 
 
@@ -834,7 +849,8 @@ class ReplicationSpec(_Model):
         def place(t: Target) -> str:
             root = self.clusters[t.cluster].uri
             if not _SCHEME_RE.match(root) or root.startswith("file://"):
-                return posixpath.normpath(posixpath.join(root.removeprefix("file://"), t.path))
+                local = file_uri_path(root) if root.startswith("file://") else root
+                return posixpath.normpath(posixpath.join(local, t.path))
             return f"{root.rstrip('/')}/{t.path}".rstrip("/")
 
         def inside(inner: str, outer: str, ds: Dataset) -> bool:
@@ -910,7 +926,7 @@ class ReplicationSpec(_Model):
         """A URI stays as it is; a relative path is taken relative to the spec's directory."""
         if _SCHEME_RE.match(location):
             if location.startswith("file://"):
-                return os.path.normpath(location[len("file://") :])
+                return file_uri_path(location)
             return location.rstrip("/")
         return os.path.normpath(os.path.join(self._base_dir, os.path.expanduser(location)))
 

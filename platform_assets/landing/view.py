@@ -16,7 +16,7 @@ from typing import Literal
 
 import dagster as dg
 
-from platform_assets.config import LandingDataset, ReplicationSpec
+from platform_assets.config import LandingDataset, ReplicationSpec, file_uri_path
 from platform_assets.datasets import storage_kind
 from platform_assets.landing.batches import LandingPaths
 from platform_assets.landing.checks import check_keys
@@ -38,7 +38,7 @@ def _location(uri: str) -> str:
     """A URI as given, a ``file://`` URI or a plain path as an absolute local path."""
     if "://" in uri and not uri.startswith("file://"):
         return uri
-    return os.path.abspath(uri.removeprefix("file://"))
+    return file_uri_path(uri) if uri.startswith("file://") else os.path.abspath(uri)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.config import UNPARTITIONED_KEY
+from platform_assets.config import UNPARTITIONED_KEY, file_uri_path
 from platform_assets.datasets import ResolvedSpec, join_partition
 from platform_assets.replication.names import (
     AUDIT_SENSOR,
@@ -79,7 +79,13 @@ def _canonical(location: str) -> str | None:
     """Absolute local path or ``scheme://...`` without a trailing slash; None if relative."""
     scheme, rest = split_scheme(location)
     if scheme == "file":
-        path = rest if location.startswith("file://") else location
+        if location.startswith("file://"):  # decoded as the engine and the spec decode it
+            try:
+                path = file_uri_path(location)
+            except ValueError:
+                return None
+        else:
+            path = location
         if not path.startswith("/"):
             return None
         return posixpath.normpath(path)

@@ -187,3 +187,37 @@ def test_hash_and_query_marks_in_places_are_names_not_uri_parts(tmp_path) -> Non
     view = resolve_spec(spec)["d"]
     assert view.targets[0].uri("v#2") == "gs://bkt/x%3Fy/v%232"
     assert view.source_uri("v#2") == f"{tmp_path}/a/in#1/v#2"
+
+
+def test_a_file_uri_in_the_spec_is_the_place_the_cli_means(tmp_path) -> None:
+    """Before: ``replicator copy file:///data/a%20b`` copied from ``/data/a b`` (the engine
+    decodes a file:// URI), while a spec cluster ``uri: file:///data/a%20b`` meant a directory
+    literally named ``a%20b``. Now the spec decodes it the same way, and a file:// URI with
+    ``#`` or ``?`` (a fragment, a query to the engine) is refused with its key."""
+    from platform_assets.config import load_spec
+    from platform_assets.datasets import resolve as resolve_spec
+    from platform_assets.landing.view import landing_view
+    from replicator.filesystems.registry import resolve
+
+    where = f"{tmp_path}/a b/100%"
+    uri = "file://" + where.replace("%", "%25").replace(" ", "%20")
+    assert resolve(uri)[1] == where  # the engine (CLI) side
+    p = tmp_path / "replication.yaml"
+    p.write_text(f"clusters:\n  a: {{uri: '{uri}'}}\n  g: {{uri: 'gs://bkt/'}}\n"
+                 "datasets:\n  d: {source: {cluster: a, path: in}, targets: [{cluster: g}], partitions: 'dt=*'}\n"
+                 "landing:\n  l: {source: {cluster: a, path: drop}, raw: {cluster: a, path: raw},"
+                 " output: {cluster: a, path: out}, columns: {x: int}}\n")
+    spec = load_spec(p)  # the platform side
+    assert spec.cluster_root("a") == where
+    assert spec.endpoint_uri(spec.datasets["d"].source, "dt=1") == f"{where}/in/dt=1"
+    assert resolve(spec.endpoint_uri(spec.datasets["d"].source))[1] == f"{where}/in"
+    assert resolve_spec(spec)["d"].source_uri("dt=1") == f"{where}/in/dt=1"
+    assert landing_view(spec, "l").raw == f"{where}/raw"
+    # an audit file names the place the same way (its fields are split on spaces: a space in
+    # a path can only be written %20)
+    from platform_assets.replication.audit_sensor import parse_audit_text
+
+    accepted, rejected = parse_audit_text(resolve_spec(spec), f"{uri}/in/dt=1 gs://bkt/dt=1\n")
+    assert not rejected and [a.partition for a in accepted] == ["dt=1"]
+    msg = _spec_error(tmp_path, "clusters:\n  a: {uri: 'file:///data/run#1'}\n")
+    assert "clusters.a.uri: expected a URI without '?' or '#'" in msg
