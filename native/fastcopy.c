@@ -185,7 +185,7 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
 {
     const char *src = PyBytes_AS_STRING(it->src);
     const char *staged = PyBytes_AS_STRING(it->staged);
-    int infd = -1, outfd = -1, fl;
+    int infd = -1, outfd = -1;
     struct stat st, after, out;
     int64_t size, mtime_ns;
 
@@ -196,9 +196,9 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
         goto fail;
     size = st.st_size;
     mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    fl = fcntl(infd, F_GETFL);
-    if (fl < 0 || fcntl(infd, F_SETFL, fl & ~O_NONBLOCK) != 0)
-        goto fail;
+    /* opened O_NONBLOCK (a FIFO swapped in must not block the open); Linux ignores the flag
+     * for a regular file's reads, and a file system that honoured it (EAGAIN, a short read)
+     * sends the file to the general path, which reads it blocking: no fcntl pair here */
     outfd = open(staged, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (outfd < 0)
         goto fail;
