@@ -211,6 +211,18 @@ def test_sensor_values_of_reads_only_the_keys_asked_as_of_a_tick(state_spec: str
         store.close()
 
 
+def test_sensor_setdefault_keeps_the_first_value_for_every_connection(state_spec: str) -> None:
+    """The snapshot sensor's owner id: made once per store, the same for each process."""
+    one, two = open_store(state_spec), open_store(state_spec)
+    try:
+        assert one.sensor_setdefault("s/owner", "id", "first") == "first"
+        assert two.sensor_setdefault("s/owner", "id", "second") == "first"
+        assert one.sensor_setdefault("s/other", "id", "x") == "x"
+    finally:
+        one.close()
+        two.close()
+
+
 def test_pair_lock_is_exclusive_across_connections_and_released_on_close(state_spec: str) -> None:
     a, b = open_store(state_spec), open_store(state_spec)
     try:
