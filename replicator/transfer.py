@@ -607,17 +607,19 @@ def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]
                 os.utime(outfd, ns=(st.st_mtime_ns, st.st_mtime_ns))
             if set_mode:
                 os.fchmod(outfd, st.st_mode & 0o7777)
-            os.close(outfd)
-            outfd = -1
+            fd, outfd = outfd, -1  # closed even when close reports an error (Linux)
+            os.close(fd)
             if task.self_publish:
                 os.replace(staged, native_path(final))
         except (OSError, _Unusual):
-            if outfd >= 0:
-                os.close(outfd)
+            # a descriptor is closed once: a second close of its number could close another
+            # thread's newly opened file
+            for fd in (outfd, infd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(staged)
-            if infd >= 0:
-                os.close(infd)
             yield stage(task, ctx)
             continue
         os.close(infd)

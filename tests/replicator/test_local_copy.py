@@ -235,3 +235,53 @@ def test_local_writers_do_not_write_through_a_link_at_their_name(tmp_path: Path)
     fs.write_part(handle, 0, 0, [b"abcd"])
     assert victim.read_bytes() == b"keep me"
     assert (tmp_path / "ranged").read_bytes() == b"abcd" and not (tmp_path / "ranged").is_symlink()
+
+
+class _CloseFailsOnStaged:
+    """``os`` as the transfer module sees it, where closing the first staged copy reports EIO
+    after the kernel has closed it (as close(2) does on Linux: the descriptor is gone either
+    way). ``twice`` records a close of that descriptor number before anything opened it
+    again (``open`` is this object's, installed as ``os.open`` too by the test)."""
+
+    def __init__(self) -> None:
+        self.real_open = os.open
+        self.staged: int | None = None
+        self.gone: int | None = None
+        self.twice = 0
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def open(self, path, flags, mode=0o777, **kw):
+        fd = self.real_open(path, flags, mode, **kw)
+        if fd == self.gone:
+            self.gone = None  # the number is another file's now
+        if self.staged is None and ".rtmp-" in os.fsdecode(path):
+            self.staged = fd
+        return fd
+
+    def close(self, fd: int) -> None:
+        if fd == self.gone:
+            self.twice += 1
+        os.close(fd)
+        if fd == self.staged and self.gone is None and not self.twice:
+            self.gone, self.staged = fd, -1
+            raise OSError(5, "Input/output error")
+
+
+def test_a_staged_copy_whose_close_fails_is_closed_once_and_copied_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A close(2) error on the staged copy: its descriptor is already gone, so the Python
+    loop must not close it again (another thread may have that number by then); the file is
+    staged again by the general path. Before the fix the second close raised EBADF out of
+    the loop and the source descriptor leaked."""
+    task = _source(tmp_path, 5000)
+    monkeypatch.setenv("REPLICATOR_NATIVE", "0")
+    fake = _CloseFailsOnStaged()
+    monkeypatch.setattr(transfer, "os", fake)
+    monkeypatch.setattr(os, "open", fake.open)
+    out = _stage_fast(task, _ctx(tmp_path))
+    assert fake.staged == -1 and fake.twice == 0  # the close failed once, nothing closed twice
+    assert out.ok, out.error
+    assert Path(out.tmp).read_bytes() == (tmp_path / "src" / "f.bin").read_bytes()
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == [Path(out.tmp).name]
