@@ -43,3 +43,8 @@ def module(stem: str) -> ModuleType | None:
 def fastcopy() -> ModuleType | None:
     """The small-file copy loop and CRC32C (native/fastcopy.c), or None."""
     return module("fastcopy")
+
+
+def fastwalk() -> ModuleType | None:
+    """One local directory's listing rows (native/fastwalk.c), or None."""
+    return module("fastwalk")

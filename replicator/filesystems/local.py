@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from replicator import native
 from replicator.errors import SourceChangedError, SourceReadError, UsageError, on_side
 from replicator.filesystems.base import (
     DIR,
@@ -106,10 +107,15 @@ def _info_from_stat(path: str, st: os.stat_result) -> FileInfo:
 
 
 def _link_info(path: str, lst: os.stat_result) -> FileInfo:
+    return _link_info_ns(path, lst.st_mtime_ns)
+
+
+def _link_info_ns(path: str, link_mtime_ns: int) -> FileInfo:
+    """:func:`_link_info` from the link's own mtime (what the compiled walker hands back)."""
     try:
         st = os.stat(native_path(path))
     except OSError:
-        return FileInfo(path=path, kind=LINK, mtime_ns=lst.st_mtime_ns, target_kind=None)
+        return FileInfo(path=path, kind=LINK, mtime_ns=link_mtime_ns, target_kind=None)
     target = _info_from_stat(path, st)
     return FileInfo(
         path=path,
@@ -128,11 +134,19 @@ def _scan_other(parent: str, name: str, st: os.stat_result) -> tuple:
     if fmt == 0o040000:
         return (name, DIR, 0, st.st_mtime_ns, st.st_mode & 0o7777, (st.st_dev, st.st_ino), None)
     if fmt == 0o120000:
-        sep = "" if parent.endswith("/") else "/"
-        info = _link_info(parent + sep + name, st)
-        return (name, LINK, info.size, info.mtime_ns, info.mode, info.inode, info.target_kind)
+        return _scan_link(parent, name, st.st_mtime_ns)
     # FIFO, socket, device: never copied
     return (name, OTHER, 0, st.st_mtime_ns, st.st_mode & 0o7777, (st.st_dev, st.st_ino), None)
+
+
+def _scan_link(parent: str, name: str, link_mtime_ns: int) -> tuple:
+    """:func:`_scan_other`'s tuple for a symlink (its target stat'ed, not followed further)."""
+    sep = "" if parent.endswith("/") else "/"
+    info = _link_info_ns(parent + sep + name, link_mtime_ns)
+    return (name, LINK, info.size, info.mtime_ns, info.mode, info.inode, info.target_kind)
+
+
+_WALK_KINDS = (FILE, DIR, OTHER)
 
 
 def open_regular(path: str, *, follow: bool = True) -> int:
@@ -282,7 +296,20 @@ class LocalFileSystem(FileSystem):
         size, mtime_ns, mode, None, None, False)`` (the layout of
         :meth:`replicator.listing.Entry.row`, built once, no object per file) and everything
         else as :meth:`scan_dir` tuples. Each entry is stat'ed relative to the open directory
-        (``fstatat``: the kernel does not walk the whole path again per file)."""
+        (``fstatat``: the kernel does not walk the whole path again per file). With the
+        compiled walker (native/fastwalk.c) the directory is read and stat'ed in C, the
+        interpreter lock released, and the lists come in name order."""
+        walker = native.fastwalk()
+        if walker is not None:
+            files, others, links = walker.scan_rows(native_path(path), prefix, text_path,
+                                                    _WALK_KINDS)
+            if links:
+                others.extend(_scan_link(path, name, mtime) for name, mtime in links)
+            return files, others
+        return self._scan_rows_py(path, prefix)
+
+    def _scan_rows_py(self, path: str, prefix: str) -> tuple[list[tuple], list[tuple]]:
+        """:meth:`scan_rows` in Python (no compiled walker, or ``REPLICATOR_NATIVE=0``)."""
         files: list[tuple] = []
         others: list[tuple] = []
         append = files.append
