@@ -21,11 +21,12 @@ def _compiler() -> str | None:
     return shutil.which(cc[0]) if cc else None
 
 
-def test_the_extension_is_built_and_imported_where_a_compiler_is() -> None:
+@pytest.mark.parametrize("stem", ["fastcopy", "fastwalk"])
+def test_the_extension_is_built_and_imported_where_a_compiler_is(stem: str) -> None:
     if _compiler() is None:
         pytest.skip("no C compiler on this machine: the pure-Python paths run instead")
-    mod = native.built("fastcopy")
-    assert mod is not None, "native/fastcopy.c was not built into replicator._fastcopy " \
+    mod = native.built(stem)
+    assert mod is not None, f"native/{stem}.c was not built into replicator._{stem} " \
                             "(run `make venv`: uv rebuilds the project when a C file changes)"
     assert mod.__file__.endswith(".so")
 
