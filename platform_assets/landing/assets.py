@@ -40,6 +40,7 @@ from platform_assets.landing.batches import (
     batch_id,
     load_record,
     notify_step,
+    record_history,
     require_record,
     save_record,
     take_files,
@@ -48,7 +49,7 @@ from platform_assets.landing.batches import (
 from platform_assets.landing.checks import CHECK_DESCRIPTIONS, CHECKS, check_results
 from platform_assets.landing.names import TAG_LANDING
 from platform_assets.landing.parquet import write_parquet
-from platform_assets.landing.report import append_history, read_history, write_report
+from platform_assets.landing.report import read_history, write_report
 from platform_assets.landing.store import StoreError
 from platform_assets.landing.validation import FileResult, validate_file
 from platform_assets.landing.view import LandingView
@@ -165,7 +166,7 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
                 "first_violation": first.describe() if first else None,
             }
             if results:  # an empty batch (a trigger with nothing new) is no point on the trend
-                append_history(paths.out_store, paths.history, history_entry)
+                record_history(paths, state, history_entry)
             if bad:
                 notify_step(context, notifier, view, "rejected", dataset=name, batch=batch,
                             file=first.file if first else None, row=first.row if first else None,

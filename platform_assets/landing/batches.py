@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from platform_assets.landing.names import TAG_BATCH
+from platform_assets.landing.report import append_history
 from platform_assets.landing.store import Store, StoreError
 from replicator.errors import ReplicatorError
 from replicator.progress import Progress
@@ -117,10 +118,10 @@ def save_pending(paths: LandingPaths, files: list[str]) -> None:
 
 @contextlib.contextmanager
 def pending_lock(paths: LandingPaths, state_path: str) -> Iterator[None]:
-    """Hold the dataset's pending/claims lock (in the engine's state store: a lock file beside
-    SQLite, an advisory lock on PostgreSQL) while reading and rewriting ``pending.json`` and
-    ``claims.json``, so that two landing runs of one dataset (a trigger run and a sensor run)
-    never interleave their read-modify-writes of them."""
+    """Hold the dataset's metadata lock (in the engine's state store: a lock file beside
+    SQLite, an advisory lock on PostgreSQL) while reading and rewriting ``pending.json``,
+    ``claims.json`` or (on a remote store) ``history.jsonl``, so that two landing runs of one
+    dataset (a trigger run and a sensor run) never interleave their read-modify-writes."""
     try:
         store = open_store(state_path)
     except ReplicatorError as exc:
@@ -187,6 +188,15 @@ def update_pending(paths: LandingPaths, state_path: str, *, remove: Iterable[str
             kept = {f: o for f, o in claims.items() if not (f in release and o in owners)}
             if kept != claims:
                 save_claims(paths, kept)
+
+
+def record_history(paths: LandingPaths, state_path: str, entry: dict[str, Any]) -> None:
+    """Append one batch's entry to ``history.jsonl`` under :func:`pending_lock`. On a remote
+    store an append is a rewrite of the whole file (read it, add the line, write it back), so
+    two runs appending at once would each write back the file they read and one entry would
+    be lost; a local append is one ``O_APPEND`` write, but takes the lock all the same."""
+    with pending_lock(paths, state_path):
+        append_history(paths.out_store, paths.history, entry)
 
 
 def require_record(paths: LandingPaths, batch: str) -> dict[str, Any]:
