@@ -15,6 +15,13 @@
  * tmpfs, in `replicator copy` on 2 cores at load 4, took 2.06/2.57/5.31 s against
  * 1.02/1.49/1.97 s with one thread (interleaved): the other core is the driver's.
  *
+ * rename_threads > 1 leaves the renames to the end of the bin and does them from that many
+ * threads at once. On ext4 (auto_da_alloc, the default) a rename over an existing file
+ * first starts the write-back of the new one and waits ~0.2-2 ms for it, almost no CPU; a
+ * re-sync's updated files, renamed one after another, waited for each in turn (500 renames
+ * over 1 KiB files in as many directories: 0.19-1.02 s serial, 0.04-0.13 s from 2-8
+ * threads, load 1.6-4.4). The engine asks for it for bins that replace files.
+ *
  * crc32c(crc, buffer) extends a CRC32C like google_crc32c.extend (SSE4.2 crc32 instruction
  * when the CPU has it, checked at import; a slicing-by-8 table otherwise).
  */
@@ -156,6 +163,7 @@ static PyObject *py_crc32c_table(PyObject *self, PyObject *args)
 struct item {
     PyObject *src, *staged, *final; /* bytes (file system encoding); final may be NULL */
     int ok;
+    int defer; /* rename left to the rename threads */
     int64_t size, mtime_ns;
     uint32_t crc;
 };
@@ -223,7 +231,7 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
         goto fail;
     }
     outfd = -1;
-    if (it->final != NULL && rename(staged, PyBytes_AS_STRING(it->final)) != 0)
+    if (it->final != NULL && !it->defer && rename(staged, PyBytes_AS_STRING(it->final)) != 0)
         goto fail;
     close(infd);
     it->size = size;
@@ -269,6 +277,33 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
+struct renamer {
+    struct item *items;
+    Py_ssize_t n;
+    Py_ssize_t *next; /* shared: the next item to look at */
+};
+
+/* the deferred renames of the copied items, each taken by one thread; a rename that fails
+ * removes the staged copy and marks the item for the general path, as in copy_one */
+static void *run_renamer(void *arg)
+{
+    struct renamer *r = arg;
+    for (;;) {
+        Py_ssize_t i = __atomic_fetch_add(r->next, 1, __ATOMIC_RELAXED);
+        if (i >= r->n)
+            break;
+        struct item *it = &r->items[i];
+        if (it->ok != 1 || it->final == NULL || !it->defer)
+            continue;
+        const char *staged = PyBytes_AS_STRING(it->staged);
+        if (rename(staged, PyBytes_AS_STRING(it->final)) != 0) {
+            unlink(staged);
+            it->ok = 0;
+        }
+    }
+    return NULL;
+}
+
 static void free_items(struct item *items, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -282,13 +317,13 @@ static void free_items(struct item *items, Py_ssize_t n)
 static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"items", "follow_links", "set_mtime", "set_mode", "max_size",
-                             "deadline", "threads", NULL};
+                             "deadline", "threads", "rename_threads", NULL};
     PyObject *seq_in, *deadline_obj = Py_None;
-    int follow, set_mtime, set_mode, threads = 1;
+    int follow, set_mtime, set_mode, threads = 1, rename_threads = 1;
     long long max_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpppL|Oi:copy_small", kwlist, &seq_in,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpppL|Oii:copy_small", kwlist, &seq_in,
                                      &follow, &set_mtime, &set_mode, &max_size, &deadline_obj,
-                                     &threads))
+                                     &threads, &rename_threads))
         return NULL;
     if (max_size < 0 || max_size > (1LL << 30)) {
         PyErr_SetString(PyExc_ValueError, "max_size must be between 0 and 1 GiB");
@@ -296,6 +331,10 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     if (threads < 1 || threads > 16) {
         PyErr_SetString(PyExc_ValueError, "threads must be between 1 and 16");
+        return NULL;
+    }
+    if (rename_threads < 1 || rename_threads > 16) {
+        PyErr_SetString(PyExc_ValueError, "rename_threads must be between 1 and 16");
         return NULL;
     }
     int64_t deadline_ns = 0;
@@ -330,6 +369,7 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
             goto error;
         if (f != Py_None && !PyUnicode_FSConverter(f, &items[i].final))
             goto error;
+        items[i].defer = rename_threads > 1;
     }
     Py_DECREF(seq);
     seq = NULL;
@@ -359,6 +399,18 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
             pthread_join(tids[t], NULL);
         else
             run_worker(&workers[t]); /* no thread to be had: this one does its share */
+    }
+    if (rename_threads > 1) {
+        Py_ssize_t next = 0;
+        struct renamer ren = {items, n, &next};
+        pthread_t rtids[16];
+        int rstarted[16] = {0};
+        for (int t = 1; t < rename_threads; t++)
+            rstarted[t] = pthread_create(&rtids[t], NULL, run_renamer, &ren) == 0;
+        run_renamer(&ren); /* this thread too: it ends when every item is taken */
+        for (int t = 1; t < rename_threads; t++)
+            if (rstarted[t])
+                pthread_join(rtids[t], NULL);
     }
     Py_END_ALLOW_THREADS
     for (int t = 0; t < threads; t++)
@@ -398,10 +450,11 @@ static PyMethodDef methods[] = {
      "crc32c_table(crc, buffer) -> int: as crc32c, by the table alone (tests the fallback)."},
     {"copy_small", (PyCFunction)(void (*)(void))py_copy_small, METH_VARARGS | METH_KEYWORDS,
      "copy_small(items, follow_links, set_mtime, set_mode, max_size, deadline=None,\n"
-     "           threads=1) -> list\n\n"
+     "           threads=1, rename_threads=1) -> list\n\n"
      "items: (source, staged, final or None) paths. Copies each source to its staged name\n"
      "(and renames it to final when given), the interpreter lock released throughout, in\n"
-     "`threads` threads (items dealt out in turn); starts no item once time.time() >=\n"
+     "`threads` threads (items dealt out in turn); rename_threads > 1: the renames after\n"
+     "all the copies, from that many threads at once; starts no item once time.time() >=\n"
      "deadline. One entry per item: (size, mtime_ns, crc32c) when copied, None when the\n"
      "general path must redo it, False when not attempted (the deadline passed)."},
     {NULL, NULL, 0, NULL},
@@ -418,7 +471,10 @@ PyMODINIT_FUNC PyInit__fastcopy(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "hardware_crc", use_hw) != 0) {
+    /* the engine passes rename_threads only to a build that takes it (a stale build
+     * without it keeps working, renaming in the copy loop) */
+    if (PyModule_AddIntConstant(m, "hardware_crc", use_hw) != 0 ||
+        PyModule_AddIntConstant(m, "has_rename_threads", 1) != 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -118,3 +118,41 @@ def test_a_batch_row_whose_names_are_gone_is_dropped_and_touches_no_manifest_row
     assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
     assert sorted(p for (p,) in db.execute("SELECT path FROM files")) == ["a", "b"]
     db.close()
+
+
+@pytest.mark.parametrize(("hook", "after"), [
+    ("on_bytes", 300),  # killed after the second bin of updates was staged and renamed
+    ("on_file", 300),  # killed while the driver records a batch of updates
+])
+def test_a_re_sync_of_updates_killed_mid_way_leaves_whole_files_and_the_next_run_completes(
+        tmp_path: Path, hook: str, after: int) -> None:
+    """A re-sync whose bins replace existing files (renamed from several threads at the
+    end of each bin by the compiled loop): a kill leaves every final name holding the old
+    or the new file whole, and the next run copies what was not recorded."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state.db"
+    old = _source(src)
+    assert api.copy(str(src), str(dst), CopyOptions(state_path=str(state))).files_copied == FILES
+    new = {rel: b"new " + body[::-1] for rel, body in old.items()}
+    for rel, body in new.items():
+        write(src / rel, body, mtime=1_700_000_000 + len(body))
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(src), str(dst), str(state), hook, str(after)],
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+
+    published = {str(p.relative_to(dst)): p.read_bytes() for p in dst.rglob("*")
+                 if p.is_file() and not p.name.startswith(".rtmp-")}
+    assert set(published) == set(old)
+    replaced = {rel for rel, body in published.items() if body == new[rel]}
+    assert all(body in (old[rel], new[rel]) for rel, body in published.items())
+    assert replaced and len(replaced) < FILES
+
+    report = api.copy(str(src), str(dst), CopyOptions(state_path=str(state)))
+    assert report.ok, report.failures
+    assert temp_names(dst) == []
+    assert {k: v for k, v in tree(dst).items() if v is not None} == new
+    db = sqlite3.connect(state)
+    assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+    rows = {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM files WHERE kind='f'")}
+    db.close()
+    assert rows == {rel: ((dst / rel).stat().st_size, (dst / rel).stat().st_mtime_ns) for rel in new}
+    assert api.copy(str(src), str(dst), CopyOptions(state_path=str(state))).files_copied == 0

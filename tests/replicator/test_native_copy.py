@@ -13,7 +13,14 @@ import pytest
 
 from replicator import native
 from replicator.filesystems.local import LocalFileSystem, text_path
-from replicator.transfer import SMALL_FILE, StageContext, Task, stage_small_local
+from replicator.transfer import (
+    RENAME_THREADS,
+    SMALL_FILE,
+    StageContext,
+    Task,
+    rename_threads,
+    stage_small_local,
+)
 
 pytestmark = pytest.mark.skipif(native.built("fastcopy") is None,
                                 reason="replicator._fastcopy not built (no compiler)")
@@ -154,3 +161,134 @@ def test_copy_small_starts_nothing_past_the_deadline(tmp_path: Path) -> None:
         items = _flat(tmp_path / f"t{threads}", 5)
         assert fast.copy_small(items, False, True, False, SMALL_FILE, 1.0, threads) == [False] * 5
         assert list((tmp_path / f"t{threads}" / "dst").iterdir()) == []
+
+
+def _updates(root: Path, n: int) -> list[tuple[str, str, str | None]]:
+    """``_flat``'s items, each final name already holding an older copy (a re-sync's
+    updates), in directories of their own (as a 1% re-sync's changed files mostly are)."""
+    items = []
+    for i in range(n):
+        src, dst = root / "src" / f"d{i}", root / "dst" / f"d{i}"
+        src.mkdir(parents=True)
+        dst.mkdir(parents=True)
+        (src / "f").write_bytes(bytes([i % 256]) * (i + 1))
+        (dst / "f").write_bytes(b"old")
+        items.append((str(src / "f"), str(dst / ".t"), str(dst / "f")))
+    return items
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_renames_from_threads_publish_as_the_copy_loop_does(tmp_path: Path, threads: int) -> None:
+    """rename_threads > 1 (the renames after the bin's copies, several at once) leaves the
+    same files and returns the same results as renaming each right after its copy; a
+    rename that fails (the final name is a non-empty directory) fails that file alone,
+    with no staged copy left behind."""
+    fast = native.built("fastcopy")
+    assert fast.has_rename_threads
+    got = {}
+    for renames in (1, 4):
+        root = tmp_path / f"r{renames}"
+        items = _updates(root, 23)
+        blocker = Path(items[5][2])
+        blocker.unlink()
+        blocker.mkdir()
+        (blocker / "inside").write_bytes(b"x")
+        out = fast.copy_small(items, False, True, False, SMALL_FILE, None, threads, renames)
+        tree = {str(p.relative_to(root / "dst")): p.read_bytes()
+                for p in sorted((root / "dst").rglob("*")) if p.is_file()}
+        got[renames] = ([r if r is None else (r[0], r[2]) for r in out], tree)
+    assert got[4] == got[1]
+    results, tree = got[4]
+    assert results[5] is None and all(r is not None for i, r in enumerate(results) if i != 5)
+    assert tree["d5/f/inside"] == b"x" and not any(k.endswith("/.t") for k in tree)
+    assert all(tree[f"d{i}/f"] == bytes([i % 256]) * (i + 1) for i in range(23) if i != 5)
+
+
+def test_copy_small_refuses_a_rename_thread_count_out_of_range() -> None:
+    fast = native.built("fastcopy")
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="rename_threads"):
+            fast.copy_small([], False, True, False, SMALL_FILE, None, 1, bad)
+
+
+def test_a_bin_of_updates_is_renamed_from_threads_and_new_files_are_not() -> None:
+    def tasks(action: str, n: int, self_publish: bool = True) -> list[Task]:
+        out = [Task(i, f"f{i}", action, 1, 1) for i in range(n)]
+        for t in out:
+            t.self_publish = self_publish
+        return out
+
+    assert rename_threads(tasks("copy", 50)) == 1  # a rename to a new name does not wait
+    assert rename_threads(tasks("update", 1)) == 1
+    assert rename_threads(tasks("update", 3)) == 3
+    assert rename_threads(tasks("update", 50)) == RENAME_THREADS
+    assert rename_threads(tasks("update", 50, self_publish=False)) == 1  # the driver renames
+
+
+def test_a_re_sync_of_updates_leaves_the_same_tree_and_manifest_both_ways(
+        tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-sync whose bins are updates (renamed from threads by the C loop) against the
+    Python loop: the same report, manifest and tree."""
+    src = tmp_path / "src"
+    for d in range(30):
+        (src / f"d{d:02}").mkdir(parents=True)
+        for i in range(4):
+            (src / f"d{d:02}" / f"f{i}").write_bytes(os.urandom(100 + i))
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(native.ENV, flag)
+        dst, state = tmp_path / f"dst{flag}", tmp_path / f"state{flag}.db"
+        assert run_cli("copy", str(src), str(dst), "--state", str(state)).returncode == 0
+        results[flag] = dst, state
+    for d in range(0, 30, 2):  # change every other directory's first file
+        p = src / f"d{d:02}" / "f0"
+        p.write_bytes(os.urandom(150))
+        os.utime(p, ns=(10**18, 10**18 + d))
+    seen = {}
+    for flag, (dst, state) in results.items():
+        monkeypatch.setenv(native.ENV, flag)
+        res = run_cli("copy", str(src), str(dst), "--state", str(state), "--json")
+        assert res.returncode == 0, res.stderr
+        assert res.report["files_copied"] == 15 and res.report["files_updated"] == 15
+        with sqlite3.connect(state) as db:
+            rows = sorted(db.execute("select path, size, mtime_ns, checksum from files"))
+        tree = {str(p.relative_to(dst)): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+        seen[flag] = rows, tree
+    assert seen["0"] == seen["1"]
+    assert seen["1"][1] == {str(p.relative_to(src)): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+
+
+def test_stage_small_local_renames_a_bin_of_updates_from_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's path: a self-published bin of updates reaches copy_small with
+    rename_threads, and leaves what the Python loop leaves."""
+    fast = native.built("fastcopy")
+    calls = []
+    real = fast.copy_small
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("rename_threads", 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "copy_small", spy)
+    seen = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(native.ENV, flag)
+        root = tmp_path / flag
+        items = _updates(root, 9)
+        fs = LocalFileSystem()
+        ctx = StageContext(fs, str(root / "src"), fs, str(root / "dst"), "run1", retries=0)
+        tasks = []
+        for seq, (s, _staged, _final) in enumerate(items):
+            st = Path(s).stat()
+            t = Task(seq, f"d{seq}/f", "update", st.st_size, st.st_mtime_ns)
+            t.self_publish = True
+            tasks.append(t)
+        outs = sorted(stage_small_local(tasks, ctx), key=lambda o: o.seq)
+        tree = {str(p.relative_to(root / "dst")): p.read_bytes()
+                for p in sorted((root / "dst").rglob("*")) if p.is_file()}
+        seen[flag] = [(o.rel, o.ok, o.size, o.checksum, o.tmp) for o in outs], tree
+    assert calls == [RENAME_THREADS]
+    assert seen["0"] == seen["1"]
+    assert all(ok and tmp is None for _rel, ok, _size, _crc, tmp in seen["1"][0])
+    assert seen["1"][1] == {f"d{i}/f": bytes([i % 256]) * (i + 1) for i in range(9)}
