@@ -152,7 +152,11 @@ def build_ingested(view: LandingView) -> dg.AssetsDefinition:
             record["validation"] = [_file_entry(r) for r in results]
             save_record(paths, record)
             bad = [r for r in results if not r.ok]
-            update_pending(paths, state, remove=files, add=[r.file for r in results if r.ok])
+            # the valid files wait in pending.json for the conversion (a rejected batch's go
+            # with a later one); on a reprocessed batch not the ones it converted already
+            converted = set((previous or {}).get("parquet") or {})
+            update_pending(paths, state, remove=files,
+                           add=[r.file for r in results if r.ok and r.file not in converted])
             rule_counts: dict[str, int] = {}
             for r in results:
                 for rule, c in r.rule_counts.items():

@@ -427,3 +427,31 @@ def test_the_watched_directory_can_be_a_bucket(tmp_path, instance, monkeypatch, 
     assert _parquet_rows(landing) == 4
     assert [json.loads(line)["event"] for line in landing.outbox()] == [
         "detected", "ingested", "validated", "converted", "report_ready"]
+
+
+def test_revalidating_a_converted_batch_does_not_carry_its_files_into_the_next(landing, instance) -> None:
+    """The ingest step of a batch already converted, executed again alone (a re-execution of
+    that step): its valid files are not pending again. Before, they were put back into
+    pending.json, so the next batch took them along as 'valid files of an earlier batch not
+    converted yet', converted them again and counted their rows in its history entry."""
+    landing.write("a.csv", GOOD_CSV)
+    defs = build_definitions(landing.spec_path)
+    result, launched = _tick(landing, defs, instance)
+    assert launched[0].success
+    batch = result.run_requests[0].tags[TAG_BATCH]
+    pending = landing.output / "_landing" / "pending.json"
+    assert json.loads(pending.read_text()) == []
+
+    job = defs.resolve_job_def(landing_job_name("orders"))
+    again = job.execute_in_process(instance=instance, tags={TAG_BATCH: batch}, run_config=QUIET,
+                                   asset_selection=[ingested_key("orders")])
+    assert again.success
+    assert json.loads(pending.read_text()) == []
+
+    landing.write("b.csv", "order_id,customer,amount,dt\n7,eve,2,2026-11-23\n", age_s=60)
+    result, launched = _tick(landing, defs, instance, result.cursor)
+    assert launched[0].success
+    record = json.loads((landing.output / "_landing" / "batches"
+                         / f"{result.run_requests[0].tags[TAG_BATCH]}.json").read_text())
+    assert record["files"] == ["b.csv"] and record["carried"] == []
+    assert _parquet_rows(landing) == 5
