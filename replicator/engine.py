@@ -35,7 +35,7 @@ from replicator.executors import get_executor
 from replicator.executors.base import Executor
 from replicator.files_from import read_files_from, walk_listed
 from replicator.filesystems.base import DIR, FILE, FileSystem
-from replicator.filesystems.local import has_byte_names, native_path, shown, text_path
+from replicator.filesystems.local import ESC, has_byte_names, native_path, shown, text_path
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, listing_workers, walk
 from replicator.options import CopyOptions, parse_max_delete
@@ -46,6 +46,7 @@ from replicator.state import Scratch, StateError, StateStore, open_store, sqlite
 from replicator.transfer import (
     ATTRIBUTE_KINDS,
     Outcome,
+    SmallBatch,
     StageContext,
     Task,
     Throttle,
@@ -767,15 +768,16 @@ class _Run:
         # runs, where asked) beats Python ranges
         kernel_copy = local_pair(self.src_fs, self.dst_fs)
         ranged = self.dst_fs.capabilities.parallel_write and not kernel_copy and self._ranges
+        byte_names = self.src_fs.capabilities.byte_names and self.dst_fs.capabilities.byte_names
+        dst_listed = self._dst_listed
         for seq, action, path, size, mtime_ns, mode, version, dst_kind in scratch.work_files():
             if dst_kind == DIR and path not in self._replaced:
                 self.report.add_failure(path, f"destination {path} is a directory; source is a "
                                               f"file (--delete replaces it)")
                 continue
-            if self._refuse_name(path):
+            if not byte_names and ESC in path and self._refuse_name(path):
                 continue
-            task = Task(seq, path, action, size, mtime_ns, mode, version,
-                        dst_listed=self._dst_listed)
+            task = Task(seq, path, action, size, mtime_ns, mode, version, None, 1, None, dst_listed)
             if ranged and size >= big:
                 task.nparts = -(-size // self._part_size(size))
             yield task  # a ranged file is expanded into its ranges by _bins, once journalled
@@ -807,7 +809,9 @@ class _Run:
         of small staged files as one ``batch-staging`` row (see :meth:`_journal_bin`), any
         other bin a row per file."""
         for b in make_bins(self._tasks(scratch)):
-            self._journal_bin(store, pair_id, ctx, b)
+            if self._journal_bin(store, pair_id, ctx, b):
+                yield b  # whole small files: no range to expand
+                continue
             out: list[Task] = []
             for t in b:
                 if t.nparts > 1:
@@ -829,23 +833,24 @@ class _Run:
             if out:
                 yield out
 
-    def _journal_bin(self, store: StateStore, pair_id: int, ctx: StageContext, b: list[Task]) -> None:
+    def _journal_bin(self, store: StateStore, pair_id: int, ctx: StageContext, b: list[Task]) -> bool:
         """A bin of whole small files, each staged under a temporary name, is journalled as one
         row listing those names (its files then cost one manifest row each, no journal row of
         their own): a run killed meanwhile leaves nothing published half-written, and recovery
         removes the staged names (re-copying a small file costs less than journalling it).
         Any other bin gets a ``staging`` row per file (a verified big file is published by
-        recovery, an in-place write is looked at)."""
-        staged = [ctx.paths(t)[2] for t in b]
+        recovery, an in-place write is looked at). True for a batch."""
+        staged = ctx.staged_names(b)
         if not small_files(b) or None in staged:
             store.journal_staging(pair_id, self.run_id, [(t.rel, tmp) for t, tmp in zip(b, staged, strict=True)])
-            return
+            return False
         key = batch_key(self.run_id, len(self._batch_left))
         store.journal_batch(pair_id, self.run_id, key, staged)  # type: ignore[arg-type]
         self._batch_left[key] = len(b)
+        self._batch_of.update(dict.fromkeys([t.seq for t in b], key))
         for t in b:
-            self._batch_of[t.seq] = key
             t.self_publish = True  # the batch row covers a staged copy renamed at once
+        return True
 
     def _settle(self, out: Outcome) -> list[str]:
         """The journal keys to clear now that ``out`` is published or failed: its own row, or
@@ -907,6 +912,10 @@ class _Run:
         stopped = False
         try:
             for out in executor.run(self._bins(store, scratch, pair_id, ctx), ctx):
+                if type(out) is SmallBatch:  # copied and renamed into place: recorded at once
+                    finished.update([row[0] for row in out.rows])
+                    self._publish(store, scratch, pair_id, out)
+                    continue
                 if out.part is not None or (not out.ok and out.rel in self._ranged):
                     out = self._range_done(out, ctx, failed_ranged)
                     if out is None:
@@ -957,10 +966,14 @@ class _Run:
         del self._ranged[out.rel]
         return finish_ranges(task, parts, ctx)
 
-    def _publish(self, store: StateStore, scratch: Scratch, pair_id: int, batch: list[Outcome]) -> None:
+    def _publish(self, store: StateStore, scratch: Scratch, pair_id: int,
+                 batch: list[Outcome] | SmallBatch) -> None:
         """Rename the staged copies into place and record them, a batch at a time: files with
         a journal row of their own are first marked ``staged`` (verified: recovery publishes
         them), files of a journalled batch are not (recovery removes their staged names)."""
+        if type(batch) is SmallBatch:  # in place already: recorded at once
+            self._publish_small(store, scratch, pair_id, batch)
+            return
         own = [(o.rel, o.size, o.mtime_ns, o.checksum) for o in batch if o.seq not in self._batch_of]
         if own:
             store.journal_staged(pair_id, own)
@@ -991,6 +1004,26 @@ class _Run:
         store.commit(pair_id, record=done, clear=clear)
         if self._planned_updates:  # a first copy has none to count
             self.report.files_updated += scratch.count_updates(done_seqs)
+
+    def _publish_small(self, store: StateStore, scratch: Scratch, pair_id: int, done: SmallBatch) -> None:
+        """Record a :class:`SmallBatch` (its files are in place already) as :meth:`_publish`
+        records its outcomes, and clear its bin's journal row once the bin is settled."""
+        seqs = done.seqs
+        key = self._batch_of[seqs[0]]
+        pop = self._batch_of.pop
+        for seq in seqs:
+            pop(seq)
+        left = self._batch_left[key] = self._batch_left[key] - len(seqs)
+        report = self.report
+        report.files_copied += len(seqs)
+        report.bytes_copied += done.nbytes
+        if self.progress is not NO_PROGRESS:  # before the record, as _publish
+            on_file = self.progress.on_file
+            for row in done.rows:
+                on_file(row[0], True)
+        store.commit(pair_id, record=done.rows, clear=[key] if left == 0 else [])
+        if self._planned_updates:
+            report.files_updated += scratch.count_updates(seqs)
 
     def _delete(self, store: StateStore, scratch: Scratch, pair_id: int) -> None:
         self._delete_rows(store, pair_id, scratch.work_deletes())  # reverse path order: children first

@@ -38,7 +38,7 @@ from replicator.errors import (
     on_side,
 )
 from replicator.filesystems.base import FILE, LINK, FileSystem, unsafe_rel
-from replicator.filesystems.local import create_new, native_path, open_regular_stat
+from replicator.filesystems.local import ESC, create_new, native_path, open_regular_stat
 from replicator.filters import TEMP_PREFIX
 from replicator.progress import NO_PROGRESS, Progress
 
@@ -119,6 +119,19 @@ class Outcome:
     verified: bool = False  # the published bytes were checked by CRC32C (store's or re-read)
 
 
+@dataclass(slots=True)
+class SmallBatch:
+    """The files of one bin journalled as a batch (``self_publish``) that the compiled loop
+    staged and renamed into place, as one result instead of an :class:`Outcome` each (an
+    object per file cost more than its copy): their ``seqs``, the manifest rows ``(rel,
+    FILE, size, mtime_ns, checksum)`` in the same order, and their bytes. Every one is
+    copied (a file that was not is an :class:`Outcome` of its own)."""
+
+    seqs: list[int]
+    rows: list[tuple[str, str, int, int, str]]
+    nbytes: int
+
+
 @dataclass
 class StageContext:
     """Everything a worker needs; pickles to plain options for Spark tasks."""
@@ -183,6 +196,33 @@ class StageContext:
                       if self.staging and self.dst_fs.capabilities.atomic_rename else None)
             found = task.paths = (self.src_fs.join(self.src_root, rel), final, staged)
         return found
+
+    def staged_names(self, tasks: list[Task]) -> list[str | None]:
+        """The staged names of a bin's tasks, their :meth:`paths` worked out for the whole
+        bin in one loop (the same names: a short final name gets the staged prefix, a long
+        one goes through :func:`temp_name`)."""
+        staging = self.staging and self.dst_fs.capabilities.atomic_rename
+        src_join, dst_join = self.src_fs.join, self.dst_fs.join
+        src_root, dst_root = self.src_root, self.dst_root
+        prefix = f"{TEMP_PREFIX}{self.run_id}-"
+        short = NAME_MAX // 4 - len(prefix)  # up to this many characters a name needs no digest
+        run_id = self.run_id
+        out: list[str | None] = []
+        for task in tasks:
+            found = task.paths
+            if found is None:
+                rel = task.rel
+                if unsafe_rel(rel):
+                    _confined(rel)  # raises
+                final = dst_join(dst_root, rel)
+                staged = None
+                if staging:
+                    head, sep, name = final.rpartition("/")
+                    staged = (head + sep + prefix + name if len(name) <= short
+                              else temp_name(final, run_id))
+                found = task.paths = (src_join(src_root, rel), final, staged)
+            out.append(found[2])
+        return out
 
     @functools.cached_property
     def attr_kinds(self) -> frozenset[str]:
@@ -545,7 +585,8 @@ class _Unusual(Exception):
     """The fast path met something other than the plain case: the general path redoes it."""
 
 
-def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]:
+def stage_small_local(tasks: list[Task], ctx: StageContext, *,
+                      batched: bool = False) -> Iterator[Outcome | SmallBatch]:
     """Stage a bin of small local files (each up to SMALL_FILE bytes, local -> local), in the
     calling thread, yielding their outcomes; stops before a file the run's deadline passed.
 
@@ -558,7 +599,10 @@ def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]
     killed before that copies it again). Anything else (an error of any kind, a short
     read, a source that changed, a stale staged name, ``--verify-checksum``, kept
     attributes, ``--bandwidth``) goes to :func:`stage` from the start, which owns every
-    error's class, side and retry: this path never reports an error of its own."""
+    error's class, side and retry: this path never reports an error of its own.
+
+    ``batched``: where every task of the bin is ``self_publish``, the compiled loop's
+    copies come back as one :class:`SmallBatch` (first), the other files as outcomes."""
     caps = ctx.dst_fs.capabilities
     if (ctx.verify or ctx.attr_kinds or _throttled(ctx) or not ctx.staging
             or not caps.atomic_rename or not local_pair(ctx.src_fs, ctx.dst_fs)):
@@ -571,7 +615,7 @@ def stage_small_local(tasks: list[Task], ctx: StageContext) -> Iterator[Outcome]
     set_mode = "perms" in ctx.preserve and caps.can_set_mode
     fast = native.fastcopy()
     if fast is not None:
-        yield from _stage_small_native(fast, tasks, ctx, set_mtime, set_mode)
+        yield from _stage_small_native(fast, tasks, ctx, set_mtime, set_mode, batched)
         return
     rflags = _SMALL_READ if ctx.copy_links else _SMALL_READ | os.O_NOFOLLOW
     on_bytes = ctx.progress.on_bytes
@@ -644,41 +688,65 @@ def rename_threads(tasks: list[Task]) -> int:
 
 
 def _stage_small_native(fast: Any, tasks: list[Task], ctx: StageContext, set_mtime: bool,
-                        set_mode: bool) -> Iterator[Outcome]:
+                        set_mode: bool, batched: bool = False) -> Iterator[Outcome | SmallBatch]:
     """:func:`stage_small_local`'s loop in C (native/fastcopy.c ``copy_small``: the same
     system calls, the interpreter lock released for the whole bin). A file it could not copy
     in the plain case (it left nothing at the staged name) goes to :func:`stage`, after the
     bin, unless the run's deadline passed meanwhile (then it is not done, as the rest of a
     bin the deadline stops)."""
-    paths = ctx.paths
-    items: list[tuple[str, str, str | None]] = []
-    todo: list[Task] = []
     refused: list[Task] = []
-    for task in tasks:
-        try:
-            src, final, tmp = paths(task)
-            staged = native_path(tmp)  # type: ignore[arg-type]
-            items.append((native_path(src), staged,
-                          native_path(final) if task.self_publish else None))
-            todo.append(task)
-        except Exception:  # a refused name: the general path reports it
-            refused.append(task)
+    try:
+        ctx.staged_names(tasks)  # the bin's paths in one loop (the driver did it when it journalled)
+        todo = tasks
+    except Exception:  # a refused name: the general path reports it (that file alone)
+        todo = []
+        for task in tasks:
+            try:
+                ctx.paths(task)
+                todo.append(task)
+            except Exception:
+                refused.append(task)
+    if (ESC in ctx.src_root or ESC in ctx.dst_root
+            or ESC in "".join([t.rel for t in todo])):  # names to turn back into bytes
+        items = [(native_path(src), native_path(tmp), native_path(final) if t.self_publish else None)  # type: ignore[arg-type]
+                 for t in todo for src, final, tmp in (t.paths,)]  # type: ignore[misc]
+    else:
+        items = [(src, tmp, final if t.self_publish else None)
+                 for t in todo for src, final, tmp in (t.paths,)]  # type: ignore[misc]
     renames = rename_threads(todo) if getattr(fast, "has_rename_threads", 0) else 1
     extra = {"rename_threads": renames} if renames > 1 else {}
     results = fast.copy_small(items, ctx.copy_links, set_mtime, set_mode, SMALL_FILE,
                               ctx.deadline, **extra) if items else []  # one copying thread: see copy_small
     on_bytes = ctx.progress.on_bytes
     fmt = crc.format_crc32c
-    for task, got in zip(todo, results, strict=True):
-        if got is None:
-            refused.append(task)
-            continue
-        if got is False:  # not started: the deadline passed (the report lists it as not done)
-            continue
-        size, mtime_ns, value = got
-        on_bytes(size)
-        yield Outcome(task.seq, task.rel, True, size, mtime_ns, fmt(value), value,
-                      None if task.self_publish else task.paths[2], bytes_moved=size)  # type: ignore[index]
+    if batched and all(t.self_publish for t in todo):
+        seqs: list[int] = []
+        rows: list[tuple[str, str, int, int, str]] = []
+        nbytes = 0
+        for task, got in zip(todo, results, strict=True):
+            if got is None:
+                refused.append(task)
+            elif got is not False:  # False: not started, the deadline passed (not done)
+                size, mtime_ns, value = got
+                seqs.append(task.seq)
+                rows.append((task.rel, FILE, size, mtime_ns, fmt(value)))
+                nbytes += size
+        if seqs:
+            if ctx.progress is not NO_PROGRESS:  # per file, as the outcomes' were
+                for row in rows:
+                    on_bytes(row[2])
+            yield SmallBatch(seqs, rows, nbytes)
+    else:
+        for task, got in zip(todo, results, strict=True):
+            if got is None:
+                refused.append(task)
+                continue
+            if got is False:  # not started: the deadline passed (the report lists it as not done)
+                continue
+            size, mtime_ns, value = got
+            on_bytes(size)
+            yield Outcome(task.seq, task.rel, True, size, mtime_ns, fmt(value), value,
+                          None if task.self_publish else task.paths[2], bytes_moved=size)  # type: ignore[index]
     for task in refused:
         if ctx.past_deadline():
             return

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
-from replicator.transfer import Outcome, StageContext, Task
+from replicator.transfer import Outcome, SmallBatch, StageContext, Task
 
 
 class Executor(ABC):
@@ -16,8 +16,9 @@ class Executor(ABC):
     ranges: bool = True  # big files may come as ranges (False: whole files only)
 
     @abstractmethod
-    def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome]:
-        """Stage every task of every bin; yield outcomes as they complete (any order).
+    def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome | SmallBatch]:
+        """Stage every task of every bin; yield outcomes as they complete (any order), or
+        for the copied files of a batch-journalled bin one :class:`SmallBatch`.
 
         ``bins`` must be consumed from the calling thread: pulling a bin journals it."""
 

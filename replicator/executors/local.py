@@ -24,6 +24,7 @@ from replicator.executors.base import Executor
 from replicator.plan import make_bins
 from replicator.transfer import (
     Outcome,
+    SmallBatch,
     StageContext,
     Task,
     local_pair,
@@ -40,7 +41,7 @@ def _groups(bins: Iterator[list[Task]], inline: bool) -> Iterator[tuple[bool, li
     """``(in the calling thread, tasks)``: a bin of small local files whole, any other bin
     cut into pool jobs by the same rule that makes bins (files and bytes)."""
     for b in bins:
-        if inline and small_files(b):
+        if inline and (b[0].self_publish or small_files(b)):  # a batch-journalled bin is small
             yield True, b
         else:
             for group in make_bins(b, bin_bytes=GROUP_BYTES, bin_files=GROUP_FILES):
@@ -63,7 +64,7 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int = 8) -> None:
         self.workers = workers
 
-    def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome]:
+    def run(self, bins: Iterator[list[Task]], ctx: StageContext) -> Iterator[Outcome | SmallBatch]:
         groups = _groups(bins, inline=local_pair(ctx.src_fs, ctx.dst_fs))
         results: queue.SimpleQueue = queue.SimpleQueue()
         limit = self.workers * 2  # pool jobs handed out and not finished: bounded look-ahead
@@ -92,7 +93,7 @@ class LocalExecutor(Executor):
                         break
                     here, group = found
                     if here:  # stops at the deadline: the report lists the rest as not done
-                        yield from stage_small_local(group, ctx)
+                        yield from stage_small_local(group, ctx, batched=True)
                         continue
                     pool.submit(job, group)
                     jobs += 1

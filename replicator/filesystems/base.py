@@ -29,7 +29,7 @@ def unsafe_rel(rel: str) -> bool:
     empty, ``.`` or ``..`` segment (object keys like ``a/../../x`` or ``a//b``)."""
     if not rel or rel[0] == "/" or rel[-1] == "/" or "//" in rel:
         return True
-    if "." not in rel:
+    if rel[0] != "." and "/." not in rel:  # a "." or ".." segment starts the path or follows a "/"
         return False
     return any(seg in (".", "..") for seg in rel.split("/"))
 

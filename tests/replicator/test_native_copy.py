@@ -292,3 +292,56 @@ def test_stage_small_local_renames_a_bin_of_updates_from_threads(
     assert seen["0"] == seen["1"]
     assert all(ok and tmp is None for _rel, ok, _size, _crc, tmp in seen["1"][0])
     assert seen["1"][1] == {f"d{i}/f": bytes([i % 256]) * (i + 1) for i in range(9)}
+
+
+def test_a_batched_bin_gives_the_outcomes_of_the_unbatched_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``batched=True`` (the local executor's call): the files the compiled loop copied come
+    back as one SmallBatch whose rows are the unbatched outcomes' (rel, size, mtime,
+    checksum), in order; every other file is the same outcome as unbatched."""
+    from replicator.transfer import SmallBatch
+
+    monkeypatch.setenv(native.ENV, "1")
+    fs = LocalFileSystem()
+    got = {}
+    for batched in (False, True):
+        root = tmp_path / str(batched)
+        root.mkdir()
+        tasks = _tree(root)
+        for t in tasks:
+            t.self_publish = True
+        ctx = StageContext(fs, str(root / "src"), fs, str(root / "dst"), "run1", retries=0)
+        outs = list(stage_small_local(tasks, ctx, batched=batched))
+        rows, others = [], []
+        for o in outs:
+            if isinstance(o, SmallBatch):
+                assert o.nbytes == sum(r[2] for r in o.rows) and len(o.seqs) == len(o.rows)
+                rows += [(seq, r[0], r[2], r[3], r[4]) for seq, r in zip(o.seqs, o.rows, strict=True)]
+            elif o.ok:
+                rows.append((o.seq, o.rel, o.size, o.mtime_ns, o.checksum))
+            else:
+                others.append((o.seq, o.rel, o.error and o.error.replace(str(root), "ROOT")))
+        assert isinstance(outs[0], SmallBatch) is batched
+        got[batched] = ([(s, rel, size, chk) for s, rel, size, _m, chk in sorted(rows)], others)
+    assert got[True] == got[False]
+    assert len(got[True][0]) >= 5 and got[True][1]  # copied files and failures, alone
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 40, "y" * 51, "y" * 52, "z" * 200, "é" * 60, "é" * 130,
+                                  BYTE_NAME, "d/sub/" + "w" * 100])
+def test_staged_names_of_a_bin_are_the_names_of_one_task(tmp_path: Path, name: str) -> None:
+    fs = LocalFileSystem()
+    ctx = StageContext(fs, str(tmp_path / "s"), fs, str(tmp_path / "d"), "0123456789ab")
+    one = Task(0, text_path(name), "copy", 1, 1)
+    bulk = Task(0, text_path(name), "copy", 1, 1)
+    assert ctx.staged_names([bulk]) == [ctx.paths(one)[2]]
+    assert bulk.paths == one.paths
+
+
+def test_unsafe_rel_refuses_dot_segments_wherever_they_are() -> None:
+    from replicator.filesystems.base import unsafe_rel
+
+    for rel in (".", "..", "./a", "../a", "a/.", "a/..", "a/./b", "a/../b", "", "/a", "a/", "a//b"):
+        assert unsafe_rel(rel), rel
+    for rel in ("a", ".a", "a.", "a/.b", "a/b.", "..a", "a/..b", "a.b/c..d", ".x/y"):
+        assert not unsafe_rel(rel), rel
