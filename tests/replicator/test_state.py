@@ -117,6 +117,23 @@ def test_resync_against_the_store_settles_the_unchanged_and_copies_the_rest(
     assert after["z/inside"][1] == "f" and after["b.d/new"][1] == "f"
 
 
+def test_manifest_split_counts_one_pair_and_finds_its_first_middle_and_last(state_spec: str) -> None:
+    """Where the re-sync's two listers cut the tree: the pair's row count, first, middle
+    (the row at count // 2 in path order) and last path, never another pair's."""
+    store = open_store(state_spec)
+    try:
+        pair, other, empty = (store.pair_id("/a", d) for d in ("/b", "/c", "/d"))
+        paths = [f"d{i % 3}/f{i:03d}" for i in range(101)]
+        store.commit(pair, record=[(p, "f", 1, T0 * NS, None) for p in paths])
+        store.commit(other, record=[("0-before", "f", 1, 1, None), ("zz-after", "f", 1, 1, None)])
+        ordered = sorted(paths)
+        assert store.manifest_split(pair) == (101, ordered[0], ordered[50], ordered[-1])
+        assert store.manifest_split(other) == (2, "0-before", "zz-after", "zz-after")
+        assert store.manifest_split(empty) is None
+    finally:
+        store.close()
+
+
 def test_journal_and_atomic_commit(state_spec: str) -> None:
     store = open_store(state_spec)
     try:
