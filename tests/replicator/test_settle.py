@@ -175,6 +175,7 @@ import json, sys
 from replicator import api, settle
 from replicator.options import CopyOptions
 settle.MIN_ROWS = 1
+sys.stdout.write("written before the fork\\n")  # buffered: a child that flushed it doubles it
 calls = []
 real = settle.settle_in_two
 settle.settle_in_two = lambda *a, **k: calls.append(1) or real(*a, **k)
@@ -204,8 +205,10 @@ def test_a_copy_run_uses_two_processes_and_copies_what_changed(synced) -> None:
     _change(src)
     proc = subprocess.run([sys.executable, "-c", _COPY_TWICE, str(src), str(dst), state],
                           capture_output=True, text=True, timeout=300, cwd=str(REPO),
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+                               "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("written before the fork") == 1  # the child left it alone
     first, again = json.loads(proc.stdout.strip().splitlines()[-1])
     assert first == {"ok": True, "copied": 5, "skipped": 24, "listed": 29, "forks": 1}
     assert (dst / "a" / "f0").read_bytes() == b"longer now"
@@ -239,3 +242,34 @@ def test_only_the_progress_line_may_run_beside_a_fork(tmp_path) -> None:
     finally:
         stop.set()
         other.join()
+
+
+def test_the_pipe_carries_big_messages_and_reads_a_cut_one_as_the_end(tmp_path) -> None:
+    """The child's messages (pickled, after their length) arrive whole however big (the
+    pipe's buffer is 64 KiB); a message cut short by the child's death reads as EOF, which
+    the parent takes as a child that did not finish."""
+    rows = [(f"d/{i:06}", "f", i, i * 7, None) for i in range(60_000)]
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            out = settle.Pipe(wfd)
+            out.send(("rows", rows, []))
+            out.send(("done", 3, None, []))
+            os.write(wfd, (1000).to_bytes(8, "big") + b"part of a message")
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    got = settle.Pipe(rfd)
+    try:
+        assert got.recv() == ("rows", rows, [])
+        assert got.recv() == ("done", 3, None, [])
+        with pytest.raises(EOFError):
+            got.recv()
+        with pytest.raises(EOFError):
+            got.recv()
+    finally:
+        got.close()
+        got.close()  # twice: a no-op
+        assert os.waitpid(pid, 0)[1] == 0
