@@ -176,3 +176,54 @@ def test_an_unlistable_subdirectory_is_reported_the_same(tmp_path: Path, fastwal
     assert results[0] == results[1]
     assert results[1][1] and results[1][1][0][0] == "sub/deeper"
     assert results[1][2].errors == 1
+
+
+_PROBE = """
+import sys
+from replicator.filesystems.local import LocalFileSystem
+try:
+    print(sorted(LocalFileSystem().scan_rows(sys.argv[1], "p/")[0]))
+except OSError as e:
+    print(type(e).__name__, e.errno, e.strerror, repr(e.filename))
+"""
+
+
+@pytest.mark.parametrize("mode", [0o000, 0o644])  # not readable; readable, not searchable
+def test_an_unreadable_directory_raises_the_same_as_another_user(tmp_path: Path, fastwalk,
+                                                                 mode: int) -> None:
+    """Root reads any directory, so the permission errors are checked as nobody (setpriv):
+    open() refused (mode 000: the path), or fstatat() refused on an entry of a directory
+    that can be read but not searched (mode 644: the entry's name)."""
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the probe as another user")
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="walker-perm-"))  # pytest's tmp_path is root's alone
+    try:
+        os.chmod(top, 0o755)
+        (top / "d").mkdir()
+        (top / "d" / "a").write_bytes(b"x")
+        os.chmod(top / "d", mode)
+        repo = str(Path(__file__).resolve().parents[2])
+        out = []
+        for flag in ("0", "1"):
+            env = {**os.environ, native.ENV: flag, "PYTHONPATH": repo}
+            run = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  sys.executable, "-c", _PROBE, str(top / "d")],
+                                 env=env, capture_output=True, text=True, timeout=60)
+            if run.returncode != 0 and "Permission denied" in run.stderr and not run.stdout:
+                pytest.skip(f"nobody cannot run the probe here: {run.stderr.strip()[-200:]}")
+            assert run.returncode == 0, run.stderr
+            out.append(run.stdout)
+    finally:
+        os.chmod(top / "d", 0o755)
+        shutil.rmtree(top)
+    py, c = out
+    assert c == py
+    assert c.startswith("PermissionError 13 ")
+    assert c.strip().endswith("'a'" if mode == 0o644 else repr(str(top / "d")))
