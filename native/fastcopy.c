@@ -47,6 +47,10 @@
 
 static uint32_t crc_table[8][256];
 static int use_hw;
+#define CRC_LONG 8192 /* the blocks of the three-chain CRC (crc_hw) */
+#define CRC_SHORT 256
+static uint32_t crc_long[4][256], crc_short[4][256]; /* shift over CRC_LONG / CRC_SHORT zeros */
+static void crc_zeros(uint32_t zeros[4][256], size_t len);
 
 static void crc_init(void)
 {
@@ -59,6 +63,8 @@ static void crc_init(void)
     for (uint32_t n = 0; n < 256; n++)
         for (int t = 1; t < 8; t++)
             crc_table[t][n] = (crc_table[t - 1][n] >> 8) ^ crc_table[0][crc_table[t - 1][n] & 0xff];
+    crc_zeros(crc_long, CRC_LONG);
+    crc_zeros(crc_short, CRC_SHORT);
 #ifdef HAVE_X86_CRC
     __builtin_cpu_init();
     use_hw = __builtin_cpu_supports("sse4.2") != 0;
@@ -87,6 +93,68 @@ static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n)
     return c;
 }
 
+/* Shifting a CRC over n zero bytes (n a power of two) by four byte tables: lets three
+ * independent crc32 instruction chains run over three adjacent blocks at once and be joined
+ * (crc32 has a latency of 3 cycles and a throughput of 1: one chain uses a third of it).
+ * After Mark Adler's crc32c.c (zlib licence), the GF(2) matrix way. */
+
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+    uint32_t sum = 0;
+    while (vec) {
+        if (vec & 1)
+            sum ^= *mat;
+        vec >>= 1;
+        mat++;
+    }
+    return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *mat)
+{
+    for (int n = 0; n < 32; n++)
+        square[n] = gf2_times(mat, mat[n]);
+}
+
+static void crc_zeros_op(uint32_t *even, size_t len)
+{
+    uint32_t odd[32], row = 1;
+    odd[0] = 0x82F63B78u; /* one zero bit */
+    for (int n = 1; n < 32; n++) {
+        odd[n] = row;
+        row <<= 1;
+    }
+    gf2_square(even, odd); /* two zero bits */
+    gf2_square(odd, even); /* four */
+    do {                   /* one zero byte in even, two in odd, ... until len is used up */
+        gf2_square(even, odd);
+        len >>= 1;
+        if (len == 0)
+            return;
+        gf2_square(odd, even);
+        len >>= 1;
+    } while (len);
+    memcpy(even, odd, sizeof(odd));
+}
+
+static void crc_zeros(uint32_t zeros[4][256], size_t len)
+{
+    uint32_t op[32];
+    crc_zeros_op(op, len);
+    for (uint32_t n = 0; n < 256; n++) {
+        zeros[0][n] = gf2_times(op, n);
+        zeros[1][n] = gf2_times(op, n << 8);
+        zeros[2][n] = gf2_times(op, n << 16);
+        zeros[3][n] = gf2_times(op, n << 24);
+    }
+}
+
+static inline uint32_t crc_shift(uint32_t zeros[4][256], uint32_t c)
+{
+    return zeros[0][c & 0xff] ^ zeros[1][(c >> 8) & 0xff] ^ zeros[2][(c >> 16) & 0xff] ^
+           zeros[3][c >> 24];
+}
+
 #ifdef HAVE_X86_CRC
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
                                                          size_t n)
@@ -96,15 +164,53 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
         n--;
     }
 #if defined(__x86_64__)
-    uint64_t c64 = c;
+    uint64_t c0 = c;
+    /* three chains over three adjacent blocks, joined by shifting: CRC_LONG blocks, then
+     * CRC_SHORT blocks for what is left */
+    while (n >= 3 * CRC_LONG) {
+        uint64_t c1 = 0, c2 = 0;
+        const unsigned char *end = p + CRC_LONG;
+        do {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + CRC_LONG, 8);
+            memcpy(&w2, p + 2 * CRC_LONG, 8);
+            c0 = _mm_crc32_u64(c0, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+            p += 8;
+        } while (p < end);
+        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * CRC_LONG;
+        n -= 3 * CRC_LONG;
+    }
+    while (n >= 3 * CRC_SHORT) {
+        uint64_t c1 = 0, c2 = 0;
+        const unsigned char *end = p + CRC_SHORT;
+        do {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + CRC_SHORT, 8);
+            memcpy(&w2, p + 2 * CRC_SHORT, 8);
+            c0 = _mm_crc32_u64(c0, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+            p += 8;
+        } while (p < end);
+        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * CRC_SHORT;
+        n -= 3 * CRC_SHORT;
+    }
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        c64 = _mm_crc32_u64(c64, w);
+        c0 = _mm_crc32_u64(c0, w);
         p += 8;
         n -= 8;
     }
-    c = (uint32_t)c64;
+    c = (uint32_t)c0;
 #endif
     while (n--)
         c = _mm_crc32_u8(c, *p++);
@@ -156,6 +262,108 @@ static PyObject *py_crc32c_table(PyObject *self, PyObject *args)
     uint32_t out = ~crc_sw(~(uint32_t)crc, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLong(out);
+}
+
+/* ---- the verified big-file check ---- */
+
+/* pread of up to n bytes at off, on through short reads; the bytes read (fewer only at the
+ * end of the file), or -1 with errno */
+static ssize_t pread_full(int fd, unsigned char *buf, size_t n, off_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, buf + got, n - got, off + (off_t)got);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    return (ssize_t)got;
+}
+
+/* verify_range(src_fd, dst_fd, offset, length, crc, scratch) -> (crc, bad)
+ *
+ * Reads [offset, offset + length) of both files in reads of up to len(scratch) / 2 bytes
+ * (page-aligned ones when it has room for two pages) into the two halves of the caller's
+ * scratch buffer (reused, so the bytes stay in the core's cache
+ * between the read and the hashing), compares them and extends crc by the source's bytes,
+ * all without the interpreter lock. bad is -1 when every byte read from the staged copy
+ * equals the source's (the source may end early: a file that shrank is the caller's to
+ * refuse), else the offset of the first byte that differs, or where one side ended before
+ * the other (then crc is that of the source up to there). OSError on a failed read. */
+static PyObject *py_verify_range(PyObject *self, PyObject *args)
+{
+    int src_fd, dst_fd;
+    long long offset, length;
+    unsigned long crc;
+    Py_buffer scratch;
+    if (!PyArg_ParseTuple(args, "iiLLkw*:verify_range", &src_fd, &dst_fd, &offset, &length, &crc,
+                          &scratch))
+        return NULL;
+    /* both reads land page-aligned where the buffer allows: a buffer from malloc (a
+     * bytearray's) starts 16 bytes into a page, and the kernel's copy into a misaligned
+     * buffer costs about half as much again (2 GiB both sides: 0.73-1.07 s CPU, aligned
+     * 0.50-0.57, load 2.4) */
+    unsigned char *a = scratch.buf;
+    size_t half = (size_t)scratch.len / 2;
+    size_t skip = (4096 - ((uintptr_t)a & 4095)) & 4095;
+    if ((size_t)scratch.len >= skip + 2 * 4096) {
+        a += skip;
+        half = ((size_t)scratch.len - skip) / 2 / 4096 * 4096;
+    }
+    if (crc > 0xffffffffUL || offset < 0 || length < 0 || half == 0) {
+        PyBuffer_Release(&scratch);
+        PyErr_SetString(PyExc_ValueError,
+                        "verify_range: crc must fit in 32 bits, offset and length be >= 0 and "
+                        "scratch hold at least 2 bytes");
+        return NULL;
+    }
+    unsigned char *b = a + half;
+    uint32_t c = (uint32_t)crc;
+    long long bad = -1, pos = offset, end = offset + length;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (pos < end) {
+        size_t want = (size_t)(end - pos) < half ? (size_t)(end - pos) : half;
+        ssize_t ka = pread_full(src_fd, a, want, (off_t)pos);
+        if (ka < 0) {
+            err = errno;
+            break;
+        }
+        ssize_t kb = pread_full(dst_fd, b, want, (off_t)pos);
+        if (kb < 0) {
+            err = errno;
+            break;
+        }
+        size_t same = (size_t)(ka < kb ? ka : kb);
+        if (memcmp(a, b, same) != 0) {
+            size_t i = 0;
+            while (a[i] == b[i])
+                i++;
+            c = crc32c_extend(c, a, i);
+            bad = pos + (long long)i;
+            break;
+        }
+        c = crc32c_extend(c, a, same);
+        if (ka != kb) {
+            bad = pos + (long long)same;
+            break;
+        }
+        if ((size_t)ka < want)
+            break; /* both ended: the source shrank, the caller refuses it */
+        pos += ka;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&scratch);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(kL)", (unsigned long)c, bad);
 }
 
 /* ---- the small-file copy loop ---- */
@@ -448,6 +656,13 @@ static PyMethodDef methods[] = {
      "crc32c(crc, buffer) -> int: CRC32C of buffer extending crc (as google_crc32c.extend)."},
     {"crc32c_table", py_crc32c_table, METH_VARARGS,
      "crc32c_table(crc, buffer) -> int: as crc32c, by the table alone (tests the fallback)."},
+    {"verify_range", py_verify_range, METH_VARARGS,
+     "verify_range(src_fd, dst_fd, offset, length, crc, scratch) -> (crc, bad)\n\n"
+     "Reads the range from both files in reads of up to len(scratch) // 2 (page-aligned)\n"
+     "into the halves of the "
+     "writable scratch buffer, the interpreter lock released; crc extended by the source's\n"
+     "bytes; bad = -1 when the staged bytes equal the source's, else the offset of the\n"
+     "first byte that differs (or where one file ended before the other)."},
     {"copy_small", (PyCFunction)(void (*)(void))py_copy_small, METH_VARARGS | METH_KEYWORDS,
      "copy_small(items, follow_links, set_mtime, set_mode, max_size, deadline=None,\n"
      "           threads=1, rename_threads=1) -> list\n\n"

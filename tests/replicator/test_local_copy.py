@@ -9,7 +9,7 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
-from replicator import transfer
+from replicator import native, transfer
 from replicator.filesystems.local import LocalFileSystem
 from replicator.transfer import SMALL_FILE, StageContext, Task, stage, stage_small_local
 
@@ -191,15 +191,31 @@ def test_verify_catches_a_staged_copy_that_differs(tmp_path: Path, monkeypatch: 
     assert again.ok and again.verified
 
 
-C, R = transfer.VERIFY_CHUNK, transfer.VERIFY_READ
+C, R, NR = transfer.VERIFY_CHUNK, transfer.VERIFY_READ, transfer.VERIFY_NATIVE_READ
 
 
-@pytest.mark.parametrize("where", [C + 10, 2 * C - 5, 3 * C + 4000])
+@pytest.fixture(params=["python", "native"])
+def check_path(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The big-file check as the Python path does it (REPLICATOR_NATIVE=0) and as the
+    compiled part does it (native/fastcopy.c verify_range; skipped where it is not built)."""
+    if request.param == "python":
+        monkeypatch.setenv("REPLICATOR_NATIVE", "0")
+    else:
+        monkeypatch.delenv("REPLICATOR_NATIVE", raising=False)
+        if native.fastcopy() is None:
+            pytest.skip("replicator._fastcopy is not built: only the Python check runs here")
+    return request.param
+
+
+@pytest.mark.parametrize("where", [C + 10, 2 * C - 5, 3 * C + 4000, 0, NR - 1, NR, 2 * C + 3 * NR - 1,
+                                   3 * C + 4095])
 def test_verify_reads_each_piece_back_in_short_reads_and_catches_a_flip_in_any(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: int) -> None:
-    # the big-file check reads each piece back in VERIFY_READ reads (the bytes still in the
-    # cache when hashed): a byte flipped in the staged copy at the start, in the last read
-    # of a piece or in the short tail piece is refused, and the error names the read
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: int, check_path: str) -> None:
+    # the big-file check reads each piece back in short reads (the bytes still in the cache
+    # when compared): a byte flipped in the staged copy at the start of the file or of a
+    # piece, at the edges of a read, in the last read of a piece or in the short tail piece
+    # is refused, and the error names the read (Python: the CRC32Cs of a VERIFY_READ read
+    # part) or the byte itself (the compiled check compares the bytes)
     n = 3 * C + 4096
     task = _source(tmp_path, n)
     real_copy = transfer._copy_at
@@ -213,11 +229,86 @@ def test_verify_reads_each_piece_back_in_short_reads_and_catches_a_flip_in_any(
 
     monkeypatch.setattr(transfer, "_copy_at", bad_copy)
     out = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
-    start = where // R * R
-    end = min(start + R, n)
-    assert not out.ok and f"checksum mismatch on re-read (bytes {start}-{end})" in (out.error or ""), \
-        out.error
+    if check_path == "python":
+        start = where // R * R
+        end = min(start + R, n)
+        named = f"checksum mismatch on re-read (bytes {start}-{end})"
+    else:
+        named = f"checksum mismatch on re-read (bytes {where}-{where + 1}, the first that differs)"
+    assert not out.ok and named in (out.error or ""), out.error
     assert list((tmp_path / "dst").iterdir()) == []
+    monkeypatch.undo()  # the same file copied right is verified, with the source's CRC32C
+    if check_path == "python":
+        monkeypatch.setenv("REPLICATOR_NATIVE", "0")
+    again = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert again.ok and again.verified, again.error
+    data = (tmp_path / "src" / "f.bin").read_bytes()
+    assert again.checksum == f"crc32c:{google_crc32c.value(data):08x}"
+    assert Path(again.tmp).read_bytes() == data
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink", "rewrite"])
+def test_verified_big_copy_refuses_a_source_changed_under_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, check_path: str) -> None:
+    # another writer changes the source right after its second piece was copied: grown or
+    # shrunk, the file is refused by its size; rewritten in place with its mtime put back
+    # (which no stat can see), the check finds the piece's bytes differ from the source's
+    n = 3 * C + 4096
+    task = _source(tmp_path, n)
+    src = tmp_path / "src" / "f.bin"
+    real_copy = transfer._copy_at
+
+    def changing_copy(infd: int, outfd: int, offset: int, k: int) -> int:
+        moved = real_copy(infd, outfd, offset, k)
+        if offset == C:
+            if change == "grow":
+                with open(src, "ab") as f:
+                    f.write(b"more")
+            elif change == "shrink":
+                os.truncate(src, 2 * C + 100)
+            else:
+                fd = os.open(src, os.O_WRONLY)
+                os.pwrite(fd, b"\xff\x00", C + 5)
+                os.close(fd)
+                os.utime(src, ns=(task.mtime_ns, task.mtime_ns))
+        return moved
+
+    monkeypatch.setattr(transfer, "_copy_at", changing_copy)
+    out = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert not out.ok
+    if change == "rewrite":
+        assert "checksum mismatch on re-read (bytes " in (out.error or ""), out.error
+        if check_path == "native":
+            assert f"(bytes {C + 5}-{C + 6}," in (out.error or ""), out.error
+    else:
+        assert "source changed during copy" in (out.error or ""), out.error
+    assert list((tmp_path / "dst").iterdir()) == []
+
+
+def test_verified_big_copy_charges_the_throttle_and_reports_every_byte(
+        tmp_path: Path, check_path: str) -> None:
+    n = 2 * C + 12345
+
+    class Counting(transfer.Throttle):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.charged = 0
+
+        def consume(self, k: int) -> None:
+            self.charged += k
+
+    class Bytes(transfer.Progress):
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def on_bytes(self, k: int) -> None:
+            self.seen += k
+
+    task = _source(tmp_path, n)
+    ctx = _ctx(tmp_path, verify_checksum=True, throttle=Counting(), progress=Bytes())
+    out = stage(task, ctx)
+    assert out.ok and out.verified, out.error
+    assert ctx.throttle.charged == ctx.progress.seen == n
 
 
 def test_local_writers_do_not_write_through_a_link_at_their_name(tmp_path: Path) -> None:

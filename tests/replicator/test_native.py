@@ -3,6 +3,7 @@ and the switch that turns them off."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shlex
@@ -82,3 +83,72 @@ def test_hardware_crc_is_used_where_the_cpu_has_it(fastcopy) -> None:
         pytest.skip("no /proc/cpuinfo")
     has = " sse4_2" in flags and os.uname().machine in {"x86_64", "i686"}
     assert bool(fastcopy.hardware_crc) == has
+
+
+def test_crc32c_of_long_buffers_joins_its_three_chains_right(fastcopy) -> None:
+    # buffers of 3 x 8 KiB and more run three crc32 chains over adjacent blocks, joined by
+    # shifting (3 x 256 bytes for what is left): every length around those block edges,
+    # extending a running value, at every alignment
+    rng = random.Random(18)
+    block = rng.randbytes(3 * 8192 * 3 + 64)
+    view = memoryview(block)
+    lengths = {3 * 8192 * k + d for k in (1, 2, 3) for d in (-769, -768, -1, 0, 1, 7, 767, 768, 800)}
+    for n in sorted(lengths):
+        off = n % 8
+        data = bytes(view[off:off + n])
+        seed = rng.getrandbits(32)
+        assert fastcopy.crc32c(seed, data) == google_crc32c.extend(seed, data), n
+        assert fastcopy.crc32c_table(seed, data) == google_crc32c.extend(seed, data), n
+
+
+def _pair(tmp_path: Path, n: int) -> tuple[bytes, int, int]:
+    data = random.Random(n).randbytes(n)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "b").write_bytes(data)
+    return data, os.open(tmp_path / "a", os.O_RDONLY), os.open(tmp_path / "b", os.O_RDWR)
+
+
+@pytest.mark.parametrize("half", [1, 4096, 100_000])
+def test_verify_range_compares_both_files_and_hashes_the_source(fastcopy, tmp_path: Path,
+                                                                 half: int) -> None:
+    n = 300_001
+    data, a, b = _pair(tmp_path, n)
+    scratch = bytearray(2 * half)
+    try:
+        assert fastcopy.verify_range(a, b, 0, n, 0, scratch) == (google_crc32c.value(data), -1)
+        # a range in the middle, extending a running CRC (the pieces of a big file)
+        crc, bad = fastcopy.verify_range(a, b, 0, 123_457, 0, scratch)
+        assert fastcopy.verify_range(a, b, 123_457, n - 123_457, crc, scratch) == \
+            (google_crc32c.value(data), -1)
+        for where in (0, half - 1, half, n // 2, n - 1):
+            os.pwrite(b, bytes([data[where] ^ 0x10]), where)
+            crc, bad = fastcopy.verify_range(a, b, 0, n, 0, scratch)
+            assert bad == where  # the first byte that differs, wherever the reads fall
+            assert crc == google_crc32c.value(data[:where])  # the source up to there
+            os.pwrite(b, data[where:where + 1], where)
+        # asked past both ends (the source shrank after the copy): no difference, the bytes
+        # there hashed; the caller refuses the file by its size
+        assert fastcopy.verify_range(a, b, 0, n + 5000, 0, scratch) == (google_crc32c.value(data), -1)
+        os.ftruncate(b, n - 10)  # one side ends first: that is where they differ
+        assert fastcopy.verify_range(a, b, 0, n, 0, scratch) == \
+            (google_crc32c.value(data[:n - 10]), n - 10)
+    finally:
+        os.close(a)
+        os.close(b)
+
+
+def test_verify_range_raises_oserror_and_refuses_bad_arguments(fastcopy, tmp_path: Path) -> None:
+    _data, a, b = _pair(tmp_path, 10)
+    os.close(b)
+    try:
+        with pytest.raises(OSError) as info:
+            fastcopy.verify_range(a, b, 0, 10, 0, bytearray(64))
+        assert info.value.errno == errno.EBADF
+        with pytest.raises(ValueError):
+            fastcopy.verify_range(a, a, 0, 10, 0, bytearray(1))  # no room for two reads
+        with pytest.raises(ValueError):
+            fastcopy.verify_range(a, a, -1, 10, 0, bytearray(64))
+        with pytest.raises(TypeError):
+            fastcopy.verify_range(a, a, 0, 10, 0, b"read-only")
+    finally:
+        os.close(a)
