@@ -39,7 +39,7 @@ from replicator.filesystems.local import ESC, has_byte_names, native_path, shown
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, listing_workers, walk
 from replicator.options import CopyOptions, parse_max_delete
-from replicator.plan import make_bins, split_ranges
+from replicator.plan import split_ranges, whole_file_bins
 from replicator.progress import NO_PROGRESS, Progress
 from replicator.report import RunReport
 from replicator.state import Scratch, StateError, StateStore, open_store, sqlite_path, state_scheme
@@ -53,7 +53,6 @@ from replicator.transfer import (
     check_preserve,
     finish_ranges,
     local_pair,
-    small_files,
     source_attrs,
     temp_name,
 )
@@ -808,8 +807,8 @@ class _Run:
         """Bins of tasks; each bin is journalled as ``staging`` before it is handed out: a bin
         of small staged files as one ``batch-staging`` row (see :meth:`_journal_bin`), any
         other bin a row per file."""
-        for b in make_bins(self._tasks(scratch)):
-            if self._journal_bin(store, pair_id, ctx, b):
+        for b, small in whole_file_bins(self._tasks(scratch)):
+            if self._journal_bin(store, pair_id, ctx, b, small):
                 yield b  # whole small files: no range to expand
                 continue
             out: list[Task] = []
@@ -833,15 +832,17 @@ class _Run:
             if out:
                 yield out
 
-    def _journal_bin(self, store: StateStore, pair_id: int, ctx: StageContext, b: list[Task]) -> bool:
+    def _journal_bin(self, store: StateStore, pair_id: int, ctx: StageContext, b: list[Task],
+                     small: bool) -> bool:
         """A bin of whole small files, each staged under a temporary name, is journalled as one
         row listing those names (its files then cost one manifest row each, no journal row of
         their own): a run killed meanwhile leaves nothing published half-written, and recovery
         removes the staged names (re-copying a small file costs less than journalling it).
         Any other bin gets a ``staging`` row per file (a verified big file is published by
-        recovery, an in-place write is looked at). True for a batch."""
+        recovery, an in-place write is looked at). ``small``: every task is a whole small
+        file (:func:`replicator.transfer.small_files`). True for a batch."""
         staged = ctx.staged_names(b)
-        if not small_files(b) or None in staged:
+        if not small or None in staged:
             store.journal_staging(pair_id, self.run_id, [(t.rel, tmp) for t, tmp in zip(b, staged, strict=True)])
             return False
         key = batch_key(self.run_id, len(self._batch_left))

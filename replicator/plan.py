@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from replicator.transfer import Task
+from replicator.transfer import SMALL_FILE, Task
 
 BIN_BYTES = 256 << 20
 BIN_FILES = 256
@@ -39,3 +39,26 @@ def make_bins(tasks: Iterable[Task], *, bin_bytes: int = BIN_BYTES,
         current_bytes += length
     if current:
         yield current
+
+
+def whole_file_bins(tasks: Iterable[Task], *, bin_bytes: int = BIN_BYTES,
+                    bin_files: int = BIN_FILES) -> Iterator[tuple[list[Task], bool]]:
+    """:func:`make_bins` of whole-file tasks (no ``part``: the plan's, before ranges are
+    expanded), each bin with whether it is all whole small files
+    (:func:`replicator.transfer.small_files`), in one pass."""
+    current: list[Task] = []
+    current_bytes = 0
+    small = True
+    append = current.append
+    for task in tasks:
+        size = task.size
+        if current and (current_bytes + size > bin_bytes or len(current) >= bin_files):
+            yield current, small
+            current, current_bytes, small = [], 0, True
+            append = current.append
+        append(task)
+        current_bytes += size
+        if size > SMALL_FILE or task.nparts > 1 or task.part is not None:
+            small = False
+    if current:
+        yield current, small

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import zlib
 
 import google_crc32c
@@ -83,6 +84,22 @@ def test_ranges_and_bins() -> None:
     bins = list(make_bins(tasks, bin_bytes=250, bin_files=100))
     assert [len(b) for b in bins] == [2, 2, 2, 2, 2]
     assert sum(len(b) for b in make_bins(tasks, bin_bytes=10**9, bin_files=3)) == 10
+
+
+def test_whole_file_bins_are_make_bins_with_the_small_files_flag() -> None:
+    """The driver's one-pass bins: the same bins as make_bins, each flagged as small_files."""
+    from replicator.plan import whole_file_bins
+    from replicator.transfer import SMALL_FILE, small_files
+
+    rng = random.Random(3)
+    sizes = [rng.choice([0, 10, 4096, SMALL_FILE, SMALL_FILE + 1, 300 << 20]) for _ in range(3000)]
+    tasks = [Task(i, f"f{i}", "copy", size, 0) for i, size in enumerate(sizes)]
+    tasks[7].nparts = 3
+    for kw in ({}, {"bin_bytes": 5 << 20, "bin_files": 7}):
+        got = list(whole_file_bins(tasks, **kw))
+        assert [b for b, _ in got] == list(make_bins(tasks, **kw))
+        assert [flag for _, flag in got] == [small_files(b) for b, _ in got]
+        assert any(flag for _, flag in got) and not all(flag for _, flag in got)
 
 
 def test_filesystem_and_context_pickle_to_plain_options(tmp_path) -> None:
@@ -222,3 +239,21 @@ def test_walk_rows_are_the_entries_rows(tmp_path, workers, ordered, ages) -> Non
             assert held == {"old/f"} and s_rows.too_old == 1
         else:
             assert not held
+
+
+def test_listing_rows_without_checksum_or_version_go_in_as_the_same_rows() -> None:
+    """Scratch.add_listing puts a batch with no checksum and no version in by the shorter
+    statement (NULLs in the SQL, not bound): the table holds the rows as given; a batch with
+    either set goes in whole, in order (a path given twice: the last stays)."""
+    from replicator.state.scratch import Scratch
+
+    plain = [(f"d/{i}", "f", i, 10 * i, 0o644, None, None, i % 2) for i in range(50)]
+    mixed = [("a", "f", 1, 2, None, "crc32c:00000001", None, 0), ("b", "f", 3, 4, 0o600, None, "v7", 1),
+             ("a", "f", 5, 6, 0o644, None, None, 0)]
+    for rows, want in ((plain, plain), (mixed, mixed[1:])):
+        s = Scratch()
+        s.new_listing("src")
+        s.add_listing("src", rows)
+        got = s.db.execute("SELECT * FROM src ORDER BY path").fetchall()
+        s.close()
+        assert got == sorted(want)
