@@ -784,8 +784,10 @@ def _kernel_copy_verified(ctx: StageContext, infd: int, outfd: int, size: int,
     from concurrent.futures import ThreadPoolExecutor
 
     fast = native.fastcopy()
-    if fast is not None:
-        check = functools.partial(_check_piece_native, fast.verify_range,
+    # a build of native/fastcopy.c older than verify_range (not rebuilt since): the Python check
+    verify_range = getattr(fast, "verify_range", None)
+    if verify_range is not None:
+        check = functools.partial(_check_piece_native, verify_range,
                                   bytearray(2 * VERIFY_NATIVE_READ + 4096))
     else:
         check = _check_piece_python

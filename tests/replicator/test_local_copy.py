@@ -376,3 +376,33 @@ def test_a_staged_copy_whose_close_fails_is_closed_once_and_copied_again(
     assert out.ok, out.error
     assert Path(out.tmp).read_bytes() == (tmp_path / "src" / "f.bin").read_bytes()
     assert [p.name for p in (tmp_path / "dst").iterdir()] == [Path(out.tmp).name]
+
+
+def test_a_build_older_than_verify_range_takes_the_python_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a replicator._fastcopy built before verify_range existed (the .so not rebuilt since the
+    # C file changed): the verified big copy runs the Python check instead of failing with
+    # AttributeError (it did, on main's stale build)
+    class OldBuild:
+        def __getattr__(self, name: str):
+            if name == "verify_range":
+                raise AttributeError(name)
+            raise AssertionError(f"unexpected native call {name}")
+
+    monkeypatch.setattr(native, "fastcopy", lambda: OldBuild())
+    n = 2 * C + 999
+    task = _source(tmp_path, n)
+    real_copy = transfer._copy_at
+
+    def bad_copy(infd: int, outfd: int, offset: int, k: int) -> int:
+        moved = real_copy(infd, outfd, offset, k)
+        if offset == C:
+            os.pwrite(outfd, b"\x00\xff", C + R + 7)
+        return moved
+
+    ok = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert ok.ok and ok.verified, ok.error
+    monkeypatch.setattr(transfer, "_copy_at", bad_copy)
+    Path(ok.tmp).unlink()
+    bad = stage(task, _ctx(tmp_path, verify_checksum=True, retries=0))
+    assert not bad.ok and f"(bytes {C + R}-{C + 2 * R})" in (bad.error or ""), bad.error
