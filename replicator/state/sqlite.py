@@ -214,6 +214,20 @@ class SQLiteStateStore(StateStore):
             scratch.copy_manifest_from_sqlite(self.real_path, pair_id)
 
     # ------------------------------------------------------------------ locks
+    SAMPLE_ONE_IN = 64  # sample_files first keeps about one row in this many
+
+    def sample_files(self, pair_id: int, n: int) -> list[tuple[str, int]]:
+        """As the base class (``n`` recorded files of known size, each as likely as any
+        other), cheaper: SQLite's ``ORDER BY random()`` steps every row of the pair through
+        its sorter (12-13 ms CPU for 50 k rows, ~50 ms for 200 k, before every re-sync's
+        listing starts); a row first drawn with probability 1/64 (``random() % 64 = 0``,
+        before the other terms) and then ``n`` of those at random is the same sample, in
+        7-8 / 31-34 ms. Too few rows drawn (a small pair, or bad luck): the plain query."""
+        rows = self._all("SELECT path, size FROM {files} WHERE pair_id=? AND random() % ? = 0 "
+                         "AND kind='f' AND size >= 0 ORDER BY random() LIMIT ?",
+                         (pair_id, self.SAMPLE_ONE_IN, n))
+        return rows if len(rows) >= n else super().sample_files(pair_id, n)
+
     def _lock_file(self, source: str, destination: str) -> str:
         return f"{self.real_path}.pair-{pair_lock_key(source, destination) & (2**64 - 1):016x}.lock"
 

@@ -535,3 +535,32 @@ def test_sqlite_url_forms_name_the_same_file(tmp_path: Path) -> None:
             store.close()
     with pytest.raises(UsageError):
         open_store("sqlite://otherhost/state.db")
+
+
+@pytest.mark.parametrize("files", [5, 3000])
+def test_sample_files_draws_distinct_files_of_known_size_from_the_whole_pair(
+        tmp_path: Path, files: int) -> None:
+    """The replica check's sample (SQLite draws about one row in 64 first, then n of those;
+    the plain query when that leaves too few): n distinct files of the pair, of known size,
+    from every part of it; a pair smaller than n gives all its files."""
+    store = open_store(str(tmp_path / "s.db"))
+    try:
+        pair, other = store.pair_id("/a", "/b"), store.pair_id("/a", "/c")
+        paths = [f"d{i // 100:03}/f{i:05}" for i in range(files)]
+        store.commit(pair, record=[(p, "f", i, T0 * NS, None) for i, p in enumerate(paths)]
+                     + [("d000", "d", 0, T0 * NS, None), ("unknown-size", "f", -1, T0 * NS, None)])
+        store.commit(other, record=[(f"o{i}", "f", 1, T0 * NS, None) for i in range(files)])
+        want = {p: i for i, p in enumerate(paths)}
+        seen: set[str] = set()
+        for _ in range(60):
+            got = store.sample_files(pair, 8)
+            assert len(got) == min(8, files) == len({p for p, _ in got})
+            assert all(want[p] == size for p, size in got)  # this pair's files, their sizes
+            seen.update(p for p, _ in got)
+        if files < 8:
+            assert seen == set(paths)
+        else:  # 480 draws of 3000: every third of the pair is drawn from
+            thirds = {want[p] * 3 // files for p in seen}
+            assert thirds == {0, 1, 2} and len(seen) > 300
+    finally:
+        store.close()
