@@ -202,8 +202,12 @@ def check_path(request, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv("REPLICATOR_NATIVE", "0")
     else:
         monkeypatch.delenv("REPLICATOR_NATIVE", raising=False)
-        if native.fastcopy() is None:
+        fast = native.fastcopy()
+        if fast is None:
             pytest.skip("replicator._fastcopy is not built: only the Python check runs here")
+        if not hasattr(fast, "verify_range"):
+            pytest.fail(f"{fast.__file__} was built before native/fastcopy.c had verify_range: "
+                        "rebuild it (`make venv`, or `python setup.py build_ext --inplace`)")
     return request.param
 
 

@@ -101,6 +101,15 @@ def test_crc32c_of_long_buffers_joins_its_three_chains_right(fastcopy) -> None:
         assert fastcopy.crc32c_table(seed, data) == google_crc32c.extend(seed, data), n
 
 
+@pytest.fixture
+def checker(fastcopy):
+    """The module, failing with what to do when its build predates verify_range."""
+    if not hasattr(fastcopy, "verify_range"):
+        pytest.fail(f"{fastcopy.__file__} was built before native/fastcopy.c had verify_range: "
+                    "rebuild it (`make venv`, or `python setup.py build_ext --inplace`)")
+    return fastcopy
+
+
 def _pair(tmp_path: Path, n: int) -> tuple[bytes, int, int]:
     data = random.Random(n).randbytes(n)
     (tmp_path / "a").write_bytes(data)
@@ -109,46 +118,46 @@ def _pair(tmp_path: Path, n: int) -> tuple[bytes, int, int]:
 
 
 @pytest.mark.parametrize("half", [1, 4096, 100_000])
-def test_verify_range_compares_both_files_and_hashes_the_source(fastcopy, tmp_path: Path,
+def test_verify_range_compares_both_files_and_hashes_the_source(checker, tmp_path: Path,
                                                                  half: int) -> None:
     n = 300_001
     data, a, b = _pair(tmp_path, n)
     scratch = bytearray(2 * half)
     try:
-        assert fastcopy.verify_range(a, b, 0, n, 0, scratch) == (google_crc32c.value(data), -1)
+        assert checker.verify_range(a, b, 0, n, 0, scratch) == (google_crc32c.value(data), -1)
         # a range in the middle, extending a running CRC (the pieces of a big file)
-        crc, bad = fastcopy.verify_range(a, b, 0, 123_457, 0, scratch)
-        assert fastcopy.verify_range(a, b, 123_457, n - 123_457, crc, scratch) == \
+        crc, bad = checker.verify_range(a, b, 0, 123_457, 0, scratch)
+        assert checker.verify_range(a, b, 123_457, n - 123_457, crc, scratch) == \
             (google_crc32c.value(data), -1)
         for where in (0, half - 1, half, n // 2, n - 1):
             os.pwrite(b, bytes([data[where] ^ 0x10]), where)
-            crc, bad = fastcopy.verify_range(a, b, 0, n, 0, scratch)
+            crc, bad = checker.verify_range(a, b, 0, n, 0, scratch)
             assert bad == where  # the first byte that differs, wherever the reads fall
             assert crc == google_crc32c.value(data[:where])  # the source up to there
             os.pwrite(b, data[where:where + 1], where)
         # asked past both ends (the source shrank after the copy): no difference, the bytes
         # there hashed; the caller refuses the file by its size
-        assert fastcopy.verify_range(a, b, 0, n + 5000, 0, scratch) == (google_crc32c.value(data), -1)
+        assert checker.verify_range(a, b, 0, n + 5000, 0, scratch) == (google_crc32c.value(data), -1)
         os.ftruncate(b, n - 10)  # one side ends first: that is where they differ
-        assert fastcopy.verify_range(a, b, 0, n, 0, scratch) == \
+        assert checker.verify_range(a, b, 0, n, 0, scratch) == \
             (google_crc32c.value(data[:n - 10]), n - 10)
     finally:
         os.close(a)
         os.close(b)
 
 
-def test_verify_range_raises_oserror_and_refuses_bad_arguments(fastcopy, tmp_path: Path) -> None:
+def test_verify_range_raises_oserror_and_refuses_bad_arguments(checker, tmp_path: Path) -> None:
     _data, a, b = _pair(tmp_path, 10)
     os.close(b)
     try:
         with pytest.raises(OSError) as info:
-            fastcopy.verify_range(a, b, 0, 10, 0, bytearray(64))
+            checker.verify_range(a, b, 0, 10, 0, bytearray(64))
         assert info.value.errno == errno.EBADF
         with pytest.raises(ValueError):
-            fastcopy.verify_range(a, a, 0, 10, 0, bytearray(1))  # no room for two reads
+            checker.verify_range(a, a, 0, 10, 0, bytearray(1))  # no room for two reads
         with pytest.raises(ValueError):
-            fastcopy.verify_range(a, a, -1, 10, 0, bytearray(64))
+            checker.verify_range(a, a, -1, 10, 0, bytearray(64))
         with pytest.raises(TypeError):
-            fastcopy.verify_range(a, a, 0, 10, 0, b"read-only")
+            checker.verify_range(a, a, 0, 10, 0, b"read-only")
     finally:
         os.close(a)
