@@ -372,7 +372,8 @@ struct item {
     PyObject *src, *staged, *final; /* bytes (file system encoding); final may be NULL */
     int ok;
     int defer; /* rename left to the rename threads */
-    int64_t size, mtime_ns;
+    int64_t size, mtime_sec;
+    long mtime_nsec;
     uint32_t crc;
 };
 
@@ -403,7 +404,7 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
     const char *staged = PyBytes_AS_STRING(it->staged);
     int infd = -1, outfd = -1;
     struct stat st, after, out;
-    int64_t size, mtime_ns;
+    int64_t size;
 
     infd = open(src, rflags);
     if (infd < 0)
@@ -411,7 +412,6 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
     if (fstat(infd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max_size)
         goto fail;
     size = st.st_size;
-    mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     /* opened O_NONBLOCK (a FIFO swapped in must not block the open); Linux ignores the flag
      * for a regular file's reads, and a file system that honoured it (EAGAIN, a short read)
      * sends the file to the general path, which reads it blocking: no fcntl pair here */
@@ -443,7 +443,8 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
         goto fail;
     close(infd);
     it->size = size;
-    it->mtime_ns = mtime_ns;
+    it->mtime_sec = (int64_t)st.st_mtim.tv_sec; /* in nanoseconds by mtime_ns(), holding the lock */
+    it->mtime_nsec = st.st_mtim.tv_nsec;
     it->crc = crc32c_extend(0, buf, (size_t)size);
     return 1;
 fail:
@@ -453,6 +454,26 @@ fail:
     if (infd >= 0)
         close(infd);
     return 0;
+}
+
+/* st_mtime_ns as os.stat gives it: past the year 2262 (or before 1678) seconds * 10^9 no
+ * longer fits in 64 bits (in C a signed overflow), so there in Python integers */
+static PyObject *mtime_ns(int64_t sec, long nsec)
+{
+    const int64_t lim = INT64_MAX / 1000000000 - 1;
+    if (sec < lim && sec > -lim)
+        return PyLong_FromLongLong((long long)sec * 1000000000LL + nsec);
+    PyObject *s = PyLong_FromLongLong((long long)sec);
+    PyObject *giga = PyLong_FromLong(1000000000L);
+    PyObject *ns = PyLong_FromLong(nsec);
+    PyObject *prod = NULL, *out = NULL;
+    if (s && giga && ns && (prod = PyNumber_Multiply(s, giga)) != NULL)
+        out = PyNumber_Add(prod, ns);
+    Py_XDECREF(s);
+    Py_XDECREF(giga);
+    Py_XDECREF(ns);
+    Py_XDECREF(prod);
+    return out;
 }
 
 static int64_t now_ns(void)
@@ -632,8 +653,9 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
         if (items[i].ok == 2) { /* not attempted: the deadline passed */
             r = Py_NewRef(Py_False);
         } else if (items[i].ok) {
-            r = Py_BuildValue("(LLk)", (long long)items[i].size, (long long)items[i].mtime_ns,
-                              (unsigned long)items[i].crc);
+            PyObject *mt = mtime_ns(items[i].mtime_sec, items[i].mtime_nsec);
+            r = mt == NULL ? NULL : Py_BuildValue("(LNk)", (long long)items[i].size, mt,
+                                                  (unsigned long)items[i].crc);
             if (r == NULL) {
                 Py_DECREF(result);
                 goto error;

@@ -155,6 +155,24 @@ def test_copy_small_in_threads_copies_as_one_thread_does(tmp_path: Path) -> None
     assert len(names) == 41
 
 
+@pytest.mark.parametrize("mtime_ns", [10_413_792_000_123_456_789,  # 2300-01-01: > 2**63 ns
+                                      -1_500_000_000])  # 1969, with nanoseconds
+def test_copy_small_gives_the_mtime_os_stat_gives_past_the_64_bit_nanoseconds(
+        tmp_path: Path, mtime_ns: int) -> None:
+    """A file dated after 2262: seconds * 10**9 no longer fits in 64 bits.
+    Failed before the fix: the C loop computed it in int64_t (a signed overflow, UBSan's
+    "signed integer overflow"), so the 2300 file came back dated 1715."""
+    fast = native.built("fastcopy")
+    items = _flat(tmp_path, 2)
+    for src, _staged, _final in items:
+        os.utime(src, ns=(mtime_ns, mtime_ns))
+    expect = [os.stat(src).st_mtime_ns for src, _s, _f in items]
+    assert expect == [mtime_ns] * 2  # the file system keeps such a date (ext4, tmpfs)
+    out = fast.copy_small(items, False, True, False, SMALL_FILE)
+    assert [r[1] for r in out] == expect
+    assert [os.stat(final or staged).st_mtime_ns for _s, staged, final in items] == expect
+
+
 def test_copy_small_starts_nothing_past_the_deadline(tmp_path: Path) -> None:
     fast = native.built("fastcopy")
     for threads in (1, 2):
