@@ -432,10 +432,10 @@ class _Run:
                 store, opts.resolved_state_path, pair_id, scratch, self.src_fs, self.src_root,
                 self.filter, listing, split, self._listing_error)
         elif settling:
-            with store.manifest_scan(pair_id) as recorded, store.guard():
+            with store.manifest_scan(pair_id, brief=True) as recorded, store.guard():
                 self._settled = scratch.load_settling(
                     walk(self.src_fs, self.src_root, self.filter, ordered=True, rows=True, **listing),
-                    recorded)
+                    recorded, details=functools.partial(store.manifest_details, pair_id))
         else:
             rows = {"rows": True} if lister is walk else {}  # tuples: no object per entry
             scratch.load_listing("src", lister(self.src_fs, self.src_root, self.filter, **listing, **rows))

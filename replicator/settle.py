@@ -19,6 +19,7 @@ CLI's progress line (the CLI, not a Dagster run's threads), two CPUs or more, a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -32,7 +33,7 @@ from replicator.filesystems.base import FileSystem
 from replicator.filters import Filter
 from replicator.listing import ListingStats, Split, walk
 from replicator.state.base import StateStore
-from replicator.state.scratch import Scratch, settle_merge
+from replicator.state.scratch import Scratch, completed, settle_merge
 
 log = logging.getLogger("replicator")
 MIN_ROWS = 20_000  # below this a fork costs more than it saves
@@ -100,9 +101,11 @@ def _side_one(conn: Any, state: str, pair_id: int, fs: FileSystem, root: str, fl
             kw = {**listing, "stats": stats,
                   "on_error": lambda rel, exc: errors.append((rel, describe(exc)))}
             settled: list[int] = []
-            with store.manifest_scan(pair_id, split.boundary, _end(split.at)) as rows, store.guard():
+            details = functools.partial(store.manifest_details, pair_id)
+            with store.manifest_scan(pair_id, split.boundary, _end(split.at), brief=True) as rows, \
+                    store.guard():
                 batches = walk(fs, root, flt, ordered=True, rows=True, split=split, **kw)
-                for src, man in settle_merge(batches, rows, settled):
+                for src, man in completed(settle_merge(batches, rows, settled), details):
                     conn.send(("rows", src, man))
             conn.send(("done", settled[0], stats, errors))
         finally:
@@ -123,13 +126,13 @@ def _end(at: str) -> str | None:
 
 @contextlib.contextmanager
 def _outside(store: StateStore, pair_id: int, split: Split) -> Iterator[Iterable[tuple]]:
-    """Side 0's manifest rows: all but side 1's range, in path order (the two ranges'
+    """Side 0's manifest rows, brief: all but side 1's range, in path order (the two ranges'
     cursors chained: no Python layer per row)."""
     with contextlib.ExitStack() as stack:
-        parts = [stack.enter_context(store.manifest_scan(pair_id, None, split.boundary))]
+        parts = [stack.enter_context(store.manifest_scan(pair_id, None, split.boundary, brief=True))]
         end = _end(split.at)
         if end is not None:
-            parts.append(stack.enter_context(store.manifest_scan(pair_id, end, None)))
+            parts.append(stack.enter_context(store.manifest_scan(pair_id, end, None, brief=True)))
         yield itertools.chain(*parts)
 
 
@@ -161,16 +164,20 @@ def settle_in_two(store: StateStore, state: str, pair_id: int, scratch: Scratch,
     receive = Pipe(rfd)
     try:
         own = {**listing, "on_error": on_error}
+        details = functools.partial(store.manifest_details, pair_id)
         with _outside(store, pair_id, split) as recorded, store.guard():
             settled = scratch.load_settling(
-                walk(fs, root, flt, ordered=True, rows=True, split=split, **own), recorded)
+                walk(fs, root, flt, ordered=True, rows=True, split=split, **own), recorded,
+                details=details)
         theirs = _receive(receive, scratch)
         if theirs is None:  # the child did not finish: its part, listed here
             log.info("the second listing process did not finish; listing its part here")
             side1 = Split(split.at, split.boundary, 1)
-            with store.manifest_scan(pair_id, split.boundary, _end(split.at)) as rows, store.guard():
+            with store.manifest_scan(pair_id, split.boundary, _end(split.at), brief=True) as rows, \
+                    store.guard():
                 settled += scratch.load_settling(
-                    walk(fs, root, flt, ordered=True, rows=True, split=side1, **own), rows, fresh=False)
+                    walk(fs, root, flt, ordered=True, rows=True, split=side1, **own), rows,
+                    fresh=False, details=details)
             return settled
         n, child_stats, errors = theirs
         for name in ("files", "bytes", "dirs", "held_back", "too_old", "symlinks_skipped", "errors"):

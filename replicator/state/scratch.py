@@ -104,19 +104,22 @@ class Scratch:
             self.add_listing(name, buf)
 
     def load_settling(self, batches: Iterable[list[tuple]], manifest: Iterable[tuple], *,
-                      fresh: bool = True) -> int:
+                      fresh: bool = True, details: Details | None = None) -> int:
         """Merge a source listing in path order (``walk(..., ordered=True, rows=True)``) with
         the manifest in the same order (:meth:`StateStore.manifest_scan`), leaving out of both
         the ``src`` and the ``manifest`` tables every path the manifest settles (see
         :func:`settle_merge`); everything else goes in as :meth:`load_listing` and
         :meth:`load_manifest` would put it, so the join of :meth:`decision_rows` decides it.
         Returns the number of files settled. ``fresh=False``: add to what the tables hold
-        (another part of the same tree)."""
+        (another part of the same tree). ``details``: the manifest rows are brief
+        (``manifest_scan(..., brief=True)``); those not settled are completed through it
+        (:func:`completed`)."""
         if fresh:
             self.new_listing("src")
             self.db.execute("DELETE FROM manifest")
         settled: list[int] = []
-        for src, man in settle_merge(batches, manifest, settled):
+        merged = settle_merge(batches, manifest, settled)
+        for src, man in merged if details is None else completed(merged, details):
             self.add_unsettled(src, man)
         return settled[0]
 
@@ -470,6 +473,21 @@ class Scratch:
                        WHERE r.path = x.out OR x.is_dir = 1 AND {under})""")
         db.execute("DELETE FROM src WHERE path IN (SELECT path FROM xform)")
         return missing, extra, rows
+
+
+Details = Callable[[list[str]], dict[str, tuple[Any, Any]]]
+
+
+def completed(merged: Iterable[tuple[list[tuple], list[tuple]]],
+              details: Details) -> Iterator[tuple[list[tuple], list[tuple]]]:
+    """:func:`settle_merge`'s parts over brief manifest rows ``(path, kind, size, mtime_ns)``,
+    each manifest row completed with its ``(checksum, copied_at)`` from ``details`` (one
+    call per part: the store's :meth:`~replicator.state.base.StateStore.manifest_details`)."""
+    for src, man in merged:
+        if man:
+            more = details([m[0] for m in man])
+            man = [(*m, *more.get(m[0], (None, 0.0))) for m in man]
+        yield src, man
 
 
 def settle_merge(batches: Iterable[list[tuple]], manifest: Iterable[tuple],

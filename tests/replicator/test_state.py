@@ -5,6 +5,7 @@ completed by the next, secrets kept out of everything."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -562,5 +563,43 @@ def test_sample_files_draws_distinct_files_of_known_size_from_the_whole_pair(
         else:  # 480 draws of 3000: every third of the pair is drawn from
             thirds = {want[p] * 3 // files for p in seen}
             assert thirds == {0, 1, 2} and len(seen) > 300
+    finally:
+        store.close()
+
+
+def test_a_brief_scan_and_the_details_of_what_it_leaves_make_the_full_rows(state_spec: str) -> None:
+    """The re-sync reads the manifest brief (path, kind, size, mtime_ns) and the checksum and
+    copied_at of only the rows its merge does not settle: merged that way, the scratch
+    tables hold exactly what the merge over the full rows puts there."""
+    from replicator.state.scratch import Scratch
+
+    store = open_store(state_spec)
+    try:
+        pair, other = store.pair_id("/a", "/b"), store.pair_id("/a", "/c")
+        paths = [f"d{i // 10}/f{i:03}" for i in range(60)] + ["é", "b.x"]
+        store.commit(pair, record=[(p, "f", i, T0 * NS + i, f"crc32c:{i:08x}")
+                                   for i, p in enumerate(paths)] + [("d0", "d", 0, T0 * NS, None)])
+        store.commit(other, record=[("d0/f000", "f", 5, 5, "crc32c:ffffffff")])
+        full = [tuple(r) for r in store.manifest_rows(pair)]
+        with store.manifest_scan(pair, "d1", "d4", brief=True) as rows, store.guard():
+            assert [tuple(r) for r in rows] == [r[:4] for r in full if "d1" <= r[0] < "d4"]
+        store.DETAILS_CHUNK = 7  # several queries
+        want = [p for p in paths if p.endswith(("3", "7"))]
+        got = store.manifest_details(pair, [*want, "not/recorded"])
+        assert got == {r[0]: r[4:] for r in full if r[0] in want}
+        # the merge: a listing where some rows changed, one is new and one is gone
+        listed = [(r[0], r[1], r[2] + (r[0].endswith("5")), r[3], None, None, None, 0)
+                  for r in full if r[0] != "d2/f021"] + [("d9/new", "f", 1, 1, None, None, None, 0)]
+        listed.sort()
+        batches = [listed[i:i + 9] for i in range(0, len(listed), 9)]
+        tables = []
+        for brief in (False, True):
+            with Scratch() as scratch, store.manifest_scan(pair, brief=brief) as rows, store.guard():
+                kw = {"details": functools.partial(store.manifest_details, pair)} if brief else {}
+                settled = scratch.load_settling(batches, rows, **kw)
+                tables.append((settled, sorted(scratch.db.execute("SELECT * FROM manifest")),
+                               sorted(scratch.db.execute("SELECT path FROM src"))))
+        assert tables[0] == tables[1]
+        assert len(tables[1][1]) == 7 and all(r[4] and r[5] for r in tables[1][1])  # 6 changed, 1 gone
     finally:
         store.close()
