@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-NATIVE := setup.py $(wildcard native/*.c)
+NATIVE := setup.py $(wildcard native/*.c native/*.h)
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml $(NATIVE) | sha1sum | cut -c1-12)
 
 .PHONY: venv sysdeps jars test lint demo demo-hadoop bench ui clean

@@ -28,6 +28,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "timens.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -155,6 +157,41 @@ static inline uint32_t crc_shift(uint32_t zeros[4][256], uint32_t c)
            zeros[3][c >> 24];
 }
 
+#if defined(HAVE_X86_CRC) && defined(__x86_64__)
+/* crc_hw's three chains over three adjacent blocks of `block` bytes each (a multiple of 8),
+ * joined by shifting over `block` zeros (`zeros`), while 3 * block bytes are left; advances
+ * *pp and *np past what it hashed */
+__attribute__((target("sse4.2"))) static inline uint64_t crc_hw3(uint64_t c0,
+                                                                const unsigned char **pp,
+                                                                size_t *np, size_t block,
+                                                                uint32_t zeros[4][256])
+{
+    const unsigned char *p = *pp;
+    size_t n = *np;
+    while (n >= 3 * block) {
+        uint64_t c1 = 0, c2 = 0;
+        const unsigned char *end = p + block;
+        do {
+            uint64_t w0, w1, w2;
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + block, 8);
+            memcpy(&w2, p + 2 * block, 8);
+            c0 = _mm_crc32_u64(c0, w0);
+            c1 = _mm_crc32_u64(c1, w1);
+            c2 = _mm_crc32_u64(c2, w2);
+            p += 8;
+        } while (p < end);
+        c0 = crc_shift(zeros, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = crc_shift(zeros, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * block;
+        n -= 3 * block;
+    }
+    *pp = p;
+    *np = n;
+    return c0;
+}
+#endif
+
 #ifdef HAVE_X86_CRC
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
                                                          size_t n)
@@ -167,42 +204,8 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
     uint64_t c0 = c;
     /* three chains over three adjacent blocks, joined by shifting: CRC_LONG blocks, then
      * CRC_SHORT blocks for what is left */
-    while (n >= 3 * CRC_LONG) {
-        uint64_t c1 = 0, c2 = 0;
-        const unsigned char *end = p + CRC_LONG;
-        do {
-            uint64_t w0, w1, w2;
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + CRC_LONG, 8);
-            memcpy(&w2, p + 2 * CRC_LONG, 8);
-            c0 = _mm_crc32_u64(c0, w0);
-            c1 = _mm_crc32_u64(c1, w1);
-            c2 = _mm_crc32_u64(c2, w2);
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(crc_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * CRC_LONG;
-        n -= 3 * CRC_LONG;
-    }
-    while (n >= 3 * CRC_SHORT) {
-        uint64_t c1 = 0, c2 = 0;
-        const unsigned char *end = p + CRC_SHORT;
-        do {
-            uint64_t w0, w1, w2;
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + CRC_SHORT, 8);
-            memcpy(&w2, p + 2 * CRC_SHORT, 8);
-            c0 = _mm_crc32_u64(c0, w0);
-            c1 = _mm_crc32_u64(c1, w1);
-            c2 = _mm_crc32_u64(c2, w2);
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(crc_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * CRC_SHORT;
-        n -= 3 * CRC_SHORT;
-    }
+    c0 = crc_hw3(c0, &p, &n, CRC_LONG, crc_long);
+    c0 = crc_hw3(c0, &p, &n, CRC_SHORT, crc_short);
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -443,7 +446,7 @@ static int copy_one(struct item *it, int rflags, int set_mtime, int set_mode, in
         goto fail;
     close(infd);
     it->size = size;
-    it->mtime_sec = (int64_t)st.st_mtim.tv_sec; /* in nanoseconds by mtime_ns(), holding the lock */
+    it->mtime_sec = (int64_t)st.st_mtim.tv_sec; /* in nanoseconds by time_ns_object(), holding the lock */
     it->mtime_nsec = st.st_mtim.tv_nsec;
     it->crc = crc32c_extend(0, buf, (size_t)size);
     return 1;
@@ -454,26 +457,6 @@ fail:
     if (infd >= 0)
         close(infd);
     return 0;
-}
-
-/* st_mtime_ns as os.stat gives it: past the year 2262 (or before 1678) seconds * 10^9 no
- * longer fits in 64 bits (in C a signed overflow), so there in Python integers */
-static PyObject *mtime_ns(int64_t sec, long nsec)
-{
-    const int64_t lim = INT64_MAX / 1000000000 - 1;
-    if (sec < lim && sec > -lim)
-        return PyLong_FromLongLong((long long)sec * 1000000000LL + nsec);
-    PyObject *s = PyLong_FromLongLong((long long)sec);
-    PyObject *giga = PyLong_FromLong(1000000000L);
-    PyObject *ns = PyLong_FromLong(nsec);
-    PyObject *prod = NULL, *out = NULL;
-    if (s && giga && ns && (prod = PyNumber_Multiply(s, giga)) != NULL)
-        out = PyNumber_Add(prod, ns);
-    Py_XDECREF(s);
-    Py_XDECREF(giga);
-    Py_XDECREF(ns);
-    Py_XDECREF(prod);
-    return out;
 }
 
 static int64_t now_ns(void)
@@ -653,7 +636,7 @@ static PyObject *py_copy_small(PyObject *self, PyObject *args, PyObject *kwargs)
         if (items[i].ok == 2) { /* not attempted: the deadline passed */
             r = Py_NewRef(Py_False);
         } else if (items[i].ok) {
-            PyObject *mt = mtime_ns(items[i].mtime_sec, items[i].mtime_nsec);
+            PyObject *mt = time_ns_object(items[i].mtime_sec, items[i].mtime_nsec);
             r = mt == NULL ? NULL : Py_BuildValue("(LNk)", (long long)items[i].size, mt,
                                                   (unsigned long)items[i].crc);
             if (r == NULL) {

@@ -20,6 +20,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "timens.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -162,25 +164,6 @@ static void scan(const char *path, scan_t *s)
         qsort_r(s->ents, s->n, sizeof *s->ents, by_name, s->names);
 }
 
-static PyObject *mtime_ns(const entry_t *e)
-{
-    const int64_t lim = INT64_MAX / 1000000000 - 1;
-    if (e->mtime_sec < lim && e->mtime_sec > -lim)
-        return PyLong_FromLongLong((long long)e->mtime_sec * 1000000000LL + e->mtime_nsec);
-    /* past the year 2262: as os.stat does it, in Python integers */
-    PyObject *sec = PyLong_FromLongLong((long long)e->mtime_sec);
-    PyObject *giga = PyLong_FromLong(1000000000L);
-    PyObject *nsec = PyLong_FromLong(e->mtime_nsec);
-    PyObject *prod = NULL, *out = NULL;
-    if (sec && giga && nsec && (prod = PyNumber_Multiply(sec, giga)) != NULL)
-        out = PyNumber_Add(prod, nsec);
-    Py_XDECREF(sec);
-    Py_XDECREF(giga);
-    Py_XDECREF(nsec);
-    Py_XDECREF(prod);
-    return out;
-}
-
 static PyObject *decode_name(const scan_t *s, const entry_t *e, PyObject *text_path)
 {
     const char *raw = s->names + e->name_off;
@@ -262,7 +245,7 @@ static PyObject *py_scan_rows(PyObject *self, PyObject *args)
         PyObject *name = decode_name(&s, e, text_path);
         if (name == NULL)
             goto done;
-        PyObject *mt = mtime_ns(e);
+        PyObject *mt = time_ns_object(e->mtime_sec, e->mtime_nsec);
         if (mt == NULL) {
             Py_DECREF(name);
             goto done;

@@ -188,19 +188,15 @@ class StageContext:
     def paths(self, task: Task) -> tuple[str, str, str | None]:
         """``(source, final, staged or None)`` of a task, worked out once per task (the
         driver journals the staged name, the worker writes it)."""
-        found = task.paths
-        if found is None:
-            rel = _confined(task.rel)
-            final = self.dst_fs.join(self.dst_root, rel)
-            staged = (temp_name(final, self.run_id)
-                      if self.staging and self.dst_fs.capabilities.atomic_rename else None)
-            found = task.paths = (self.src_fs.join(self.src_root, rel), final, staged)
-        return found
+        if task.paths is None:
+            self.staged_names([task])
+        return task.paths  # type: ignore[return-value]
 
     def staged_names(self, tasks: list[Task]) -> list[str | None]:
         """The staged names of a bin's tasks, their :meth:`paths` worked out for the whole
-        bin in one loop (the same names: a short final name gets the staged prefix, a long
-        one goes through :func:`temp_name`)."""
+        bin in one loop (the one place they are made: a short final name gets the staged
+        prefix, a long one goes through :func:`temp_name`); a name with an empty, ``.`` or
+        ``..`` segment raises UsageError (:func:`_confined`)."""
         staging = self.staging and self.dst_fs.capabilities.atomic_rename
         src_join, dst_join = self.src_fs.join, self.dst_fs.join
         src_root, dst_root = self.src_root, self.dst_root
