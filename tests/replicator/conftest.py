@@ -70,3 +70,25 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 def temp_names(root: Path) -> list[str]:
     return [str(p) for p in root.rglob(".rtmp-*")]
+
+
+def built_or_skip(stem: str):
+    """``replicator._<stem>``, or the test skips (no compiler: nothing native to test;
+    test_native.py fails the suite where a compiler is and the build is missing)."""
+    from replicator import native
+
+    mod = native.built(stem)
+    if mod is None:
+        pytest.skip(f"replicator._{stem} is not built (no compiler): nothing native to test")
+    return mod
+
+
+@pytest.fixture
+def fastcopy():
+    return built_or_skip("fastcopy")
+
+
+@pytest.fixture
+def fastwalk():
+    return built_or_skip("fastwalk")
+

@@ -59,6 +59,19 @@ def _source(src: Path) -> dict[str, bytes]:
     return data
 
 
+def _assert_complete(src: Path, dst: Path, state: Path, data: dict) -> None:
+    """After the rerun: nothing staged left, the tree is ``data``, the journal empty, the
+    manifest the destination's files, and a third run copies nothing."""
+    assert temp_names(dst) == []
+    assert {k: v for k, v in tree(dst).items() if v is not None} == data
+    db = sqlite3.connect(state)
+    assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
+    rows = {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM files WHERE kind='f'")}
+    db.close()
+    assert rows == {rel: ((dst / rel).stat().st_size, (dst / rel).stat().st_mtime_ns) for rel in data}
+    assert api.copy(str(src), str(dst), CopyOptions(state_path=str(state))).files_copied == 0
+
+
 @pytest.mark.parametrize(("hook", "after"), [
     ("on_bytes", 300),  # killed while the second bin is being staged and renamed file by file
     ("on_file", 300),  # killed while the driver records a batch: renamed, none of it recorded
@@ -86,14 +99,7 @@ def test_a_batch_killed_mid_way_publishes_nothing_half_written_and_the_next_run_
     report = api.copy(str(src), str(dst), CopyOptions(state_path=str(state)))
     assert report.ok, report.failures
     assert report.files_copied == FILES - len(recorded)  # everything not recorded, once more
-    assert temp_names(dst) == []
-    assert {k: v for k, v in tree(dst).items() if v is not None} == data
-    db = sqlite3.connect(state)
-    assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
-    rows = {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM files WHERE kind='f'")}
-    db.close()
-    assert rows == {rel: ((dst / rel).stat().st_size, (dst / rel).stat().st_mtime_ns) for rel in data}
-    assert api.copy(str(src), str(dst), CopyOptions(state_path=str(state))).files_copied == 0
+    _assert_complete(src, dst, state, data)
 
 
 def test_a_batch_row_whose_names_are_gone_is_dropped_and_touches_no_manifest_row(tmp_path: Path) -> None:
@@ -148,11 +154,4 @@ def test_a_re_sync_of_updates_killed_mid_way_leaves_whole_files_and_the_next_run
 
     report = api.copy(str(src), str(dst), CopyOptions(state_path=str(state)))
     assert report.ok, report.failures
-    assert temp_names(dst) == []
-    assert {k: v for k, v in tree(dst).items() if v is not None} == new
-    db = sqlite3.connect(state)
-    assert db.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 0
-    rows = {p: (s, m) for p, s, m in db.execute("SELECT path, size, mtime_ns FROM files WHERE kind='f'")}
-    db.close()
-    assert rows == {rel: ((dst / rel).stat().st_size, (dst / rel).stat().st_mtime_ns) for rel in new}
-    assert api.copy(str(src), str(dst), CopyOptions(state_path=str(state))).files_copied == 0
+    _assert_complete(src, dst, state, new)

@@ -32,14 +32,6 @@ def test_the_extension_is_built_and_imported_where_a_compiler_is(stem: str) -> N
     assert mod.__file__.endswith(".so")
 
 
-@pytest.fixture
-def fastcopy():
-    mod = native.built("fastcopy")
-    if mod is None:
-        pytest.skip("replicator._fastcopy is not built (no compiler): nothing native to test")
-    return mod
-
-
 @pytest.mark.parametrize("impl", ["crc32c", "crc32c_table"])
 def test_crc32c_equals_google_crc32c_on_every_length_and_alignment(fastcopy, impl: str) -> None:
     fn = getattr(fastcopy, impl)

@@ -15,14 +15,6 @@ from replicator.filters import Filter
 from replicator.listing import ListingStats, walk
 
 
-@pytest.fixture
-def fastwalk():
-    mod = native.built("fastwalk")
-    if mod is None:
-        pytest.skip("replicator._fastwalk is not built (no compiler): nothing native to test")
-    return mod
-
-
 def _odd_tree(root: Path) -> Path:
     """Files, directories, symlinks (to a file, a directory, nowhere, themselves), a FIFO,
     a socket, names that are not UTF-8, hold the escape character or need quoting."""
