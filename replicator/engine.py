@@ -34,7 +34,7 @@ from replicator.errors import (
 from replicator.executors import get_executor
 from replicator.executors.base import Executor
 from replicator.files_from import read_files_from, walk_listed
-from replicator.filesystems.base import DIR, FILE, FileSystem
+from replicator.filesystems.base import DIR, FILE, LINK, FileSystem
 from replicator.filesystems.local import ESC, has_byte_names, native_path, shown, text_path
 from replicator.filesystems.registry import resolve
 from replicator.listing import ListingStats, listing_workers, walk
@@ -528,6 +528,18 @@ class _Run:
                             "destination instead of trusting the manifest",
                             self.report.destination, rel)
                 return True
+        if self.dst_fs.capabilities.host_paths:
+            # a recorded directory replaced by a symlink (or a file) would have this run's
+            # copies written through it, outside the destination root; listed, the link is
+            # removed first (_remove_links_in_the_way). An lstat a directory, local only
+            for rel in store.recorded_dirs(pair_id):
+                info = self.dst_fs.stat(self.dst_fs.join(self.dst_root, rel))
+                if info is not None and info.kind != DIR:
+                    log.warning("destination %s: the recorded directory %s is a %s now: "
+                                "listing the destination instead of trusting the manifest",
+                                self.report.destination, rel,
+                                "symlink" if info.kind == LINK else "file")
+                    return True
         return False
 
     def _walk_dst(self, stats: ListingStats):
@@ -688,6 +700,8 @@ class _Run:
                 continue
             target = self.dst_fs.join(self.dst_root, path)
             try:
+                if not self._dst_listed and self.dst_fs.capabilities.host_paths:
+                    self._unlink_in_the_way(target, path)
                 self.dst_fs.makedirs(target)
             except Exception as exc:
                 self._dst_failure(path, exc)
@@ -697,6 +711,16 @@ class _Run:
         if made:
             store.commit(pair_id, record=made)
             self.report.dirs_created = len(made)
+
+    def _unlink_in_the_way(self, target: str, rel: str) -> None:
+        """A new directory's place on an unlisted destination held by a symlink: the link is
+        removed (never what it points to), as a listed run removes it, so that makedirs does
+        not follow it out of the destination root."""
+        info = self.dst_fs.stat(target)
+        if info is not None and info.kind == LINK:
+            log.warning("destination %s: %s is a symlink where the source has a directory: "
+                        "removing the link", self.report.destination, rel)
+            self.dst_fs.delete_file(target)
 
     def _remove_links_in_the_way(self, scratch: Scratch) -> None:
         """A destination symlink where the source has a path, or on the way to one, is

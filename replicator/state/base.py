@@ -284,6 +284,10 @@ class StateStore:
         return self._all("SELECT path, size FROM {files} WHERE pair_id=? AND kind='f' AND size >= 0 "
                          "ORDER BY random() LIMIT ?", (pair_id, n))
 
+    def recorded_dirs(self, pair_id: int) -> list[str]:
+        """The paths of the pair's recorded directories (any order)."""
+        return [r[0] for r in self._all("SELECT path FROM {files} WHERE pair_id=? AND kind='d'", (pair_id,))]
+
     def commit(self, pair_id: int, *, record: Iterable[ManifestRow] = (), forget: Iterable[str] = (),
                clear: Iterable[str] = ()) -> None:
         """Record, forget and drop journal rows in one transaction."""

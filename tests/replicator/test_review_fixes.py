@@ -42,6 +42,47 @@ def test_destination_symlink_to_a_directory_is_replaced_never_written_through(tm
     assert tree(dst) == tree(src)
 
 
+@pytest.mark.parametrize("native_flag", ["1", "0"])
+def test_a_re_sync_never_writes_through_a_recorded_directory_now_a_symlink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_flag: str) -> None:
+    """A re-sync that trusts the manifest (the sampled files are where it says, at their
+    sizes: here the link's target holds look-alikes) does not list the destination, so a
+    recorded directory swapped for a symlink had this run's updates written through it.
+    Now every recorded directory of a local destination is lstat'ed first; one that is not a
+    directory any more sends the run to list the destination, which removes the link."""
+    monkeypatch.setenv("REPLICATOR_NATIVE", native_flag)
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    for name in ("a", "b"):
+        write(src / name / "f", "old\n", T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).ok
+    write(src / "a" / "f", "new\n", T0 + 10)
+    write(src / "b" / "f", "new\n", T0 + 10)
+    write(outside / "f", "zzz\n", T0)  # the recorded size: the sample sees nothing wrong
+    for p in (dst / "a" / "f", dst / "a"):
+        p.unlink() if p.is_file() else p.rmdir()
+    (dst / "a").symlink_to("../outside")
+    rep = api.copy(str(src), str(dst), opts(tmp_path))
+    assert rep.ok, rep.failures
+    assert (outside / "f").read_text() == "zzz\n"  # nothing written through the link
+    assert not (dst / "a").is_symlink() and tree(dst) == tree(src)
+
+
+def test_a_re_sync_never_writes_a_new_directory_through_a_symlink_in_its_place(tmp_path: Path) -> None:
+    """A directory new in the source whose place on an unlisted destination is a symlink:
+    the link is removed (not its target) and a real directory made, as a listed run does;
+    before, makedirs followed the link and the new files went outside the destination."""
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    write(src / "a" / "f", "a\n", T0)
+    assert api.copy(str(src), str(dst), opts(tmp_path)).ok
+    write(src / "new" / "g", "g\n", T0)
+    write(outside / "keep", "keep\n", T0)
+    (dst / "new").symlink_to("../outside")
+    rep = api.copy(str(src), str(dst), opts(tmp_path))
+    assert rep.ok, rep.failures
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]
+    assert not (dst / "new").is_symlink() and tree(dst) == tree(src)
+
+
 def test_destination_symlink_to_a_file_is_replaced_by_the_source_file(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     write(src / "f", "new\n", T0)
